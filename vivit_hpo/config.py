@@ -1,0 +1,263 @@
+"""Run configuration: one frozen, validated model per component, parsed once at the edge.
+
+A run config is a YAML file with three sections, ``model``, ``data`` and ``train``; every key
+has a default, so ``{}`` is a valid (small) config. ``--set section.key=value`` overrides any
+key (values are parsed as YAML, so ``--set model.core.kernel_size=[2,4,4]`` works).
+
+    model:
+      core: {kind: vivit, embed_dim: 192, num_heads: 4, ...}   # or {kind: cnn, ...}
+      readout: {...}
+      modulator: {enabled: true, ...}
+    data: {num_lags: 24, ...}
+    train: {epochs: 20, lr: 3.0e-4, ...}
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from vivit_hpo.errors import ConfigError
+
+__all__ = [
+    "CNNConfig",
+    "DataConfig",
+    "ModelConfig",
+    "ModulatorConfig",
+    "ReadoutConfig",
+    "RunConfig",
+    "TrainConfig",
+    "ViViTConfig",
+    "apply_overrides",
+    "format_validation_error",
+    "load_run_config",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Triple = tuple[int, int, int]
+
+
+class ViViTConfig(_Frozen):
+    """The factorised ViViT core of the roadmap (spatial, then causal temporal attention)."""
+
+    kind: Literal["vivit"] = "vivit"
+    embed_dim: int = Field(192, ge=8)
+    num_heads: int = Field(4, ge=1)
+    num_spatial_blocks: int = Field(4, ge=1)
+    num_temporal_blocks: int = Field(4, ge=1)
+    kernel_size: Triple = (4, 4, 4)  # tubelet (T, H, W)
+    stride: Triple = (4, 4, 4)
+    mlp_ratio: float = Field(4.0, gt=0)
+    mlp: Literal["swiglu", "gelu"] = "swiglu"
+    norm: Literal["rms", "layer"] = "rms"
+    parallel: bool = True  # attention and MLP side by side (one pre-norm) or one after the other
+    dropout: float = Field(0.0, ge=0, lt=1)
+    drop_path: float = Field(0.0, ge=0, lt=1)  # stochastic depth, linearly increasing with depth
+    patch_dropout: float = Field(0.0, ge=0, lt=1)  # fraction of spatial tokens dropped in training
+    num_registers: int = Field(4, ge=0)
+    pos_embed: Literal["rope", "learned", "sinusoidal"] = "rope"
+    causal: bool = True  # causal temporal attention
+    grad_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ViViTConfig:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} does not divide embed_dim={self.embed_dim}; "
+                "pick a divisor"
+            )
+        head_dim = self.embed_dim // self.num_heads
+        if self.pos_embed == "rope" and head_dim % 4:
+            raise ValueError(
+                f"head dim {head_dim} (embed_dim/num_heads) must be a multiple of 4 for 2D RoPE"
+            )
+        for k, s in zip(self.kernel_size, self.stride, strict=True):
+            if k < 1 or s < 1 or s > k:
+                raise ValueError(
+                    f"stride {self.stride} must be >= 1 and no larger than kernel_size "
+                    f"{self.kernel_size} on every axis"
+                )
+        return self
+
+
+class CNNConfig(_Frozen):
+    """A ResNet-like 3D-CNN baseline core, the kind of model the ViViT is meant to beat."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: tuple[int, ...] = (32, 64, 128)  # one stage each; stages after the first downsample
+    blocks_per_stage: int = Field(1, ge=1)
+    stem_kernel: Triple = (5, 7, 7)
+    kernel_size: Triple = (3, 3, 3)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ReadoutConfig(_Frozen):
+    """Per-session Gaussian readout on the core's last time step."""
+
+    init_sigma: float = Field(0.2, gt=0)  # initial spread, in normalised [-1, 1] coordinates
+    bias_init: Literal["mean_rate", "zero"] = "mean_rate"
+    gamma_features: float = Field(0.0, ge=0)  # L1 penalty on readout features
+
+
+class ModulatorConfig(_Frozen):
+    """ConvGRU behaviour modulator (a multiplicative gain on the core's features)."""
+
+    enabled: bool = True
+    hidden_dim: int = Field(16, ge=1)
+    kernel_size: int = Field(3, ge=1)
+
+
+def _core_kind(value: Any) -> str:
+    # A core without `kind` is a ViViT: the project's model family is the default.
+    if isinstance(value, dict):
+        return str(value.get("kind", "vivit"))
+    return str(getattr(value, "kind", "vivit"))
+
+
+CoreConfig = Annotated[
+    Annotated[ViViTConfig, Tag("vivit")] | Annotated[CNNConfig, Tag("cnn")],
+    Discriminator(
+        _core_kind,
+        custom_error_type="invalid_core_kind",
+        custom_error_message="kind must be 'vivit' or 'cnn'",
+    ),
+]
+
+
+class ModelConfig(_Frozen):
+    core: CoreConfig = Field(default_factory=ViViTConfig)
+    readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
+    modulator: ModulatorConfig = Field(default_factory=ModulatorConfig)
+
+
+class DataConfig(_Frozen):
+    """How sessions become samples (see ``../shared/data-contract.md``)."""
+
+    num_lags: int = Field(24, ge=1)  # frames of history per sample, the target bin included
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # used only where a file has no `split`
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    split_seed: int = 0
+    device_resident: Literal["auto", "on", "off"] = "auto"  # frames and counts on the GPU
+
+
+class TrainConfig(_Frozen):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-4, gt=0)  # core learning rate
+    readout_lr_ratio: float = Field(10.0, gt=0)  # readout and modulator lr = lr * ratio
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor as a fraction of the peak
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training samples
+    max_val_batches: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(5, ge=1)
+    checkpoint_every: int = Field(1, ge=1)
+    keep_best: int = Field(3, ge=1)
+    seed: int = 0
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA only
+    compile: bool = False
+
+
+class RunConfig(_Frozen):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+_CORE_TAGS = ("vivit", "cnn")
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    """One line naming the first bad key of a pydantic error, its value and what is wrong."""
+    first = err.errors()[0]
+    parts = [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
+    # Drop the union tag pydantic puts after a discriminated field ("core.vivit.embed_dim").
+    loc = ".".join(
+        p for i, p in enumerate(parts) if not (i and parts[i - 1] == "core" and p in _CORE_TAGS)
+    )
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against the documented keys"
+    value = first.get("input")
+    shown = "" if first["type"] == "extra_forbidden" or isinstance(value, dict) else f" = {value!r}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{where}: {loc or '<root>'}{shown}: {msg}{more}"
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with each ``dotted.key=value`` applied (values parsed as YAML)."""
+    out = copy.deepcopy(dict(tree))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=1e-3")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from e
+        _set_path(out, key.strip(), value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; pass the path of a YAML config")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from e
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return tree
+
+
+def parse_run_config(tree: Mapping[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, where)) from e
+
+
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a run config from YAML (or the defaults when ``path`` is None) and apply ``--set``."""
+    tree = read_yaml(path) if path is not None else {}
+    return parse_run_config(apply_overrides(tree, overrides), str(path or "config"))

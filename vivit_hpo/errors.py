@@ -1,0 +1,41 @@
+"""The project's exceptions.
+
+Every error a user can cause derives from :class:`VivitHpoError`; its message is one line that
+names the bad value and says how to fix it. The CLI maps these to a non-zero exit in one place
+(``vivit_hpo.cli``); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "NonFiniteLossError",
+    "SpecError",
+    "StorageError",
+    "VivitHpoError",
+]
+
+
+class VivitHpoError(Exception):
+    """Base class of every error that the user can fix; ``str(err)`` is one line."""
+
+
+class DataError(VivitHpoError):
+    """A session file breaks the data contract (``../shared/data-contract.md``)."""
+
+
+class ConfigError(VivitHpoError):
+    """A model or training config (YAML or ``--set``) is invalid."""
+
+
+class SpecError(VivitHpoError):
+    """A study spec is invalid, or its search space has no valid configuration."""
+
+
+class StorageError(VivitHpoError):
+    """The study storage URL is invalid or the database cannot be reached."""
+
+
+class NonFiniteLossError(VivitHpoError):
+    """Training produced a NaN or Inf loss or gradient; the run stops instead of training on."""
