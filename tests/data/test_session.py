@@ -1,0 +1,284 @@
+"""Splits, samples, windows and batches of loaded sessions."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from data_helpers import session_arrays, write_session
+
+from vivit_hpo.config import DataConfig
+from vivit_hpo.data import SessionSet, assign_split, load_sessions, sample_mask
+from vivit_hpo.data.session import MAX_CHUNK, split_units
+from vivit_hpo.errors import DataError
+
+
+def _runs(x: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of runs of equal values."""
+    edges = np.flatnonzero(x[1:] != x[:-1]) + 1
+    bounds = np.r_[0, edges, x.size]
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def test_sample_mask_keeps_history_inside_blocks() -> None:
+    blocks = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0])  # the id 0 comes back: a new block
+    assert sample_mask(blocks, 1).all()
+    assert sample_mask(blocks, 2).tolist() == [0, 1, 1, 0, 1, 1, 1, 0, 1]
+    assert sample_mask(blocks, 3).tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0]
+    assert not sample_mask(blocks, 5).any()
+
+
+def test_assign_split_is_seeded_and_keeps_blocks_whole() -> None:
+    rng = np.random.default_rng(0)
+    blocks = np.repeat(np.arange(100), rng.integers(20, 60, 100))
+    kw: dict[str, Any] = dict(val_fraction=0.2, test_fraction=0.1)
+    a = assign_split(blocks, seed=3, key="s1", **kw)
+    assert a.dtype == np.uint8 and a.shape == blocks.shape
+    np.testing.assert_array_equal(a, assign_split(blocks, seed=3, key="s1", **kw))
+    assert not np.array_equal(a, assign_split(blocks, seed=4, key="s1", **kw))
+    assert not np.array_equal(a, assign_split(blocks, seed=3, key="s2", **kw))
+    for b in range(100):
+        assert np.unique(a[blocks == b]).size == 1  # a block is never cut
+    frac = np.bincount(a, minlength=3) / a.size
+    assert abs(frac[1] - 0.2) < 0.03 and abs(frac[2] - 0.1) < 0.03
+
+
+def test_single_block_is_cut_into_contiguous_chunks() -> None:
+    t = 5000
+    units = split_units(np.zeros(t, np.int64))
+    lengths = np.bincount(units)
+    assert lengths.size == 20 and lengths.min() >= t // 20 - 1
+    big = split_units(np.zeros(40_000, np.int64))
+    assert np.bincount(big).max() <= MAX_CHUNK + 1
+    split = assign_split(np.zeros(t, np.int64), val_fraction=0.2, test_fraction=0.1, seed=0)
+    counts = np.bincount(split, minlength=3)
+    assert counts[1] > 0 and counts[2] > 0 and counts[0] > counts[1]
+    # Each split is made of long contiguous stretches, not scattered bins.
+    assert min(e - s for s, e in _runs(split)) >= t // 20 - 1
+
+
+def test_few_blocks_are_cut_within_blocks() -> None:
+    blocks = np.repeat([3, 1, 3], [50, 30, 20])  # 3 blocks (< MIN_SPLIT_UNITS)
+    units = split_units(blocks)
+    assert units.max() + 1 == 20  # chunks of T // 20 = 5 bins
+    for u in range(20):
+        assert np.unique(blocks[units == u]).size == 1
+
+
+def test_few_units_still_get_validation() -> None:
+    kw: dict[str, Any] = dict(val_fraction=0.2, test_fraction=0.1, seed=0)
+    assert sorted(assign_split(np.array([0, 0]), **kw).tolist()) == [0, 1]  # 2 units
+    assert sorted(assign_split(np.array([4, 4, 4]), **kw).tolist()) == [0, 1, 2]
+    many = np.repeat(np.arange(12), 10)
+    three = assign_split(many, val_fraction=0.05, test_fraction=0.01, seed=0)
+    assert set(np.unique(three)) == {0, 1, 2}
+
+
+@pytest.fixture()
+def two_sessions(tmp_path: Path) -> SessionSet:
+    """Different unit counts, frame sizes and behaviour: K=2 and no behaviour."""
+    write_session(tmp_path / "a.h5", t=300, n=3, h=8, w=10, k=2, block_len=25, seed=1)
+    write_session(tmp_path / "b.h5", t=200, n=5, h=6, w=6, k=None, block_len=20, seed=2)
+    return load_sessions([tmp_path], DataConfig(num_lags=7, split_seed=5))
+
+
+def test_windows_are_causal_inside_one_block_and_match_the_file(
+    tmp_path: Path, two_sessions: SessionSet
+) -> None:
+    data = two_sessions
+    raw = session_arrays(t=300, n=3, h=8, w=10, k=2, block_len=25, seed=1)
+    s = data.session("a")
+    bins = data.sample_bins("a", "train")[::5]
+    batch = data.batch("a", bins)
+    L = 7
+    assert batch.stim.shape == (bins.size, 1, L, 8, 10) and batch.stim.dtype == torch.float32
+    assert batch.stim.is_contiguous() and batch.behavior is not None
+    for i, t in enumerate(bins.tolist()):
+        history = np.arange(t - L + 1, t + 1)
+        assert (raw["blocks"][history] == raw["blocks"][t]).all()  # one block
+        frames = batch.stim[i, 0].numpy()  # (L, H, W); frame value encodes its bin
+        np.testing.assert_allclose(frames, raw["stim"][history] / 255.0, rtol=0, atol=1e-7)
+        assert round(float(frames[-1, 0, 0]) * 255) == t % 256  # the last frame is the target bin
+        np.testing.assert_array_equal(batch.behavior[i].numpy(), raw["behavior"][history])
+        np.testing.assert_array_equal(batch.robs[i].numpy(), raw["robs"][t])
+        np.testing.assert_array_equal(batch.dfs[i].numpy(), raw["dfs"][t])
+    np.testing.assert_array_equal(batch.bins.numpy(), bins)
+    assert s.frames.dtype == torch.uint8
+
+
+def test_batch_refuses_bins_that_are_not_samples(two_sessions: SessionSet) -> None:
+    with pytest.raises(ValueError, match=r"in \[6, 300\)"):
+        two_sessions.batch("a", [3])  # would wrap around to the end of the movie
+    with pytest.raises(ValueError, match="crosses a block boundary"):
+        two_sessions.batch("a", [27])  # block 1 starts at bin 25
+    ok = two_sessions.batch("a", torch.tensor([31, 32]))  # 25 + L - 1 = 31: first sample
+    assert ok.bins.tolist() == [31, 32]
+
+
+def test_splits_do_not_leak(two_sessions: SessionSet) -> None:
+    for name in two_sessions.names:
+        s = two_sessions.session(name)
+        parts = [two_sessions.sample_bins(name, sp) for sp in ("train", "val", "test")]
+        for code, bins in enumerate(parts):
+            assert (s.split[bins] == code).all()  # targets of a split are bins of that split
+            assert (np.diff(bins) > 0).all()
+        assert len(set(np.concatenate(parts).tolist())) == sum(p.size for p in parts)
+        valid = sample_mask(s.blocks, 7)
+        assert sum(p.size for p in parts) == int(valid.sum())
+        # Whole blocks are assigned (the files have no split and >= 10 blocks).
+        for b in np.unique(s.blocks):
+            assert np.unique(s.split[s.blocks == b]).size == 1
+
+
+def test_split_from_the_file_is_used(tmp_path: Path) -> None:
+    arrays = session_arrays(t=120, block_len=30)
+    arrays["split"] = np.repeat(np.array([0, 1, 0, 2], np.uint8), 30)
+    write_session(tmp_path / "s.h5", arrays)
+    data = load_sessions([tmp_path / "s.h5"], DataConfig(num_lags=5))
+    assert data.sample_bins("s", "val").tolist() == list(range(34, 60))
+    assert data.sample_bins("s", "test").tolist() == list(range(94, 120))
+    assert data.num_samples("train") == 2 * 26
+
+
+def test_no_validation_sample_is_refused(tmp_path: Path) -> None:
+    arrays = session_arrays(t=120, block_len=30)
+    arrays["split"] = np.zeros(120, np.uint8)
+    path = write_session(tmp_path / "s.h5", arrays)
+    with pytest.raises(DataError, match=r"s\.h5: split: session 's' has no validation samples"):
+        load_sessions([path], DataConfig(num_lags=5))
+
+
+def test_eval_batches_cover_every_sample_once_in_order(two_sessions: SessionSet) -> None:
+    data = two_sessions
+    seen: list[tuple[str, int]] = []
+    for batch in data.batches("val", 4, shuffle=False, seed=0):
+        assert len(batch) <= 4
+        seen.extend((batch.session, b) for b in batch.bins.tolist())
+    want = [(n, int(b)) for n in data.names for b in data.sample_bins(n, "val")]
+    assert seen == want
+    capped = list(data.batches("val", 4, shuffle=False, seed=0, steps=3))
+    assert len(capped) == 3
+
+
+def test_training_batches_shuffle_interleave_and_repeat(two_sessions: SessionSet) -> None:
+    data = two_sessions
+    meta = {m.name: m for m in data.metas}
+
+    def run(seed: int, steps: int | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        out = []
+        for batch in data.batches("train", 8, shuffle=True, seed=seed, steps=steps):
+            m = meta[batch.session]
+            assert batch.stim.shape[1:] == (1, 7, m.height, m.width)
+            assert batch.robs.shape == (len(batch), m.num_units) == batch.dfs.shape
+            if m.num_behavior:
+                assert batch.behavior is not None
+                assert batch.behavior.shape == (len(batch), 7, m.num_behavior)
+            else:
+                assert batch.behavior is None
+            out.append((batch.session, tuple(batch.bins.tolist())))
+        return out
+
+    one = run(0)
+    assert one == run(0)  # deterministic given the seed
+    assert one != run(1)
+    counts = Counter(b for name, bins in one for b in ((name, x) for x in bins))
+    assert set(counts.values()) == {1}
+    assert len(counts) == data.num_samples("train")
+    sessions = [name for name, _ in one]
+    assert sessions != sorted(sessions) and sessions != sorted(sessions, reverse=True)
+    n_batches = len(one)
+    assert n_batches == data.num_batches("train", 8)
+    per_session = [data.sample_bins(n, "train").size for n in data.names]
+    assert n_batches == sum(-(-k // 8) for k in per_session)  # batches never mix sessions
+    longer = run(0, steps=n_batches + 5)  # a second pass starts with fresh permutations
+    assert len(longer) == n_batches + 5 and longer[:n_batches] == one
+    assert len(run(0, steps=2)) == 2
+
+
+def test_uint8_frames_are_read_once_without_a_float_copy(tmp_path: Path) -> None:
+    t, h, w = 3000, 48, 48
+    path = write_session(tmp_path / "s.h5", t=t, n=2, h=h, w=w, k=None, block_len=100)
+    tracemalloc.start()
+    try:
+        data = load_sessions([path], DataConfig(num_lags=5))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    frames = data.session("s").frames
+    assert frames.dtype == torch.uint8 and frames.shape == (t, 1, h, w)
+    assert peak < 1.3 * t * h * w  # one uint8 copy (6.9 MB), nothing the size of a float movie
+
+
+def test_float_frames_pass_through_and_channels_are_kept(tmp_path: Path) -> None:
+    path = write_session(tmp_path / "f.h5", t=90, c=3, h=5, w=4, stim_dtype=np.float16)
+    data = load_sessions([path], DataConfig(num_lags=3))
+    s = data.session("f")
+    assert s.frames.dtype == torch.float16 and s.frames.shape == (90, 3, 5, 4)
+    assert data.metas[0].num_channels == 3 and data.input_shape("f") == (3, 3, 5, 4)
+    bins = data.sample_bins("f", "train")[:2]
+    batch = data.batch("f", bins)
+    assert batch.stim.shape == (2, 3, 3, 5, 4) and batch.stim.dtype == torch.float32
+    # float frames are not rescaled: frame value = its bin
+    np.testing.assert_array_equal(
+        batch.stim[:, 1, :, 2, 3].numpy(), bins[:, None] + np.arange(-2, 1)
+    )
+
+
+def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:
+    raw = session_arrays(t=240, n=4, block_len=30, seed=7)
+    path = write_session(tmp_path / "m.h5", raw, frame_rate=120.0, attrs={"name": "mine"})
+    with h5py.File(path, "a") as f:
+        f.attrs["behavior_names"] = ["speed", "pupil"]
+    data = load_sessions([path], DataConfig(num_lags=4))
+    meta = data.metas[0]
+    assert meta.name == "mine" and data.names == ["mine"]
+    assert (meta.num_units, meta.height, meta.width, meta.num_behavior) == (4, 8, 8, 2)
+    assert meta.frame_rate == 120.0
+    assert data.session("mine").behavior_names == ("speed", "pupil")
+    tr = data.sample_bins("mine", "train")
+    y, m = raw["robs"][tr].astype(float), raw["dfs"][tr] > 0
+    want = (y * m).sum(0) / m.sum(0)
+    np.testing.assert_allclose(meta.mean_rates, want, rtol=1e-12)
+
+
+def test_defaults_without_optional_datasets(tmp_path: Path) -> None:
+    arrays = session_arrays(t=400, n=2, k=None, block_len=None)
+    del arrays["dfs"]
+    path = write_session(tmp_path / "bare.h5", arrays)
+    data = load_sessions([path], DataConfig(num_lags=10))
+    s = data.session("bare")
+    assert bool(s.dfs.all()) and s.behavior is None and (s.blocks == 0).all()
+    # One block, no split: still a validation and a test part, and every bin past the first
+    # num_lags - 1 is a sample.
+    assert data.num_samples("val") > 0 and data.num_samples("test") > 0
+    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9
+
+
+def test_to_cpu_keeps_batches_identical(two_sessions: SessionSet) -> None:
+    moved = two_sessions.to("cpu")
+    assert moved.device == torch.device("cpu") and moved.names == two_sessions.names
+    a = next(iter(two_sessions.batches("val", 5, shuffle=False, seed=0)))
+    b = next(iter(moved.batches("val", 5, shuffle=False, seed=0)))
+    torch.testing.assert_close(a.stim, b.stim)
+    with pytest.raises(ValueError, match="split='dev'"):
+        two_sessions.num_samples("dev")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_cuda_gathers_on_the_device(two_sessions: SessionSet) -> None:
+    for mode in ("auto", "on", "off"):
+        data = SessionSet(two_sessions.sessions, 7, device_resident=mode).to("cuda")  # type: ignore[arg-type]
+        resident = set(data.resident().values())
+        assert resident == ({"cpu"} if mode == "off" else {"cuda:0"})
+        assert data.session("a").frames.dtype == torch.uint8
+        cpu = next(iter(two_sessions.batches("train", 6, shuffle=True, seed=2)))
+        gpu = next(iter(data.batches("train", 6, shuffle=True, seed=2)))
+        assert gpu.stim.device.type == "cuda" and gpu.robs.device.type == "cuda"
+        torch.testing.assert_close(gpu.stim.cpu(), cpu.stim)
+        torch.testing.assert_close(gpu.behavior.cpu(), cpu.behavior)  # type: ignore[union-attr]

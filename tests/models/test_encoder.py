@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import assert_all_grads, meta, tiny_vivit
+
+from vivit_hpo.config import CNNConfig, ModelConfig, ModulatorConfig
+from vivit_hpo.errors import ConfigError, DataError
+from vivit_hpo.models import build_model, collect_attention, count_parameters
+from vivit_hpo.models.modulator import ConvGRUModulator
+from vivit_hpo.models.readout import GaussianReadout
+
+L = 7
+SESSIONS = [
+    meta("big.one", units=5, height=13, width=10, behavior=3),
+    meta("train", units=3, height=9, width=12, behavior=0),  # a name ModuleDict would refuse
+    meta("c", units=2, height=11, width=11, behavior=1),
+]
+
+
+def _inputs(m, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
+    stim = torch.rand(batch, m.num_channels, L, m.height, m.width)
+    beh = torch.randn(batch, L, m.num_behavior) if m.num_behavior else None
+    return stim, beh
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(core=tiny_vivit(), modulator=ModulatorConfig(hidden_dim=4)),
+        ModelConfig(core=tiny_vivit(pos_embed="learned", parallel=False)),
+        ModelConfig(core=CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3))),
+    ],
+    ids=["vivit", "vivit-learned", "cnn"],
+)
+def test_sessions_of_different_sizes_through_one_model(cfg: ModelConfig) -> None:
+    model = build_model(cfg, SESSIONS, L).train()
+    loss = torch.zeros(())
+    for m in SESSIONS:
+        stim, beh = _inputs(m)
+        rates = model(stim, m.name, beh)
+        assert rates.shape == (2, m.num_units)
+        assert rates.dtype == torch.float32 and (rates > 0).all() and torch.isfinite(rates).all()
+        loss = loss + torch.nn.functional.poisson_nll_loss(
+            rates, torch.ones_like(rates), log_input=False
+        )
+        loss = loss + model.regularizer(m.name)
+    loss.backward()
+    # Behind the zero-initialised gain every modulator weight but the gain has a zero gradient
+    # at the start; they must still be connected (not None).
+    assert_all_grads(model, allow_zero=("modulator.",))
+    assert model.modulator is not None
+    assert model.modulator.gain.weight.grad is not None
+    assert model.modulator.gain.weight.grad.abs().sum() > 0
+
+
+def test_behaviour_reaches_the_rates_once_the_gain_is_nonzero() -> None:
+    model = build_model(ModelConfig(core=tiny_vivit()), SESSIONS, L).eval()
+    assert model.modulator is not None
+    with torch.no_grad():
+        model.modulator.gain.weight.normal_()
+    m = SESSIONS[0]
+    stim, beh = _inputs(m)
+    assert beh is not None
+    assert not torch.allclose(model(stim, m.name, beh), model(stim, m.name, beh + 1))
+
+
+def test_accessors_and_param_groups() -> None:
+    model = build_model(ModelConfig(core=tiny_vivit()), SESSIONS, L)
+    assert isinstance(model.readout("train"), GaussianReadout)
+    assert model.readout("c").num_units == 2
+    assert isinstance(model.modulator, ConvGRUModulator)
+    core, head = model.param_groups()
+    ids = [id(p) for p in core + head]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters()}
+    assert {id(p) for p in core} == {id(p) for p in model.core.parameters()}
+    assert sum(p.numel() for p in core + head) == count_parameters(model)
+    assert model.sessions["c"].num_behavior == 1
+
+
+def test_modulator_off() -> None:
+    off = ModelConfig(core=tiny_vivit(), modulator=ModulatorConfig(enabled=False))
+    model = build_model(off, SESSIONS, L)
+    assert model.modulator is None
+    stim, _ = _inputs(SESSIONS[0])
+    assert model(stim, "big.one", None).shape == (2, 5)  # behaviour not needed
+    # No session with behaviour: no modulator either.
+    assert build_model(ModelConfig(core=tiny_vivit()), [SESSIONS[1]], L).modulator is None
+
+
+def test_errors() -> None:
+    cfg = ModelConfig(core=tiny_vivit())
+    model = build_model(cfg, SESSIONS, L)
+    stim, beh = _inputs(SESSIONS[0])
+    with pytest.raises(DataError, match="'nope' is not one of the model's sessions"):
+        model(stim, "nope", beh)
+    with pytest.raises(DataError, match=r"expected \(B, 1, L, H, W\)"):
+        model(stim.expand(-1, 3, -1, -1, -1), "big.one", beh)
+    with pytest.raises(DataError, match="3 behaviour channels"):
+        model(stim, "big.one", None)
+    rgb = meta("rgb", channels=3)
+    with pytest.raises(
+        ConfigError, match=r"disagree on stimulus channels \(big.one has C=1.*rgb has C=3"
+    ):
+        build_model(cfg, [*SESSIONS, rgb], L)
+    with pytest.raises(ConfigError, match="unique, repeated: c"):
+        build_model(cfg, [*SESSIONS, SESSIONS[2]], L)
+    with pytest.raises(ConfigError, match="no sessions"):
+        build_model(cfg, [], L)
+    with pytest.raises(ConfigError, match="session 'tiny': frames of 2x10 are smaller"):
+        build_model(cfg, [*SESSIONS, meta("tiny", height=2)], L)
+    with pytest.raises(ConfigError, match="gives 1 temporal token"):
+        build_model(cfg, SESSIONS, 2)
+
+
+def test_collect_attention_from_the_model() -> None:
+    model = build_model(ModelConfig(core=tiny_vivit()), SESSIONS, L)
+    stim, _ = _inputs(SESSIONS[0])
+    maps = collect_attention(model, stim)
+    assert maps.spatial[0].shape == (2, 26, 26)
+    cnn = build_model(ModelConfig(core=CNNConfig(channels=(4,))), SESSIONS, L)
+    with pytest.raises(ConfigError, match="need a ViViT core"):
+        collect_attention(cnn, stim)
+
+
+def test_bf16_autocast_with_modulator() -> None:
+    model = build_model(ModelConfig(core=tiny_vivit()), SESSIONS, L).train()
+    assert model.modulator is not None
+    with torch.no_grad():
+        model.modulator.gain.weight.normal_()
+    stim, beh = _inputs(SESSIONS[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rates = model(stim, "big.one", beh)
+    assert rates.dtype == torch.float32 and torch.isfinite(rates).all() and (rates > 0).all()
+    rates.sum().backward()
+    assert all(p.grad is not None for p in model.core.parameters())
+
+
+def test_state_dict_round_trip() -> None:
+    cfg = ModelConfig(core=tiny_vivit())
+    a = build_model(cfg, SESSIONS, L).eval()
+    b = build_model(cfg, SESSIONS, L).eval()
+    b.load_state_dict(a.state_dict())
+    stim, beh = _inputs(SESSIONS[0])
+    torch.testing.assert_close(a(stim, "big.one", beh), b(stim, "big.one", beh))

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vivit_hpo.config import ReadoutConfig
+from vivit_hpo.errors import ConfigError
+from vivit_hpo.models.readout import (
+    MU_INIT_RANGE,
+    GaussianReadout,
+    inverse_softplus,
+    module_keys,
+)
+
+RATES = (0.02, 0.1, 0.5, 2.0)
+
+
+def _readout(**cfg: object) -> GaussianReadout:
+    return GaussianReadout(4, 8, ReadoutConfig(**cfg), RATES)  # type: ignore[arg-type]
+
+
+def test_init() -> None:
+    r = _readout(init_sigma=0.3)
+    assert r.mu.shape == (4, 2) and (r.mu.abs() <= MU_INIT_RANGE).all()
+    torch.testing.assert_close(r.sigma, torch.full((4, 2), 0.3))
+    assert r.features.shape == (4, 8)
+    torch.testing.assert_close(torch.nn.functional.softplus(r.bias), torch.tensor(RATES))
+    assert (_readout(bias_init="zero").bias == 0).all()
+
+
+def test_bias_init_gives_the_mean_rates() -> None:
+    r = _readout().eval()
+    with torch.no_grad():
+        r.features.zero_()
+    rates = r(torch.randn(3, 8, 5, 6))
+    torch.testing.assert_close(rates, torch.tensor(RATES).expand(3, 4), atol=1e-5, rtol=1e-5)
+
+
+def test_bias_init_needs_one_rate_per_unit() -> None:
+    with pytest.raises(ConfigError, match="needs 4 mean rates, got 2"):
+        GaussianReadout(4, 8, ReadoutConfig(), (0.1, 0.2))
+    with pytest.raises(ConfigError, match="got none"):
+        GaussianReadout(4, 8, ReadoutConfig())
+
+
+def test_inverse_softplus() -> None:
+    y = torch.tensor([1e-4, 0.1, 1.0, 30.0])
+    torch.testing.assert_close(torch.nn.functional.softplus(inverse_softplus(y)), y)
+
+
+def test_eval_is_deterministic_train_samples() -> None:
+    r = _readout()
+    x = torch.randn(2, 8, 5, 6)
+    r.eval()
+    torch.testing.assert_close(r(x), r(x))
+    r.train()
+    a, b = r(x), r(x)
+    assert not torch.allclose(a, b)
+    # The jitter is drawn per sample: two copies of one input are read at different places.
+    same = r(x[:1].expand(2, -1, -1, -1))
+    assert not torch.allclose(same[0], same[1])
+    assert torch.equal(r.positions(3, sample=False), r.mu.clamp(-1, 1).expand(3, -1, -1))
+    assert r(x, sample=False).equal(r.eval()(x))
+
+
+def test_reads_the_feature_at_mu() -> None:
+    r = GaussianReadout(1, 1, ReadoutConfig(bias_init="zero")).eval()
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 1, 3] = 4.0  # row 1, column 3
+    with torch.no_grad():
+        r.features.fill_(1.0)
+        # Pixel centres at align_corners=False: column 3 -> x = 0.4, row 1 -> y = -0.4.
+        r.mu.copy_(torch.tensor([[0.4, -0.4]]))
+    torch.testing.assert_close(r(x), torch.nn.functional.softplus(torch.tensor([[4.0]])) + 1e-6)
+
+
+def test_rates_positive_and_grads() -> None:
+    r = _readout().train()
+    x = torch.randn(2, 8, 3, 4, requires_grad=True)
+    with torch.no_grad():
+        r.bias.fill_(-200.0)  # softplus underflows to 0: the floor keeps log(rate) finite
+    rates = r(x)
+    assert (rates > 0).all() and torch.isfinite(rates.log()).all()
+    r.bias.data.fill_(0.0)
+    r(x).sum().backward()
+    for name, p in r.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_regularizer() -> None:
+    r = _readout(gamma_features=0.5)
+    torch.testing.assert_close(r.regularizer(), 0.5 * r.features.abs().mean())
+    assert _readout().regularizer().item() == 0.0
+
+
+def test_module_keys() -> None:
+    keys = module_keys(["m1.2024", "train", "ok_name", "m1_2024", "s_m1_2024", ""])
+    assert keys["ok_name"] == "ok_name"
+    assert keys["m1.2024"] == "s_m1_2024"
+    assert keys["train"] == "s_train"
+    assert keys["m1_2024"] == "m1_2024"
+    assert keys["s_m1_2024"] == "s_m1_2024_1"  # the sanitised name took it first
+    assert keys[""] == "s_"
+    assert len(set(keys.values())) == len(keys)
+    torch.nn.ModuleDict({k: torch.nn.Identity() for k in keys.values()})  # all are valid keys

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from model_helpers import assert_all_grads, tiny_vivit
+
+from vivit_hpo.models.encoder import collect_attention
+from vivit_hpo.models.layers import DropPath
+from vivit_hpo.models.vivit import (
+    ParallelBlock,
+    SequentialBlock,
+    TubeletTokenizer,
+    ViViTCore,
+    num_kept_tokens,
+    tubelet_grid,
+)
+
+SIZE = (7, 13, 10)  # T, H, W: nothing divides evenly with kernel (2, 3, 3), stride (2, 2, 3)
+
+
+def _x(batch: int = 2, size: tuple[int, int, int] = SIZE) -> torch.Tensor:
+    return torch.randn(batch, 1, *size)
+
+
+def test_tubelet_grid_pads_time_in_front_and_space_symmetrically() -> None:
+    grid, pad = tubelet_grid(SIZE, (2, 3, 3), (2, 2, 3))
+    # T: 7 frames -> 4 tokens from 8 = 1 front pad + 7; H: 13 fits 6 tokens; W: 10 -> 4 tokens
+    # from 12 = 1 + 10 + 1.
+    assert grid == (4, 6, 4)
+    assert pad == (1, 0, 0, 1, 1)
+    assert tubelet_grid((8, 8, 8), (4, 4, 4), (4, 4, 4)) == ((2, 2, 2), (0, 0, 0, 0, 0))
+    assert tubelet_grid((8, 9, 8), (4, 4, 4), (4, 4, 4))[1] == (0, 1, 2, 0, 0)
+
+
+def test_tokenizer_last_token_ends_on_last_frame() -> None:
+    tok = TubeletTokenizer(1, 8, (2, 3, 3), (2, 2, 3))
+    x = _x(1)
+    base, grid = tok(x)
+    assert base.shape == (1, 4, 24, 8) and grid == (4, 6, 4)
+    x2 = x.clone()
+    x2[:, :, -1] += 1.0  # the last frame is in the last token only
+    changed = (tok(x2)[0] - base).abs().amax(dim=(0, 2, 3))
+    assert changed[-1] > 0 and (changed[:-1] == 0).all()
+    x3 = x.clone()
+    x3[:, :, 0] += 1.0  # the first frame shares the first token with the front padding
+    changed = (tok(x3)[0] - base).abs().amax(dim=(0, 2, 3))
+    assert changed[0] > 0 and (changed[1:] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"parallel": False},
+        {"mlp": "gelu", "norm": "layer"},
+        {"pos_embed": "learned", "num_registers": 0},
+        {"pos_embed": "sinusoidal", "parallel": False, "mlp": "gelu"},
+        {"causal": False, "kernel_size": (2, 4, 4), "stride": (1, 4, 4)},
+    ],
+)
+def test_core_shapes_grads_and_finite(overrides: dict) -> None:
+    cfg = tiny_vivit(**overrides)
+    core = ViViTCore(cfg, 1, max_input=SIZE)
+    x = _x()
+    out = core(x)
+    grid = tubelet_grid(SIZE, cfg.kernel_size, cfg.stride)[0]
+    assert out.shape == (2, 32, *grid)
+    assert torch.isfinite(out).all()
+    out.pow(2).mean().backward()
+    assert_all_grads(core)
+
+
+def test_block_kinds_follow_config() -> None:
+    assert isinstance(ViViTCore(tiny_vivit(), 1).spatial[0], ParallelBlock)
+    core = ViViTCore(tiny_vivit(parallel=False), 1)
+    assert isinstance(core.spatial[0], SequentialBlock)
+    assert isinstance(core.temporal[0], SequentialBlock)
+
+
+def test_drop_path_grows_linearly_over_the_stack() -> None:
+    cfg = tiny_vivit(num_spatial_blocks=2, num_temporal_blocks=3, drop_path=0.4)
+    core = ViViTCore(cfg, 1)
+    rates = [m.p for m in core.modules() if isinstance(m, DropPath)]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def _token_ends(t: int, kt: int, st: int, tp: int) -> list[int]:
+    """Index of the last frame of each temporal token (front padding rule)."""
+    return [t - 1 - (tp - 1 - j) * st for j in range(tp)]
+
+
+@pytest.mark.parametrize("pos_embed", ["rope", "learned", "sinusoidal"])
+@pytest.mark.parametrize("frame", [2, 4, 6])
+def test_causality(pos_embed: str, frame: int) -> None:
+    cfg = tiny_vivit(pos_embed=pos_embed, dropout=0.1, drop_path=0.1)
+    core = ViViTCore(cfg, 1, max_input=SIZE).eval()
+    x = _x()
+    x2 = x.clone()
+    x2[:, :, frame] = torch.randn_like(x2[:, :, frame])
+    with torch.no_grad():
+        diff = (core(x2) - core(x)).abs().amax(dim=(0, 1, 3, 4))  # (T_p,)
+    ends = _token_ends(SIZE[0], 2, 2, diff.shape[0])
+    for j, end in enumerate(ends):
+        if end < frame:
+            assert diff[j] == 0, f"token {j} (frames up to {end}) saw frame {frame}"
+        else:
+            assert diff[j] > 0, f"token {j} (frames up to {end}) ignores frame {frame}"
+
+
+def test_non_causal_core_leaks_the_future() -> None:
+    # The causality test can fail: without the mask, early tokens see later frames.
+    core = ViViTCore(tiny_vivit(causal=False), 1).eval()
+    x = _x()
+    x2 = x.clone()
+    x2[:, :, -1] += 1.0
+    with torch.no_grad():
+        diff = (core(x2) - core(x)).abs().amax(dim=(0, 1, 3, 4))
+    assert diff[0] > 0
+
+
+def test_num_kept_tokens() -> None:
+    assert num_kept_tokens(10, 0.1) == 9  # not 10 from 9.000000000000002
+    assert num_kept_tokens(24, 0.5) == 12
+    assert num_kept_tokens(5, 0.3) == 4  # ceil(3.5)
+    assert num_kept_tokens(3, 0.9) == 1
+
+
+def test_patch_dropout_zeroes_the_same_positions_at_every_time_step() -> None:
+    core = ViViTCore(tiny_vivit(patch_dropout=0.5), 1)
+    x = _x(3)
+    out = core.train()(x)
+    assert out.shape == (3, 32, 4, 6, 4)
+    zero = (out == 0).all(dim=1).flatten(2)  # (B, T_p, S)
+    # A position is dropped at every time step or at none.
+    assert (zero == zero[:, :1]).all()
+    assert (zero[:, 0].sum(-1) == 24 - num_kept_tokens(24, 0.5)).all()
+    assert not torch.equal(zero[0, 0], zero[1, 0])  # a fresh subset per sample
+    out.sum().backward()
+    assert_all_grads(core)
+    with torch.no_grad():
+        assert (core.eval()(x) != 0).any(dim=1).all()  # no dropout in evaluation
+
+
+def test_patch_dropout_rope_rotates_kept_tokens_by_their_own_positions() -> None:
+    core = ViViTCore(tiny_vivit(), 1)  # 2 registers, head dim 16
+    cos_full, sin_full = core._spatial_rope(6, 4, None, 3, torch.device("cpu"))
+    assert cos_full.shape == (2 + 24, 8)
+    assert (cos_full[:2] == 1).all() and (sin_full[:2] == 0).all()  # registers: not rotated
+    keep = torch.tensor([[5, 0, 23], [7, 8, 1]])  # (B=2, S_k=3)
+    cos, sin = core._spatial_rope(6, 4, keep, 3, torch.device("cpu"))
+    assert cos.shape == (2 * 3, 1, 2 + 3, 8)  # (B*T, 1, R + S_k, d/2), sample-major
+    for b in range(2):
+        for t in range(3):
+            row = b * 3 + t
+            torch.testing.assert_close(cos[row, 0, 2:], cos_full[2 + keep[b]])
+            torch.testing.assert_close(sin[row, 0, 2:], sin_full[2 + keep[b]])
+            assert (cos[row, 0, :2] == 1).all()
+
+
+def test_attention_maps_refuse_patch_dropout_in_training() -> None:
+    core = ViViTCore(tiny_vivit(patch_dropout=0.5), 1).train()
+    with pytest.raises(ValueError, match=r"call core.eval\(\) first"):
+        core(_x(), return_attention=True)
+
+
+def test_gradient_checkpointing_gives_the_same_grads() -> None:
+    cfg = tiny_vivit(num_spatial_blocks=2, num_temporal_blocks=2)
+    plain = ViViTCore(cfg, 1)
+    ckpt = copy.deepcopy(plain)
+    ckpt.grad_checkpointing = True
+    x = _x()
+    for m in (plain, ckpt):
+        m(x).pow(2).sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        assert q.grad is not None
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    assert ViViTCore(tiny_vivit(grad_checkpointing=True), 1).grad_checkpointing
+
+
+def test_learned_pos_embed_handles_other_frame_sizes() -> None:
+    core = ViViTCore(tiny_vivit(pos_embed="learned"), 1, max_input=SIZE)
+    assert core(_x(1, (7, 9, 12))).shape == (1, 32, 4, 4, 4)
+    assert core(_x(1, (5, 13, 10))).shape == (1, 32, 3, 6, 4)
+
+
+def test_bf16_autocast_runs() -> None:
+    core = ViViTCore(tiny_vivit(patch_dropout=0.25), 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = core.train()(_x())
+    assert torch.isfinite(out).all()
+
+
+def test_attention_maps() -> None:
+    cfg = tiny_vivit(num_spatial_blocks=2, num_temporal_blocks=1, patch_dropout=0.5)
+    core = ViViTCore(cfg, 1).train()
+    x = _x()
+    maps = collect_attention(core, x)
+    assert core.training  # mode restored
+    assert len(maps.spatial) == 2 and len(maps.temporal) == 1
+    assert maps.spatial[0].shape == (2, 2 + 24, 2 + 24)  # heads, R + S (no patch dropout)
+    assert maps.temporal[0].shape == (2, 4, 4)
+    for m in maps.spatial + maps.temporal:
+        torch.testing.assert_close(m.sum(-1), torch.ones(m.shape[:-1]))
+    assert (maps.temporal[0].triu(1) == 0).all()  # causal
+    assert maps.spatial_entropy.shape == (2, 2) and maps.temporal_entropy.shape == (1, 2)
+    # Entropy is between 0 and log(number of keys).
+    assert (maps.spatial_entropy > 0).all()
+    assert (maps.spatial_entropy <= torch.log(torch.tensor(26.0))).all()
+    mass = maps.register_mass()
+    assert mass.shape == (2, 2) and ((mass > 0) & (mass < 1)).all()
+    assert maps.grid == (4, 6, 4) and maps.num_registers == 2
+    # The attention path gives the same features as the fast path.
+    core.eval()
+    with torch.no_grad():
+        feats, _ = core(x, return_attention=True)
+        torch.testing.assert_close(feats, core(x), atol=1e-5, rtol=1e-5)
+
+
+def test_register_mass_is_zero_without_registers() -> None:
+    maps = collect_attention(ViViTCore(tiny_vivit(num_registers=0), 1), _x())
+    assert (maps.register_mass() == 0).all()

@@ -1,0 +1,147 @@
+"""The commands as a user runs them: ``vivit-hpo run`` (real processes, embedded storage) stopped
+with Ctrl-C and resumed, then ``study show / list / best / export-best / enqueue / delete`` and
+``vivit-hpo train`` reproducing the exported best configuration."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+from search_helpers import ROOT, wait_for, worker_env
+from typer.testing import CliRunner
+
+from vivit_hpo.cli import app
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import load_study
+
+NAME = "cli-study"
+
+
+def _run(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = worker_env("", home)
+    env.pop("VIVIT_HPO_STORAGE")  # the embedded default under $VIVIT_HPO_HOME/storage
+    return subprocess.Popen(
+        [sys.executable, "-m", "vivit_hpo", "run", *args],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_run_ctrl_c_resume_and_study_commands(
+    write_spec: Callable[..., Path], tmp_path: Path, sim_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIVIT_HPO_HOME", str(tmp_path))
+    monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)
+    spec = write_spec(budget={"n_trials": 5}, heartbeat={"interval_s": 1, "grace_s": 6})
+    url = f"sqlite:///{tmp_path / 'storage' / 'vivit-hpo.db'}"
+
+    # 1. Start the study with 2 workers; Ctrl-C once a trial has finished an epoch.
+    first = _run(tmp_path, NAME, "--spec", str(spec), "--workers", "2")
+
+    def reported() -> bool:
+        if not (tmp_path / "storage" / "vivit-hpo.db").exists():
+            return False
+        try:
+            study = load_study(open_storage(url), NAME)
+        except Exception:
+            return False
+        return any(
+            t.intermediate_values
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+
+    wait_for(reported, 180, "a running trial's first epoch", every=0.5)
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=180)
+    assert first.returncode == 130, out
+    assert "resume with" in out
+
+    study = load_study(open_storage(url), NAME)
+    trials = study.get_trials()
+    interrupted = [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted")
+    ]
+    assert interrupted, [(t.number, t.state, t.user_attrs) for t in trials]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert {t.system_attrs["failed_trial"] for t in waiting} == {t.number for t in interrupted}
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+    # 2. Run again (the study exists, no --spec): it resumes and finishes the budget.
+    second = _run(tmp_path, NAME, "--workers", "2")
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, out
+    assert "best: trial #" in out
+    trials = {t.number: t for t in load_study(open_storage(url), NAME).get_trials()}
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") is not None]
+    assert retries and all(t.state.is_finished() for t in retries)
+    resumed = [t for t in retries if t.user_attrs.get("resumed_from_epoch", 0) >= 1]
+    assert resumed, [(t.number, t.user_attrs) for t in retries]
+    assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+    runner = CliRunner()
+
+    # 3. The study commands, on the embedded storage.
+    listed = runner.invoke(app, ["study", "list"])
+    assert listed.exit_code == 0 and NAME in listed.output, listed.output
+    shown = runner.invoke(app, ["study", "show", NAME])
+    assert shown.exit_code == 0, shown.output
+    assert "RETRIED" in shown.output and "COMPLETE" in shown.output
+    best = runner.invoke(app, ["study", "best", NAME])
+    assert best.exit_code == 0 and "val BPS" in best.output, best.output
+
+    out_yaml = tmp_path / "best.yaml"
+    exported = runner.invoke(app, ["study", "export-best", NAME, "--out", str(out_yaml)])
+    assert exported.exit_code == 0, exported.output
+    cfg = yaml.safe_load(out_yaml.read_text())
+    best_trial = max(
+        (t for t in trials.values() if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: t.value or 0.0,
+    )
+    assert cfg == best_trial.user_attrs["run_config"]
+
+    # 4. `vivit-hpo train` on the exported config reproduces the trial's best validation BPS.
+    run_dir = tmp_path / "reproduced"
+    env = worker_env("", tmp_path)
+    train = subprocess.run(
+        [sys.executable, "-m", "vivit_hpo", "train", "--data", str(sim_dir)]
+        + ["--model", str(out_yaml), "--out", str(run_dir), "--device", "cpu"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert max(m["val_bps"] for m in metrics) == pytest.approx(best_trial.value, abs=2e-3)
+
+    # 5. enqueue and delete.
+    queued = runner.invoke(
+        app, ["study", "enqueue", NAME, "--set", "lr=0.002", "--set", "train.batch_size=8"]
+    )
+    assert queued.exit_code == 0, queued.output
+    waiting = load_study(open_storage(url), NAME).get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == {"lr": 0.002}
+    assert waiting[0].user_attrs["extra_overrides"] == {"train.batch_size": 8}
+    bad = runner.invoke(app, ["study", "enqueue", NAME, "--set", "stride=2"])
+    assert bad.exit_code == 2 and "also give patch" in bad.output, bad.output
+
+    gone = runner.invoke(app, ["study", "delete", NAME, "--yes"])
+    assert gone.exit_code == 0, gone.output
+    assert not (tmp_path / "artifacts" / NAME).exists()
+    missing = runner.invoke(app, ["study", "show", NAME])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -1,0 +1,188 @@
+"""Real worker processes on a real PostgreSQL: a 3-worker study, a worker killed mid-trial, the
+database restarted under running workers, NaN / out-of-memory / infeasible trials."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_helpers import finish, start_worker, wait_for
+
+from vivit_hpo.search.spec import load_spec
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import create_study, enqueue, load_study, progress, trial_rows
+
+pytestmark = pytest.mark.postgres
+
+
+def _create(pg_url: str, name: str, spec_path: Path) -> optuna.Study:
+    storage = open_storage(pg_url)
+    create_study(storage, name, load_spec(spec_path))
+    return load_study(storage, name)
+
+
+def _logs(paths: list[Path]) -> str:
+    return "\n".join(p.read_text()[-4000:] for p in paths if p.exists())
+
+
+def test_three_workers_finish_the_budget_once_each(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(budget={"n_trials": 9})
+    study = _create(pg_url, study_name, spec_path)
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
+    codes = finish(procs, 240, logs)
+    assert codes == [0, 0, 0], _logs(logs)
+
+    trials = study.get_trials()
+    rows = trial_rows(trials)
+    assert len(trials) == 9, _logs(logs)
+    assert sorted(t.number for t in trials) == list(range(9))  # none twice, none lost
+    states = Counter(r.state for r in rows)
+    assert set(states) <= {"COMPLETE", "PRUNED", "INFEASIBLE"}, rows
+    assert states["PRUNED"] >= 1, rows  # the pruner stopped something
+    assert states["COMPLETE"] >= 1, rows
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == [1, 2, 3]
+            assert t.value == pytest.approx(max(t.intermediate_values.values()))
+            a = t.user_attrs
+            assert a["params_count"] > 0 and a["flops_per_sample"] > 0
+            assert a["samples_per_s"] > 0 and a["peak_memory_mb"] > 0
+            assert set(a["val_bps_per_session"]) == {"sim00", "sim01"}
+            assert a["best_epoch"] in (1, 2, 3) and a["host"] and a["device"] == "cpu"
+            assert t.constraints == {"feasible": 0.0}
+        elif "infeasible_reason" in t.user_attrs:
+            assert t.state == TrialState.PRUNED and t.constraints == {"feasible": 1.0}
+            assert not t.intermediate_values
+        else:
+            assert t.state == TrialState.PRUNED
+            assert t.user_attrs["prune_reason"].startswith("pruned by median after epoch")
+            assert t.intermediate_values
+    # Three processes shared the study.
+    assert len({t.user_attrs["pid"] for t in trials if "pid" in t.user_attrs}) >= 2
+    # The study is finished: only the 2 best complete trials keep checkpoints.
+    kept = sorted(p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints"))
+    assert len(kept) <= 2
+
+
+def test_killed_worker_trial_is_retried_and_resumed(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 3},
+        epochs=4,
+        pruner={"name": "none"},
+        space={
+            "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
+        },
+    )
+    study = _create(pg_url, study_name, spec_path)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    a = start_worker(study_name, pg_url, tmp_path, logs[0])
+
+    def a_mid_trial() -> optuna.trial.FrozenTrial | None:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("pid") == a.pid and len(t.intermediate_values) >= 1:
+                return t
+        return None
+
+    victim = wait_for(a_mid_trial, 120, "worker A to finish an epoch")
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    b = start_worker(study_name, pg_url, tmp_path, logs[1])
+    assert finish([b], 240, logs) == [0], _logs(logs)
+
+    trials = {t.number: t for t in study.get_trials()}
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL  # failed by the heartbeat check
+    retries = [
+        t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number
+    ]
+    assert len(retries) == 1, trials
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == dead.params
+    assert retry.user_attrs["resumed_from_trial"] == victim.number
+    assert retry.user_attrs["resumed_from_epoch"] >= 1  # did not start over at epoch 1
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]  # inherited + its own
+    p = progress(list(trials.values()), 3)
+    assert p.done and p.complete == 3 and p.retried == 1 and p.failed == 0
+
+
+def test_workers_ride_out_a_postgres_restart(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+    spec_path = write_spec(
+        budget={"n_trials": 6},
+        heartbeat={"interval_s": 1, "grace_s": 30, "max_retry": 2},
+    )
+    study = _create(pg_url, study_name, spec_path)
+    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
+    procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
+    wait_for(
+        lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
+        120,
+        "a first report",
+    )
+    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
+    subprocess.run([*ctl, "stop", "-m", "fast"], check=True)
+    time.sleep(3)  # long enough for the workers' calls to fail and be retried
+    subprocess.run([*ctl, "start"], check=True)
+    codes = finish(procs, 240, logs)
+    assert codes == [0, 0], _logs(logs)
+    text = _logs(logs)
+    # The outage was seen (a storage call or a heartbeat failed and was retried) and ridden out.
+    assert "storage: " in text or "heartbeat of trial" in text, text
+    study = load_study(open_storage(pg_url), study_name)
+    rows = trial_rows(study.get_trials())
+    assert len(rows) == 6
+    assert {r.state for r in rows} <= {"COMPLETE", "PRUNED", "INFEASIBLE"}, rows
+
+
+def _limit_address_space() -> None:
+    # A real allocation failure on the CPU: the worker may map 3 GiB, the OOM trial needs more.
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+
+def test_nan_oom_and_infeasible_trials_end_with_a_reason(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 4},
+        epochs=2,
+        pruner={"name": "none"},
+        feasibility={"max_memory_gb": 1000},  # let the OOM trial past the cheap check
+    )
+    study = _create(pg_url, study_name, spec_path)
+    spec = load_spec(spec_path)
+    base = {"patch": 2, "stride": 2, "embed_dim": 16, "heads": 2}
+    enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e6"])
+    big = ["model.core.embed_dim=2048", "model.core.num_heads=16", "model.core.mlp_ratio=16"]
+    enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e-3", *big])
+    enqueue(study, spec, ["patch=8", "stride=8", "embed_dim=16", "heads=2", "lr=1e-3"])
+    log = tmp_path / "w.log"
+    proc = start_worker(study_name, pg_url, tmp_path, log, preexec_fn=_limit_address_space)
+    assert finish([proc], 240, [log]) == [0], _logs([log])
+
+    t = {x.number: x for x in study.get_trials()}
+    assert t[0].state == TrialState.FAIL
+    assert t[0].user_attrs["fail_reason"].startswith("non-finite loss"), t[0].user_attrs
+    assert t[1].state == TrialState.FAIL
+    assert t[1].user_attrs["fail_reason"].startswith("out of memory"), t[1].user_attrs
+    assert t[2].state == TrialState.PRUNED
+    assert "shorter than the tubelet" in t[2].user_attrs["infeasible_reason"]
+    assert t[2].constraints == {"feasible": 1.0}
+    assert not (tmp_path / "artifacts" / study_name / "trial-2").exists()  # never trained
+    assert t[3].state in (TrialState.COMPLETE, TrialState.PRUNED)  # the worker carried on
+    assert len(t) == 4

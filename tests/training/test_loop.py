@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vivit_hpo.config import load_run_config
+from vivit_hpo.data import load_sessions
+from vivit_hpo.errors import ConfigError, NonFiniteLossError
+from vivit_hpo.training import Trainer, load_run, poisson_loss
+
+TINY = [
+    "model.core.embed_dim=16",
+    "model.core.num_heads=2",
+    "model.core.num_spatial_blocks=1",
+    "model.core.num_temporal_blocks=1",
+    "model.core.kernel_size=[2,4,4]",
+    "model.core.stride=[2,4,4]",
+    "model.core.num_registers=1",
+    "model.core.patch_dropout=0.25",
+    "model.core.drop_path=0.1",
+    "model.modulator.hidden_dim=4",
+    "data.num_lags=6",
+    "train.batch_size=16",
+    "train.steps_per_epoch=6",
+    "train.max_val_batches=4",
+    "train.lr=3e-3",
+]
+
+
+def tiny_config(*extra: str):
+    return load_run_config(None, [*TINY, *extra])
+
+
+def test_poisson_loss_matches_hand_computation() -> None:
+    rates = torch.tensor([[0.5, 2.0], [1.0, 0.1]])
+    counts = torch.tensor([[1.0, 0.0], [3.0, 1.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    expected = ((0.5 - math.log(0.5)) + 2.0 + (1.0 - 3 * math.log(1.0))) / 3
+    assert poisson_loss(rates, counts, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=2", "train.early_stopping_patience=null")
+    data = load_sessions([sim_dir], cfg.data)
+
+    straight = Trainer(cfg, data, device="cpu", run_dir=tmp_path / "a")
+    reports = list(straight.epochs())
+
+    first = Trainer(cfg, data, device="cpu", run_dir=tmp_path / "b")
+    next(first.epochs())
+    del first  # the process "dies" after epoch 1; its last.pt is all that is left
+    resumed = Trainer(cfg, data, device="cpu", run_dir=tmp_path / "b")
+    assert resumed.epoch == 1
+    again = list(resumed.epochs())
+
+    assert len(again) == 1 and again[0].epoch == 2
+    assert again[0].train_loss == reports[1].train_loss
+    assert again[0].val_bps == reports[1].val_bps
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name
+
+
+def test_resume_refuses_another_config(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1")
+    data = load_sessions([sim_dir], cfg.data)
+    list(Trainer(cfg, data, device="cpu", run_dir=tmp_path).epochs())
+    with pytest.raises(ConfigError, match="another config"):
+        Trainer(
+            tiny_config("train.epochs=1", "train.lr=1e-2"), data, device="cpu", run_dir=tmp_path
+        )
+
+
+def test_checkpoints_keep_best_every_k_and_last(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        "train.epochs=4",
+        "train.keep_best=2",
+        "train.checkpoint_every=2",
+        "train.early_stopping_patience=null",
+    )
+    data = load_sessions([sim_dir], cfg.data)
+    trainer = Trainer(cfg, data, device="cpu", run_dir=tmp_path)
+    reports = list(trainer.epochs())
+    ckpts = tmp_path / "checkpoints"
+    best = sorted(p.name for p in ckpts.glob("best-epoch*.pt"))
+    top2 = sorted(sorted(reports, key=lambda r: -r.val_bps)[:2], key=lambda r: r.epoch)
+    assert best == [f"best-epoch{r.epoch:03d}.pt" for r in top2]
+    assert sorted(p.name for p in ckpts.glob("epoch*.pt")) == ["epoch002.pt", "epoch004.pt"]
+    assert (ckpts / "last.pt").is_file()
+    assert not list(ckpts.glob("*.tmp"))
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert set(history[0]["val_bps_per_session"]) == set(data.names)
+
+    _, model, metas = load_run(tmp_path)
+    assert [m.name for m in metas] == data.names
+    assert not model.training
+    state = torch.load(ckpts / best[0], weights_only=True)
+    assert set(state) == {"model", "epoch", "val_bps"}
+
+
+def test_non_finite_loss_stops_with_a_reason(sim_dir: Path) -> None:
+    cfg = tiny_config("train.epochs=1")
+    data = load_sessions([sim_dir], cfg.data)
+    trainer = Trainer(cfg, data, device="cpu")
+    with torch.no_grad():
+        next(iter(trainer.model.readouts.values())).bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"lower train\.lr"):
+        list(trainer.epochs())
+
+
+def test_short_run_learns(sim_dir: Path) -> None:
+    cfg = tiny_config(
+        "train.epochs=3",
+        "train.steps_per_epoch=40",
+        "train.max_val_batches=null",
+        "model.core.patch_dropout=0.0",
+    )
+    data = load_sessions([sim_dir], cfg.data)
+    reports = list(Trainer(cfg, data, device="cpu").epochs())
+    assert all(math.isfinite(r.train_loss) for r in reports)
+    assert reports[-1].train_loss < reports[0].train_loss
+    assert max(r.val_bps for r in reports) > 0.05

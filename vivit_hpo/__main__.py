@@ -1,0 +1,3 @@
+from vivit_hpo.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""``vivit-hpo data``: make simulated sessions and check session files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vivit_hpo.cli import app
+from vivit_hpo.cli._common import console, err_console
+from vivit_hpo.config import DataConfig
+from vivit_hpo.data import expand_paths, inspect_file, synthesize
+
+group = typer.Typer(no_args_is_help=True, help="Session files: simulate some, check your own.")
+app.add_typer(group, name="data")
+
+_DEFAULT_LAGS = DataConfig.model_validate({}).num_lags
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+@group.command("synth")
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sessions into.")],
+    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Sessions K.")] = 1,
+    neurons: Annotated[int, typer.Option("--neurons", min=1, help="Units N per session.")] = 96,
+    frames: Annotated[
+        int, typer.Option("--frames", min=1, help="Time bins T per session.")
+    ] = 48000,
+    size: Annotated[
+        tuple[int, int], typer.Option("--size", help="Frame height and width (H W).")
+    ] = (36, 36),
+    frame_rate: Annotated[float, typer.Option("--frame-rate", help="Bins per second.")] = 60.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    num_lags: Annotated[
+        int, typer.Option("--num-lags", min=1, help="L of the bins the oracle is scored on.")
+    ] = _DEFAULT_LAGS,
+) -> None:
+    """Simulate a V1-like population (with known true rates) and write it as session files."""
+    res = synthesize(
+        out_dir,
+        sessions=sessions,
+        neurons=neurons,
+        frames=frames,
+        size=size,
+        frame_rate=frame_rate,
+        seed=seed,
+        num_lags=num_lags,
+    )
+    table = Table(title=f"oracle bits per spike (num_lags={res.num_lags})")
+    for col in ("session", "bins", "units", "frame", "sp/s"):
+        table.add_column(col)
+    for col in ("train", "val", "test"):
+        table.add_column(col, justify="right")
+    for path in res.files:
+        name = path.stem
+        o = res.oracle[name]
+        table.add_row(
+            name,
+            str(frames),
+            str(neurons),
+            f"{size[0]}x{size[1]}",
+            _fmt(res.mean_rate_hz[name], ".2f"),
+            _fmt(o["train"]),
+            _fmt(o["val"]),
+            _fmt(o["test"]),
+        )
+    console.print(table)
+    console.print(
+        f"wrote {len(res.files)} session(s) to {res.out_dir} (true rates in "
+        f"{res.out_dir / 'truth'}, oracle in {res.out_dir / 'oracle.json'})"
+    )
+
+
+@group.command("inspect")
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="Session files or folders of them.")],
+    num_lags: Annotated[
+        int, typer.Option("--num-lags", min=1, help="L, frames of history per sample.")
+    ] = _DEFAULT_LAGS,
+    min_size: Annotated[
+        tuple[int, int] | None,
+        typer.Option("--min-size", help="Smallest frame (H W) the model takes (one tubelet)."),
+    ] = None,
+) -> None:
+    """Describe session files and list every way they break the data contract (exit 2 if any)."""
+    cfg = DataConfig.model_validate({"num_lags": num_lags})
+    files: list[Path] = []
+    for p in paths:
+        # A missing file is reported as a problem of its own; a folder is expanded.
+        files.extend(expand_paths([p]) if p.is_dir() else [p])
+    reports = [inspect_file(f, cfg, min_size=min_size) for f in files]
+
+    table = Table(title=f"sessions (num_lags={num_lags})")
+    table.add_column("file", overflow="fold")
+    table.add_column("session", overflow="fold")
+    for col in ("bins", "units", "frame", "K", "Hz", "sp/s", "blocks"):
+        table.add_column(col, justify="right")
+    table.add_column("samples train/val/test", justify="right")
+    table.add_column("problems", justify="right")
+    for r in reports:
+        frame = f"{r.num_channels}x{r.height}x{r.width} {r.stim_dtype}" if r.height else "-"
+        samples = "/".join(_fmt(r.samples.get(s), "d") for s in ("train", "val", "test"))
+        table.add_row(
+            str(r.path),
+            r.name or "-",
+            _fmt(r.num_bins, "d"),
+            _fmt(r.num_units, "d"),
+            frame,
+            _fmt(r.num_behavior, "d"),
+            _fmt(r.frame_rate, "g"),
+            _fmt(r.mean_rate_hz, ".2f"),
+            _fmt(r.num_blocks, "d"),
+            f"{samples} ({r.split_source})" if r.split_source else "-",
+            "none" if not r.problems else f"[red]{len(r.problems)}[/red]",
+        )
+    console.print(table)
+    problems = [line for r in reports for line in r.problems]
+    if problems:
+        for line in problems:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"{len(problems)} problem(s) in {sum(1 for r in reports if r.problems)} file(s)",
+            markup=False,
+        )
+        raise typer.Exit(code=2)

@@ -1,0 +1,202 @@
+"""``vivit-hpo study ...``: create, list, show, best, export-best, enqueue, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vivit_hpo.cli import app
+from vivit_hpo.cli._common import StorageURL, console
+
+group = typer.Typer(no_args_is_help=True, help="Create and inspect studies.")
+app.add_typer(group, name="study")
+
+Name = Annotated[str, typer.Argument(help="The study name.")]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _params(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+
+
+@group.command("create")
+def create(
+    name: Name,
+    spec: Annotated[Path, typer.Option("--spec", help="Study spec YAML (see studies/).")],
+    storage: StorageURL = None,
+) -> None:
+    """Validate SPEC and create study NAME (simulated data are written once, now)."""
+    from vivit_hpo.search.spec import effective_n_trials, load_spec
+    from vivit_hpo.search.storage import mask_url, open_storage, resolve_storage_url
+    from vivit_hpo.search.study import create_study
+
+    parsed = load_spec(spec)  # validated before anything is written
+    st = open_storage(storage)
+    create_study(st, name, parsed)
+    console.print(
+        f"created study {name!r} in {mask_url(resolve_storage_url(storage))}: "
+        f"{effective_n_trials(parsed)} trials of up to {parsed.epochs} epochs, "
+        f"{parsed.sampler.name} sampler, {parsed.pruner.name} pruner; "
+        f"artifacts in {parsed.study_dir(name)}"
+    )
+    console.print(f"start workers with `vivit-hpo worker {name}` (one per GPU, any machine)")
+
+
+@group.command("list")
+def list_(storage: StorageURL = None) -> None:
+    """List the studies in the storage."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import list_studies
+
+    rows = list_studies(open_storage(storage))
+    table = Table(title="studies")
+    for col in ("name", "trials", "running", "complete", "pruned", "infeasible", "failed"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    table.add_column("best BPS", justify="right")
+    table.add_column("description")
+    for r in rows:
+        p = r["progress"]
+        best = "-" if p.best_value is None else f"{p.best_value:+.4f}"
+        table.add_row(
+            r["name"],
+            f"{min(p.logical, p.n_trials)}/{p.n_trials}",
+            str(p.running),
+            str(p.complete),
+            str(p.pruned),
+            str(p.infeasible),
+            str(p.failed),
+            best,
+            r["description"],
+        )
+    console.print(table if rows else "no studies")
+
+
+@group.command("show")
+def show(
+    name: Name,
+    storage: StorageURL = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="Only the last N.")] = None,
+) -> None:
+    """A table of the study's trials: state, value, epochs, parameters and why they ended."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import load_study, trial_rows
+
+    study = load_study(open_storage(storage), name)
+    rows = trial_rows(study.get_trials(deepcopy=False))
+    if last is not None:
+        rows = rows[-last:]
+    table = Table(title=f"study {name}")
+    for col in ("#", "state", "val BPS", "epochs", "best", "time", "params", "reason"):
+        table.add_column(col, justify="right" if col in ("#", "val BPS", "epochs") else "left")
+    for r in rows:
+        table.add_row(
+            str(r.number),
+            r.state,
+            "-" if r.value is None else f"{r.value:+.4f}",
+            str(r.epochs),
+            "-" if r.best_epoch is None else str(r.best_epoch),
+            "-" if r.seconds is None else f"{r.seconds:.0f} s",
+            _params(r.params),
+            r.reason,
+        )
+    console.print(table)
+
+
+@group.command("best")
+def best(name: Name, storage: StorageURL = None) -> None:
+    """The best trial: its score, parameters and what it cost."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import best_trial, load_study
+
+    study = load_study(open_storage(storage), name)
+    t = best_trial(study)
+    a = t.user_attrs
+    table = Table(title=f"study {name}: best trial #{t.number}", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    table.add_row("val BPS (mean over sessions)", f"{t.value:+.5f}")
+    table.add_row("best epoch", str(a.get("best_epoch")))
+    for k, v in (a.get("val_bps_per_session") or {}).items():
+        table.add_row(f"  {k}", f"{v:+.5f}")
+    table.add_row("parameters", _params(a.get("values") or t.params))
+    if a.get("params_count") is not None:
+        table.add_row("model parameters", f"{a['params_count']:,}")
+    if a.get("flops_per_sample") is not None:
+        table.add_row("training FLOPs/sample", f"{a['flops_per_sample']:.3g}")
+    if a.get("samples_per_s") is not None:
+        table.add_row("samples/s", f"{a['samples_per_s']:,.0f}")
+    if a.get("peak_memory_mb") is not None:
+        table.add_row("peak memory", f"{a['peak_memory_mb']:,.0f} MiB")
+    table.add_row("host / device", f"{a.get('host')} / {a.get('device')}")
+    table.add_row("trial folder", str(a.get("trial_dir")))
+    console.print(table)
+
+
+@group.command("export-best")
+def export_best(
+    name: Name,
+    out: Annotated[Path, typer.Option("--out", help="Run-config YAML to write.")],
+    storage: StorageURL = None,
+) -> None:
+    """Write the best trial's run config: `vivit-hpo train --model OUT` trains it again."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import export_best as export
+    from vivit_hpo.search.study import load_study, read_spec
+
+    st = open_storage(storage)
+    t = export(load_study(st, name), read_spec(st, name), out)
+    console.print(f"wrote {out}: trial #{t.number}, val BPS {t.value:+.4f}")
+    console.print(out.read_text().splitlines()[1].removeprefix("# "))
+
+
+@group.command("enqueue")
+def enqueue(
+    name: Name,
+    sets: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="name=value fixes a space parameter (e.g. lr=1e-3); a dotted run-config key "
+            "(e.g. train.batch_size=8) overrides it for this trial only. Repeatable.",
+        ),
+    ],
+    storage: StorageURL = None,
+) -> None:
+    """Queue a trial with some values fixed; the next free worker runs it first."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import enqueue as enqueue_trial
+    from vivit_hpo.search.study import load_study, read_spec
+
+    st = open_storage(storage)
+    got = enqueue_trial(load_study(st, name), read_spec(st, name), sets)
+    console.print(f"enqueued in {name!r}: {_params({**got['params'], **got['overrides']})}")
+
+
+@group.command("delete")
+def delete(
+    name: Name,
+    storage: StorageURL = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    keep_artifacts: Annotated[
+        bool, typer.Option("--keep-artifacts", help="Keep the trial folders and data.")
+    ] = False,
+) -> None:
+    """Delete study NAME from the storage, and its artifact folder unless --keep-artifacts."""
+    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import delete_study, read_spec
+
+    st = open_storage(storage)
+    folder = read_spec(st, name).study_dir(name)
+    if not yes:
+        what = "" if keep_artifacts else f" and {folder}"
+        typer.confirm(f"delete study {name!r}{what}?", abort=True)
+    delete_study(st, name, artifacts=not keep_artifacts)
+    console.print(f"deleted study {name!r}" + ("" if keep_artifacts else f" and {folder}"))

@@ -1,0 +1,185 @@
+"""``vivit-hpo train`` and ``vivit-hpo evaluate``: one model, trained and scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vivit_hpo.cli import app
+from vivit_hpo.cli._common import DataPaths, Device, Overrides, console
+from vivit_hpo.config import RunConfig, load_run_config
+from vivit_hpo.data import load_sessions, oracle_bps
+from vivit_hpo.errors import ConfigError
+from vivit_hpo.training import Trainer, load_run, predict, resolve_device
+from vivit_hpo.training.checkpoint import atomic_write_text
+
+
+def _oracle(paths: list[Path], split: str, cfg: RunConfig) -> dict[str, float]:
+    """Oracle BPS per session of ``split`` where the data is simulated (an oracle.json beside)."""
+    found: dict[str, float] = {}
+    for folder in {p if p.is_dir() else p.parent for p in paths}:
+        for name, per_split in (oracle_bps(folder, cfg.data) or {}).items():
+            if split in per_split:
+                found[name] = float(per_split[split])
+    return found
+
+
+def _score_table(title: str, scores: dict[str, float], oracle: dict[str, float]) -> Table:
+    table = Table(title=title)
+    table.add_column("session")
+    table.add_column("BPS", justify="right")
+    if oracle:
+        table.add_column("oracle", justify="right")
+        table.add_column("fraction", justify="right")
+    for name, bps in scores.items():
+        row = [name, f"{bps:.4f}"]
+        if oracle:
+            o = oracle.get(name)
+            row += [f"{o:.4f}", f"{bps / o:.1%}"] if o else ["-", "-"]
+        table.add_row(*row)
+    return table
+
+
+@app.command("train")
+def train(
+    data: DataPaths,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (resumes if it holds a run).")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Run config YAML (model, data, train).")
+    ] = None,
+    overrides: Overrides = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epoch budget.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Train one encoding model and write RUN_DIR/metrics.json with every epoch's report."""
+    sets = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
+    cfg = load_run_config(model, sets)
+    dev = resolve_device(device)
+    sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
+    with Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=None, epoch=1, status="")
+
+        def on_step(i: int, n: int) -> None:
+            bar.update(task, completed=i, total=n)
+
+        trainer = Trainer(cfg, sessions, device=dev, run_dir=out, on_step=on_step)
+        if trainer.epoch:
+            console.print(f"resuming {out} after epoch {trainer.epoch}")
+        console.print(
+            f"training on {dev}: {sum(p.numel() for p in trainer.model.parameters()):,} "
+            f"parameters, {len(sessions.metas)} session(s), "
+            f"{trainer.batches_per_epoch} batches per epoch"
+        )
+        for r in trainer.epochs():
+            bar.update(task, epoch=r.epoch + 1, completed=0)
+            console.print(
+                f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  val BPS {r.val_bps:+.4f}  "
+                f"pooled {r.val_pooled_bps:+.4f}  r {r.val_corr:.3f}  "
+                f"{r.samples_per_s:,.0f} samples/s  {r.seconds:.1f} s"
+                + ("  *" if r.is_best else "")
+            )
+    if trainer.stopped_early:
+        console.print(
+            f"stopped early: no better validation BPS in the last "
+            f"{cfg.train.early_stopping_patience} epochs"
+        )
+    _, best_model, _ = load_run(out, dev)
+    table = Table(title=f"{out}: best epoch {trainer.best_epoch}")
+    table.add_column("session")
+    splits = [s for s in ("val", "test") if sessions.num_samples(s)]
+    for s in splits:
+        table.add_column(f"{s} BPS", justify="right")
+    oracles = {s: _oracle(data, s, cfg) for s in splits}
+    if any(oracles.values()):
+        for s in splits:
+            table.add_column(f"{s} / oracle", justify="right")
+    scores = {
+        s: predict(best_model, sessions, s, cfg.train.batch_size, keep_rates=False) for s in splits
+    }
+    for name in sessions.names:
+        row = [name] + [f"{scores[s][name].score.bps:+.4f}" for s in splits]
+        if any(oracles.values()):
+            row += [
+                f"{scores[s][name].score.bps / oracles[s][name]:.1%}" if name in oracles[s] else "-"
+                for s in splits
+            ]
+        table.add_row(*row)
+    console.print(table)
+    summary = {
+        "best_epoch": trainer.best_epoch,
+        "epochs_run": trainer.epoch,
+        **{f"{s}_bps": {n: p.score.bps for n, p in scores[s].items()} for s in splits},
+        **{f"{s}_oracle_bps": oracles[s] for s in splits if oracles[s]},
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    console.print(f"wrote {out / 'metrics.json'} and {out / 'summary.json'}")
+
+
+def _min_frame(cfg: RunConfig) -> tuple[int, int] | None:
+    """The smallest frame the core accepts (one tubelet), for the data validation."""
+    core = cfg.model.core
+    return (core.kernel_size[1], core.kernel_size[2]) if core.kind == "vivit" else None
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
+    data: DataPaths,
+    out: Annotated[Path, typer.Option("--out", help="Folder for <session>.npz and summary.json.")],
+    split: Annotated[str, typer.Option("--split", help="val or test.")] = "test",
+    device: Device = "auto",
+) -> None:
+    """Predict every sample of a split with the run's best checkpoint and score it."""
+    if split not in ("val", "test"):
+        raise ConfigError(f"--split {split!r}: expected val or test")
+    dev = resolve_device(device)
+    cfg, model, metas = load_run(run_dir, dev)
+    sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
+    known = {m.name: m for m in metas}
+    for meta in sessions.metas:
+        trained = known.get(meta.name)
+        if trained is None:
+            raise ConfigError(
+                f"session {meta.name!r} has no readout in {run_dir} (trained on: "
+                f"{', '.join(known)}); evaluate on the sessions the run was trained on"
+            )
+        if trained.num_units != meta.num_units:
+            raise ConfigError(
+                f"session {meta.name!r} has {meta.num_units} units but the run was trained on "
+                f"{trained.num_units}; pass the same recording"
+            )
+    if not sessions.num_samples(split):
+        raise ConfigError(f"no {split} samples in the given sessions; check their `split`")
+    preds = predict(model, sessions, split, cfg.train.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, p in preds.items():
+        path = out / f"{name}.npz"
+        tmp = out / f".{name}.tmp.npz"
+        np.savez(tmp, rates=p.rates, bins=p.bins, bps=p.score.bps_per_unit)
+        tmp.replace(path)
+    per_session = {n: p.score.bps for n, p in preds.items()}
+    summary = {
+        "run_dir": str(run_dir),
+        "split": split,
+        "bps": float(np.mean(list(per_session.values()))),
+        "bps_per_session": per_session,
+        "pooled_bps_per_session": {n: p.score.pooled_bps for n, p in preds.items()},
+        "units_excluded": {n: p.score.num_excluded for n, p in preds.items()},
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    console.print(_score_table(f"{split} bits per spike", per_session, _oracle(data, split, cfg)))
+    console.print(f"mean {split} BPS {summary['bps']:+.4f}; wrote {out}")

@@ -1,0 +1,91 @@
+"""``vivit-hpo worker`` (pull trials of a study) and ``vivit-hpo run`` (start and watch workers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vivit_hpo.cli import app
+from vivit_hpo.cli._common import Device, StorageURL, console
+from vivit_hpo.errors import ConfigError
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@app.command("worker")
+def worker(
+    name: Annotated[str, typer.Argument(help="The study to work on.")],
+    storage: StorageURL = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Stop after this many trials.")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine)."""
+    import warnings
+
+    from vivit_hpo.search.worker import run_worker
+
+    _logging()
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+    summary = run_worker(name, storage, n_trials, device)
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "none"
+    logging.getLogger("vivit_hpo").info(
+        "worker done (%s): %d trial(s): %s", summary.stopped_by, summary.trials, states
+    )
+    if summary.stopped_by == "signal":
+        raise typer.Exit(130)
+
+
+def _gpus(raw: str | None) -> list[int] | None:
+    if raw is None:
+        return None
+    try:
+        out = [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--gpus {raw!r}: expected GPU indices, e.g. --gpus 0,1") from e
+    if not out or min(out) < 0:
+        raise ConfigError(f"--gpus {raw!r}: expected GPU indices, e.g. --gpus 0,1")
+    return out
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="The study (created from --spec if new).")],
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Study spec YAML (see studies/).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Number of workers (CPU by default).")
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option("--gpus", help="One worker per GPU index, e.g. 0,1.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device of --workers workers (default cpu).")
+    ] = None,
+    storage: StorageURL = None,
+) -> None:
+    """Create or load a study, start its workers here, and show their progress until the budget
+    is spent. Ctrl-C stops the workers; their running trials resume on the next run."""
+    from vivit_hpo.search.coordinator import run_study, worker_devices
+
+    if workers is not None and gpus is not None:
+        raise ConfigError("give --workers N or --gpus 0,1, not both")
+    devices = worker_devices(workers, _gpus(gpus), device)
+    result = run_study(name, spec, storage, devices=devices, console=console)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,47 @@
+"""Session files: the data contract, loading, samples and batches, and a simulated population.
+
+See ``../shared/data-contract.md`` for the file format and the sample definition.
+"""
+
+from __future__ import annotations
+
+from vivit_hpo.data.contract import expand_paths, raise_problems, validate_file
+from vivit_hpo.data.loader import FileReport, inspect_file, load_sessions
+from vivit_hpo.data.session import (
+    SPLITS,
+    Session,
+    SessionSet,
+    assign_split,
+    load_session,
+    sample_mask,
+)
+from vivit_hpo.data.simulate import (
+    SynthResult,
+    compute_oracle,
+    oracle_bps,
+    simulate_session,
+    synthesize,
+)
+from vivit_hpo.data.types import Batch, SessionMeta
+
+__all__ = [
+    "SPLITS",
+    "Batch",
+    "FileReport",
+    "Session",
+    "SessionMeta",
+    "SessionSet",
+    "SynthResult",
+    "assign_split",
+    "compute_oracle",
+    "expand_paths",
+    "inspect_file",
+    "load_session",
+    "load_sessions",
+    "oracle_bps",
+    "raise_problems",
+    "sample_mask",
+    "simulate_session",
+    "synthesize",
+    "validate_file",
+]

@@ -1,0 +1,146 @@
+"""A ResNet-like 3D-CNN baseline core, causal in time.
+
+Every temporal convolution is padded on the left only (``k_t - 1`` frames), and the norm is
+per position over channels, so an output at time t depends on frames <= t in training and in
+evaluation (a BatchNorm or a GroupNorm over time would mix future frames into the statistics).
+Time is never strided: the output has as many time steps as the input.
+
+Layout: a stem conv (``stem_kernel``, stride 1) to ``channels[0]``, then one stage per entry of
+``channels`` with ``blocks_per_stage`` residual blocks each; the first block of every stage
+after the first halves H and W (stride 2). Output (B, channels[-1], T, H', W').
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vivit_hpo.config import CNNConfig
+
+__all__ = ["CNNCore", "CausalConv3d", "ChannelNorm3d", "ResBlock3d", "cnn_layers"]
+
+
+class CausalConv3d(nn.Module):
+    """Conv3d padded causally in time (left only) and "same" in space (stride 1) or to
+    ``ceil(H / stride)`` (stride 2).
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel: (k_t, k_h, k_w).
+        spatial_stride: stride over H and W (time is never strided).
+        bias: add a bias (False before a norm).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: tuple[int, int, int],
+        spatial_stride: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        kt, kh, kw = kernel
+        self.pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2, kt - 1, 0)
+        self.conv = nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size=kernel,
+            stride=(1, spatial_stride, spatial_stride),
+            bias=bias,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, T, H, W) -> (B, C_out, T, ceil(H / s), ceil(W / s))."""
+        return self.conv(F.pad(x, self.pad))
+
+
+class ChannelNorm3d(nn.Module):
+    """LayerNorm over channels at each (t, h, w) of a (B, C, T, H, W) tensor."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, C, T, H, W)."""
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class ResBlock3d(nn.Module):
+    """``gelu(x + norm(conv(dropout(gelu(norm(conv(x)))))))`` with a 1x1x1 projection shortcut
+    when the channel count or the resolution changes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: tuple[int, int, int],
+        spatial_stride: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.conv1 = CausalConv3d(in_channels, out_channels, kernel, spatial_stride)
+        self.norm1 = ChannelNorm3d(out_channels)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = CausalConv3d(out_channels, out_channels, kernel)
+        self.norm2 = ChannelNorm3d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels or spatial_stride != 1:
+            self.shortcut = CausalConv3d(in_channels, out_channels, (1, 1, 1), spatial_stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, T, H, W) -> (B, C_out, T, H / s, W / s)."""
+        y = self.drop(F.gelu(self.norm1(self.conv1(x))))
+        return F.gelu(self.shortcut(x) + self.norm2(self.conv2(y)))
+
+
+def cnn_layers(
+    cfg: CNNConfig, in_channels: int
+) -> list[tuple[int, int, tuple[int, int, int], int]]:
+    """Every convolution of the core as (in, out, kernel, level), in order, where ``level`` is
+    the number of stride-2 halvings of H and W at the conv's output (used for cost counts)."""
+    layers = [(in_channels, cfg.channels[0], cfg.stem_kernel, 0)]
+    prev = cfg.channels[0]
+    for i, ch in enumerate(cfg.channels):
+        for j in range(cfg.blocks_per_stage):
+            stride = 2 if i > 0 and j == 0 else 1
+            layers += [(prev, ch, cfg.kernel_size, i), (ch, ch, cfg.kernel_size, i)]
+            if prev != ch or stride != 1:
+                layers.append((prev, ch, (1, 1, 1), i))
+            prev = ch
+    return layers
+
+
+class CNNCore(nn.Module):
+    """ResNet-like causal 3D-CNN core (see the module docstring).
+
+    Args:
+        cfg: the CNN config.
+        in_channels: C of the stimulus.
+
+    Attributes:
+        out_dim: channels[-1].
+    """
+
+    def __init__(self, cfg: CNNConfig, in_channels: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = cfg.channels[-1]
+        self.stem = nn.Sequential(
+            CausalConv3d(in_channels, cfg.channels[0], cfg.stem_kernel),
+            ChannelNorm3d(cfg.channels[0]),
+            nn.GELU(),
+        )
+        blocks: list[nn.Module] = []
+        prev = cfg.channels[0]
+        for i, ch in enumerate(cfg.channels):
+            for j in range(cfg.blocks_per_stage):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(ResBlock3d(prev, ch, cfg.kernel_size, stride, cfg.dropout))
+                prev = ch
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, D, T, H', W'), H' = ceil(H / 2^(stages - 1))."""
+        return self.blocks(self.stem(x))

@@ -1,0 +1,134 @@
+"""Per-session Gaussian readout (neuralpredictors' ``Gaussian2d`` idea) on the core's last step.
+
+Each unit n has a position ``mu_n`` in the feature map's normalised coordinates ([-1, 1] over
+the grid, ``(x, y)`` = (column, row) as ``F.grid_sample`` reads it), a spread ``sigma_n`` (one per
+axis), a feature vector ``w_n`` (D,) and a bias ``b_n``::
+
+    rate_n = softplus(w_n . f(p_n) + b_n) + 1e-6
+
+where ``f(p)`` is the bilinearly interpolated feature vector at ``p``. In training
+``p_n = mu_n + sigma_n * eps`` with ``eps ~ N(0, I)`` drawn per sample and per unit (each sample
+of the batch sees its own jitter, as neuralpredictors does); in evaluation ``p_n = mu_n``.
+Positions are clamped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vivit_hpo.config import ReadoutConfig
+from vivit_hpo.errors import ConfigError
+
+__all__ = ["MU_INIT_RANGE", "RATE_FLOOR", "GaussianReadout", "inverse_softplus", "module_keys"]
+
+MU_INIT_RANGE = 0.5  # initial positions are uniform in [-0.5, 0.5]^2, the central half
+RATE_FLOOR = 1e-6  # keeps log(rate) finite when softplus underflows
+
+
+def inverse_softplus(y: Tensor) -> Tensor:
+    """x with softplus(x) = y, for y > 0 (stable for small and large y)."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+def module_keys(names: Iterable[str]) -> dict[str, str]:
+    """Map session names to ``nn.ModuleDict`` keys.
+
+    A ModuleDict key may not contain ".", be empty, or shadow a Module attribute ("train",
+    "keys", ...); such names get ``_`` for the bad characters and an ``s_`` prefix, and clashes
+    a numeric suffix. The mapping depends only on the names and their order.
+    """
+    reserved = set(dir(nn.ModuleDict()))
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        key = re.sub(r"[^0-9A-Za-z_]", "_", name)
+        if not key or key in reserved or key != name:
+            key = f"s_{key}"
+        base, i = key, 1
+        while key in used:
+            key, i = f"{base}_{i}", i + 1
+        out[name] = key
+        used.add(key)
+    return out
+
+
+class GaussianReadout(nn.Module):
+    """Gaussian readout of ``num_units`` units from (B, D, H, W) features.
+
+    Args:
+        num_units: N.
+        in_dim: D, the core's channel count.
+        cfg: readout config (init_sigma, bias_init, gamma_features).
+        mean_rates: per-unit mean count per bin (N,), for ``bias_init="mean_rate"``.
+
+    Parameters:
+        mu (N, 2), sigma (N, 2), features (N, D), bias (N,).
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        in_dim: int,
+        cfg: ReadoutConfig,
+        mean_rates: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_units < 1:
+            raise ConfigError(f"num_units={num_units}: a readout needs at least one unit")
+        self.num_units, self.in_dim = num_units, in_dim
+        self.gamma_features = cfg.gamma_features
+        self.mu = nn.Parameter(torch.empty(num_units, 2).uniform_(-MU_INIT_RANGE, MU_INIT_RANGE))
+        self.sigma = nn.Parameter(torch.full((num_units, 2), cfg.init_sigma))
+        # Small enough that the initial rates sit at the bias (the core output has unit RMS).
+        self.features = nn.Parameter(torch.randn(num_units, in_dim) * (0.1 / math.sqrt(in_dim)))
+        self.bias = nn.Parameter(torch.zeros(num_units))
+        if cfg.bias_init == "mean_rate":
+            if mean_rates is None or len(mean_rates) != num_units:
+                got = "none" if mean_rates is None else f"{len(mean_rates)}"
+                raise ConfigError(
+                    f"bias_init='mean_rate' needs {num_units} mean rates, got {got}; "
+                    "pass the session's mean_rates or set readout.bias_init=zero"
+                )
+            rates = torch.tensor(mean_rates, dtype=torch.float32).clamp_min(1e-4)
+            with torch.no_grad():
+                self.bias.copy_(inverse_softplus((rates - RATE_FLOOR).clamp_min(1e-4)))
+
+    def positions(self, batch_size: int, sample: bool) -> Tensor:
+        """(B, N, 2) read positions in [-1, 1]: jittered by sigma when ``sample``, else mu."""
+        mu = self.mu[None].expand(batch_size, -1, -1)  # (B, N, 2)
+        if sample:
+            mu = mu + self.sigma * torch.randn_like(mu)
+        return mu.clamp(-1.0, 1.0)
+
+    def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
+        """Rates of the units.
+
+        Args:
+            x: (B, D, H, W) features of the last time step.
+            sample: jitter positions; None means ``self.training``.
+
+        Returns:
+            (B, N) positive float32 rates.
+        """
+        b = x.shape[0]
+        sample = self.training if sample is None else sample
+        grid = self.positions(b, sample)[:, None].to(x.dtype)  # (B, 1, N, 2)
+        feats = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        feats = feats[:, :, 0]  # (B, D, N)
+        pre = torch.einsum("bdn,nd->bn", feats, self.features.to(feats.dtype))  # (B, N)
+        return F.softplus(pre.float() + self.bias) + RATE_FLOOR
+
+    def regularizer(self) -> Tensor:
+        """``gamma_features * mean(|features|)`` (a scalar; 0 when gamma is 0).
+
+        The mean, not the sum, so gamma means the same for sessions of different sizes."""
+        return self.gamma_features * self.features.abs().mean()
+
+    def extra_repr(self) -> str:
+        return f"num_units={self.num_units}, in_dim={self.in_dim}"

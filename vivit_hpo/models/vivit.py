@@ -1,0 +1,472 @@
+"""The factorised ViViT core: tubelet tokens, spatial blocks, then causal temporal blocks.
+
+Data flow (B batch, C channels, T frames, D width, R registers)::
+
+    x (B, C, T, H, W)
+      -> TubeletTokenizer            (B, T_p, S, D)    S = H_p * W_p
+      -> [+ absolute pos embed]      (B, T_p, S, D)
+      -> [patch dropout, training]   (B, T_p, S_k, D)  the same kept positions at every time step
+      -> spatial blocks              (B*T_p, R + S_k, D)  registers first, 2D RoPE on patches only
+      -> drop registers              (B*T_p, S_k, D)
+      -> temporal blocks             (B*S_k, T_p, D)   causal mask when cfg.causal, 1D RoPE
+      -> final norm, back to a grid  (B, D, T_p, H_p, W_p)  dropped positions are zeros
+
+Attention maps for analysis: ``core(x, return_attention=True)`` returns ``(features,
+AttentionMaps)``; the maps are computed with the math path (exact probabilities), averaged over
+the batch. ``encoder.collect_attention(model, stim)`` does this in eval mode; asking for maps in
+training mode with patch dropout on raises (the maps would index only the kept tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, overload
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from vivit_hpo.config import ViViTConfig
+from vivit_hpo.models.attention import attention, attention_weights
+from vivit_hpo.models.layers import (
+    MLP,
+    AbsolutePosEmbed,
+    DropPath,
+    apply_rope,
+    make_norm,
+    mlp_activate,
+    mlp_hidden_dim,
+    mlp_in_dim,
+    rope_angles_1d,
+    rope_angles_2d,
+)
+
+__all__ = [
+    "AttentionMaps",
+    "ParallelBlock",
+    "SequentialBlock",
+    "TubeletTokenizer",
+    "ViViTCore",
+    "check_grid",
+    "make_block",
+    "num_kept_tokens",
+    "tubelet_grid",
+]
+
+Rope = tuple[Tensor, Tensor]  # (cos, sin), each broadcastable to (B, h, N, d/2)
+AttnSink = list[tuple[Tensor, Tensor]]  # per block: (mean weights (h, N, N), entropy (h,))
+
+
+def _axis_tokens(n: int, k: int, s: int) -> tuple[int, int]:
+    """(tokens, total padding) along one axis so the tokens tile ``n`` exactly after padding."""
+    tokens = 1 if n <= k else math.ceil((n - k) / s) + 1
+    return tokens, (tokens - 1) * s + k - n
+
+
+def tubelet_grid(
+    size: tuple[int, int, int], kernel: tuple[int, int, int], stride: tuple[int, int, int]
+) -> tuple[tuple[int, int, int], tuple[int, int, int, int, int]]:
+    """Token grid and padding of the tubelet tokenizer for an input of ``size`` (T, H, W).
+
+    Time is padded at the front only, so the last token ends exactly on the last frame (the
+    newest token sees the newest frame; causality never needs a future frame). Height and width
+    are padded symmetrically (the extra pixel, if odd, at the end) so the token grid stays
+    centred on the frame, which keeps the readout's [-1, 1] coordinates on the frame's centre.
+
+    Returns:
+        ((T_p, H_p, W_p), (front, top, bottom, left, right)) padding in frames/pixels.
+    """
+    (tp, pt), (hp, ph), (wp, pw) = (
+        _axis_tokens(n, k, s) for n, k, s in zip(size, kernel, stride, strict=True)
+    )
+    return (tp, hp, wp), (pt, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+
+
+def num_kept_tokens(num_tokens: int, patch_dropout: float) -> int:
+    """``ceil((1 - p) * S)`` spatial tokens survive patch dropout (at least one)."""
+    # round() first: (1 - 0.1) * 10 is 9.000000000000002 in floating point, not 9.
+    return max(1, math.ceil(round((1.0 - patch_dropout) * num_tokens, 6)))
+
+
+class TubeletTokenizer(nn.Module):
+    """Non-overlapping (or overlapping, stride < kernel) tubelet embedding by a Conv3d.
+
+    Works for any T, H, W (see :func:`tubelet_grid` for the padding rule).
+
+    Args:
+        in_channels: C of the stimulus.
+        dim: embedding width D.
+        kernel, stride: (T, H, W) tubelet size and step.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int],
+    ) -> None:
+        super().__init__()
+        self.kernel = tuple(kernel)
+        self.stride = tuple(stride)
+        self.proj = nn.Conv3d(in_channels, dim, kernel_size=kernel, stride=stride)
+        # Initialise like a linear layer over the flattened tubelet (as MAE does).
+        nn.init.xavier_uniform_(self.proj.weight.view(dim, -1))
+        if self.proj.bias is not None:
+            nn.init.zeros_(self.proj.bias)
+
+    def grid(self, size: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(T_p, H_p, W_p) for an input of (T, H, W)."""
+        return tubelet_grid(size, self.kernel, self.stride)[0]  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """(B, C, T, H, W) -> tokens (B, T_p, H_p*W_p, D) and the grid (T_p, H_p, W_p)."""
+        size = (x.shape[2], x.shape[3], x.shape[4])
+        grid, (front, top, bottom, left, right) = tubelet_grid(
+            size,
+            self.kernel,  # type: ignore[arg-type]
+            self.stride,  # type: ignore[arg-type]
+        )
+        if front or top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom, front, 0))
+        z = self.proj(x)  # (B, D, T_p, H_p, W_p)
+        return rearrange(z, "b d t h w -> b t (h w) d"), grid
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+def _entropy(weights: Tensor) -> Tensor:
+    """(B, h, N, M) probabilities -> (h,) mean over sequences and queries of each row's entropy
+    in nats (masked entries are exactly 0 and contribute 0)."""
+    ent = -(weights * weights.clamp_min(1e-30).log()).sum(-1)  # (B, h, N)
+    return ent.mean(dim=(0, 2))
+
+
+class _AttentionMixin(nn.Module):
+    num_heads: int
+    causal: bool
+    attn_drop: float
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, rope: Rope | None, sink: AttnSink | None
+    ) -> Tensor:
+        """(B, h, N, d) each -> (B, h, N, d), RoPE applied to q and k."""
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if sink is not None:
+            weights = attention_weights(q, k, causal=self.causal)  # (B, h, N, N)
+            sink.append((weights.mean(0), _entropy(weights)))
+            return torch.matmul(weights.to(v.dtype), v)
+        p = self.attn_drop if self.training else 0.0
+        return attention(q, k, v, causal=self.causal, dropout_p=p)
+
+
+class ParallelBlock(_AttentionMixin):
+    """Pre-norm block with attention and MLP side by side (one norm, one fused in-projection to
+    q, k, v and the MLP input, one fused out-projection of [attention, MLP]), as the reference.
+
+    ``x + drop_path(dropout(W_out [attn(q, k, v), act(m)]))`` with ``[q, k, v, m] = W_in norm(x)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        mlp: str,
+        norm: str,
+        dropout: float,
+        drop_path: float,
+        causal: bool,
+    ) -> None:
+        super().__init__()
+        self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
+        self.mlp_kind = mlp
+        self.hidden = mlp_hidden_dim(dim, mlp_ratio, mlp)
+        self.mlp_in = mlp_in_dim(self.hidden, mlp)
+        self.norm = make_norm(norm, dim)
+        self.in_proj = nn.Linear(dim, 3 * dim + self.mlp_in, bias=False)
+        self.out_proj = nn.Linear(dim + self.hidden, dim, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, rope: Rope | None = None, sink: AttnSink | None = None) -> Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        d = self.dim
+        y = self.in_proj(self.norm(x))  # (B, N, 3D + M)
+        q, k, v, m = y.split([d, d, d, self.mlp_in], dim=-1)
+        q, k, v = (rearrange(t, "b n (h e) -> b h n e", h=self.num_heads) for t in (q, k, v))
+        a = rearrange(self._attend(q, k, v, rope, sink), "b h n e -> b n (h e)")  # (B, N, D)
+        out = self.out_proj(torch.cat([a, mlp_activate(m, self.mlp_kind)], dim=-1))  # (B, N, D)
+        return x + self.drop_path(self.drop(out))
+
+
+class SequentialBlock(_AttentionMixin):
+    """Pre-norm block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (each branch with
+    dropout and drop-path)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float,
+        mlp: str,
+        norm: str,
+        dropout: float,
+        drop_path: float,
+        causal: bool,
+    ) -> None:
+        super().__init__()
+        self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
+        self.norm1 = make_norm(norm, dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = MLP(dim, mlp_ratio, mlp)
+        self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, rope: Rope | None = None, sink: AttnSink | None = None) -> Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        qkv = rearrange(
+            self.qkv(self.norm1(x)), "b n (three h e) -> three b h n e", three=3, h=self.num_heads
+        )
+        a = rearrange(self._attend(qkv[0], qkv[1], qkv[2], rope, sink), "b h n e -> b n (h e)")
+        x = x + self.drop_path(self.drop(self.proj(a)))  # (B, N, D)
+        return x + self.drop_path(self.drop(self.mlp(self.norm2(x))))
+
+
+def make_block(cfg: ViViTConfig, *, drop_path: float, causal: bool) -> nn.Module:
+    """A parallel or sequential block as ``cfg.parallel`` says."""
+    cls = ParallelBlock if cfg.parallel else SequentialBlock
+    return cls(
+        cfg.embed_dim,
+        cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        mlp=cfg.mlp,
+        norm=cfg.norm,
+        dropout=cfg.dropout,
+        drop_path=drop_path,
+        causal=causal,
+    )
+
+
+# --- attention maps ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Per-layer attention of a ViViT core, averaged over a batch (for analysis and reports).
+
+    Attributes:
+        spatial: one (heads, R + S, R + S) map per spatial block, the mean over all B * T_p
+            spatial sequences; query/key index 0..R-1 are the registers, then the patches in
+            row-major (H_p, W_p) order.
+        temporal: one (heads, T_p, T_p) map per temporal block, the mean over all B * S
+            sequences (lower triangular when causal).
+        spatial_entropy: (L_s, heads) entropy in nats of each query's attention distribution,
+            averaged over sequences and queries (computed per sequence, before averaging).
+        temporal_entropy: (L_t, heads) likewise.
+        num_registers: R.
+        grid: (T_p, H_p, W_p) token grid.
+    """
+
+    spatial: list[Tensor]
+    temporal: list[Tensor]
+    spatial_entropy: Tensor
+    temporal_entropy: Tensor
+    num_registers: int
+    grid: tuple[int, int, int]
+
+    def register_mass(self) -> Tensor:
+        """(L_s, heads): attention mass that patch queries put on the register keys, averaged
+        over patch queries (0 everywhere when there are no registers)."""
+        r = self.num_registers
+        return torch.stack([m[:, r:, :r].sum(-1).mean(-1) for m in self.spatial])
+
+
+# --- the core ------------------------------------------------------------------------------
+
+
+class ViViTCore(nn.Module):
+    """Factorised ViViT core (see the module docstring for the data flow).
+
+    Args:
+        cfg: the ViViT config.
+        in_channels: C of the stimulus.
+        max_input: (T, H, W) of the largest input it will see; needed for ``pos_embed="learned"``
+            (the learned tables are allocated for its token grid), ignored otherwise.
+
+    Attributes:
+        out_dim: D, the channel count of the output.
+    """
+
+    def __init__(
+        self, cfg: ViViTConfig, in_channels: int, max_input: tuple[int, int, int] | None = None
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = cfg.embed_dim
+        self.head_dim = cfg.embed_dim // cfg.num_heads
+        self.num_registers = cfg.num_registers
+        self.grad_checkpointing = cfg.grad_checkpointing
+        self.tokenizer = TubeletTokenizer(in_channels, cfg.embed_dim, cfg.kernel_size, cfg.stride)
+        self.pos_embed: AbsolutePosEmbed | None = None
+        if cfg.pos_embed != "rope":
+            grid = self.tokenizer.grid(max_input) if max_input is not None else None
+            self.pos_embed = AbsolutePosEmbed(cfg.pos_embed, cfg.embed_dim, grid)
+        self.registers: nn.Parameter | None = None
+        if cfg.num_registers:
+            self.registers = nn.Parameter(torch.empty(1, cfg.num_registers, cfg.embed_dim))
+            # Random, not zero: identical registers would get identical gradients forever.
+            nn.init.trunc_normal_(self.registers, std=0.02)
+        depth = cfg.num_spatial_blocks + cfg.num_temporal_blocks
+        # Stochastic depth grows linearly over the whole stack, spatial blocks first.
+        rates = [cfg.drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        ns = cfg.num_spatial_blocks
+        self.spatial = nn.ModuleList(
+            make_block(cfg, drop_path=rates[i], causal=False) for i in range(ns)
+        )
+        self.temporal = nn.ModuleList(
+            make_block(cfg, drop_path=rates[ns + i], causal=cfg.causal)
+            for i in range(cfg.num_temporal_blocks)
+        )
+        self.norm = make_norm(cfg.norm, cfg.embed_dim)
+        self.apply(_init_linear)
+
+    def _spatial_rope(
+        self, h: int, w: int, keep: Tensor | None, t: int, device: torch.device
+    ) -> Rope:
+        """(cos, sin) for the spatial sequences: (R + S, d/2), or (B*T, 1, R + S_k, d/2) when
+        ``keep`` (B, S_k) holds each sample's kept positions."""
+        ang = rope_angles_2d(h, w, self.head_dim, device)  # (S, d/2)
+        r = self.num_registers
+        if keep is None:
+            ang = F.pad(ang, (0, 0, r, 0))  # (R + S, d/2): zero angle = registers unrotated
+            return ang.cos(), ang.sin()
+        ang = F.pad(ang[keep], (0, 0, r, 0))  # (B, R + S_k, d/2), per-sample kept positions
+        cos, sin = (
+            f[:, None, None].expand(-1, t, 1, -1, -1).flatten(0, 1)  # (B*T, 1, R + S_k, d/2)
+            for f in (ang.cos(), ang.sin())
+        )
+        return cos, sin
+
+    def _run(self, block: nn.Module, x: Tensor, rope: Rope | None, sink: AttnSink | None) -> Tensor:
+        if self.grad_checkpointing and sink is None and torch.is_grad_enabled():
+            out: Tensor = checkpoint(block, x, rope, use_reentrant=False)
+            return out
+        return block(x, rope, sink)
+
+    @overload
+    def forward(self, x: Tensor, return_attention: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, x: Tensor, return_attention: Literal[True]
+    ) -> tuple[Tensor, AttentionMaps]: ...
+
+    def forward(
+        self, x: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, AttentionMaps]:
+        """(B, C, T, H, W) -> features (B, D, T_p, H_p, W_p).
+
+        With ``return_attention=True`` also returns the :class:`AttentionMaps` (math path, no
+        gradient checkpointing; slower, for analysis).
+        """
+        drop_patches = self.training and self.cfg.patch_dropout > 0
+        if return_attention and drop_patches:
+            raise ValueError(
+                "attention maps with patch dropout would index only the kept tokens; "
+                "call core.eval() first (collect_attention does)"
+            )
+        tokens, grid = self.tokenizer(x)  # (B, T, S, D)
+        t, h, w = grid
+        b, s, d = tokens.shape[0], h * w, self.out_dim
+        if self.pos_embed is not None:
+            tokens = tokens + self.pos_embed(grid, x.device).to(tokens.dtype)  # (B, T, S, D)
+
+        keep: Tensor | None = None
+        if drop_patches:
+            n_keep = num_kept_tokens(s, self.cfg.patch_dropout)
+            keep = torch.rand(b, s, device=x.device).argsort(dim=-1)[:, :n_keep]  # (B, S_k)
+            tokens = tokens.gather(2, keep[:, None, :, None].expand(b, t, n_keep, d))
+        s_k = tokens.shape[2]
+
+        sink_s: AttnSink | None = [] if return_attention else None
+        sink_t: AttnSink | None = [] if return_attention else None
+        z = rearrange(tokens, "b t s d -> (b t) s d")  # (B*T, S_k, D)
+        if self.registers is not None:
+            regs = self.registers.to(z.dtype).expand(b * t, -1, -1)  # (B*T, R, D)
+            z = torch.cat([regs, z], dim=1)  # (B*T, R + S_k, D)
+        rope_s = (
+            self._spatial_rope(h, w, keep, t, x.device) if self.cfg.pos_embed == "rope" else None
+        )
+        for block in self.spatial:
+            z = self._run(block, z, rope_s, sink_s)
+        z = z[:, self.num_registers :]  # (B*T, S_k, D)
+
+        z = rearrange(z, "(b t) s d -> (b s) t d", b=b)  # (B*S_k, T, D)
+        rope_t = None
+        if self.cfg.pos_embed == "rope":
+            ang = rope_angles_1d(t, self.head_dim, x.device)  # (T, d/2)
+            rope_t = (ang.cos(), ang.sin())
+        for block in self.temporal:
+            z = self._run(block, z, rope_t, sink_t)
+        z = self.norm(z)
+
+        out = rearrange(z, "(b s) t d -> b d t s", b=b)  # (B, D, T, S_k)
+        if keep is not None:
+            full = out.new_zeros(b, d, t, s)
+            out = full.scatter(3, keep[:, None, None, :].expand(b, d, t, s_k), out)  # (B, D, T, S)
+        features = out.reshape(b, d, t, h, w)  # (B, D, T_p, H_p, W_p)
+        if not return_attention:
+            return features
+        assert sink_s is not None and sink_t is not None
+        maps = AttentionMaps(
+            spatial=[m for m, _ in sink_s],
+            temporal=[m for m, _ in sink_t],
+            spatial_entropy=torch.stack([e for _, e in sink_s]),
+            temporal_entropy=torch.stack([e for _, e in sink_t]),
+            num_registers=self.num_registers,
+            grid=grid,
+        )
+        return features, maps
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def check_grid(cfg: ViViTConfig, size: tuple[int, int, int]) -> str | None:
+    """Why a (T, H, W) input cannot go through a ViViT core of ``cfg`` (None when it can)."""
+    t, h, w = size
+    kt, kh, kw = cfg.kernel_size
+    if h < kh or w < kw:
+        return (
+            f"frames of {h}x{w} are smaller than the tubelet kernel {kh}x{kw}; "
+            "use a smaller kernel_size"
+        )
+    if t < kt:
+        return (
+            f"num_lags={t} is shorter than the tubelet's temporal kernel {kt}; "
+            "use a smaller kernel_size[0] or more lags"
+        )
+    tp = tubelet_grid(size, cfg.kernel_size, cfg.stride)[0][0]
+    if tp < 2:
+        return (
+            f"num_lags={t} with temporal kernel {kt} and stride {cfg.stride[0]} gives {tp} "
+            "temporal token; temporal attention needs at least 2: lower stride[0] or add lags"
+        )
+    if cfg.pos_embed == "rope" and (cfg.embed_dim // cfg.num_heads) % 4:
+        return f"head dim {cfg.embed_dim // cfg.num_heads} must be a multiple of 4 for 2D RoPE"
+    return None

@@ -1,0 +1,194 @@
+"""A read-only copy of a study, taken once from the storage, that every figure is computed from.
+
+Reading the database is the only I/O of a report's study sections: :func:`take_snapshot` does it
+once, and the pure functions of :mod:`vivit_hpo.report.data` work on the snapshot, so that they
+can be tested on studies built in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import optuna
+import yaml
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from vivit_hpo.errors import StorageError
+
+__all__ = [
+    "PARAMS_ATTRS",
+    "RUN_DIR_ATTRS",
+    "STATUSES",
+    "StudySnapshot",
+    "objective",
+    "parse_oracle",
+    "take_snapshot",
+    "trial_attr",
+    "trial_status",
+    "trial_value",
+]
+
+# What a trial ended as, for the report: Optuna's states plus "infeasible" (a configuration
+# rejected before training, whatever state the search recorded it with).
+STATUSES = ("complete", "pruned", "infeasible", "failed", "running", "waiting")
+
+
+@dataclass(frozen=True)
+class StudySnapshot:
+    """A study's trials and attributes at one moment.
+
+    Attributes:
+        name: the study name.
+        direction: ``"maximize"`` or ``"minimize"`` (the first objective's).
+        user_attrs: the study's user attributes (``spec``, ``oracle_bps``, ...).
+        trials: every trial, by number.
+        taken_at: when the snapshot was taken (a running trial's duration ends here).
+        oracle: validation oracle BPS per session of simulated data (from the data folder's
+            ``oracle.json``), merged with the study's ``oracle_bps`` user attribute, if any.
+    """
+
+    name: str
+    direction: str
+    user_attrs: dict[str, Any]
+    trials: tuple[FrozenTrial, ...]
+    taken_at: datetime
+    oracle: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    @property
+    def spec_text(self) -> str | None:
+        """The study spec (YAML) the search stored, or None."""
+        text = self.user_attrs.get("spec")
+        return text if isinstance(text, str) else None
+
+    def spec(self) -> dict[str, Any]:
+        """The study spec parsed to a mapping; ``{}`` when absent or not a YAML mapping."""
+        if not self.spec_text:
+            return {}
+        try:
+            tree = yaml.safe_load(self.spec_text)
+        except yaml.YAMLError:
+            return {}
+        return tree if isinstance(tree, dict) else {}
+
+    @classmethod
+    def from_study(cls, study: optuna.Study, taken_at: datetime | None = None) -> StudySnapshot:
+        """Copy ``study`` (any storage) into a snapshot."""
+        return cls(
+            name=study.study_name,
+            direction=_direction_name(study.directions[0]),
+            user_attrs=dict(study.user_attrs),
+            trials=tuple(study.get_trials(deepcopy=False)),
+            taken_at=taken_at or datetime.now(),
+        )
+
+    def oracle_per_session(self) -> dict[str, float]:
+        """Validation oracle BPS by session: the ``oracle_bps`` user attribute, then ``oracle``."""
+        return {**parse_oracle(self.user_attrs.get("oracle_bps")), **self.oracle}
+
+    def feasible_complete(self) -> list[FrozenTrial]:
+        """The complete trials with a finite objective value, by number."""
+        return [t for t in self.trials if trial_status(t) == "complete" and _finite(trial_value(t))]
+
+    def best_trial(self) -> FrozenTrial | None:
+        """The best complete trial by the study direction, or None when there is none."""
+        done = self.feasible_complete()
+        if not done:
+            return None
+        sign = 1.0 if self.maximize else -1.0
+        return max(done, key=lambda t: sign * objective(t))
+
+
+def _direction_name(direction: StudyDirection) -> str:
+    return "maximize" if direction == StudyDirection.MAXIMIZE else "minimize"
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def trial_value(trial: FrozenTrial) -> float | None:
+    """The trial's (first) objective value, or None when it has none."""
+    if trial.values is None or len(trial.values) == 0:
+        return None
+    return float(trial.values[0])
+
+
+# The same quantity under the names the search has used for it.
+PARAMS_ATTRS = ("params_count", "n_params")
+RUN_DIR_ATTRS = ("trial_dir", "run_dir")
+
+
+def trial_attr(trial: FrozenTrial, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` that the trial has as a user attribute, else None."""
+    return next((trial.user_attrs[n] for n in names if n in trial.user_attrs), None)
+
+
+def parse_oracle(raw: Any) -> dict[str, float]:
+    """``{session: bps}`` from ``{session: bps}`` or ``{session: {split: bps}}`` (``val``)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for session, value in raw.items():
+        if isinstance(value, Mapping):
+            value = value.get("val")
+        if isinstance(value, int | float) and math.isfinite(value):
+            out[str(session)] = float(value)
+    return out
+
+
+def objective(trial: FrozenTrial) -> float:
+    """The objective value of a trial that has one (complete trials); AssertionError otherwise."""
+    value = trial_value(trial)
+    assert value is not None, f"trial {trial.number} has no objective value"
+    return value
+
+
+def trial_status(trial: FrozenTrial) -> str:
+    """What the trial ended as: one of :data:`STATUSES`.
+
+    A trial is "infeasible" when the search recorded a reason (user attribute
+    ``infeasible_reason``) or a violated Optuna constraint, whatever its state.
+    """
+    if trial.user_attrs.get("infeasible_reason"):
+        return "infeasible"
+    if any(v > 0 for v in trial.constraints.values()):
+        return "infeasible"
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def take_snapshot(storage: str | BaseStorage, name: str) -> StudySnapshot:
+    """Load study ``name`` from ``storage`` (a URL or an opened storage) into a snapshot.
+
+    Raises:
+        StorageError: the storage cannot be opened, or has no study of that name.
+    """
+    if isinstance(storage, str):
+        from vivit_hpo.search.storage import open_storage
+
+        storage = open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError as e:
+        names = sorted(optuna.get_all_study_names(storage))
+        known = ", ".join(names[:10]) or "none"
+        raise StorageError(
+            f"no study named {name!r} in this storage (studies: {known}); "
+            "check the name or pass --storage"
+        ) from e
+    return StudySnapshot.from_study(study)

@@ -1,0 +1,320 @@
+"""``vivit-hpo run``: create or load a study, start its workers on this machine and watch them.
+
+The coordinator is a supervisor, not a scheduler: workers claim trials from the database on
+their own (so workers started by hand or on other machines join the same study). It starts
+``python -m vivit_hpo worker NAME --device D`` per GPU (or N CPU workers), shows a live table,
+restarts a worker that dies, fails stale trials (a dead worker's trial is re-enqueued and resumes
+from its checkpoint), stops at the budget or the spec's time limit, and on Ctrl-C asks every
+worker to stop (SIGINT): each one fails its running trial and re-enqueues it, so that the next
+``run`` or ``worker`` resumes it from the last epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import optuna
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
+from vivit_hpo.search.storage import (
+    claim_lock,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+    retrying,
+)
+from vivit_hpo.search.study import (
+    StudyError,
+    StudyProgress,
+    best_trial,
+    create_study,
+    load_study,
+    progress,
+    prune_checkpoints,
+    read_spec,
+)
+from vivit_hpo.search.worker import open_study_storage
+
+__all__ = ["RunResult", "run_study", "worker_devices"]
+
+_STOP_WAIT_S = 120.0  # how long stopped workers get to re-enqueue their trials
+_FAST_DEATH_S = 15.0  # a worker that dies sooner than this after starting counts towards giving up
+_MAX_FAST_DEATHS = 3
+
+
+@dataclass
+class _Slot:
+    index: int
+    device: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    fast_deaths: int = 0
+    given_up: bool = False
+    last_code: int | None = None
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int  # 0 budget done, 130 interrupted, 1 workers kept dying, 3 time limit
+    progress: StudyProgress
+    restarts: int
+
+
+def worker_devices(
+    workers: int | None, gpus: Sequence[int] | None, device: str | None
+) -> list[str]:
+    """One device string per worker: ``--gpus 0,1`` -> cuda:0, cuda:1; ``--workers N`` -> N x
+    ``device`` (default cpu); neither -> every visible GPU, else one CPU worker."""
+    if gpus:
+        return [f"cuda:{g}" for g in gpus]
+    if workers:
+        return [device or "cpu"] * workers
+    import torch
+
+    if device is None and torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return [device or "cpu"]
+
+
+def _spec_diff(a: StudySpec, b: StudySpec) -> list[str]:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    return [k for k in da if da[k] != db.get(k)]
+
+
+def _prepare(name: str, spec_path: Path | None, storage_url: str | None) -> StudySpec:
+    storage = open_storage(storage_url)
+    try:
+        exists = name in [s.study_name for s in storage.get_all_studies()]
+        if exists:
+            stored = read_spec(storage, name)
+            if spec_path is not None:
+                diff = _spec_diff(stored, load_spec(spec_path))
+                if diff:
+                    raise StudyError(
+                        f"study {name!r} exists with another spec (differs in: {', '.join(diff)}); "
+                        f"omit --spec to continue it, or use a new study name"
+                    )
+            return stored
+        if spec_path is None:
+            raise StudyError(f"study {name!r} does not exist; pass --spec FILE to create it")
+        spec = load_spec(spec_path)
+        create_study(storage, name, spec)
+        return spec
+    finally:
+        storage.engine.dispose()
+
+
+def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, note: str) -> Group:
+    t = Table(title=f"study {name}", title_justify="left")
+    for col in ("running", "complete", "pruned", "infeasible", "failed", "retried", "waiting"):
+        t.add_column(col, justify="right")
+    t.add_column("budget", justify="right")
+    t.add_column("best BPS", justify="right")
+    t.add_column("trials/h", justify="right")
+    per_hour = p.finished / (elapsed_s / 3600) if elapsed_s > 1 else 0.0
+    best = "-" if p.best_value is None else f"{p.best_value:+.4f} (#{p.best_number})"
+    t.add_row(
+        str(p.running),
+        str(p.complete),
+        str(p.pruned),
+        str(p.infeasible),
+        str(p.failed),
+        str(p.retried),
+        str(p.waiting),
+        f"{min(p.logical, p.n_trials)}/{p.n_trials}",
+        best,
+        f"{per_hour:.1f}",
+    )
+    w = Table(show_header=True, box=None)
+    for col in ("worker", "device", "pid", "state", "restarts", "log"):
+        w.add_column(col)
+    for s in slots:
+        if s.proc is not None and s.proc.poll() is None:
+            state = "running"
+        elif s.given_up:
+            state = f"gave up (exit {s.last_code})"
+        else:
+            state = f"exited ({s.last_code})"
+        pid = str(s.proc.pid) if s.proc is not None else "-"
+        w.add_row(str(s.index), s.device, pid, state, str(s.restarts), str(s.log_path))
+    parts: list[Table | str] = [t, w]
+    if note:
+        parts.append(note)
+    return Group(*parts)
+
+
+def _start(slot: _Slot, name: str, env: dict[str, str]) -> None:
+    slot.log_path.parent.mkdir(parents=True, exist_ok=True)
+    if slot.log is not None:
+        slot.log.close()
+    slot.log = open(slot.log_path, "ab")  # noqa: SIM115 - lives as long as the worker
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+    slot.log.write(f"--- {stamp} starting worker on {slot.device}\n".encode())
+    slot.log.flush()
+    slot.proc = subprocess.Popen(
+        [sys.executable, "-m", "vivit_hpo", "worker", name, "--device", slot.device],
+        stdout=slot.log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        # Its own session: a Ctrl-C in the terminal reaches the coordinator only, which then
+        # stops every worker in order.
+        start_new_session=True,
+    )
+    slot.started = time.monotonic()
+
+
+def _stop_all(slots: list[_Slot]) -> None:
+    alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
+    for s in alive:
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + _STOP_WAIT_S
+    for s in alive:
+        assert s.proc is not None
+        try:
+            s.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+            s.proc.wait()
+        s.last_code = s.proc.returncode
+
+
+def run_study(
+    name: str,
+    spec_path: Path | None,
+    storage_url: str | None,
+    *,
+    devices: Sequence[str],
+    console: Console,
+    refresh_s: float = 2.0,
+) -> RunResult:
+    """Create or load study ``name``, run one worker per entry of ``devices``, and watch them.
+
+    Args:
+        name: the study.
+        spec_path: the spec (needed to create the study; when the study exists it must match).
+        storage_url: the storage (None: ``$VIVIT_HPO_STORAGE`` or the embedded default).
+        devices: the device of each worker (see :func:`worker_devices`).
+        console: where the live table goes.
+        refresh_s: seconds between table refreshes and worker checks.
+
+    Returns:
+        The exit code and the final counts.
+    """
+    spec = _prepare(name, spec_path, storage_url)
+    url = resolve_storage_url(storage_url)
+    storage, spec = open_study_storage(name, storage_url)
+    study = load_study(storage, name)
+    budget = effective_n_trials(spec)
+    logs = spec.study_dir(name) / "logs"
+    env = dict(os.environ)
+    env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
+    n_cpu = sum(1 for d in devices if d == "cpu")
+    if n_cpu and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_cpu))
+    slots = [_Slot(i, d, logs / f"worker-{i}.log") for i, d in enumerate(devices)]
+    console.print(
+        f"study {name!r} on {mask_url(url)}: {len(slots)} worker(s) on "
+        f"{', '.join(devices)}; logs in {logs}"
+    )
+    start = time.monotonic()
+    timeout = spec.budget.timeout_minutes
+    deadline = start + timeout * 60 if timeout else None
+    exit_code = 0
+    note = ""
+    stale_every = float(spec.heartbeat.interval_s)
+    last_stale = 0.0
+
+    def snapshot() -> StudyProgress:
+        return retrying(
+            lambda: progress(study.get_trials(deepcopy=False), budget), what="read the study"
+        )
+
+    p = snapshot()
+    try:
+        for s in slots:
+            _start(s, name, env)
+        with Live(
+            _table(name, p, slots, 0.0, note), console=console, refresh_per_second=2, transient=True
+        ) as live:
+            while True:
+                now = time.monotonic()
+                if now - last_stale >= stale_every:
+
+                    def fail_stale() -> None:
+                        with claim_lock(storage, name):
+                            optuna.storages.fail_stale_trials(study)
+
+                    retrying(fail_stale, what="fail stale trials")
+                    last_stale = now
+                p = snapshot()
+                for s in slots:
+                    if s.proc is None or s.given_up or s.proc.poll() is None:
+                        continue
+                    code = s.last_code = s.proc.returncode
+                    if p.done or code == 0:
+                        continue
+                    # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
+                    if now - s.started < _FAST_DEATH_S:
+                        s.fast_deaths += 1
+                    if s.fast_deaths >= _MAX_FAST_DEATHS:
+                        s.given_up = True
+                        note = f"worker {s.index} keeps dying; see {s.log_path}"
+                        continue
+                    s.restarts += 1
+                    _start(s, name, env)
+                alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
+                live.update(_table(name, p, slots, now - start, note))
+                if not alive:
+                    if not p.done and any(s.given_up for s in slots):
+                        exit_code = 1
+                    break
+                if deadline is not None and now > deadline:
+                    note = "time limit reached: stopping the workers"
+                    live.update(_table(name, p, slots, now - start, note))
+                    _stop_all(slots)
+                    exit_code = 3
+                    break
+                time.sleep(refresh_s)
+    except KeyboardInterrupt:
+        console.print("stopping the workers (their running trials will resume later) ...")
+        _stop_all(slots)
+        exit_code = 130
+    finally:
+        for s in slots:
+            if s.log is not None:
+                s.log.close()
+    p = snapshot()
+    console.print(_table(name, p, slots, time.monotonic() - start, note))
+    if p.done:
+        removed = prune_checkpoints(study, spec)
+        if removed:
+            console.print(f"removed the checkpoints of {len(removed)} trials (kept the best)")
+        try:
+            best = best_trial(study)
+            console.print(
+                f"best: trial #{best.number}, val BPS {best.value:+.4f}; "
+                f"`vivit-hpo study export-best {name} --out best.yaml` writes its config"
+            )
+        except StudyError as e:
+            console.print(str(e))
+    elif exit_code == 130:
+        console.print(f"stopped; resume with `vivit-hpo run {name}` or `vivit-hpo worker {name}`")
+    storage.engine.dispose()
+    restarts = sum(s.restarts for s in slots)
+    return RunResult(exit_code=exit_code, progress=p, restarts=restarts)

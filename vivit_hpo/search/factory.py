@@ -1,0 +1,95 @@
+"""Samplers and pruners by name, built by every worker from the study's spec.
+
+Optuna does not store samplers or pruners in the database, so each worker process rebuilds them
+from the spec stored in the study; seeded samplers in several workers therefore draw different
+streams only because they see different trial histories (TPE's constant liar keeps concurrent
+workers apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from vivit_hpo.errors import SpecError
+from vivit_hpo.search.spec import StudySpec
+
+__all__ = ["build_pruner", "build_sampler", "is_conditional"]
+
+
+def is_conditional(spec: StudySpec) -> bool:
+    """True when some parameter exists only in some trials (``when``, or ``le`` names)."""
+    return any(p.le is not None or p.when for p in spec.space.values())
+
+
+def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler: ``tpe`` (Optuna 5 defaults: multivariate, constant liar; grouped when
+    the space is conditional), ``random``, ``grid`` (categorical parameters only), ``gp`` or
+    ``cmaes``; ``sampler.options`` are passed as keyword arguments.
+
+    Raises:
+        SpecError: grid search over a range or a conditional parameter.
+        TypeError/ValueError: an option the sampler does not take (``check_spec`` reports it).
+    """
+    s = spec.sampler
+    opts: dict[str, Any] = dict(s.options)
+    if s.name == "tpe":
+        if is_conditional(spec):
+            # Grouped multivariate TPE models each set of co-occurring parameters jointly,
+            # instead of falling back to independent sampling for conditional ones.
+            opts.setdefault("group", True)
+            opts.setdefault("multivariate", True)
+        return optuna.samplers.TPESampler(seed=s.seed, **opts)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed, **opts)
+    if s.name == "grid":
+        grid: dict[str, list[Any]] = {}
+        for name, p in spec.space.items():
+            if p.kind == "fixed":
+                continue
+            if p.kind != "categorical" or p.le is not None or p.when:
+                raise SpecError(
+                    f"sampler.name = 'grid': space.{name} is a range or conditional; give every "
+                    "parameter a plain list of choices (or a fixed value)"
+                )
+            grid[name] = list(p.choices or [])
+        return optuna.samplers.GridSampler(grid, seed=s.seed, **opts)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, **opts)
+    assert s.name == "cmaes"
+    return optuna.samplers.CmaEsSampler(seed=s.seed, **opts)
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner, with epochs as the resource (intermediate step = epoch, 1-based).
+
+    ``hyperband`` (min_resource 1, max_resource = the per-trial epochs, reduction factor 3),
+    ``median`` (5 startup trials, 1 warm-up epoch), ``successive_halving`` (min_resource 1,
+    reduction factor 3), ``patient`` (stop after ``patience`` epochs without improvement,
+    default 3; ``wrapped: median`` to combine), ``none``. ``pruner.options`` override these.
+    """
+    p = spec.pruner
+    opts: dict[str, Any] = dict(p.options)
+    if p.name == "hyperband":
+        opts.setdefault("min_resource", 1)
+        opts.setdefault("max_resource", spec.epochs)
+        opts.setdefault("reduction_factor", 3)
+        return optuna.pruners.HyperbandPruner(**opts)
+    if p.name == "median":
+        opts.setdefault("n_startup_trials", 5)
+        opts.setdefault("n_warmup_steps", 1)
+        return optuna.pruners.MedianPruner(**opts)
+    if p.name == "successive_halving":
+        opts.setdefault("min_resource", 1)
+        opts.setdefault("reduction_factor", 3)
+        return optuna.pruners.SuccessiveHalvingPruner(**opts)
+    if p.name == "patient":
+        wrapped = opts.pop("wrapped", None)
+        if wrapped not in (None, "median", "none"):
+            raise SpecError(f"pruner.options.wrapped = {wrapped!r}: expected median or none")
+        inner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        opts.setdefault("patience", 3)
+        return optuna.pruners.PatientPruner(inner if wrapped == "median" else None, **opts)
+    assert p.name == "none"
+    return optuna.pruners.NopPruner(**opts)

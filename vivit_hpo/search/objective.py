@@ -1,0 +1,436 @@
+"""One trial, from sampled parameters to a told state.
+
+The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` yields one
+:class:`~vivit_hpo.training.EpochReport` per epoch, and :class:`TrialRunner` turns each into
+``trial.report(val_bps, epoch)`` and ``should_prune``. What ends a trial, and how:
+
+- COMPLETE: the epoch budget (or the trainer's early stopping) is reached; the value is the best
+  epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at.
+- PRUNED: the pruner stopped it (``prune_reason``).
+- infeasible: PRUNED before any training step, with ``infeasible_reason`` and the constraint
+  ``feasible`` = 1 (violated). Optuna 5's TPE sorts every trial with a violated constraint into
+  its "bad" group whatever its state, so it learns to avoid those regions; PRUNED (not COMPLETE
+  with a made-up value) keeps infeasible trials out of every value-based statistic, plot and
+  pruner. Feasible trials carry ``feasible`` = 0. (GP and CMA-ES read COMPLETE trials only, so
+  they do not learn from infeasible ones; random and grid never learn.)
+- FAIL with ``fail_reason``: a NaN/Inf loss (``NonFiniteLossError``), running out of memory
+  (``torch.OutOfMemoryError``, or the CPU allocator's equivalent), or another error. The worker
+  carries on with the next trial.
+- interrupted (SIGINT/SIGTERM to the worker): FAIL with ``fail_reason``, and a WAITING copy with
+  the same parameters is enqueued at once; it resumes from the last epoch's checkpoint.
+- a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
+  or coordinator, and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values
+  inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` and the trainer resumes
+  from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from vivit_hpo.config import DataConfig
+from vivit_hpo.data import SessionSet, load_sessions
+from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
+from vivit_hpo.models import count_parameters, flops_per_sample
+from vivit_hpo.search.space import (
+    Infeasible,
+    infeasible_reason,
+    input_shapes,
+    suggest,
+    to_overrides,
+    trial_config,
+)
+from vivit_hpo.search.spec import StudySpec
+from vivit_hpo.search.storage import claim_lock, retrying
+from vivit_hpo.search.study import ensure_data, trial_dir
+from vivit_hpo.training import Trainer, resolve_device
+
+__all__ = [
+    "StopControl",
+    "TrialOutcome",
+    "TrialRunner",
+    "is_oom",
+    "memory_cap_bytes",
+    "record_attrs",
+    "retry_trial",
+]
+
+_log = logging.getLogger(__name__)
+FEASIBLE = "feasible"  # the constraint key: > 0 violated
+
+
+class StopControl:
+    """Turns SIGINT/SIGTERM into a clean stop.
+
+    While training (inside :meth:`interruptible`) a signal raises ``KeyboardInterrupt`` at once;
+    anywhere else (a storage call half done) it only sets :attr:`requested`, which the worker
+    checks at the next safe point. A second signal during the cleanup is ignored.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._interruptible = False
+
+    def install(self) -> None:
+        """Install the handlers (main thread only)."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.requested
+        self.requested = True
+        if first:
+            _log.warning("stop requested (%s)", signal.Signals(signum).name)
+        if self._interruptible:
+            self._interruptible = False
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.requested:
+            raise KeyboardInterrupt
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, INTERRUPTED, LOST
+    value: float | None
+    reason: str
+    epochs: int
+    seconds: float
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for running out of memory: CUDA's error, the CPU allocator's, or MemoryError."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def memory_cap_bytes(spec: StudySpec, device: torch.device) -> int:
+    """The memory a trial may use: ``feasibility.max_memory_gb``, else the device's total (GPU)
+    or physical RAM (CPU), times ``feasibility.memory_fraction``."""
+    f = spec.feasibility
+    if f.max_memory_gb is not None:
+        return int(f.max_memory_gb * 2**30)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * f.memory_fraction)
+
+
+def record_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Set user attributes, each write retried through a database restart.
+
+    A trial writes them in two batches (when training starts, and when it ends) rather than
+    every epoch: each is one transaction, and the per-epoch cost is the report alone.
+    """
+    for key, value in attrs.items():
+        retrying(
+            lambda k=key, v=value: trial.set_user_attr(k, v),
+            what=f"set {key} of trial {trial.number}",
+        )
+
+
+def _frozen(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> FrozenTrial:
+    # Trial exposes no system attrs; the storage's copy carries the retry history.
+    return retrying(lambda: storage.get_trial(trial._trial_id), what="read the trial")
+
+
+def retry_trial(
+    study: optuna.Study, storage: optuna.storages.RDBStorage, trial_id: int, reason: str
+) -> int | None:
+    """Fail a RUNNING trial and enqueue a WAITING copy with its parameters and intermediate
+    values, with the retry bookkeeping of ``RetryHeartbeatStaleTrialCallback`` (so that
+    ``retried_trial_number`` works) but without the attributes that say why the original ended.
+
+    Returns:
+        The failed trial's number, or None if the trial was no longer RUNNING.
+    """
+    if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+        return None
+    frozen = storage.get_trial(trial_id)
+    system_attrs: dict[str, Any] = {
+        **frozen.system_attrs,
+        "failed_trial": frozen.system_attrs.get("failed_trial", frozen.number),
+        "retry_history": [*(frozen.system_attrs.get("retry_history") or []), frozen.number],
+    }
+    user_attrs = {
+        k: v for k, v in frozen.user_attrs.items() if k not in ("fail_reason", "prune_reason")
+    }
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+            intermediate_values=frozen.intermediate_values,
+        )
+    )
+    _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
+    return frozen.number
+
+
+class TrialRunner:
+    """Runs trials of one study in one worker process.
+
+    Args:
+        spec: the study's spec (as stored in the study).
+        study_name: the study's name (its artifact folder).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``.
+        storage: the study's RDBStorage (for the claim lock taken while re-enqueueing an
+            interrupted trial; the worker runs the heartbeat).
+        stop: the worker's signal state.
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        study_name: str,
+        device: str,
+        *,
+        storage: optuna.storages.RDBStorage,
+        stop: StopControl,
+    ) -> None:
+        self.spec = spec
+        self.study_name = study_name
+        self.device = resolve_device(device)
+        self.storage = storage
+        self.stop = stop
+        self.base = spec.base_tree()
+        self.shapes = input_shapes(spec)
+        self.memory_cap = memory_cap_bytes(spec, self.device)
+        self.host = socket.gethostname()
+        self._data: tuple[DataConfig, SessionSet] | None = None
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _sessions(self, cfg: DataConfig) -> SessionSet:
+        """The study's sessions, loaded once per distinct data config in this process."""
+        if self._data is None or self._data[0] != cfg:
+            self._data = None  # free the old set before loading another
+            paths = ensure_data(self.spec, self.study_name)
+            self._data = (cfg, load_sessions(paths, cfg))
+        return self._data[1]
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return "cpu"
+
+    def _prepare_dir(self, trial: optuna.Trial, frozen: FrozenTrial) -> Path:
+        """The trial's folder; a retry starts from a copy of its predecessor's."""
+        out = trial_dir(self.spec, self.study_name, trial.number)
+        history = frozen.system_attrs.get("retry_history") or []
+        if history and not (out / "checkpoints" / "last.pt").is_file():
+            for prev in reversed(history):
+                src = trial_dir(self.spec, self.study_name, int(prev))
+                if (src / "checkpoints" / "last.pt").is_file():
+                    shutil.copytree(src, out, dirs_exist_ok=True)
+                    shutil.rmtree(src / "checkpoints", ignore_errors=True)
+                    record_attrs(trial, {"resumed_from_trial": int(prev)})
+                    break
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    @staticmethod
+    def _tell(
+        study: optuna.Study,
+        trial: optuna.Trial,
+        state: TrialState,
+        value: float | None = None,
+    ) -> None:
+        attempts = 0
+
+        def tell() -> None:
+            nonlocal attempts
+            attempts += 1
+            # A retry after a commit whose answer was lost finds the trial finished: fine.
+            study.tell(trial, value, state=state, skip_if_finished=attempts > 1)
+
+        retrying(tell, what=f"tell trial {trial.number} {state.name}")
+
+    def _drop_checkpoints(self, number: int) -> None:
+        """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
+        shutil.rmtree(
+            trial_dir(self.spec, self.study_name, number) / "checkpoints", ignore_errors=True
+        )
+
+    # -- one trial ------------------------------------------------------------------------------
+
+    def run(self, study: optuna.Study, trial: optuna.Trial) -> TrialOutcome:
+        """Sample, check, train and tell one claimed trial (already RUNNING).
+
+        Raises:
+            KeyboardInterrupt: the worker was asked to stop; the trial has been failed and
+                re-enqueued to resume from its checkpoint.
+        """
+        start = time.perf_counter()
+        frozen = _frozen(self.storage, trial)
+        try:
+            return self._run(study, trial, frozen, start)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another process failed this trial as stale (our heartbeat could not reach the
+            # database for longer than the grace period); its retry carries on.
+            _log.warning("trial %d was failed by another process; dropping it", trial.number)
+            return TrialOutcome(
+                trial.number,
+                "LOST",
+                None,
+                "failed as stale elsewhere",
+                0,
+                time.perf_counter() - start,
+            )
+        except KeyboardInterrupt:
+            reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                record_attrs(trial, {"fail_reason": reason})
+
+            def requeue() -> None:
+                with claim_lock(self.storage, study.study_name):
+                    retry_trial(study, self.storage, trial._trial_id, "was interrupted")
+
+            retrying(requeue, what=f"re-enqueue trial {trial.number}")
+            raise
+
+    def _run(
+        self, study: optuna.Study, trial: optuna.Trial, frozen: FrozenTrial, start: float
+    ) -> TrialOutcome:
+        n = trial.number
+        attrs: dict[str, Any] = {"host": self.host, "device": self._device_name()}
+        attrs["pid"] = os.getpid()
+
+        # 1. Parameters and the cheap checks: nothing is trained for an infeasible config.
+        extra = dict(trial.user_attrs.get("extra_overrides") or {})
+        try:
+            values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")
+            reason = infeasible_reason(
+                self.spec,
+                self.base,
+                values,
+                self.shapes,
+                memory_cap_bytes=self.memory_cap,
+                device_type=self.device.type,
+                extra=extra,
+            )
+        except Infeasible as e:
+            values, reason = {}, str(e)
+        attrs["values"] = values
+        if reason is not None:
+            record_attrs(trial, {**attrs, "infeasible_reason": reason})
+            if FEASIBLE not in trial.constraints:
+                retrying(lambda: trial.set_constraint(FEASIBLE, 1.0), what="set constraint")
+            self._tell(study, trial, TrialState.PRUNED)
+            return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
+        if FEASIBLE not in trial.constraints:
+            retrying(lambda: trial.set_constraint(FEASIBLE, 0.0), what="set constraint")
+        cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
+        attrs["run_config"] = cfg.to_dict()
+
+        # 2. Train, reporting every epoch (the worker runs the heartbeat alongside).
+        run_dir = self._prepare_dir(trial, frozen)
+        attrs["trial_dir"] = str(run_dir)
+        end: dict[str, Any] = {}
+        epochs = 0
+        try:
+            with self.stop.interruptible():
+                data = self._sessions(cfg.data)
+                trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
+            meta = data.metas[0]
+            shape = (meta.num_channels, cfg.data.num_lags, meta.height, meta.width)
+            attrs["params_count"] = count_parameters(trainer.model)
+            attrs["flops_per_sample"] = float(flops_per_sample(cfg.model, shape))
+            if trainer.epoch:
+                attrs["resumed_from_epoch"] = trainer.epoch
+            record_attrs(trial, attrs)
+            peak = 0.0
+            reports = trainer.epochs()
+            while True:
+                with self.stop.interruptible():
+                    report = next(reports, None)
+                if report is None:
+                    break
+                epochs = report.epoch
+                peak = max(peak, report.peak_memory_mb)
+                end.update(samples_per_s=report.samples_per_s, peak_memory_mb=peak)
+                end["epochs_run"] = report.epoch
+                if report.is_best:
+                    end["best_epoch"] = report.epoch
+                    end["val_bps_per_session"] = report.val_bps_per_session
+                retrying(
+                    lambda r=report: trial.report(r.val_bps, r.epoch),
+                    what=f"report epoch {report.epoch} of trial {n}",
+                )
+                if self.stop.requested:
+                    raise KeyboardInterrupt
+                if retrying(trial.should_prune, what=f"should_prune trial {n}"):
+                    why = (
+                        f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
+                        f"val BPS {report.val_bps:+.4f}"
+                    )
+                    record_attrs(trial, {**end, "prune_reason": why})
+                    self._tell(study, trial, TrialState.PRUNED)
+                    self._drop_checkpoints(n)
+                    return TrialOutcome(n, "PRUNED", None, why, epochs, time.perf_counter() - start)
+        except (KeyboardInterrupt, optuna.exceptions.UpdateFinishedTrialError):
+            # Interrupted: the epoch's figures go with the trial that will resume it.
+            with contextlib.suppress(Exception):
+                record_attrs(trial, end)
+            raise
+        except Exception as e:
+            if is_oom(e):
+                why = f"out of memory: {str(e).splitlines()[0][:300]}"
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            elif isinstance(e, NonFiniteLossError):
+                why = f"non-finite loss: {e}"
+            elif isinstance(e, VivitHpoError):
+                why = str(e)
+            else:
+                _log.exception("trial %d crashed", n)
+                why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            record_attrs(trial, {**attrs, **end, "fail_reason": why})
+            self._tell(study, trial, TrialState.FAIL)
+            self._drop_checkpoints(n)
+            return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
+
+        # 3. Done: the best epoch's score is the value.
+        value = trainer.best_bps
+        if trainer.best_epoch is not None:
+            end["best_epoch"] = trainer.best_epoch
+        end["stopped_early"] = trainer.stopped_early
+        if not math.isfinite(value):
+            why = f"no finite validation BPS after {trainer.epoch} epochs"
+            record_attrs(trial, {**end, "fail_reason": why})
+            self._tell(study, trial, TrialState.FAIL)
+            return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
+        record_attrs(trial, end)
+        self._tell(study, trial, TrialState.COMPLETE, value)
+        return TrialOutcome(n, "COMPLETE", value, "", epochs, time.perf_counter() - start)

@@ -1,0 +1,366 @@
+"""The search space: sampling, enumeration and the mapping of values onto run configs.
+
+Pure functions, apart from :func:`suggest`, which asks an Optuna trial (or anything with the
+``suggest_*`` methods, e.g. ``optuna.trial.FixedTrial``) for each value. A parameter's values
+are the user's names (``{"patch": 4, "stride": 2, ...}``); :func:`optuna_name` gives the name
+under which Optuna stores it, which differs only for ``le`` parameters: Optuna needs one fixed
+distribution per name, so ``stride`` sampled below ``patch=4`` is ``stride|patch=4``, with
+choices ``[2, 4]``. A stride larger than its patch is therefore never sampled, and a bound that
+leaves a single value fixes it without asking the sampler.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from vivit_hpo.config import RunConfig, parse_run_config
+from vivit_hpo.errors import ConfigError, DataError, SpecError
+from vivit_hpo.search.spec import ParamSpec, StudySpec
+
+__all__ = [
+    "Infeasible",
+    "enumerate_space",
+    "infeasible_reason",
+    "input_shapes",
+    "optuna_name",
+    "sample_random",
+    "space_size",
+    "suggest",
+    "target_exists",
+    "to_optuna_params",
+    "to_overrides",
+    "trial_config",
+]
+
+Shape = tuple[int, int, int]  # (C, H, W) of a session's frames
+_INDEXED = re.compile(r"^(.*)\[(\d+)\]$")
+
+
+class Infeasible(Exception):
+    """A sampled configuration that must not train; ``str(e)`` is the reason (one line)."""
+
+
+class _Suggester(Protocol):
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int: ...
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+
+# -- the values of one parameter -----------------------------------------------------------------
+
+
+def _active(p: ParamSpec, values: Mapping[str, Any]) -> bool:
+    return all(values.get(k) in allowed for k, allowed in (p.when or {}).items())
+
+
+def _bound(p: ParamSpec, values: Mapping[str, Any]) -> float | None:
+    return None if p.le is None else values[p.le]
+
+
+def _choices(p: ParamSpec, values: Mapping[str, Any]) -> list[Any]:
+    """The categorical choices left once the ``le`` bound applies."""
+    bound = _bound(p, values)
+    choices = list(p.choices or [])
+    return choices if bound is None else [c for c in choices if c <= bound]
+
+
+def _int_range(p: ParamSpec, values: Mapping[str, Any]) -> tuple[int, int]:
+    bound = _bound(p, values)
+    low, high = int(p.low or 0), int(p.high or 0)
+    return low, high if bound is None else min(high, int(bound))
+
+
+def optuna_name(name: str, p: ParamSpec, values: Mapping[str, Any]) -> str:
+    """The name Optuna stores the parameter under (``stride|patch=4`` for ``le`` ones)."""
+    return name if p.le is None else f"{name}|{p.le}={values[p.le]}"
+
+
+def _candidates(p: ParamSpec, values: Mapping[str, Any]) -> list[Any]:
+    """Representative values for enumeration: all choices, both ends of an int range, the low
+    end of a float range (validity never depends on an optimiser setting's exact value)."""
+    kind = p.kind
+    if kind == "fixed":
+        return [p.value]
+    if kind == "categorical":
+        return _choices(p, values)
+    if kind == "int":
+        low, high = _int_range(p, values)
+        return [] if low > high else sorted({low, high})
+    return [p.low]
+
+
+def enumerate_space(space: Mapping[str, ParamSpec]) -> Iterator[dict[str, Any]]:
+    """Every combination of categorical values (int ranges by their ends, float ranges by their
+    low end), respecting ``le`` and ``when``; a combination with no valid value is skipped."""
+    items = list(space.items())
+
+    def walk(i: int, values: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if i == len(items):
+            yield dict(values)
+            return
+        name, p = items[i]
+        if not _active(p, values):
+            yield from walk(i + 1, values)
+            return
+        for v in _candidates(p, values):
+            values[name] = v
+            yield from walk(i + 1, values)
+            del values[name]
+
+    yield from walk(0, {})
+
+
+def space_size(space: Mapping[str, ParamSpec]) -> int:
+    """An upper bound of :func:`enumerate_space`'s length (``le`` and ``when`` ignored)."""
+    return math.prod(
+        len(_candidates(p, {}) if p.le is None else p.choices or [0, 0]) for p in space.values()
+    )
+
+
+def sample_random(space: Mapping[str, ParamSpec], seed: int) -> dict[str, Any]:
+    """One configuration drawn uniformly (log-uniformly for log ranges); pure and seeded.
+
+    Raises:
+        Infeasible: an ``le`` bound leaves no value.
+    """
+    rng = random.Random(seed)
+    values: dict[str, Any] = {}
+    for name, p in space.items():
+        if not _active(p, values):
+            continue
+        kind = p.kind
+        if kind == "fixed":
+            values[name] = p.value
+        elif kind == "categorical":
+            choices = _choices(p, values)
+            if not choices:
+                raise Infeasible(f"{name}: no choice <= {p.le}={values[p.le]}")
+            values[name] = rng.choice(choices)
+        elif kind == "int":
+            low, high = _int_range(p, values)
+            if low > high:
+                raise Infeasible(f"{name}: no value <= {p.le}={values[p.le]}")
+            values[name] = rng.randint(low, high)
+        else:
+            lo, hi = float(p.low or 0.0), float(p.high or 0.0)
+            values[name] = (
+                math.exp(rng.uniform(math.log(lo), math.log(hi))) if p.log else rng.uniform(lo, hi)
+            )
+    return values
+
+
+def suggest(trial: _Suggester, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
+    """Ask ``trial`` for every active parameter, in the space's order.
+
+    Returns:
+        ``{name: value}`` under the user's names (fixed and single-choice values included).
+
+    Raises:
+        Infeasible: an ``le`` bound leaves no value (e.g. stride choices [4, 8] under patch 2).
+    """
+    values: dict[str, Any] = {}
+    for name, p in space.items():
+        if not _active(p, values):
+            continue
+        key = optuna_name(name, p, values)
+        kind = p.kind
+        if kind == "fixed":
+            values[name] = p.value
+        elif kind == "categorical":
+            choices = _choices(p, values)
+            if not choices:
+                raise Infeasible(f"{name}: no choice <= {p.le}={values[p.le]}")
+            values[name] = (
+                choices[0] if len(choices) == 1 else trial.suggest_categorical(key, choices)
+            )
+        elif kind == "int":
+            low, high = _int_range(p, values)
+            if low > high:
+                raise Infeasible(f"{name}: no value <= {p.le}={values[p.le]}")
+            step = int(p.step or 1)
+            values[name] = (
+                low if low == high else trial.suggest_int(key, low, high, step=step, log=p.log)
+            )
+        else:
+            values[name] = trial.suggest_float(
+                key, float(p.low or 0.0), float(p.high or 0.0), step=p.step, log=p.log
+            )
+    return values
+
+
+def to_optuna_params(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """User-named values (e.g. from ``study enqueue --set``) -> Optuna's parameter names.
+
+    Raises:
+        SpecError: an unknown name, or an ``le`` parameter given without its bound.
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        p = space.get(name)
+        if p is None:
+            raise SpecError(
+                f"--set {name}: not a parameter of the study's space "
+                f"({', '.join(space)}); use a dotted run-config key for anything else"
+            )
+        if p.kind == "fixed":
+            continue
+        if p.le is not None and p.le not in values:
+            raise SpecError(f"--set {name}: also give {p.le} (its values depend on {p.le})")
+        out[optuna_name(name, p, values)] = value
+    return out
+
+
+# -- values -> run config ------------------------------------------------------------------------
+
+
+def _split_key(key: str) -> tuple[list[str], int | None]:
+    m = _INDEXED.match(key)
+    path, index = (m.group(1), int(m.group(2))) if m else (key, None)
+    return path.split("."), index
+
+
+def target_exists(tree: Mapping[str, Any], key: str) -> bool:
+    """True when ``key`` (dotted, optionally ``[i]``-indexed) names a value of ``tree``."""
+    parts, index = _split_key(key)
+    node: Any = tree
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    if index is None:
+        return not isinstance(node, Mapping)
+    return isinstance(node, list) and index < len(node)
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts, index = _split_key(key)
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    leaf = parts[-1]
+    current = node.get(leaf)
+    if index is not None:
+        if not isinstance(current, list):
+            raise ConfigError(f"{key}: {'.'.join(parts)} is not a list of axes")
+        current = list(current)
+        current[index] = value
+        node[leaf] = current
+    elif isinstance(current, list) and not isinstance(value, list):
+        # A scalar written to a tuple-valued key fills every axis (patch 4 -> (4, 4, 4)).
+        node[leaf] = [value] * len(current)
+    else:
+        node[leaf] = value
+
+
+def to_overrides(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{run-config key: value}`` for every sampled value (a value may feed several keys)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        for key in space[name].to:
+            out[key] = value
+    return out
+
+
+def trial_config(
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The run config of a trial: the base tree, the space's overrides, then ``extra``.
+
+    Raises:
+        ConfigError: the combination is not a valid run config (one line, e.g. heads that do
+            not divide the width).
+    """
+    tree = copy.deepcopy(dict(base))
+    for key, value in {**overrides, **(extra or {})}.items():
+        _set(tree, key, value)
+    return parse_run_config(tree, "trial config")
+
+
+# -- feasibility ---------------------------------------------------------------------------------
+
+
+def input_shapes(spec: StudySpec) -> list[Shape]:
+    """The distinct (C, H, W) frame shapes of the study's sessions, read from the file headers.
+
+    Raises:
+        SpecError: a session path is missing or unreadable.
+    """
+    if spec.data.synth is not None:
+        h, w = spec.data.synth.size
+        return [(1, h, w)]
+    import h5py
+
+    from vivit_hpo.data import expand_paths
+
+    try:
+        files = expand_paths(spec.data.paths or [])
+    except DataError as e:
+        raise SpecError(f"data.paths: {e}") from e
+    shapes: set[Shape] = set()
+    for path in files:
+        try:
+            with h5py.File(path, "r") as f:
+                shape = f["stim"].shape
+        except (OSError, KeyError) as e:
+            raise SpecError(
+                f"data.paths: {path}: not a readable session file with a `stim` dataset; "
+                "check it with `vivit-hpo data inspect`"
+            ) from e
+        c = 1 if len(shape) == 3 else int(shape[1])
+        shapes.add((c, int(shape[-2]), int(shape[-1])))
+    return sorted(shapes)
+
+
+def infeasible_reason(
+    spec: StudySpec,
+    base: Mapping[str, Any],
+    values: Mapping[str, Any],
+    shapes: Sequence[Shape],
+    *,
+    memory_cap_bytes: int | None,
+    device_type: str = "cuda",
+    extra: Mapping[str, Any] | None = None,
+) -> str | None:
+    """Why a configuration must not train, or None when it may.
+
+    Checks, cheapest first: the run config's own validation (heads dividing the width, RoPE
+    head dims, stride <= kernel), the model's feasibility on every session's frame shape
+    (tubelet larger than the frames, fewer than 2 temporal tokens, ...), and the estimated
+    training memory against ``memory_cap_bytes`` (None: not checked), with bf16 activations
+    where the run would use autocast on ``device_type`` and fp32 ones otherwise.
+    """
+    from vivit_hpo.models import check_feasible, estimate_memory_bytes
+
+    try:
+        cfg = trial_config(base, to_overrides(spec.space, values), extra)
+    except ConfigError as e:
+        return str(e).removeprefix("trial config: ")
+    for c, h, w in shapes:
+        shape = (c, cfg.data.num_lags, h, w)
+        reason = check_feasible(cfg.model, shape)
+        if reason is not None:
+            return reason
+        if memory_cap_bytes is not None:
+            amp = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device_type == "cuda")
+            need = estimate_memory_bytes(
+                cfg.model, shape, cfg.train.batch_size, activation_bytes=2 if amp else 4
+            )
+            if need > memory_cap_bytes:
+                return (
+                    f"estimated training memory {need / 2**30:.2f} GiB exceeds the "
+                    f"{memory_cap_bytes / 2**30:.2f} GiB allowed on this device"
+                )
+    return None

@@ -1,0 +1,493 @@
+"""The study spec: one YAML file that says everything about a search.
+
+::
+
+    description: what this study is for
+    data:                          # session files (or folders of them), or a simulator recipe
+      synth: {sessions: 1, neurons: 32, frames: 4000, size: [16, 16], seed: 0}
+      # paths: [/data/sessions]
+    base:                          # the run config every trial starts from
+      config: {model: {...}, train: {...}}   # a mapping, or the path of a run-config YAML
+      overrides: ["train.steps_per_epoch=50"]
+    space:                         # omitted: the roadmap's space (DEFAULT_SPACE)
+      patch: {choices: [2, 4, 8], to: model.core.kernel_size}
+      stride: {choices: [2, 4, 8], le: patch, to: model.core.stride}
+      lr: {low: 1.0e-4, high: 3.0e-3, log: true, to: train.lr}
+    epochs: 20                     # per-trial budget (the pruner's max resource)
+    sampler: {name: tpe, seed: 0, options: {}}
+    pruner: {name: hyperband, options: {}}
+    objective: {metric: val_bps, direction: maximize}
+    budget: {n_trials: 100, timeout_minutes: null}
+    heartbeat: {interval_s: 20, grace_s: 90, max_retry: 3}
+    feasibility: {max_memory_gb: null, memory_fraction: 0.9}
+    artifacts: {dir: null, keep_best: 3}
+
+Relative ``data.paths`` and ``base.config`` paths are relative to the spec file;
+``artifacts.dir`` (default ``artifacts``) is relative to ``$VIVIT_HPO_HOME`` or the current
+directory. :func:`load_spec` resolves them to absolute paths and inlines the base config, so the
+spec stored in the study (``study.user_attrs["spec"]``) is self-contained: every worker rebuilds
+the sampler, the pruner and each trial's config from it.
+
+Search-space parameters (see :mod:`vivit_hpo.search.space` for how they are sampled):
+
+- ``choices: [...]`` categorical; ``low``/``high`` (``log``, ``step``) a float range, an integer
+  range with ``type: int``; ``value: x`` a fixed value (not searched).
+- ``to``: the run-config key(s) the value is written to (dotted, e.g. ``model.core.embed_dim``).
+  A scalar written to a tuple-valued key fills every axis (``patch: 4`` -> kernel ``(4, 4, 4)``);
+  ``model.core.kernel_size[0]`` writes one axis (the temporal one).
+- ``le: other``: only values no larger than the earlier parameter ``other`` are sampled (the
+  stride never exceeds the patch); each value of ``other`` gets its own Optuna parameter
+  (``stride|patch=4``) because Optuna requires one fixed distribution per name.
+- ``when: {other: [v1, v2]}``: the parameter exists only when the earlier ``other`` takes one of
+  those values (a conditional parameter).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vivit_hpo.config import (
+    apply_overrides,
+    format_validation_error,
+    parse_run_config,
+    read_yaml,
+)
+from vivit_hpo.errors import ConfigError, SpecError
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "ArtifactSpec",
+    "BaseSpec",
+    "BudgetSpec",
+    "DataSpec",
+    "FeasibilitySpec",
+    "HeartbeatSpec",
+    "ObjectiveSpec",
+    "ParamSpec",
+    "PrunerSpec",
+    "SamplerSpec",
+    "StudySpec",
+    "SynthSpec",
+    "load_spec",
+    "parse_spec",
+    "spec_from_text",
+    "spec_to_text",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Scalar = bool | int | float | str
+
+
+class SynthSpec(_Frozen):
+    """A simulated population (``vivit_hpo.data.synthesize``), written once per study."""
+
+    sessions: int = Field(1, ge=1)
+    neurons: int = Field(96, ge=1)
+    frames: int = Field(48000, ge=100)
+    size: tuple[int, int] = (36, 36)
+    frame_rate: float = Field(60.0, gt=0)
+    seed: int = 0
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError("frame size must be positive, e.g. [36, 36]")
+        return v
+
+
+class DataSpec(_Frozen):
+    """Session files (or folders of them), or a simulator recipe: exactly one of the two."""
+
+    paths: list[str] | None = None
+    synth: SynthSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DataSpec:
+        if (self.paths is None) == (self.synth is None):
+            raise ValueError("give exactly one of data.paths (session files) or data.synth")
+        if self.paths is not None and not self.paths:
+            raise ValueError("data.paths is empty; list session files or folders")
+        return self
+
+
+class BaseSpec(_Frozen):
+    """The run config of every trial before the search space is applied."""
+
+    config: dict[str, Any] | str | None = None  # a RunConfig mapping or a run-config YAML path
+    overrides: list[str] = Field(default_factory=list)  # "key=value" as for --set
+
+
+class ParamSpec(_Frozen):
+    """One search-space parameter (see the module docstring)."""
+
+    to: list[str]
+    type: Literal["categorical", "int", "float", "fixed"] | None = None  # None: inferred
+    choices: list[Scalar] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    value: Any = None
+    le: str | None = None
+    when: dict[str, list[Scalar]] | None = None
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if not self.to:
+            raise ValueError("to: name at least one run-config key, e.g. to: train.lr")
+        kind = self.kind
+        if kind == "categorical":
+            if not self.choices:
+                raise ValueError("choices is empty; give at least one value")
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+        elif kind in ("int", "float"):
+            if self.low is None or self.high is None:
+                raise ValueError(f"a {kind} range needs low and high")
+            if self.low > self.high:
+                raise ValueError(f"empty range: low={self.low} > high={self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log range needs low > 0, got low={self.low}")
+            if self.log and self.step is not None:
+                raise ValueError("log and step cannot be combined")
+            if kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError("an int range needs integer low and high")
+        elif self.value is None:
+            raise ValueError("a fixed parameter needs value")
+        if self.le is not None and kind not in ("categorical", "int"):
+            raise ValueError("le applies to categorical or int parameters")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.type is not None:
+            return self.type
+        if self.choices is not None:
+            return "categorical"
+        if self.value is not None:
+            return "fixed"
+        return "float"
+
+
+# The roadmap's search space (Phase 5.1), plus the optimiser settings. Tubelets are cubes, as in
+# the roadmap's [4, 4, 4]: "patch p" is p frames x p x p pixels and "stride s" applies to all
+# three axes; a spec that wants another temporal size adds a parameter with
+# `to: model.core.kernel_size[0]` after `patch`. "blocks" sets both the spatial and the temporal
+# stack (the roadmap's "6+6 blocks").
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "patch": {"choices": [2, 4, 8], "to": "model.core.kernel_size"},
+    "stride": {"choices": [2, 4, 8], "le": "patch", "to": "model.core.stride"},
+    "embed_dim": {"choices": [192, 384, 768], "to": "model.core.embed_dim"},
+    "blocks": {
+        "choices": [4, 6, 8, 12],
+        "to": ["model.core.num_spatial_blocks", "model.core.num_temporal_blocks"],
+    },
+    "heads": {"choices": [4, 6, 8, 12], "to": "model.core.num_heads"},
+    "mlp_ratio": {"choices": [2, 4, 8], "to": "model.core.mlp_ratio"},
+    "dropout": {"choices": [0.0, 0.1, 0.2], "to": "model.core.dropout"},
+    "lr": {"low": 1.0e-4, "high": 3.0e-3, "log": True, "to": "train.lr"},
+    "weight_decay": {"low": 1.0e-3, "high": 0.3, "log": True, "to": "train.weight_decay"},
+    "readout_lr_ratio": {"low": 1.0, "high": 30.0, "log": True, "to": "train.readout_lr_ratio"},
+    "batch_size": {"choices": [16, 32, 64], "to": "train.batch_size"},
+}
+
+
+class SamplerSpec(_Frozen):
+    name: Literal["tpe", "random", "grid", "gp", "cmaes"] = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the sampler
+
+
+class PrunerSpec(_Frozen):
+    name: Literal["hyperband", "median", "successive_halving", "patient", "none"] = "hyperband"
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the pruner
+
+
+class ObjectiveSpec(_Frozen):
+    """Fixed: the mean over sessions of the validation bits per spike, maximised."""
+
+    metric: Literal["val_bps"] = "val_bps"
+    direction: Literal["maximize"] = "maximize"
+
+
+class BudgetSpec(_Frozen):
+    n_trials: int = Field(50, ge=1)
+    # Per `run`/`worker` process: no new trial starts after it; `run` then stops its workers.
+    timeout_minutes: float | None = Field(None, gt=0)
+
+
+class HeartbeatSpec(_Frozen):
+    interval_s: int = Field(20, ge=1)
+    grace_s: int = Field(90, ge=2)  # a trial without a heartbeat for this long is failed
+    max_retry: int = Field(3, ge=0)  # how often a failed (stale) trial is retried
+
+    @model_validator(mode="after")
+    def _grace(self) -> HeartbeatSpec:
+        if self.grace_s <= self.interval_s:
+            raise ValueError(
+                f"grace_s={self.grace_s} must exceed interval_s={self.interval_s} (use >= 3x)"
+            )
+        return self
+
+
+class FeasibilitySpec(_Frozen):
+    """The cheap memory check before training: estimated bytes vs the device's."""
+
+    max_memory_gb: float | None = Field(None, gt=0)  # None: the device's (CPU: physical RAM)
+    memory_fraction: float = Field(0.9, gt=0, le=1)
+
+
+class ArtifactSpec(_Frozen):
+    dir: str | None = None  # None: $VIVIT_HPO_HOME/artifacts (or ./artifacts)
+    keep_best: int = Field(3, ge=0)  # trials whose checkpoints survive the end of the study
+
+
+class StudySpec(_Frozen):
+    description: str = ""
+    data: DataSpec
+    base: BaseSpec = Field(default_factory=BaseSpec)
+    space: dict[str, ParamSpec] = Field(
+        default_factory=lambda: {k: ParamSpec.model_validate(v) for k, v in DEFAULT_SPACE.items()}
+    )
+    epochs: int = Field(20, ge=1)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    heartbeat: HeartbeatSpec = Field(default_factory=HeartbeatSpec)
+    feasibility: FeasibilitySpec = Field(default_factory=FeasibilitySpec)
+    artifacts: ArtifactSpec = Field(default_factory=ArtifactSpec)
+
+    @field_validator("space")
+    @classmethod
+    def _space_refs(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not space:
+            raise ValueError("the space is empty; omit `space` for the roadmap's default")
+        seen: dict[str, ParamSpec] = {}
+        for name, p in space.items():
+            for ref in [p.le, *(p.when or {})]:
+                if ref is not None and ref not in seen:
+                    raise ValueError(
+                        f"{name} refers to {ref!r}, which is not a parameter listed before it"
+                    )
+            if p.le is not None and seen[p.le].kind not in ("categorical", "int", "fixed"):
+                raise ValueError(f"{name}: le={p.le!r} must name a categorical or int parameter")
+            if "|" in name:
+                raise ValueError(f"{name}: '|' is reserved in parameter names")
+            seen[name] = p
+        return space
+
+    def base_tree(self) -> dict[str, Any]:
+        """The resolved base run config as a full mapping (every key present).
+
+        The per-trial epoch budget is written to ``train.epochs``; full-state checkpoints
+        (``epochNNN.pt``) are kept only at the end of a trial unless the base config sets
+        ``train.checkpoint_every`` (``last.pt`` is written every epoch regardless).
+        """
+        cfg = self.base.config
+        if not isinstance(cfg, dict) and cfg is not None:
+            raise SpecError(f"base.config = {cfg!r}: not resolved; load the spec with load_spec")
+        tree = apply_overrides(cfg or {}, self.base.overrides)
+        explicit_ckpt = "checkpoint_every" in tree.get("train", {})
+        run = parse_run_config(tree, "base")
+        out = run.to_dict()
+        out["train"]["epochs"] = self.epochs
+        if not explicit_ckpt:
+            out["train"]["checkpoint_every"] = self.epochs
+        return out
+
+    def study_dir(self, study_name: str) -> Path:
+        """Where the study's trials and materialised data live: ``<artifacts>/<study>``.
+
+        ``$VIVIT_HPO_ARTIFACTS`` replaces the stored ``artifacts.dir`` on a machine that mounts
+        the shared artifact folder somewhere else (a container, another node).
+        """
+        env = os.environ.get("VIVIT_HPO_ARTIFACTS")
+        if env:
+            root = Path(env)
+        else:
+            root = Path(self.artifacts.dir) if self.artifacts.dir else _home() / "artifacts"
+        return root / study_name
+
+
+def _home() -> Path:
+    from vivit_hpo.search.storage import vivit_home
+
+    return vivit_home()
+
+
+def _resolve(tree: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
+    """Absolute data and artifact paths, the base config inlined: a self-contained spec."""
+    tree = copy.deepcopy(tree)
+    data = tree.get("data")
+    if isinstance(data, dict) and isinstance(data.get("paths"), list):
+        data["paths"] = [
+            os.path.normpath(spec_dir / str(p)) if not Path(str(p)).is_absolute() else str(p)
+            for p in data["paths"]
+        ]
+    base = tree.get("base")
+    if isinstance(base, dict) and isinstance(base.get("config"), str):
+        path = Path(base["config"])
+        path = path if path.is_absolute() else spec_dir / path
+        try:
+            base["config"] = read_yaml(path)
+        except ConfigError as e:
+            raise SpecError(f"base.config: {e}") from e
+    arts = tree.get("artifacts")
+    if isinstance(arts, dict) and isinstance(arts.get("dir"), str):
+        d = Path(arts["dir"]).expanduser()
+        arts["dir"] = str(d if d.is_absolute() else os.path.normpath(_home() / d))
+    elif arts is None or (isinstance(arts, dict) and arts.get("dir") is None):
+        tree.setdefault("artifacts", {})
+        if isinstance(tree["artifacts"], dict):
+            tree["artifacts"]["dir"] = str(_home() / "artifacts")
+    return tree
+
+
+def parse_spec(tree: Mapping[str, Any], where: str = "spec", *, check: bool = True) -> StudySpec:
+    """Validate a spec mapping (already resolved); with ``check`` also the deep checks.
+
+    Raises:
+        SpecError: one line naming the first bad key, its value and the fix.
+    """
+    try:
+        spec = StudySpec.model_validate(dict(tree))
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, where)) from e
+    if check:
+        check_spec(spec, where)
+    return spec
+
+
+def load_spec(path: str | Path, *, check: bool = True) -> StudySpec:
+    """Read, resolve and validate a spec file. Raises SpecError (one line) when it is bad."""
+    path = Path(path)
+    try:
+        tree = read_yaml(path)
+    except ConfigError as e:
+        raise SpecError(str(e)) from e
+    spec_dir = Path(os.path.abspath(path)).parent  # symlinks kept: the user's view of paths
+    return parse_spec(_resolve(tree, spec_dir), str(path), check=check)
+
+
+def spec_to_text(spec: StudySpec) -> str:
+    """The spec as YAML, as stored in the study (``study.user_attrs["spec"]``)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def spec_from_text(text: str, where: str = "stored spec") -> StudySpec:
+    """Parse a stored spec (no deep checks: they ran when the study was created)."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{where}: not valid YAML; recreate the study") from e
+    return parse_spec(tree or {}, where, check=False)
+
+
+# -- deep checks ---------------------------------------------------------------------------------
+
+_MAX_ENUMERATED = 20_000
+_SAMPLED = 3_000
+
+
+def _check_targets(spec: StudySpec, base: dict[str, Any], where: str) -> None:
+    from vivit_hpo.search.space import target_exists
+
+    for name, p in spec.space.items():
+        for key in p.to:
+            if not target_exists(base, key):
+                raise SpecError(
+                    f"{where}: space.{name}.to: {key!r} is not a run-config key; use a dotted "
+                    "key of the run config (e.g. model.core.embed_dim, train.lr)"
+                )
+
+
+def _check_sampler(spec: StudySpec, where: str) -> None:
+    from vivit_hpo.search.factory import build_pruner, build_sampler
+
+    for key, build in (("sampler", build_sampler), ("pruner", build_pruner)):
+        try:
+            build(spec)
+        except SpecError as e:
+            raise SpecError(f"{where}: {e}") from e
+        except (TypeError, ValueError) as e:
+            msg = str(e).splitlines()[0]
+            raise SpecError(
+                f"{where}: {key}.options: {msg}; check the option names of "
+                f"{getattr(spec, key).name} in Optuna's documentation"
+            ) from e
+
+
+def check_spec(spec: StudySpec, where: str = "spec") -> None:
+    """The checks beyond the schema: base config, targets, sampler/pruner options, feasibility.
+
+    A space with no valid configuration (every combination of its categorical values, or a
+    sample of 3,000 when there are more than 20,000, is rejected by the run config or the model's
+    feasibility check on the data's frame size) is an error naming ``space``.
+    """
+    from vivit_hpo.search.space import (
+        enumerate_space,
+        infeasible_reason,
+        input_shapes,
+        sample_random,
+        space_size,
+    )
+
+    try:
+        base = spec.base_tree()
+    except ConfigError as e:
+        raise SpecError(f"{where}: base: {e}".replace(": base: base:", ": base:")) from e
+    _check_targets(spec, base, where)
+    _check_sampler(spec, where)
+    shapes = input_shapes(spec)
+    size = space_size(spec.space)
+    combos = (
+        enumerate_space(spec.space)
+        if size <= _MAX_ENUMERATED
+        else (sample_random(spec.space, seed=i) for i in range(_SAMPLED))
+    )
+    reasons: dict[str, int] = {}
+    for values in combos:
+        reason = infeasible_reason(spec, base, values, shapes, memory_cap_bytes=None)
+        if reason is None:
+            return
+        reasons[reason] = reasons.get(reason, 0) + 1
+    common = max(reasons, key=reasons.__getitem__) if reasons else "no combination"
+    raise SpecError(
+        f"{where}: space: no valid configuration (most common reason: {common}); "
+        "widen the choices or fix the base config"
+    )
+
+
+def grid_size(spec: StudySpec) -> int | None:
+    """Number of grid points for the grid sampler (None for other samplers)."""
+    if spec.sampler.name != "grid":
+        return None
+    n = 1
+    for p in spec.space.values():
+        if p.kind == "categorical":
+            n *= len(p.choices or [])
+    return n
+
+
+def effective_n_trials(spec: StudySpec) -> int:
+    """The study's trial budget; a grid study never runs more trials than it has points."""
+    g = grid_size(spec)
+    return min(spec.budget.n_trials, g) if g is not None else spec.budget.n_trials

@@ -1,0 +1,372 @@
+"""Where studies live: PostgreSQL for real use, an embedded SQLite file by default.
+
+The URL comes from ``--storage``, else ``VIVIT_HPO_STORAGE``, else the embedded default
+``storage/vivit-hpo.db`` (under ``$VIVIT_HPO_HOME`` when set, else the current directory).
+
+Why SQLite for the embedded default, through Optuna's ``RDBStorage``: it is one file that
+several local worker processes share at once (WAL journal: readers never block the one writer;
+a generous busy timeout makes writers queue instead of failing), it keeps Optuna's heartbeat
+(the journal storages have none in Optuna 5, so a dead worker's trial would never be failed and
+retried), and ``optuna-dashboard sqlite:///storage/vivit-hpo.db`` reads it as it is. It is meant
+for one machine: SQLite over a network file system is not safe, so multi-machine studies use
+PostgreSQL.
+
+Every storage call a worker makes goes through :func:`retrying`, which rides out a database
+restart (exponential back-off on disconnects and ``database is locked``), and the pool
+pre-pings connections so that a connection killed by a restart is replaced, not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import OperationalError as SAOperationalError
+
+from vivit_hpo.errors import StorageError
+
+__all__ = [
+    "Heartbeat",
+    "claim_lock",
+    "default_storage_url",
+    "describe",
+    "is_transient",
+    "mask_url",
+    "open_storage",
+    "resolve_storage_url",
+    "retrying",
+    "vivit_home",
+]
+
+_log = logging.getLogger(__name__)
+
+ENV_STORAGE = "VIVIT_HPO_STORAGE"
+ENV_HOME = "VIVIT_HPO_HOME"
+DEFAULT_DB = "vivit-hpo.db"
+_FIX = "pass --storage postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+T = TypeVar("T")
+
+
+def vivit_home() -> Path:
+    """The folder that holds ``storage/`` (and default ``artifacts/``): $VIVIT_HPO_HOME or cwd."""
+    return Path(os.environ.get(ENV_HOME) or ".").resolve()
+
+
+def default_storage_url() -> str:
+    """The embedded default: ``sqlite:///<home>/storage/vivit-hpo.db`` (absolute path)."""
+    return f"sqlite:///{vivit_home() / 'storage' / DEFAULT_DB}"
+
+
+def resolve_storage_url(url: str | None) -> str:
+    """``url``, else ``$VIVIT_HPO_STORAGE``, else :func:`default_storage_url`."""
+    return url or os.environ.get(ENV_STORAGE) or default_storage_url()
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by ``***`` (never print a URL any other way)."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except (ArgumentError, ValueError):
+        # Unparseable: show the scheme at most, as the rest may hold a password.
+        text = str(url)
+        return text.split("://", 1)[0] + "://..." if "://" in text else "<not a URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise StorageError(f"storage {mask_url(url)}: not a database URL; {_FIX}") from e
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if "+" not in parsed.drivername:
+            # SQLAlchemy 2.1 defaults to psycopg 3; the project ships psycopg2.
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+        if not parsed.database:
+            raise StorageError(f"storage {mask_url(parsed)}: no database name in the URL; {_FIX}")
+        return parsed
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise StorageError(
+                f"storage {mask_url(parsed)}: an in-memory SQLite database cannot be shared "
+                f"by workers; {_FIX}"
+            )
+        return parsed
+    raise StorageError(f"storage {mask_url(parsed)}: unsupported database {backend!r}; {_FIX}")
+
+
+def _engine_kwargs(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() == "postgresql":
+        return {
+            "pool_pre_ping": True,  # a connection killed by a server restart is replaced
+            "pool_size": 4,  # the worker's main thread, its heartbeat and the claim lock
+            "max_overflow": 4,
+            "pool_recycle": 1800,
+            "pool_timeout": 60,
+            "connect_args": {
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "application_name": "vivit-hpo",
+            },
+        }
+    # SQLite: the busy timeout makes concurrent writers wait for the lock instead of failing.
+    return {"pool_pre_ping": True, "connect_args": {"timeout": 120.0}}
+
+
+def _check_sqlite(url: URL, *, create: bool) -> None:
+    path = Path(str(url.database)).expanduser()
+    if not path.parent.is_dir():
+        if not create:
+            raise StorageError(
+                f"storage {mask_url(url)}: folder {path.parent} does not exist; create it or {_FIX}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = sqlite3.connect(path, timeout=120.0)
+        try:
+            # WAL is a property of the file, so setting it once serves every later connection.
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise StorageError(
+            f"storage {mask_url(url)}: cannot open the SQLite file ({e}); {_FIX}"
+        ) from e
+
+
+def _check_postgres(url: URL) -> None:
+    engine = sqlalchemy.create_engine(
+        url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 10}
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    except (DBAPIError, SAOperationalError) as e:
+        reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else "?"
+        fix = (
+            f"create it (createdb -h {url.host or 'localhost'} {url.database})"
+            if "does not exist" in reason
+            else "check the host, port, database name and credentials, and that the server runs"
+        )
+        raise StorageError(f"storage {mask_url(url)}: cannot connect ({reason}); {fix}") from e
+    except NoSuchModuleError as e:
+        raise StorageError(f"storage {mask_url(url)}: no driver ({e}); {_FIX}") from e
+    finally:
+        engine.dispose()
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = None,
+) -> optuna.storages.RDBStorage:
+    """Open (and, for a new database, initialise) the study storage.
+
+    Args:
+        url: a ``postgresql://`` or ``sqlite:///`` URL; None: ``$VIVIT_HPO_STORAGE`` or the
+            embedded default (whose ``storage/`` folder is created).
+        heartbeat_interval: seconds between a running trial's heartbeats; None: no heartbeat.
+        grace_period: seconds without a heartbeat after which a trial is stale and failed.
+        max_retry: how often a stale trial is retried (re-enqueued with its parameters).
+
+    Returns:
+        An ``RDBStorage``; with a heartbeat, stale trials go through
+        ``RetryHeartbeatStaleTrialCallback`` (intermediate values inherited).
+
+    Raises:
+        StorageError: a bad URL, an unsupported database or one that cannot be reached (the
+            message shows the URL without its password). Nothing is written in that case.
+    """
+    raw = resolve_storage_url(url)
+    parsed = _parse(raw)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(parsed, create=raw == default_storage_url())
+    else:
+        _check_postgres(parsed)
+    callback = (
+        optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=max_retry, inherit_intermediate_values=True
+        )
+        if heartbeat_interval
+        else None
+    )
+    try:
+        return retrying(
+            lambda: optuna.storages.RDBStorage(
+                parsed.render_as_string(hide_password=False),
+                engine_kwargs=_engine_kwargs(parsed),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=callback,
+            ),
+            what="open the storage",
+        )
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise StorageError(
+            f"storage {mask_url(parsed)}: cannot initialise Optuna's tables ({e.__class__.__name__}"
+            f": {str(e).splitlines()[0]}); check that the user may create tables"
+        ) from e
+    except RuntimeError as e:  # Optuna's schema version check
+        raise StorageError(f"storage {mask_url(parsed)}: {e}".splitlines()[0]) from e
+
+
+# -- transient errors ----------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a retry can cure: a lost connection, a restarting server, a lock."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DBAPIError) and cur.connection_invalidated:
+            return True
+        if isinstance(cur, SAOperationalError):
+            return True
+        if isinstance(cur, sqlite3.OperationalError) and "locked" in str(cur):
+            return True
+        name = type(cur).__module__ + "." + type(cur).__name__
+        if name.startswith("psycopg2") and "OperationalError" in name:
+            return True
+        if isinstance(cur, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the root cause (Optuna wraps driver errors in StorageInternalError)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(getattr(root, "orig", None) or root).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(root).__name__}: {first}" if first else type(root).__name__
+
+
+def retrying(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    max_wait_s: float = 300.0,
+    first_delay_s: float = 0.5,
+) -> T:
+    """Call ``fn`` and retry it with exponential back-off while it fails transiently.
+
+    Args:
+        fn: the storage call (make it idempotent, or tolerant of having succeeded before).
+        what: a few words for the log ("report epoch 3 of trial 7").
+        max_wait_s: give up (re-raise) once this much time has passed in retries.
+        first_delay_s: the first wait; it doubles up to 30 s.
+
+    Returns:
+        What ``fn`` returns.
+    """
+    start = time.monotonic()
+    delay = first_delay_s
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            attempt += 1
+            waited = time.monotonic() - start
+            if not is_transient(e) or waited + delay > max_wait_s:
+                raise
+            _log.warning(
+                "storage: %s failed (%s); retry %d in %.1f s", what, describe(e), attempt, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+# -- coordination between workers ----------------------------------------------------------------
+
+
+def _lock_key(study_name: str) -> int:
+    digest = hashlib.blake2b(f"vivit-hpo:{study_name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.contextmanager
+def claim_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
+    """Serialise "count the study's trials, then claim or create one" across all workers.
+
+    PostgreSQL: a transaction-scoped advisory lock (released on commit, or when a killed
+    worker's connection drops). SQLite: an ``flock`` on a file beside the database (one machine).
+    Held for a few queries only; the sampler runs outside it.
+    """
+    engine = storage.engine
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(study_name)}
+            )
+            yield
+        return
+    path = Path(str(engine.url.database)).with_suffix(".claim.lock")
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Heartbeat:
+    """Record a running trial's heartbeat every ``interval`` seconds in a daemon thread.
+
+    Optuna's own heartbeat thread dies on the first database error, after which the trial would
+    be failed as stale while it still runs; this one logs transient errors and keeps beating.
+    Use as a context manager around the trial.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float):
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as e:
+            level = logging.WARNING if is_transient(e) else logging.ERROR
+            _log.log(level, "heartbeat of trial id %d failed: %s", self.trial_id, describe(e))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()
+
+    def __enter__(self) -> Heartbeat:
+        retrying(lambda: self.storage.record_heartbeat(self.trial_id), what="first heartbeat")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(self.interval, 5.0) + 30.0)

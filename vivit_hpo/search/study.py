@@ -1,0 +1,433 @@
+"""Studies in the storage: create, read back, list, inspect, export, enqueue, delete.
+
+A study is an Optuna study (direction: maximise the mean validation BPS) whose user attributes
+hold the spec it was created from (``spec``, YAML text), so that any worker on any machine
+rebuilds the same sampler, pruner, search space and trial configs from the database alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import math
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+import vivit_hpo
+from vivit_hpo.errors import ConfigError, SpecError, VivitHpoError
+from vivit_hpo.search.space import to_optuna_params, trial_config
+from vivit_hpo.search.spec import (
+    StudySpec,
+    effective_n_trials,
+    spec_from_text,
+    spec_to_text,
+)
+from vivit_hpo.search.storage import retrying
+
+__all__ = [
+    "StudyError",
+    "StudyProgress",
+    "TrialRow",
+    "best_trial",
+    "create_study",
+    "delete_study",
+    "enqueue",
+    "ensure_data",
+    "export_best",
+    "list_studies",
+    "load_study",
+    "progress",
+    "prune_checkpoints",
+    "read_spec",
+    "trial_dir",
+    "trial_rows",
+]
+
+SPEC_ATTR = "spec"
+
+
+class StudyError(VivitHpoError):
+    """A study that does not exist (or already exists), or has no result to show yet."""
+
+
+def _names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
+    """The spec stored in study ``name``.
+
+    Raises:
+        StudyError: no such study, or it was not created by vivit-hpo.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError as e:
+        known = ", ".join(_names(storage)[:10]) or "none"
+        raise StudyError(
+            f"study {name!r} does not exist (studies: {known}); create it with "
+            f"`vivit-hpo study create {name} --spec FILE`"
+        ) from e
+    text = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+    if not isinstance(text, str):
+        raise StudyError(f"study {name!r} has no vivit-hpo spec; it was not made by vivit-hpo")
+    return spec_from_text(text, f"study {name!r} spec")
+
+
+def load_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    """``optuna.load_study`` with a one-line error for a missing study."""
+    read_spec(storage, name)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
+    """The study's session paths; a simulator recipe is materialised once (under a file lock,
+    so that concurrent workers write it once) into ``<artifacts>/<study>/data``."""
+    if spec.data.paths is not None:
+        return [Path(p) for p in spec.data.paths]
+    assert spec.data.synth is not None
+    out = spec.study_dir(study_name) / "data"
+    done = out / "oracle.json"
+    if done.is_file():
+        return [out]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".data.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            from vivit_hpo.data import synthesize
+
+            s = spec.data.synth
+            synthesize(
+                out,
+                sessions=s.sessions,
+                neurons=s.neurons,
+                frames=s.frames,
+                size=s.size,
+                frame_rate=s.frame_rate,
+                seed=s.seed,
+                num_lags=spec.base_tree()["data"]["num_lags"],
+            )
+    return [out]
+
+
+def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
+    """Create study ``name`` from a validated spec and materialise simulated data.
+
+    Raises:
+        StudyError: the name is taken.
+    """
+    if name in _names(storage):
+        raise StudyError(
+            f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
+        )
+    if not name or "/" in name or name != name.strip():
+        raise StudyError(f"study name {name!r}: use letters, digits, '-', '_' or '.'")
+    ensure_data(spec, name)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    try:
+        study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
+        study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
+        study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
+        study.set_user_attr("n_trials", effective_n_trials(spec))
+    except Exception:
+        optuna.delete_study(study_name=name, storage=storage)
+        raise
+    return study
+
+
+def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool) -> Path:
+    """Delete the study (and, with ``artifacts``, its artifact folder); returns that folder."""
+    spec = read_spec(storage, name)
+    optuna.delete_study(study_name=name, storage=storage)
+    folder = spec.study_dir(name)
+    if artifacts and folder.is_dir():
+        shutil.rmtree(folder)
+    return folder
+
+
+# -- progress and tables -------------------------------------------------------------------------
+
+
+def is_infeasible(t: FrozenTrial) -> bool:
+    return "infeasible_reason" in t.user_attrs or any(v > 0 for v in t.constraints.values())
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """``{failed trial number: number of the trial that retries it}``."""
+    out: dict[int, int] = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or []
+        if history:
+            out[int(history[-1])] = t.number
+    return out
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Counts for the live table and the budget. ``logical`` excludes retried failures (their
+    retry stands in for them); the budget is spent when ``logical >= n_trials``."""
+
+    n_trials: int
+    running: int
+    waiting: int
+    complete: int
+    pruned: int
+    infeasible: int
+    failed: int  # final failures (NaN, OOM, errors, or out of retries)
+    retried: int  # failures that were retried (dead worker, interrupted)
+    logical: int
+    best_value: float | None
+    best_number: int | None
+    first_start: dt.datetime | None
+    last_end: dt.datetime | None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.infeasible + self.failed
+
+    @property
+    def done(self) -> bool:
+        """Budget allocated and nothing running or waiting."""
+        return self.logical >= self.n_trials and self.running == 0 and self.waiting == 0
+
+
+def progress(trials: Sequence[FrozenTrial], n_trials: int) -> StudyProgress:
+    """Count a study's trials (pure: pass ``study.get_trials(deepcopy=False)``)."""
+    retried = retried_numbers(trials)
+    c: Counter[str] = Counter()
+    best: FrozenTrial | None = None
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number in retried:
+            c["retried"] += 1
+            continue
+        c["logical"] += 1
+        if t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.WAITING:
+            c["waiting"] += 1
+        elif is_infeasible(t):
+            c["infeasible"] += 1
+        elif t.state == TrialState.COMPLETE:
+            c["complete"] += 1
+            if t.value is not None and (best is None or t.value > (best.value or -math.inf)):
+                best = t
+        elif t.state == TrialState.PRUNED:
+            c["pruned"] += 1
+        else:
+            c["failed"] += 1
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return StudyProgress(
+        n_trials=n_trials,
+        running=c["running"],
+        waiting=c["waiting"],
+        complete=c["complete"],
+        pruned=c["pruned"],
+        infeasible=c["infeasible"],
+        failed=c["failed"],
+        retried=c["retried"],
+        logical=c["logical"],
+        best_value=None if best is None else best.value,
+        best_number=None if best is None else best.number,
+        first_start=min(starts) if starts else None,
+        last_end=max(ends) if ends else None,
+    )
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING, RETRIED
+    value: float | None
+    epochs: int
+    best_epoch: int | None
+    params: dict[str, Any]
+    reason: str
+    seconds: float | None
+
+
+def _reason(t: FrozenTrial, retried: dict[int, int]) -> str:
+    a = t.user_attrs
+    if t.number in retried and t.state == TrialState.FAIL:
+        why = a.get("fail_reason") or "worker lost (no heartbeat)"
+        return f"{why}; retried as #{retried[t.number]}"
+    for key in ("infeasible_reason", "fail_reason", "prune_reason"):
+        if a.get(key):
+            return str(a[key])
+    resumed = a.get("resumed_from_epoch")
+    if resumed:
+        return f"resumed after epoch {resumed} of #{a.get('resumed_from_trial')}"
+    return ""
+
+
+def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
+    """One row per trial for ``study show`` (pure)."""
+    retried = retried_numbers(trials)
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == TrialState.FAIL and t.number in retried:
+            state = "RETRIED"
+        elif is_infeasible(t) and t.state.is_finished():
+            state = "INFEASIBLE"
+        else:
+            state = t.state.name
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        rows.append(
+            TrialRow(
+                number=t.number,
+                state=state,
+                value=t.value if t.state == TrialState.COMPLETE else None,
+                epochs=max(t.intermediate_values, default=0),
+                best_epoch=t.user_attrs.get("best_epoch"),
+                params=dict(t.user_attrs.get("values") or t.params),
+                reason=_reason(t, retried),
+                seconds=seconds,
+            )
+        )
+    return rows
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """Name, budget, progress and best value of every study in the storage."""
+    out = []
+    for s in storage.get_all_studies():
+        trials = storage.get_all_trials(
+            storage.get_study_id_from_name(s.study_name), deepcopy=False
+        )
+        n = s.user_attrs.get("n_trials", len(trials))
+        p = progress(trials, int(n))
+        text = s.user_attrs.get(SPEC_ATTR)
+        description = ""
+        if isinstance(text, str):
+            description = (yaml.safe_load(text) or {}).get("description", "")
+        out.append(
+            {
+                "name": s.study_name,
+                "n_trials": n,
+                "progress": p,
+                "description": description,
+                "vivit_hpo": isinstance(text, str),
+            }
+        )
+    return out
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The feasible COMPLETE trial with the highest validation BPS.
+
+    Raises:
+        StudyError: no trial has completed yet.
+    """
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not is_infeasible(t) and t.value is not None and math.isfinite(t.value)
+    ]
+    if not done:
+        raise StudyError(
+            f"study {study.study_name!r} has no complete trial yet; run "
+            f"`vivit-hpo worker {study.study_name}` and try again"
+        )
+    return max(done, key=lambda t: (t.value, -t.number))
+
+
+def export_best(study: optuna.Study, spec: StudySpec, out: Path) -> FrozenTrial:
+    """Write the best trial's run config to ``out`` (YAML that ``vivit-hpo train --model``
+    accepts), with a header naming the trial, its score and the command that reproduces it."""
+    best = best_trial(study)
+    cfg = best.user_attrs.get("run_config")
+    if not isinstance(cfg, dict):
+        raise StudyError(f"trial {best.number} has no stored run config; was it run by vivit-hpo?")
+    paths = " ".join(f"--data {p}" for p in ensure_data(spec, study.study_name))
+    header = (
+        f"# Best trial #{best.number} of study {study.study_name!r}: mean validation BPS "
+        f"{best.value:.5f} (best epoch {best.user_attrs.get('best_epoch')}).\n"
+        f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    return best
+
+
+def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:
+    """Enqueue a trial: ``name=value`` fixes a space parameter, ``dotted.key=value`` overrides
+    a run-config key of that trial only. Values are YAML. Returns what was enqueued.
+
+    Raises:
+        SpecError: an unknown parameter, a bad value, or overrides that make an invalid config.
+    """
+    params: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-3")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise SpecError(f"--set {item!r}: the value is not valid YAML") from e
+        (extra if "." in key else params)[key] = value
+    optuna_params = to_optuna_params(spec.space, params)
+    if extra:
+        try:
+            trial_config(spec.base_tree(), {}, extra)
+        except ConfigError as e:
+            raise SpecError(f"--set: {e}".replace("trial config: ", "")) from e
+    user_attrs = {"extra_overrides": extra} if extra else None
+    retrying(
+        lambda: study.enqueue_trial(optuna_params, user_attrs=user_attrs, skip_if_exists=False),
+        what="enqueue a trial",
+    )
+    return {"params": params, "overrides": extra}
+
+
+# -- artifacts -----------------------------------------------------------------------------------
+
+
+def trial_dir(spec: StudySpec, study_name: str, number: int) -> Path:
+    """``<artifacts>/<study>/trial-<number>``: config, metrics and checkpoints of one trial."""
+    return spec.study_dir(study_name) / f"trial-{number}"
+
+
+def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
+    """Delete the checkpoints of every finished trial except the ``artifacts.keep_best`` best
+    complete ones (config.yaml and metrics.json stay). Returns the folders emptied."""
+    trials = study.get_trials(deepcopy=False)
+    complete = sorted(
+        (
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETE and t.value is not None and not is_infeasible(t)
+        ),
+        key=lambda t: t.value or -math.inf,
+        reverse=True,
+    )
+    keep = {t.number for t in complete[: spec.artifacts.keep_best]}
+    removed = []
+    for t in trials:
+        if not t.state.is_finished() or t.number in keep:
+            continue
+        ckpt = trial_dir(spec, study.study_name, t.number) / "checkpoints"
+        if ckpt.is_dir():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            removed.append(ckpt.parent)
+    return removed

@@ -1,0 +1,234 @@
+"""A worker: a process that pulls trials of one study until its budget is spent.
+
+Run as many as there are devices, on any machine that reaches the database
+(``vivit-hpo worker NAME --storage URL --device cuda:0``). Each one:
+
+1. reads the spec stored in the study and builds the sampler and pruner from it;
+2. claims a trial under the study's claim lock: first it fails stale trials (dead workers'; they
+   are re-enqueued), then it takes a WAITING trial (a retry or an enqueued one) if there is one,
+   else it creates a new trial if the budget allows, and records the trial's first heartbeat;
+3. runs it (:class:`~vivit_hpo.search.objective.TrialRunner`) with a heartbeat thread;
+4. repeats. When the budget is allocated but other workers' trials still run, it waits (checking
+   for stale trials every heartbeat interval) so that a trial whose worker dies is retried; it
+   exits when nothing is running or waiting.
+
+The budget counts trials that ended (COMPLETE, PRUNED, infeasible, FAIL without a retry) or are
+running or waiting; a failure that was retried is counted once, through its retry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import optuna
+from optuna.trial import TrialState
+
+from vivit_hpo.errors import ConfigError
+from vivit_hpo.search.factory import build_pruner, build_sampler
+from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
+from vivit_hpo.search.spec import StudySpec, effective_n_trials
+from vivit_hpo.search.storage import Heartbeat, claim_lock, open_storage, retrying
+from vivit_hpo.search.study import load_study, progress, prune_checkpoints, read_spec
+
+__all__ = ["WorkerSummary", "claim_gpu", "claim_trial", "open_study_storage", "run_worker"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerSummary:
+    trials: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+    stopped_by: str = ""  # budget, n_trials, timeout, signal
+
+
+_GPU_LOCKS: list[IO[str]] = []  # held for the life of the process
+
+
+def claim_gpu(device_count: int, lock_dir: Path | None = None) -> str:
+    """``--device cuda:any``: the first GPU of this machine that no other worker holds.
+
+    Each worker takes an exclusive ``flock`` on ``<lock_dir>/gpu-<i>.lock``, released when the
+    process exits (however it exits). Containers on one host share the lock folder through a
+    bind mount (docker-compose.yml mounts it), so ``--scale worker=N`` spreads N workers over
+    N GPUs. ``lock_dir``: ``$VIVIT_HPO_GPU_LOCK_DIR`` or ``/tmp/vivit-hpo-gpu-locks``.
+
+    Raises:
+        ConfigError: no GPU, or every GPU is taken.
+    """
+    if device_count < 1:
+        raise ConfigError("--device cuda:any: CUDA is not available here; use --device cpu")
+    folder = lock_dir or Path(os.environ.get("VIVIT_HPO_GPU_LOCK_DIR", "/tmp/vivit-hpo-gpu-locks"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(device_count):
+        f = open(folder / f"gpu-{i}.lock", "a+")  # noqa: SIM115 - held until the process ends
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _GPU_LOCKS.append(f)
+        return f"cuda:{i}"
+    raise ConfigError(
+        f"--device cuda:any: all {device_count} GPUs are held by other workers "
+        f"(locks in {folder}); start fewer workers or pass --device cuda:i"
+    )
+
+
+def open_study_storage(
+    study_name: str, storage_url: str | None
+) -> tuple[optuna.storages.RDBStorage, StudySpec]:
+    """Open the storage with the heartbeat settings of the study's spec.
+
+    Raises:
+        StorageError: bad URL or unreachable database. StudyError: no such study.
+    """
+    plain = open_storage(storage_url)
+    try:
+        spec = read_spec(plain, study_name)
+    finally:
+        plain.engine.dispose()
+    hb = spec.heartbeat
+    storage = open_storage(
+        storage_url,
+        heartbeat_interval=hb.interval_s,
+        grace_period=hb.grace_s,
+        max_retry=hb.max_retry,
+    )
+    return storage, spec
+
+
+def claim_trial(
+    study: optuna.Study, storage: optuna.storages.RDBStorage, n_trials: int
+) -> optuna.Trial | str:
+    """Claim the next trial, or say why there is none.
+
+    Under the study's claim lock: fail stale trials (they are re-enqueued), count, then pop a
+    WAITING trial or create one within the budget, and record its first heartbeat, so that a
+    claimed trial always has one (a trial without any would never be found stale).
+
+    Returns:
+        The trial (RUNNING), or ``"wait"`` (budget allocated, other trials still running) or
+        ``"done"`` (budget allocated, nothing running or waiting).
+    """
+    with claim_lock(storage, study.study_name):
+        optuna.storages.fail_stale_trials(study)
+        p = progress(study.get_trials(deepcopy=False), n_trials)
+        if p.waiting == 0 and p.logical >= n_trials:
+            return "wait" if p.running else "done"
+        trial = study.ask()
+        if storage.heartbeat_interval is not None:
+            storage.record_heartbeat(trial._trial_id)
+    return trial
+
+
+def run_worker(
+    study_name: str,
+    storage_url: str | None = None,
+    n_trials: int | None = None,
+    device: str = "auto",
+    *,
+    install_signals: bool = True,
+) -> WorkerSummary:
+    """Pull and run trials of ``study_name`` until the study's budget is spent.
+
+    Args:
+        study_name: the study (created with ``vivit-hpo study create``).
+        storage_url: the storage; None: ``$VIVIT_HPO_STORAGE`` or the embedded default.
+        n_trials: stop after this many trials of this worker (None: no own limit).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``cuda:any`` (a GPU no other worker
+            on this machine holds, see :func:`claim_gpu`).
+        install_signals: turn SIGINT/SIGTERM into a clean stop (main thread only).
+
+    Returns:
+        What this worker ran and why it stopped. A stop by signal fails the running trial and
+        re-enqueues it to resume from its last checkpoint.
+    """
+    storage, spec = open_study_storage(study_name, storage_url)
+    if device == "cuda:any":
+        import torch
+
+        device = claim_gpu(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    stop = StopControl()
+    if install_signals:
+        stop.install()
+    study = retrying(
+        lambda: load_study(
+            storage, study_name, sampler=build_sampler(spec), pruner=build_pruner(spec)
+        ),
+        what="load the study",
+    )
+    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop)
+    budget = effective_n_trials(spec)
+    timeout = spec.budget.timeout_minutes
+    deadline = time.monotonic() + timeout * 60 if timeout else None
+    summary = WorkerSummary()
+    _log.info(
+        "worker for study %r on %s: budget %d trials, heartbeat every %d s",
+        study_name,
+        runner.device,
+        budget,
+        spec.heartbeat.interval_s,
+    )
+    try:
+        while True:
+            if stop.requested:
+                summary.stopped_by = "signal"
+                break
+            if n_trials is not None and summary.trials >= n_trials:
+                summary.stopped_by = "n_trials"
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                summary.stopped_by = "timeout"
+                break
+            got = retrying(lambda: claim_trial(study, storage, budget), what="claim a trial")
+            if got == "done":
+                summary.stopped_by = "budget"
+                break
+            if got == "wait":
+                # Stay while others run: if one of them dies, its retry needs a worker.
+                time.sleep(min(spec.heartbeat.interval_s, 5.0))
+                continue
+            assert isinstance(got, optuna.Trial)
+            with Heartbeat(storage, got._trial_id, spec.heartbeat.interval_s):
+                outcome = runner.run(study, got)
+            summary.trials += 1
+            summary.states[outcome.state] += 1
+            summary.outcomes.append(outcome)
+            value = "" if outcome.value is None else f" val BPS {outcome.value:+.4f}"
+            why = f" ({outcome.reason})" if outcome.reason else ""
+            _log.info(
+                "trial %d %s%s after %d epoch(s), %.1f s%s",
+                outcome.number,
+                outcome.state,
+                value,
+                outcome.epochs,
+                outcome.seconds,
+                why,
+            )
+    except KeyboardInterrupt:
+        summary.stopped_by = "signal"
+        _log.warning("stopped; the running trial was re-enqueued to resume from its checkpoint")
+    if summary.stopped_by == "budget":
+        final = progress(study.get_trials(deepcopy=False), budget)
+        if final.done and not any(
+            t.state in (TrialState.RUNNING, TrialState.WAITING)
+            for t in study.get_trials(deepcopy=False)
+        ):
+            removed = prune_checkpoints(study, spec)
+            if removed:
+                _log.info("study finished: removed the checkpoints of %d trials", len(removed))
+    storage.engine.dispose()
+    return summary

@@ -1,0 +1,18 @@
+"""Training and evaluation of one encoding model."""
+
+from __future__ import annotations
+
+from vivit_hpo.training.evaluate import SessionPrediction, evaluate, predict
+from vivit_hpo.training.loop import EpochReport, Trainer, poisson_loss, resolve_device
+from vivit_hpo.training.run import load_run
+
+__all__ = [
+    "EpochReport",
+    "SessionPrediction",
+    "Trainer",
+    "evaluate",
+    "load_run",
+    "poisson_loss",
+    "predict",
+    "resolve_device",
+]

@@ -1,0 +1,111 @@
+"""Checkpoint files of a run directory, written atomically and read with ``weights_only=True``.
+
+A run directory holds::
+
+    config.yaml            the resolved RunConfig
+    sessions.json          the SessionMeta of every session the model has a readout for
+    metrics.json           every epoch's report so far
+    checkpoints/last.pt    full state (model, optimiser, schedule, RNG, epoch): what resume reads
+    checkpoints/epochNNN.pt          full state every ``checkpoint_every`` epochs
+    checkpoints/best-epochNNN.pt     model weights of the ``keep_best`` best epochs by val BPS
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from vivit_hpo.config import RunConfig, parse_run_config
+from vivit_hpo.data.types import SessionMeta
+from vivit_hpo.errors import ConfigError
+
+__all__ = [
+    "atomic_write_text",
+    "best_checkpoints",
+    "load_checkpoint",
+    "read_run_config",
+    "read_sessions",
+    "save_checkpoint",
+    "write_run_files",
+]
+
+_BEST = re.compile(r"best-epoch(\d+)\.pt$")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """``torch.save`` through a temporary file and a rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no pickled code runs)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"{path}: not a readable checkpoint ({e.__class__.__name__})") from e
+
+
+def best_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """The ``best-epochNNN.pt`` files of a run as (epoch, path), in epoch order."""
+    found = []
+    for p in ckpt_dir.glob("best-epoch*.pt"):
+        m = _BEST.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def write_run_files(run_dir: Path, cfg: RunConfig, metas: list[SessionMeta]) -> None:
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(run_dir / "sessions.json", json.dumps([asdict(m) for m in metas], indent=1))
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir}: no config.yaml; pass the RUN_DIR that `vivit-hpo train` wrote"
+        )
+    return parse_run_config(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def read_sessions(run_dir: Path) -> list[SessionMeta]:
+    path = run_dir / "sessions.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir}: no sessions.json; pass the RUN_DIR that `vivit-hpo train` wrote"
+        )
+    return [
+        SessionMeta(**{**m, "mean_rates": tuple(m["mean_rates"])})
+        for m in json.loads(path.read_text())
+    ]

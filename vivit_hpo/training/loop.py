@@ -1,0 +1,340 @@
+"""The training loop: one :class:`EpochReport` per epoch, and nothing of Optuna.
+
+A caller iterates ``Trainer(cfg, data, ...).epochs()``; a study's objective turns each report
+into ``trial.report`` / ``should_prune``, the CLI into a table. Everything a resumed run needs
+(model, optimiser, step count, RNG, epoch, best scores) is in ``checkpoints/last.pt``, written
+after every epoch, so a run that is stopped at any point continues exactly where its last epoch
+ended.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vivit_hpo.config import RunConfig
+from vivit_hpo.data import SessionSet
+from vivit_hpo.errors import ConfigError, NonFiniteLossError
+from vivit_hpo.models import EncodingModel, build_model
+from vivit_hpo.training.checkpoint import (
+    atomic_write_text,
+    best_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    write_run_files,
+)
+from vivit_hpo.training.evaluate import evaluate
+from vivit_hpo.training.schedule import build_optimizer, warmup_cosine
+
+__all__ = ["EpochReport", "Trainer", "poisson_loss", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did. ``val_bps`` (mean over sessions of session BPS) is the objective."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val_bps: float
+    val_bps_per_session: dict[str, float]
+    val_pooled_bps: float
+    val_corr: float
+    samples_per_s: float
+    peak_memory_mb: float
+    grad_norm: float
+    lr: float
+    seconds: float
+    is_best: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA device that is not there is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:i") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:i")
+    return dev
+
+
+def poisson_loss(rates: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean Poisson negative log-likelihood (up to ln y!) over the valid entries.
+
+    Args:
+        rates: (B, N) predicted rates, > 0.
+        counts: (B, N) observed counts.
+        mask: (B, N) 1 where the count is valid.
+    """
+    nll = F.poisson_nll_loss(rates, counts, log_input=False, full=False, reduction="none")
+    return (nll * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is KiB on Linux and bytes on macOS: the process's peak resident memory.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class Trainer:
+    """Trains one encoding model on a :class:`SessionSet`.
+
+    Args:
+        cfg: the run config.
+        data: the sessions (validated and loaded).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``.
+        run_dir: where checkpoints and metrics go; None trains without writing anything.
+            If ``run_dir/checkpoints/last.pt`` exists the run resumes from it.
+        on_step: called as ``on_step(batch_index, batches_per_epoch)`` after each batch
+            (a progress bar hook).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: SessionSet,
+        *,
+        device: str | torch.device = "auto",
+        run_dir: str | Path | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.on_step = on_step
+        if data.num_samples("train") == 0:
+            raise ConfigError(
+                f"no training samples with data.num_lags={cfg.data.num_lags}; "
+                "use fewer lags or longer blocks"
+            )
+        if data.num_samples("val") == 0:
+            raise ConfigError(
+                "no validation samples; give the files a `split` with 1s or more blocks"
+            )
+        torch.manual_seed(cfg.train.seed)
+        self.data = data.to(self.device) if cfg.data.device_resident != "off" else data
+        self.model: EncodingModel = build_model(cfg.model, data.metas, cfg.data.num_lags).to(
+            self.device
+        )
+        core, readout = self.model.param_groups()
+        self.optimizer = build_optimizer(core, readout, cfg.train, self.device)
+        self._forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.amp = cfg.train.amp == "bf16" or (
+            cfg.train.amp == "auto" and self.device.type == "cuda"
+        )
+
+        t = cfg.train
+        self.batches_per_epoch = t.steps_per_epoch or data.num_batches("train", t.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.warmup_steps = round(t.warmup_epochs * self.steps_per_epoch)
+
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: list[tuple[float, int]] = []  # (val_bps, epoch), best first
+        if self.run_dir is not None:
+            last = self.run_dir / "checkpoints" / "last.pt"
+            if last.exists():
+                self._restore(load_checkpoint(last, self.device))
+            else:
+                write_run_files(self.run_dir, cfg, data.metas)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def best_bps(self) -> float:
+        return self.best[0][0] if self.best else float("-inf")
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best[0][1] if self.best else None
+
+    @property
+    def stopped_early(self) -> bool:
+        patience = self.cfg.train.early_stopping_patience
+        return bool(patience and self.best and self.epoch - self.best[0][1] >= patience)
+
+    def epochs(self) -> Iterator[EpochReport]:
+        """Train epoch by epoch, yielding a report after each; stops at the budget or early."""
+        while self.epoch < self.cfg.train.epochs and not self.stopped_early:
+            yield self._run_epoch()
+
+    # -- one epoch --------------------------------------------------------------------------
+
+    def _set_lr(self) -> float:
+        scale = warmup_cosine(
+            self.step,
+            warmup=self.warmup_steps,
+            total=self.total_steps,
+            floor=self.cfg.train.min_lr_ratio,
+        )
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["peak_lr"] * scale
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _optimizer_step(self) -> torch.Tensor:
+        clip = self.cfg.train.clip_grad_norm
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
+        if not torch.isfinite(norm):
+            raise NonFiniteLossError(
+                f"gradient norm became {norm.item()} at epoch {self.epoch + 1}, step {self.step}; "
+                "lower train.lr or enable train.clip_grad_norm"
+            )
+        self._set_lr()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return norm.detach()
+
+    def _run_epoch(self) -> EpochReport:
+        t = self.cfg.train
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        norm_sum = torch.zeros((), device=self.device)
+        n_samples = n_batches = n_steps = 0
+        batches = self.data.batches(
+            "train",
+            t.batch_size,
+            shuffle=True,
+            seed=t.seed * 100_003 + self.epoch,
+            steps=self.batches_per_epoch,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                rates = self._forward(batch.stim, batch.session, batch.behavior)
+            loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
+            loss = loss + self.model.regularizer(batch.session)
+            (loss / t.grad_accum).backward()
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {loss.item()} at epoch {self.epoch + 1}, batch {i}; "
+                    "lower train.lr or check the data"
+                )
+            loss_sum += loss.detach()
+            n_samples += len(batch)
+            n_batches += 1
+            if n_batches % t.grad_accum == 0 or n_batches == self.batches_per_epoch:
+                norm_sum += self._optimizer_step()
+                n_steps += 1
+            if self.on_step is not None:
+                self.on_step(i + 1, self.batches_per_epoch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = time.perf_counter() - start
+
+        scores = evaluate(self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches)
+        self.epoch += 1
+        per_session = {name: s.bps for name, s in scores.items()}
+        val_bps = float(sum(per_session.values()) / len(per_session))
+        spikes = sum(s.num_spikes for s in scores.values())
+        pooled = sum(s.pooled_bps * s.num_spikes for s in scores.values()) / max(spikes, 1e-12)
+        corr = float(sum(s.corr for s in scores.values()) / len(scores))
+        if not math.isfinite(val_bps):
+            raise NonFiniteLossError(
+                f"validation BPS is {val_bps} at epoch {self.epoch}; the model predicts "
+                "non-finite rates: lower train.lr"
+            )
+        is_best = val_bps > self.best_bps
+        report = EpochReport(
+            epoch=self.epoch,
+            train_loss=float(loss_sum.item() / max(n_batches, 1)),
+            val_bps=val_bps,
+            val_bps_per_session=per_session,
+            val_pooled_bps=float(pooled),
+            val_corr=corr,
+            samples_per_s=n_samples / train_seconds,
+            peak_memory_mb=_peak_memory_mb(self.device),
+            grad_norm=float(norm_sum.item() / max(n_steps, 1)),
+            lr=self.optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - start,
+            is_best=is_best,
+        )
+        self.history.append(report.to_dict())
+        self.best = sorted([*self.best, (val_bps, self.epoch)], reverse=True)
+        if self.run_dir is not None:
+            self._save(val_bps)
+        return report
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": [list(b) for b in self.best],
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("config") != self.cfg.to_dict():
+            raise ConfigError(
+                f"{self.run_dir}: holds a run with another config; use a new --out folder "
+                "or the same config to resume"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.best = [(float(v), int(e)) for v, e in state["best"]]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+
+    def _save(self, val_bps: float) -> None:
+        assert self.run_dir is not None
+        t = self.cfg.train
+        ckpt_dir = self.run_dir / "checkpoints"
+        state = self._state()
+        keep = {e for _, e in self.best[: t.keep_best]}
+        if self.epoch in keep:
+            save_checkpoint(
+                ckpt_dir / f"best-epoch{self.epoch:03d}.pt",
+                {"model": state["model"], "epoch": self.epoch, "val_bps": val_bps},
+            )
+            for epoch, path in best_checkpoints(ckpt_dir):
+                if epoch not in keep:
+                    path.unlink(missing_ok=True)
+        if self.epoch % t.checkpoint_every == 0:
+            save_checkpoint(ckpt_dir / f"epoch{self.epoch:03d}.pt", state)
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.history, indent=1))
+        # last.pt goes last: a run that dies before this line redoes the epoch on resume.
+        save_checkpoint(ckpt_dir / "last.pt", state)
