@@ -167,7 +167,9 @@ def test_cli_errors_are_one_line_and_exit_2(
     assert res.output.strip().splitlines()[-1].startswith("error: no study named 'nope'")
     res = runner.invoke(app, ["report", "small", "--storage", "mysql://u:secret@h/db"])
     assert res.exit_code == 2 and "secret" not in res.output
-    res = runner.invoke(app, ["analyze", str(tmp_path / "none"), "--data", str(tmp_path)])
+    res = runner.invoke(
+        app, ["analyze", str(tmp_path / "none"), "--data", str(tmp_path), "--out", str(tmp_path)]
+    )
     assert res.exit_code == 2 and "no such run directory" in res.output
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -26,6 +26,7 @@ from vivit_hpo.report.data import (
     sessions_info,
     summary_info,
 )
+from vivit_hpo.report.sections import headline
 from vivit_hpo.report.snapshot import StudySnapshot, take_snapshot, trial_status
 
 
@@ -172,6 +173,29 @@ def test_importances_sum_to_one_over_the_varying_params(small_study: optuna.Stud
     assert sum(info.importances.values()) == pytest.approx(1.0)
     assert list(info.importances.values()) == sorted(info.importances.values(), reverse=True)
     assert info.num_trials == 5 and info.evaluator == "PedAnovaImportanceEvaluator"
+    assert not info.reliable and "treat these importances as rough" in (info.note or "")
+
+
+def test_importances_find_the_parameter_that_matters() -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0.01 * t.suggest_float("y", 0, 1), 40)
+    info = importance_info(StudySnapshot.from_study(study))
+    assert list(info.importances) == ["x", "y"] and info.importances["x"] > 0.8
+    assert info.reliable and info.note is None and not info.tied
+
+
+def test_tied_importances_are_flagged() -> None:
+    study = optuna.create_study(direction="maximize")
+    dists = {"a": CategoricalDistribution([0, 1]), "b": CategoricalDistribution([0, 1])}
+    for i, (a, b) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        add_trial(study, TrialState.COMPLETE, value=float(i), params={"a": a, "b": b}, dists=dists)
+    info = importance_info(StudySnapshot.from_study(study))
+    # PED-ANOVA's top 10% of 4 trials is one trial: it splits the importance evenly.
+    assert info.importances == {"a": 0.5, "b": 0.5} and info.tied and not info.reliable
+    assert "4 complete trials cannot tell them apart yet" in (info.note or "")
+    assert "importances: none yet (4 complete trials)" in headline(
+        StudySnapshot.from_study(study), info
+    )
 
 
 def test_importances_with_too_few_trials_give_a_note_not_an_error() -> None:

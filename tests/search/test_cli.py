@@ -92,7 +92,7 @@ def test_run_ctrl_c_resume_and_study_commands(
     assert resumed, [(t.number, t.user_attrs) for t in retries]
     assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "200"})
 
     # 3. The study commands, on the embedded storage.
     listed = runner.invoke(app, ["study", "list"])
@@ -116,9 +116,10 @@ def test_run_ctrl_c_resume_and_study_commands(
     # 4. `vivit-hpo train` on the exported config reproduces the trial's best validation BPS.
     run_dir = tmp_path / "reproduced"
     env = worker_env("", tmp_path)
+    cmd = [sys.executable, "-m", "vivit_hpo", "train", "--data", str(sim_dir), "--model"]
+    cmd += [str(out_yaml), "--out", str(run_dir), "--device", "cpu"]
     train = subprocess.run(
-        [sys.executable, "-m", "vivit_hpo", "train", "--data", str(sim_dir)]
-        + ["--model", str(out_yaml), "--out", str(run_dir), "--device", "cpu"],
+        cmd,
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -135,7 +136,7 @@ def test_run_ctrl_c_resume_and_study_commands(
     )
     assert queued.exit_code == 0, queued.output
     waiting = load_study(open_storage(url), NAME).get_trials(states=(TrialState.WAITING,))
-    assert len(waiting) == 1 and waiting[0].params == {"lr": 0.002}
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"lr": 0.002}
     assert waiting[0].user_attrs["extra_overrides"] == {"train.batch_size": 8}
     bad = runner.invoke(app, ["study", "enqueue", NAME, "--set", "stride=2"])
     assert bad.exit_code == 2 and "also give patch" in bad.output, bad.output

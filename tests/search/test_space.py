@@ -117,7 +117,7 @@ def test_le_leaving_no_choice_is_infeasible() -> None:
         ),
     }
     fixed = optuna.trial.FixedTrial({"patch": 2})
-    with pytest.raises(Infeasible, match="no choice <= patch=2"):
+    with pytest.raises(Infeasible, match="no value <= patch=2"):
         suggest(fixed, space)
 
 

@@ -71,7 +71,9 @@ def test_three_workers_finish_the_budget_once_each(
     # Three processes shared the study.
     assert len({t.user_attrs["pid"] for t in trials if "pid" in t.user_attrs}) >= 2
     # The study is finished: only the 2 best complete trials keep checkpoints.
-    kept = sorted(p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints"))
+    kept = sorted(
+        p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints")
+    )
     assert len(kept) <= 2
 
 
@@ -105,9 +107,7 @@ def test_killed_worker_trial_is_retried_and_resumed(
     trials = {t.number: t for t in study.get_trials()}
     dead = trials[victim.number]
     assert dead.state == TrialState.FAIL  # failed by the heartbeat check
-    retries = [
-        t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number
-    ]
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1, trials
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE

@@ -114,15 +114,23 @@ def test_non_finite_loss_stops_with_a_reason(sim_dir: Path) -> None:
         list(trainer.epochs())
 
 
-def test_short_run_learns(sim_dir: Path) -> None:
+def test_short_run_learns(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Transformers need data: 12,000 frames is about the least on which this one generalises
+    # within a few hundred steps (3,000 frames only overfit).
+    from vivit_hpo.data import synthesize
+
+    out = tmp_path_factory.mktemp("sim-learn")
+    synthesize(out, sessions=1, neurons=16, frames=12_000, size=(16, 16), seed=3)
     cfg = tiny_config(
-        "train.epochs=3",
-        "train.steps_per_epoch=40",
+        "train.epochs=4",
+        "train.steps_per_epoch=60",
+        "train.batch_size=64",
         "train.max_val_batches=null",
+        "train.early_stopping_patience=null",
         "model.core.patch_dropout=0.0",
+        "data.num_lags=8",
     )
-    data = load_sessions([sim_dir], cfg.data)
-    reports = list(Trainer(cfg, data, device="cpu").epochs())
+    reports = list(Trainer(cfg, load_sessions([out], cfg.data), device="cpu").epochs())
     assert all(math.isfinite(r.train_loss) for r in reports)
-    assert reports[-1].train_loss < reports[0].train_loss
-    assert max(r.val_bps for r in reports) > 0.05
+    assert reports[-1].val_bps > reports[0].val_bps
+    assert reports[-1].val_bps > 0.03

@@ -134,6 +134,7 @@ def measure(workload: Workload, settings: BenchSettings, ceiling: Ceiling) -> di
         "loss": loss,
         "loss_finite": math.isfinite(loss),
         "step_ms": list(timing.step_ms),
+        "window_unix": list(timing.window),
         **workload.info,
     }
 

@@ -45,11 +45,14 @@ class StepTiming:
         step_ms: (steps,) milliseconds of each timed step, after warm-up.
         first_step_s: wall seconds of the first step (one-off costs and compilation included).
         warmup_s: wall seconds of all warm-up steps, the first included.
+        window: (start, end) Unix time of the timed window, end after the device finished
+            (to check that concurrent bench processes overlapped, see benchmarks/NOTES.md).
     """
 
     step_ms: tuple[float, ...]
     first_step_s: float
     warmup_s: float
+    window: tuple[float, float] = (0.0, 0.0)
 
     @property
     def mean_ms(self) -> float:
@@ -95,6 +98,7 @@ def time_steps(
     if before_timing is not None:
         before_timing()
     per_step: list[float] = []
+    window_start = time.time()
     if device.type == "cuda":
         events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
         events[0].record()
@@ -108,7 +112,12 @@ def time_steps(
             t = time.perf_counter()
             step(warmup + i)
             per_step.append((time.perf_counter() - t) * 1e3)
-    return StepTiming(step_ms=tuple(per_step), first_step_s=first, warmup_s=warm)
+    return StepTiming(
+        step_ms=tuple(per_step),
+        first_step_s=first,
+        warmup_s=warm,
+        window=(window_start, time.time()),
+    )
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,10 @@ def list_(storage: StorageURL = None) -> None:
 
     rows = list_studies(open_storage(storage))
     table = Table(title="studies")
-    for col in ("name", "trials", "running", "complete", "pruned", "infeasible", "failed"):
-        table.add_column(col, justify="left" if col == "name" else "right")
+    longest = max((len(r["name"]) for r in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)
+    for col in ("trials", "running", "complete", "pruned", "infeasible", "failed"):
+        table.add_column(col, justify="right")
     table.add_column("best BPS", justify="right")
     table.add_column("description")
     for r in rows:

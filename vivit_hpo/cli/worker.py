@@ -35,12 +35,9 @@ def worker(
     device: Device = "auto",
 ) -> None:
     """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine)."""
-    import warnings
-
     from vivit_hpo.search.worker import run_worker
 
     _logging()
-    warnings.filterwarnings("ignore", message="Heartbeat of storage")
     summary = run_worker(name, storage, n_trials, device)
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "none"
     logging.getLogger("vivit_hpo").info(
@@ -79,8 +76,10 @@ def run(
     ] = None,
     storage: StorageURL = None,
 ) -> None:
-    """Create or load a study, start its workers here, and show their progress until the budget
-    is spent. Ctrl-C stops the workers; their running trials resume on the next run."""
+    """Create or load a study, start its workers here and watch them until the budget is spent.
+
+    Ctrl-C stops the workers; their running trials resume on the next run.
+    """
     from vivit_hpo.search.coordinator import run_study, worker_devices
 
     if workers is not None and gpus is not None:

@@ -180,6 +180,8 @@ class Session:
         blocks: (T,) int64 block id per bin (numpy, CPU).
         split: (T,) uint8 split label per bin (numpy, CPU).
         bins: split name -> (S,) int64 target bins of the samples of that split, ascending.
+        stim_mean, stim_std: the stimulus' mean and standard deviation over the training bins
+            (in stored units); batches are standardised with them.
     """
 
     meta: SessionMeta
@@ -192,6 +194,8 @@ class Session:
     blocks: np.ndarray
     split: np.ndarray
     bins: dict[str, np.ndarray]
+    stim_mean: float = 0.0
+    stim_std: float = 1.0
 
     @property
     def name(self) -> str:
@@ -299,6 +303,7 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
     valid = sample_mask(blocks, cfg.num_lags)
     bins = {s: np.flatnonzero(valid & (split == _SPLIT_CODE[s])).astype(np.int64) for s in SPLITS}
     tr = bins["train"]
+    stim_mean, stim_std = _frame_stats(frames, tr)
     if behavior is not None and tr.size:
         # z-score each channel with training-bin statistics: files store behaviour in their own
         # units (degrees, cm/s, pixels), and the modulator's gain expects unit-scale input.
@@ -330,10 +335,24 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
         blocks=blocks,
         split=split,
         bins=bins,
+        stim_mean=stim_mean,
+        stim_std=stim_std,
     )
 
 
-# ----------------------------------------------------------------------------- the set
+def _frame_stats(frames: torch.Tensor, train_bins: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training frames, from at most ~2,000 of them.
+
+    Standardised input matters for the transformer: raw 0..255 (or 0..1) frames carry a large DC
+    term that dominates the RMS of every patch embedding and drowns the contrast that drives
+    the neurons. A strided subsample keeps this cheap (no float copy of the whole movie).
+    """
+    if train_bins.size == 0:
+        return 0.0, 1.0
+    pick = torch.from_numpy(train_bins[:: max(1, train_bins.size // 2000)])
+    sub = frames[pick].to(torch.float64)
+    std = float(sub.std())
+    return float(sub.mean()), std if std > 1e-8 else 1.0
 
 
 def _fit_budget(device: torch.device) -> int:
@@ -472,8 +491,8 @@ class SessionSet:
             bins: (B,) target bins; each must be a sample bin (history inside one block).
 
         Returns:
-            A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32 (uint8 frames scaled
-            by 1/255, float frames as stored), behavior (B, L, K) or None, robs and dfs (B, N)
+            A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32, standardised with
+            the session's training mean and standard deviation, behavior (B, L, K) or None, robs and dfs (B, N)
             float32, bins (B,) int64.
         """
         s = self.session(name)
@@ -493,8 +512,7 @@ class SessionSet:
         x = x.to(self.device, non_blocking=True)
         x = rearrange(x, "b l c h w -> b c l h w")
         stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, L, H, W)
-        if s.frames.dtype == torch.uint8:
-            stim.div_(255.0)
+        stim.sub_(s.stim_mean).div_(s.stim_std)
         beh = None
         if s.behavior is not None:
             beh = s.behavior[idx].to(self.device, non_blocking=True)  # (B, L, K)

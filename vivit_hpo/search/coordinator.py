@@ -224,6 +224,9 @@ def run_study(
     logs = spec.study_dir(name) / "logs"
     env = dict(os.environ)
     env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
+    # The workers import this very package, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     n_cpu = sum(1 for d in devices if d == "cpu")
     if n_cpu and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_cpu))

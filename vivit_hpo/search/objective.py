@@ -27,6 +27,7 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -153,7 +154,7 @@ def record_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """
     for key, value in attrs.items():
         retrying(
-            lambda k=key, v=value: trial.set_user_attr(k, v),
+            functools.partial(trial.set_user_attr, key, value),
             what=f"set {key} of trial {trial.number}",
         )
 
@@ -385,7 +386,7 @@ class TrialRunner:
                     end["best_epoch"] = report.epoch
                     end["val_bps_per_session"] = report.val_bps_per_session
                 retrying(
-                    lambda r=report: trial.report(r.val_bps, r.epoch),
+                    functools.partial(trial.report, report.val_bps, report.epoch),
                     what=f"report epoch {report.epoch} of trial {n}",
                 )
                 if self.stop.requested:

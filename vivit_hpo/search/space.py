@@ -64,8 +64,12 @@ def _active(p: ParamSpec, values: Mapping[str, Any]) -> bool:
     return all(values.get(k) in allowed for k, allowed in (p.when or {}).items())
 
 
-def _bound(p: ParamSpec, values: Mapping[str, Any]) -> float | None:
+def _bound(p: ParamSpec, values: Mapping[str, Any]) -> Any:
     return None if p.le is None else values[p.le]
+
+
+def _no_value(name: str, p: ParamSpec, values: Mapping[str, Any]) -> Infeasible:
+    return Infeasible(f"{name}: no value <= {p.le}={values.get(p.le or '')}")
 
 
 def _choices(p: ParamSpec, values: Mapping[str, Any]) -> list[Any]:
@@ -145,12 +149,12 @@ def sample_random(space: Mapping[str, ParamSpec], seed: int) -> dict[str, Any]:
         elif kind == "categorical":
             choices = _choices(p, values)
             if not choices:
-                raise Infeasible(f"{name}: no choice <= {p.le}={values[p.le]}")
+                raise _no_value(name, p, values)
             values[name] = rng.choice(choices)
         elif kind == "int":
             low, high = _int_range(p, values)
             if low > high:
-                raise Infeasible(f"{name}: no value <= {p.le}={values[p.le]}")
+                raise _no_value(name, p, values)
             values[name] = rng.randint(low, high)
         else:
             lo, hi = float(p.low or 0.0), float(p.high or 0.0)
@@ -180,14 +184,14 @@ def suggest(trial: _Suggester, space: Mapping[str, ParamSpec]) -> dict[str, Any]
         elif kind == "categorical":
             choices = _choices(p, values)
             if not choices:
-                raise Infeasible(f"{name}: no choice <= {p.le}={values[p.le]}")
+                raise _no_value(name, p, values)
             values[name] = (
                 choices[0] if len(choices) == 1 else trial.suggest_categorical(key, choices)
             )
         elif kind == "int":
             low, high = _int_range(p, values)
             if low > high:
-                raise Infeasible(f"{name}: no value <= {p.le}={values[p.le]}")
+                raise _no_value(name, p, values)
             step = int(p.step or 1)
             values[name] = (
                 low if low == high else trial.suggest_int(key, low, high, step=step, log=p.log)

@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,10 @@ def claim_trial(
         p = progress(study.get_trials(deepcopy=False), n_trials)
         if p.waiting == 0 and p.logical >= n_trials:
             return "wait" if p.running else "done"
-        trial = study.ask()
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for optimize(); this loop runs its own.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
         if storage.heartbeat_interval is not None:
             storage.record_heartbeat(trial._trial_id)
     return trial
