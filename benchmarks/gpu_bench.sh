@@ -9,6 +9,8 @@
 #   bench_all.json    every stage's full report, merged (re-written after each stage)
 #   summary.md        the NOTES.md table
 #   profile.txt       top ops of our small and the reference small step (eager, input A)
+#   ablation.json     small-model variants (no modulator, no RoPE, LayerNorm, GELU, ...) timed
+#                     round-robin against the reference (benchmarks/ablation.py)
 #   ref_vivit_bench.json  the reference script's own table (if time is left for it)
 # A CPU dry run of the mechanics: SMOKE=1 bash benchmarks/gpu_bench.sh (tiny sizes, no compile).
 set -uo pipefail
@@ -57,7 +59,7 @@ EOF
 SMALL=configs/vivit_small.yaml
 BASE=configs/vivit_baseline.yaml
 if [ "${SMOKE:-0}" = 1 ]; then
-  DEV=cpu; A=(--input 8 16 16 --batch 2); B=(--input 7 13 13 --batch 2)
+  DEV=cpu; A=(--input 8 16 16 --batch 2); B=(--input 7 13 13 --batch 2); ABL_ROUNDS=4
   TIME=(--steps 2 --warmup 1)
   SHRINK=(--set model.core.embed_dim=32 --set model.core.num_heads=2
           --set model.core.num_spatial_blocks=1 --set model.core.num_temporal_blocks=1)
@@ -93,6 +95,17 @@ stage() {
 # then compiled (ours; the compiled reference costs another compile, its figure comes from
 # its own script at the end), then the recordings' input, then SDPA kernel pins.
 stage eager_A 45 --model "$SMALL" --model "$BASE" "${A[@]}" "${REFARGS[@]}" --profile 3
+left=$((START + BUDGET_S - $(date +%s)))
+if [ "$left" -ge 60 ]; then
+  echo; echo "== ablation (small, input A, round-robin against the reference; limit ${left}s)"
+  t0=$(date +%s)
+  timeout --signal=INT --kill-after=15 "$left" "$PY" benchmarks/ablation.py --device "$DEV" \
+    "${A[@]}" --rounds "${ABL_ROUNDS:-12}" --warmup 3 --reference-path "$REF" \
+    --json "$OUT/ablation.json"
+  echo "== ablation rc=$? in $(( $(date +%s) - t0 ))s"
+else
+  echo "SKIPPED ablation: ${left}s left"
+fi
 stage compiled_small_A 100 --model "$SMALL" "${A[@]}" --compile
 stage compiled_baseline_A 120 --model "$BASE" "${A[@]}" --compile
 stage eager_B 45 --model "$SMALL" --model "$BASE" "${B[@]}" "${REFARGS[@]}"

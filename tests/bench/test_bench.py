@@ -52,7 +52,7 @@ TINY_CORE = {
     "drop_path": 0.0,
 }
 TINY_ARGS = ["--batch", "3", "--input", "6", "8", "8", "--device", "cpu", "--units", "5"]
-TINY_ARGS += ["--steps", "2", "--warmup", "1"]
+TINY_ARGS += ["--steps", "2", "--warmup", "1", "--threads", "1"]
 METRICS = (
     "samples_per_s",
     "ms_per_step",
@@ -117,6 +117,7 @@ def test_bench_cli_writes_a_report(tiny_yaml: Path, tmp_path: Path) -> None:
     ceiling = report["ceiling"]
     assert ceiling["dtype"] == "float32" and ceiling["tflops"] > 0
     assert report["environment"]["device"] == "cpu"
+    assert report["environment"]["cpu_threads"] == 1  # --threads 1
     (row,) = report["results"]
     assert row["reference"] is None and row["ratio"] is None
     ours = row["ours"]

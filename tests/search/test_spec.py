@@ -206,3 +206,10 @@ def test_cli_bad_storage_exits_2_masked_and_writes_nothing(
     assert "secret" not in result.output
     assert {s.study_name for s in storage.get_all_studies()} == before
     assert optuna.__version__.startswith("5.")
+
+
+@pytest.mark.postgres
+def test_cli_worker_on_a_missing_study_exits_2(pg_url: str, study_name: str) -> None:
+    result = CliRunner().invoke(app, ["worker", study_name, "--storage", pg_url])
+    assert result.exit_code == 2
+    assert f"study {study_name!r} does not exist" in result.output

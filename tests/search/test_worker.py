@@ -68,8 +68,10 @@ def test_three_workers_finish_the_budget_once_each(
             assert t.state == TrialState.PRUNED
             assert t.user_attrs["prune_reason"].startswith("pruned by median after epoch")
             assert t.intermediate_values
-    # Three processes shared the study.
+    # Three processes shared the study, each with its own random stream: no repeated draws.
     assert len({t.user_attrs["pid"] for t in trials if "pid" in t.user_attrs}) >= 2
+    lrs = [t.params["lr"] for t in trials]
+    assert len(set(lrs)) == len(lrs), lrs
     # The study is finished: only the 2 best complete trials keep checkpoints.
     kept = sorted(
         p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints")

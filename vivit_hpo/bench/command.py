@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 
@@ -98,6 +99,15 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU intra-op threads (torch.set_num_threads); 1 is steadiest on a shared CPU.",
+            show_default=False,
+        ),
+    ] = None,
     profile: Annotated[
         int,
         typer.Option(
@@ -123,7 +133,13 @@ def bench(
         reference_path=(reference_path or default_reference_path()) if reference else None,
         profile_steps=profile,
     )
-    report = run_bench(configs, settings)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        report = run_bench(configs, settings)
+    finally:  # in-process callers (tests) keep their own setting
+        torch.set_num_threads(old_threads)
     console.print(render_table(report))
     for row in report["results"]:
         for name in ("ours_profile", "reference_profile"):

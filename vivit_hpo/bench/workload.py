@@ -3,7 +3,7 @@
 The step is the :class:`~vivit_hpo.training.Trainer`'s own: the Trainer is built on a synthetic
 in-memory session (so its model, optimiser — fused AdamW on CUDA —, autocast choice,
 ``torch.compile`` wrapper and device-resident data path are exactly a trial's), and each step
-runs the body of ``Trainer._run_epoch`` for one batch followed by ``Trainer._optimizer_step``
+runs ``Trainer.train_step`` for one batch followed by ``Trainer.optimizer_step``
 (gradient clipping, the finiteness check, the learning-rate schedule, the update).
 """
 
@@ -23,11 +23,11 @@ from torch.nn.attention import sdpa_kernel
 from vivit_hpo.bench.backends import sdpa_pin
 from vivit_hpo.config import RunConfig
 from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet, sample_mask
-from vivit_hpo.errors import ConfigError, NonFiniteLossError
+from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import check_feasible, count_parameters, flops_per_sample
 from vivit_hpo.models.attention import attention_backend
 from vivit_hpo.models.vivit import tubelet_grid
-from vivit_hpo.training import Trainer, poisson_loss
+from vivit_hpo.training import Trainer
 
 __all__ = ["SYNTHETIC_SESSION", "Workload", "build_ours", "synthetic_session"]
 
@@ -210,18 +210,13 @@ def build_ours(
     pinned = sdpa_pin(backend)
 
     def step(i: int) -> torch.Tensor:
-        # The per-batch body of Trainer._run_epoch with grad_accum = 1.
+        # Exactly the Trainer's step with grad_accum = 1.
         batch = batches[i % NUM_BATCHES]
         pin = sdpa_kernel([pinned]) if pinned is not None else contextlib.nullcontext()
-        with pin, torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=amp):
-            rates = trainer._forward(batch.stim, batch.session, batch.behavior)
-        loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
-        loss = loss + model.regularizer(batch.session)
-        loss.backward()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"bench step {i}: the training loss became {loss.item()}")
-        trainer._optimizer_step()
-        return loss.detach()
+        with pin:
+            loss = trainer.train_step(batch)
+        trainer.optimizer_step()
+        return loss
 
     probe_dtype = torch.bfloat16 if amp else torch.float32
     core = cfg.model.core

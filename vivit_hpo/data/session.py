@@ -492,8 +492,8 @@ class SessionSet:
 
         Returns:
             A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32, standardised with
-            the session's training mean and standard deviation, behavior (B, L, K) or None, robs and dfs (B, N)
-            float32, bins (B,) int64.
+            the session's training mean and standard deviation; behavior (B, L, K) or None;
+            robs and dfs (B, N) float32; bins (B,) int64.
         """
         s = self.session(name)
         src = s.device
@@ -506,7 +506,10 @@ class SessionSet:
             raise ValueError(f"bins must be (B,) in [{self.num_lags - 1}, {s.num_bins})")
         if (s.blocks[first] != s.blocks[b_np]).any():
             raise ValueError("bins must be samples: their history crosses a block boundary")
-        b = torch.from_numpy(b_np).to(src)  # (B,)
+        b = torch.from_numpy(b_np)  # (B,)
+        if src.type == "cuda":
+            # From pinned memory the copy is asynchronous: no stream sync per batch.
+            b = b.pin_memory().to(src, non_blocking=True)
         idx = b[:, None] + self._offset(src)  # (B, L)
         x = s.frames[idx]  # (B, L, C, H, W), stored dtype
         x = x.to(self.device, non_blocking=True)

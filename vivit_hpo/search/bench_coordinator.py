@@ -74,6 +74,7 @@ def bench_worker(
     study = load_study(storage, study_name, sampler=build_sampler(spec), pruner=build_pruner(spec))
     rng = random.Random(seed)
     run_config = RunConfig().to_dict()
+    first = True
     with open(out, "a") as f:
         while True:
             seen = len(study.get_trials(deepcopy=False))
@@ -87,6 +88,9 @@ def bench_worker(
                 continue
             assert isinstance(got, optuna.Trial)
             trial = got
+            if first:
+                study.sampler = build_sampler(spec, first_trial=trial.number)
+                first = False
             with Heartbeat(storage, trial._trial_id, hb.interval_s):
                 values = suggest(trial, spec.space)
                 t3 = time.perf_counter()

@@ -120,29 +120,38 @@ def _prepare(name: str, spec_path: Path | None, storage_url: str | None) -> Stud
 
 
 def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, note: str) -> Group:
-    t = Table(title=f"study {name}", title_justify="left")
-    for col in ("running", "complete", "pruned", "infeasible", "failed", "retried", "waiting"):
-        t.add_column(col, justify="right")
-    t.add_column("budget", justify="right")
-    t.add_column("best BPS", justify="right")
-    t.add_column("trials/h", justify="right")
+    t = Table(title=f"study {name}", title_justify="left", box=None, padding=(0, 0, 0, 2))
+    cols = (
+        "running",
+        "complete",
+        "pruned",
+        "infeasible",
+        "failed",
+        "budget",
+        "best BPS",
+        "trials/h",
+    )
+    for col in cols:
+        t.add_column(col, justify="right", no_wrap=True)
     per_hour = p.finished / (elapsed_s / 3600) if elapsed_s > 1 else 0.0
-    best = "-" if p.best_value is None else f"{p.best_value:+.4f} (#{p.best_number})"
     t.add_row(
         str(p.running),
         str(p.complete),
         str(p.pruned),
         str(p.infeasible),
         str(p.failed),
-        str(p.retried),
-        str(p.waiting),
         f"{min(p.logical, p.n_trials)}/{p.n_trials}",
-        best,
-        f"{per_hour:.1f}",
+        "-" if p.best_value is None else f"{p.best_value:+.4f}",
+        f"{per_hour:.0f}",
     )
+    extra = []
+    if p.best_number is not None:
+        extra.append(f"best trial #{p.best_number}")
+    if p.retried or p.waiting:
+        extra.append(f"{p.retried} retried (worker lost or stopped), {p.waiting} waiting")
     w = Table(show_header=True, box=None)
-    for col in ("worker", "device", "pid", "state", "restarts", "log"):
-        w.add_column(col)
+    for col in ("worker", "device", "pid", "state", "restarts"):
+        w.add_column(col, no_wrap=True)
     for s in slots:
         if s.proc is not None and s.proc.poll() is None:
             state = "running"
@@ -151,8 +160,11 @@ def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, no
         else:
             state = f"exited ({s.last_code})"
         pid = str(s.proc.pid) if s.proc is not None else "-"
-        w.add_row(str(s.index), s.device, pid, state, str(s.restarts), str(s.log_path))
-    parts: list[Table | str] = [t, w]
+        w.add_row(str(s.index), s.device, pid, state, str(s.restarts))
+    parts: list[Table | str] = [t]
+    if extra:
+        parts.append("; ".join(extra))
+    parts.append(w)
     if note:
         parts.append(note)
     return Group(*parts)

@@ -1,9 +1,9 @@
 """Samplers and pruners by name, built by every worker from the study's spec.
 
 Optuna does not store samplers or pruners in the database, so each worker process rebuilds them
-from the spec stored in the study; seeded samplers in several workers therefore draw different
-streams only because they see different trial histories (TPE's constant liar keeps concurrent
-workers apart).
+from the spec stored in the study. Each worker seeds its sampler from the spec's seed and the
+first trial it claims (:func:`worker_seed`), so that concurrent workers do not draw the same
+random configurations; TPE's constant liar keeps their later suggestions apart.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import optuna
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.spec import StudySpec
 
-__all__ = ["build_pruner", "build_sampler", "is_conditional"]
+__all__ = ["build_pruner", "build_sampler", "is_conditional", "worker_seed"]
 
 
 def is_conditional(spec: StudySpec) -> bool:
@@ -23,16 +23,28 @@ def is_conditional(spec: StudySpec) -> bool:
     return any(p.le is not None or p.when for p in spec.space.values())
 
 
-def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+def worker_seed(seed: int | None, first_trial: int) -> int | None:
+    """The sampler seed of a worker whose first trial is ``first_trial``.
+
+    Workers built with one seed would draw the same random (startup) configurations, so each
+    worker offsets the spec's seed by the number of the first trial it claimed: different for
+    every worker of a study, and reproducible for a single worker (its first trial is 0).
+    """
+    return None if seed is None else (seed * 1_000_003 + first_trial) % 2**32
+
+
+def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler: ``tpe`` (Optuna 5 defaults: multivariate, constant liar; grouped when
     the space is conditional), ``random``, ``grid`` (categorical parameters only), ``gp`` or
-    ``cmaes``; ``sampler.options`` are passed as keyword arguments.
+    ``cmaes``; ``sampler.options`` are passed as keyword arguments. The seed is
+    :func:`worker_seed` of the spec's seed and ``first_trial``.
 
     Raises:
         SpecError: grid search over a range or a conditional parameter.
         TypeError/ValueError: an option the sampler does not take (``check_spec`` reports it).
     """
     s = spec.sampler
+    seed = worker_seed(s.seed, first_trial)
     opts: dict[str, Any] = dict(s.options)
     if s.name == "tpe":
         if is_conditional(spec):
@@ -40,9 +52,9 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             # instead of falling back to independent sampling for conditional ones.
             opts.setdefault("group", True)
             opts.setdefault("multivariate", True)
-        return optuna.samplers.TPESampler(seed=s.seed, **opts)
+        return optuna.samplers.TPESampler(seed=seed, **opts)
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed, **opts)
+        return optuna.samplers.RandomSampler(seed=seed, **opts)
     if s.name == "grid":
         grid: dict[str, list[Any]] = {}
         for name, p in spec.space.items():
@@ -54,11 +66,11 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
                     "parameter a plain list of choices (or a fixed value)"
                 )
             grid[name] = list(p.choices or [])
-        return optuna.samplers.GridSampler(grid, seed=s.seed, **opts)
+        return optuna.samplers.GridSampler(grid, seed=seed, **opts)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, **opts)
+        return optuna.samplers.GPSampler(seed=seed, **opts)
     assert s.name == "cmaes"
-    return optuna.samplers.CmaEsSampler(seed=s.seed, **opts)
+    return optuna.samplers.CmaEsSampler(seed=seed, **opts)
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

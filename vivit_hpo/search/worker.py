@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import IO
 
 import optuna
-from optuna.trial import TrialState
 
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.search.factory import build_pruner, build_sampler
@@ -206,6 +205,9 @@ def run_worker(
                 time.sleep(min(spec.heartbeat.interval_s, 5.0))
                 continue
             assert isinstance(got, optuna.Trial)
+            if summary.trials == 0:
+                # Its own random stream (see worker_seed); sampling starts after the claim.
+                study.sampler = build_sampler(spec, first_trial=got.number)
             with Heartbeat(storage, got._trial_id, spec.heartbeat.interval_s):
                 outcome = runner.run(study, got)
             summary.trials += 1
@@ -225,14 +227,9 @@ def run_worker(
     except KeyboardInterrupt:
         summary.stopped_by = "signal"
         _log.warning("stopped; the running trial was re-enqueued to resume from its checkpoint")
-    if summary.stopped_by == "budget":
-        final = progress(study.get_trials(deepcopy=False), budget)
-        if final.done and not any(
-            t.state in (TrialState.RUNNING, TrialState.WAITING)
-            for t in study.get_trials(deepcopy=False)
-        ):
-            removed = prune_checkpoints(study, spec)
-            if removed:
-                _log.info("study finished: removed the checkpoints of %d trials", len(removed))
+    if summary.stopped_by == "budget" and progress(study.get_trials(), budget).done:
+        removed = prune_checkpoints(study, spec)
+        if removed:
+            _log.info("study finished: removed the checkpoints of %d trials", len(removed))
     storage.engine.dispose()
     return summary

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from vivit_hpo.config import RunConfig
-from vivit_hpo.data import SessionSet
+from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.errors import ConfigError, NonFiniteLossError
 from vivit_hpo.models import EncodingModel, build_model
 from vivit_hpo.training.checkpoint import (
@@ -137,6 +137,10 @@ class Trainer:
                 "no validation samples; give the files a `split` with 1s or more blocks"
             )
         torch.manual_seed(cfg.train.seed)
+        if self.device.type == "cuda":
+            # TF32 for the fp32 matmuls left outside autocast (the readout, the optimiser).
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.data = data.to(self.device) if cfg.data.device_resident != "off" else data
         self.model: EncodingModel = build_model(cfg.model, data.metas, cfg.data.num_lags).to(
             self.device
@@ -198,14 +202,31 @@ class Trainer:
             g["lr"] = g["peak_lr"] * scale
         return self.optimizer.param_groups[0]["lr"]
 
-    def _optimizer_step(self) -> torch.Tensor:
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        """Forward and backward of one batch (gradients accumulate); returns the detached loss.
+
+        The loss is divided by ``grad_accum`` for the backward pass only; no host sync here.
+        """
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            rates = self._forward(batch.stim, batch.session, batch.behavior)
+        loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
+        loss = loss + self.model.regularizer(batch.session)
+        (loss / self.cfg.train.grad_accum).backward()
+        return loss.detach()
+
+    def optimizer_step(self) -> torch.Tensor:
+        """Clip, check and apply the accumulated gradients; returns the gradient norm.
+
+        A NaN or Inf loss makes every gradient non-finite, so checking the norm here (one host
+        sync per optimiser step) guards both before any weight is touched.
+        """
         clip = self.cfg.train.clip_grad_norm
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
         if not torch.isfinite(norm):
             raise NonFiniteLossError(
-                f"gradient norm became {norm.item()} at epoch {self.epoch + 1}, step {self.step}; "
-                "lower train.lr or enable train.clip_grad_norm"
+                f"the loss or gradient became non-finite at epoch {self.epoch + 1}, step "
+                f"{self.step}; lower train.lr or enable train.clip_grad_norm"
             )
         self._set_lr()
         self.optimizer.step()
@@ -231,21 +252,11 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                rates = self._forward(batch.stim, batch.session, batch.behavior)
-            loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
-            loss = loss + self.model.regularizer(batch.session)
-            (loss / t.grad_accum).backward()
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss became {loss.item()} at epoch {self.epoch + 1}, batch {i}; "
-                    "lower train.lr or check the data"
-                )
-            loss_sum += loss.detach()
+            loss_sum += self.train_step(batch)
             n_samples += len(batch)
             n_batches += 1
             if n_batches % t.grad_accum == 0 or n_batches == self.batches_per_epoch:
-                norm_sum += self._optimizer_step()
+                norm_sum += self.optimizer_step()
                 n_steps += 1
             if self.on_step is not None:
                 self.on_step(i + 1, self.batches_per_epoch)

@@ -27,7 +27,8 @@ def warmup_cosine(step: int, *, warmup: int, total: int, floor: float) -> float:
 
 def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     # Matrices and conv kernels decay; biases, norm gains and embeddings' 1-D vectors do not.
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in params:
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
