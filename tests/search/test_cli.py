@@ -43,7 +43,15 @@ def test_run_ctrl_c_resume_and_study_commands(
 ) -> None:
     monkeypatch.setenv("VIVIT_HPO_HOME", str(tmp_path))
     monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)
-    spec = write_spec(budget={"n_trials": 5}, heartbeat={"interval_s": 1, "grace_s": 6})
+    spec = write_spec(
+        budget={"n_trials": 5},
+        heartbeat={"interval_s": 1, "grace_s": 6},
+        space={
+            "embed_dim": {"choices": [16, 32], "to": "model.core.embed_dim"},
+            "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
+        },
+        pruner={"name": "none"},  # every trial completes: a best trial to export
+    )
     url = f"sqlite:///{tmp_path / 'storage' / 'vivit-hpo.db'}"
 
     # 1. Start the study with 2 workers; Ctrl-C once a trial has finished an epoch.
@@ -138,8 +146,8 @@ def test_run_ctrl_c_resume_and_study_commands(
     waiting = load_study(open_storage(url), NAME).get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == {"lr": 0.002}
     assert waiting[0].user_attrs["extra_overrides"] == {"train.batch_size": 8}
-    bad = runner.invoke(app, ["study", "enqueue", NAME, "--set", "stride=2"])
-    assert bad.exit_code == 2 and "also give patch" in bad.output, bad.output
+    bad = runner.invoke(app, ["study", "enqueue", NAME, "--set", "strides=2"])
+    assert bad.exit_code == 2 and "not a parameter" in bad.output, bad.output
 
     gone = runner.invoke(app, ["study", "delete", NAME, "--yes"])
     assert gone.exit_code == 0, gone.output

@@ -36,7 +36,17 @@ def _logs(paths: list[Path]) -> str:
 def test_three_workers_finish_the_budget_once_each(
     write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
 ) -> None:
-    spec_path = write_spec(budget={"n_trials": 9})
+    # A feasible space with a wide lr range, so that some trials fall behind and get pruned
+    # (infeasible trials are covered below).
+    spec_path = write_spec(
+        budget={"n_trials": 9},
+        space={
+            "embed_dim": {"choices": [16, 32], "to": "model.core.embed_dim"},
+            "heads": {"choices": [2, 4], "to": "model.core.num_heads"},
+            "lr": {"low": 1e-4, "high": 2e-2, "log": True, "to": "train.lr"},
+        },
+        pruner={"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
+    )
     study = _create(pg_url, study_name, spec_path)
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
@@ -48,7 +58,7 @@ def test_three_workers_finish_the_budget_once_each(
     assert len(trials) == 9, _logs(logs)
     assert sorted(t.number for t in trials) == list(range(9))  # none twice, none lost
     states = Counter(r.state for r in rows)
-    assert set(states) <= {"COMPLETE", "PRUNED", "INFEASIBLE"}, rows
+    assert set(states) <= {"COMPLETE", "PRUNED"}, rows
     assert states["PRUNED"] >= 1, rows  # the pruner stopped something
     assert states["COMPLETE"] >= 1, rows
     for t in trials:
@@ -61,9 +71,6 @@ def test_three_workers_finish_the_budget_once_each(
             assert set(a["val_bps_per_session"]) == {"sim00", "sim01"}
             assert a["best_epoch"] in (1, 2, 3) and a["host"] and a["device"] == "cpu"
             assert t.constraints == {"feasible": 0.0}
-        elif "infeasible_reason" in t.user_attrs:
-            assert t.state == TrialState.PRUNED and t.constraints == {"feasible": 1.0}
-            assert not t.intermediate_values
         else:
             assert t.state == TrialState.PRUNED
             assert t.user_attrs["prune_reason"].startswith("pruned by median after epoch")

@@ -182,9 +182,8 @@ def retry_trial(
         "failed_trial": frozen.system_attrs.get("failed_trial", frozen.number),
         "retry_history": [*(frozen.system_attrs.get("retry_history") or []), frozen.number],
     }
-    user_attrs = {
-        k: v for k, v in frozen.user_attrs.items() if k not in ("fail_reason", "prune_reason")
-    }
+    stale = ("fail_reason", "prune_reason", "resumed_from_trial", "resumed_from_epoch")
+    user_attrs = {k: v for k, v in frozen.user_attrs.items() if k not in stale}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
