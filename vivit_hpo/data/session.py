@@ -180,8 +180,8 @@ class Session:
         blocks: (T,) int64 block id per bin (numpy, CPU).
         split: (T,) uint8 split label per bin (numpy, CPU).
         bins: split name -> (S,) int64 target bins of the samples of that split, ascending.
-        stim_mean, stim_std: the stimulus' mean and standard deviation over the training bins
-            (in stored units); batches are standardised with them.
+        stim_scale: batches carry ``frames / stim_scale``: 255 for uint8 frames (0..255 becomes
+            0..1, the contract's reading of uint8), 1 for float frames (as stored).
     """
 
     meta: SessionMeta
@@ -194,8 +194,7 @@ class Session:
     blocks: np.ndarray
     split: np.ndarray
     bins: dict[str, np.ndarray]
-    stim_mean: float = 0.0
-    stim_std: float = 1.0
+    stim_scale: float = 1.0
 
     @property
     def name(self) -> str:
@@ -266,9 +265,9 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
     The stimulus is read once with ``read_direct`` into a preallocated array of its stored dtype;
     (T, H, W) becomes (T, 1, H, W) as a view. Counts become float32, ``dfs`` bool (all True when
     absent), behaviour is z-scored per channel with the training bins' mean and standard
-    deviation, ``blocks`` one block when absent, and ``split`` is drawn by :func:`assign_split`
-    (``cfg.val_fraction``, ``cfg.test_fraction``, ``cfg.split_seed``, keyed by the session name)
-    when absent.
+    deviation (frames are kept as stored), ``blocks`` one block when absent, and ``split`` is
+    drawn by :func:`assign_split` (``cfg.val_fraction``, ``cfg.test_fraction``,
+    ``cfg.split_seed``, keyed by the session name) when absent.
 
     Args:
         path: the session file.
@@ -303,7 +302,6 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
     valid = sample_mask(blocks, cfg.num_lags)
     bins = {s: np.flatnonzero(valid & (split == _SPLIT_CODE[s])).astype(np.int64) for s in SPLITS}
     tr = bins["train"]
-    stim_mean, stim_std = _frame_stats(frames, tr)
     if behavior is not None and tr.size:
         # z-score each channel with training-bin statistics: files store behaviour in their own
         # units (degrees, cm/s, pixels), and the modulator's gain expects unit-scale input.
@@ -335,24 +333,11 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
         blocks=blocks,
         split=split,
         bins=bins,
-        stim_mean=stim_mean,
-        stim_std=stim_std,
+        stim_scale=255.0 if frames.dtype == torch.uint8 else 1.0,
     )
 
 
-def _frame_stats(frames: torch.Tensor, train_bins: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of the training frames, from at most ~2,000 of them.
-
-    Standardised input matters for the transformer: raw 0..255 (or 0..1) frames carry a large DC
-    term that dominates the RMS of every patch embedding and drowns the contrast that drives
-    the neurons. A strided subsample keeps this cheap (no float copy of the whole movie).
-    """
-    if train_bins.size == 0:
-        return 0.0, 1.0
-    pick = torch.from_numpy(train_bins[:: max(1, train_bins.size // 2000)])
-    sub = frames[pick].to(torch.float64)
-    std = float(sub.std())
-    return float(sub.mean()), std if std > 1e-8 else 1.0
+# ----------------------------------------------------------------------------- the set
 
 
 def _fit_budget(device: torch.device) -> int:
@@ -491,8 +476,8 @@ class SessionSet:
             bins: (B,) target bins; each must be a sample bin (history inside one block).
 
         Returns:
-            A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32, standardised with
-            the session's training mean and standard deviation; behavior (B, L, K) or None;
+            A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32 (uint8 frames
+            scaled by 1/255, float frames as stored); behavior (B, L, K) or None;
             robs and dfs (B, N) float32; bins (B,) int64.
         """
         s = self.session(name)
@@ -515,7 +500,11 @@ class SessionSet:
         x = x.to(self.device, non_blocking=True)
         x = rearrange(x, "b l c h w -> b c l h w")
         stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, L, H, W)
-        stim.sub_(s.stim_mean).div_(s.stim_std)
+        # Frames are not centred: the tokens' mean-luminance term anchors each token's norm, so
+        # the transformer's per-token norms keep contrast amplitude (a centred input loses it,
+        # and measurably learned slower on the simulated population).
+        if s.stim_scale != 1.0:
+            stim.div_(s.stim_scale)
         beh = None
         if s.behavior is not None:
             beh = s.behavior[idx].to(self.device, non_blocking=True)  # (B, L, K)

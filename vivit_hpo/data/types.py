@@ -32,7 +32,7 @@ class Batch:
     """
 
     session: str
-    stim: torch.Tensor  # (B, C, L, H, W) float32, standardised per session (training stats)
+    stim: torch.Tensor  # (B, C, L, H, W) float32; uint8 frames scaled to [0, 1]
     behavior: torch.Tensor | None  # (B, L, K) float32, or None when the session has none
     robs: torch.Tensor  # (B, N) float32 counts of the target bin
     dfs: torch.Tensor  # (B, N) float32 1 where that count is valid
