@@ -1,10 +1,12 @@
-"""The commands as a user runs them: ``vivit-hpo run`` (real processes, embedded storage) stopped
-with Ctrl-C and resumed, then ``study show / list / best / export-best / enqueue / delete`` and
-``vivit-hpo train`` reproducing the exported best configuration."""
+"""The commands as a user runs them: ``vivit-hpo run`` (real processes, embedded storage)
+stopped with Ctrl-C and resumed, a worker of ``run`` killed and restarted, then ``study show /
+list / best / export-best / enqueue / delete`` and ``vivit-hpo train`` reproducing the exported
+best configuration."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -154,3 +156,53 @@ def test_run_ctrl_c_resume_and_study_commands(
     assert not (tmp_path / "artifacts" / NAME).exists()
     missing = runner.invoke(app, ["study", "show", NAME])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+@pytest.mark.slow
+def test_run_restarts_a_worker_that_dies(
+    write_spec: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIVIT_HPO_HOME", str(tmp_path))
+    monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)
+    spec = write_spec(
+        budget={"n_trials": 2},
+        heartbeat={"interval_s": 1, "grace_s": 4},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+        pruner={"name": "none"},
+    )
+    url = f"sqlite:///{tmp_path / 'storage' / 'vivit-hpo.db'}"
+    run = _run(tmp_path, NAME, "--spec", str(spec), "--workers", "1")
+
+    def running_pid() -> int | None:
+        if not (tmp_path / "storage" / "vivit-hpo.db").exists():
+            return None
+        try:
+            study = load_study(open_storage(url), NAME)
+        except Exception:
+            return None
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.intermediate_values and "pid" in t.user_attrs:
+                return int(t.user_attrs["pid"])
+        return None
+
+    wait_for(lambda: running_pid() is not None, 180, "a running trial's first epoch", every=0.5)
+    victim = running_pid()
+    assert victim is not None
+    killed = [
+        t.number
+        for t in load_study(open_storage(url), NAME).get_trials()
+        if t.state == TrialState.RUNNING
+    ]
+    os.kill(victim, signal.SIGKILL)  # the worker dies mid-trial, as on an OOM kill
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+
+    trials = load_study(open_storage(url), NAME).get_trials()
+    dead = [t for t in trials if t.number in killed]
+    assert dead and all(t.state == TrialState.FAIL for t in dead)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") in killed]
+    assert retries and all(t.state == TrialState.COMPLETE for t in retries)
+    # The live table's last frame: the one worker slot exited cleanly after one restart.
+    assert any(
+        line.split()[-3:] == ["exited", "(0)", "1"] for line in out.splitlines() if line.strip()
+    ), out
