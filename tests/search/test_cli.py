@@ -166,6 +166,7 @@ def test_run_restarts_a_worker_that_dies(
     monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)
     spec = write_spec(
         budget={"n_trials": 2},
+        epochs=12,  # long enough a trial to be caught mid-way
         heartbeat={"interval_s": 1, "grace_s": 4},
         space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
         pruner={"name": "none"},
@@ -185,9 +186,14 @@ def test_run_restarts_a_worker_that_dies(
                 return int(t.user_attrs["pid"])
         return None
 
-    wait_for(lambda: running_pid() is not None, 180, "a running trial's first epoch", every=0.5)
+    wait_for(
+        lambda: running_pid() is not None or run.poll() is not None,
+        180,
+        "a running trial's first epoch",
+        every=0.2,
+    )
     victim = running_pid()
-    assert victim is not None
+    assert victim is not None, run.communicate()[0]
     killed = [
         t.number
         for t in load_study(open_storage(url), NAME).get_trials()
