@@ -47,6 +47,7 @@ def test_run_ctrl_c_resume_and_study_commands(
     monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)
     spec = write_spec(
         budget={"n_trials": 5},
+        epochs=8,  # long enough a trial for Ctrl-C to land mid-way
         heartbeat={"interval_s": 1, "grace_s": 6},
         space={
             "embed_dim": {"choices": [16, 32], "to": "model.core.embed_dim"},
@@ -71,7 +72,13 @@ def test_run_ctrl_c_resume_and_study_commands(
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         )
 
-    wait_for(reported, 180, "a running trial's first epoch", every=0.5)
+    wait_for(
+        lambda: reported() or first.poll() is not None,
+        180,
+        "a running trial's first epoch",
+        every=0.2,
+    )
+    assert first.poll() is None, first.communicate()[0]
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=180)
     assert first.returncode == 130, out
