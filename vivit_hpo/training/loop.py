@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class EpochReport:
     lr: float
     seconds: float
     is_best: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +140,9 @@ class Trainer:
             # TF32 for the fp32 matmuls left outside autocast (the readout, the optimiser).
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.data = data.to(self.device) if cfg.data.device_resident != "off" else data
+        # Batches come out on the training device; the data themselves move there only as
+        # data.device_resident allows (SessionSet.to decides).
+        self.data = data.to(self.device)
         self.model: EncodingModel = build_model(cfg.model, data.metas, cfg.data.num_lags).to(
             self.device
         )
