@@ -151,10 +151,23 @@ class DataConfig(_Frozen):
     """How sessions become samples (see ``../shared/data-contract.md``)."""
 
     num_lags: int = Field(24, ge=1)  # frames of history per sample, the target bin included
+    # Frames per training and evaluation clip; every temporal token with num_lags frames of
+    # history inside the clip predicts the bin it ends on. None: one target per window.
+    clip_frames: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)  # used only where a file has no `split`
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 0
+    split_chunk_s: float = Field(30.0, gt=0)  # chunk length of the seeded split of few blocks
     device_resident: Literal["auto", "on", "off"] = "auto"  # frames and counts on the GPU
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.clip_frames is not None and self.clip_frames < self.num_lags:
+            raise ValueError(
+                f"clip_frames={self.clip_frames} is shorter than num_lags={self.num_lags}; use "
+                "at least num_lags frames per clip, or null for one target per window"
+            )
+        return self
 
 
 class TrainConfig(_Frozen):
@@ -182,6 +195,18 @@ class RunConfig(_Frozen):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _clips_need_a_causal_core(self) -> RunConfig:
+        d, core = self.data, self.model.core
+        clips = d.clip_frames is not None and d.clip_frames > d.num_lags
+        if clips and isinstance(core, ViViTConfig) and not core.causal:
+            raise ValueError(
+                "data.clip_frames: clips need model.core.causal=true (a non-causal core would "
+                "let a clip's earlier predictions see its later frames); set "
+                "data.clip_frames=null (one target per window) to train a non-causal core"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

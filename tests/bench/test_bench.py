@@ -277,7 +277,7 @@ def test_flops_per_sample_matches_torch_flop_counter(monkeypatch: pytest.MonkeyP
     core = dict(TINY_CORE, embed_dim=32, num_heads=4, num_registers=2, mlp="gelu")
     cfg = load_run_config(None, [f"model.core={json.dumps(core)}"]).model
     meta = SessionMeta("s", 4, 1, 12, 20, 0, 60.0, (0.1,) * 4)
-    model = build_model(cfg, [meta], num_lags=7)  # 7 lags: the tokenizer pads one frame
+    model = build_model(cfg, [meta], 7)  # 7 lags: the tokenizer pads one frame
     batch = 2
     x = torch.randn(batch, 1, 7, 12, 20)
     with FlopCounterMode(display=False) as counter:
@@ -311,10 +311,14 @@ def test_sdpa_pin_runs_both_models(tiny_yaml: Path, tmp_path: Path) -> None:
 
 def test_synthetic_session_holds_the_requested_samples() -> None:
     s = synthetic_session(num_units=7, num_behavior=3, size=(5, 9, 11), num_train=12)
-    assert s.frames.shape == (5 - 1 + 12 + 8, 1, 9, 11) and s.frames.dtype == torch.uint8
-    assert s.robs.shape == (24, 7) and s.behavior is not None and s.behavior.shape == (24, 3)
-    assert s.bins["train"].size == 12 and s.bins["val"].size == 8 and s.bins["test"].size == 0
-    assert s.bins["train"][0] == 4  # the first bin with a full 5-frame history
+    n = (5 - 1 + 12) + (5 - 1 + 8)
+    assert s.frames.shape == (n, 1, 9, 11) and s.frames.dtype == torch.uint8
+    assert s.robs.shape == (n, 7) and s.behavior is not None and s.behavior.shape == (n, 3)
+    # A training segment with 12 whole 5-frame clips, then a validation one with 8.
+    assert s.split_segments("train").tolist() == [[0, 16]]
+    assert s.split_segments("val").tolist() == [[16, 28]]
+    assert s.num_samples("train", 5) == 12 and s.num_samples("val", 5) == 8
+    assert s.sample_bins("train", 5)[0] == 4  # the first bin with a full 5-frame history
     assert s.meta.num_behavior == 3 and len(s.meta.mean_rates) == 7
 
 

@@ -14,8 +14,8 @@ import torch
 from data_helpers import session_arrays, write_session
 
 from vivit_hpo.config import DataConfig
-from vivit_hpo.data import SessionSet, assign_split, load_sessions, sample_mask
-from vivit_hpo.data.session import MAX_CHUNK, split_units
+from vivit_hpo.data import ClipGeometry, SessionSet, assign_split, load_sessions, sample_mask
+from vivit_hpo.data.session import MIN_SPLIT_UNITS, split_units
 from vivit_hpo.errors import DataError
 
 
@@ -26,12 +26,16 @@ def _runs(x: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
-def test_sample_mask_keeps_history_inside_blocks() -> None:
+def test_sample_mask_keeps_history_inside_blocks_and_splits() -> None:
     blocks = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0])  # the id 0 comes back: a new block
-    assert sample_mask(blocks, 1).all()
-    assert sample_mask(blocks, 2).tolist() == [0, 1, 1, 0, 1, 1, 1, 0, 1]
-    assert sample_mask(blocks, 3).tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0]
-    assert not sample_mask(blocks, 5).any()
+    one = np.zeros(9, np.uint8)
+    assert sample_mask(blocks, one, 1).all()
+    assert sample_mask(blocks, one, 2).tolist() == [0, 1, 1, 0, 1, 1, 1, 0, 1]
+    assert sample_mask(blocks, one, 3).tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0]
+    assert not sample_mask(blocks, one, 5).any()
+    # A split boundary inside a block is a segment boundary too.
+    split = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], np.uint8)
+    assert sample_mask(blocks, split, 2).tolist() == [0, 1, 1, 0, 1, 0, 1, 0, 1]
 
 
 def test_assign_split_is_seeded_and_keeps_blocks_whole() -> None:
@@ -49,25 +53,50 @@ def test_assign_split_is_seeded_and_keeps_blocks_whole() -> None:
     assert abs(frac[1] - 0.2) < 0.03 and abs(frac[2] - 0.1) < 0.03
 
 
-def test_single_block_is_cut_into_contiguous_chunks() -> None:
-    t = 5000
-    units = split_units(np.zeros(t, np.int64))
-    lengths = np.bincount(units)
-    assert lengths.size == 20 and lengths.min() >= t // 20 - 1
-    big = split_units(np.zeros(40_000, np.int64))
-    assert np.bincount(big).max() <= MAX_CHUNK + 1
-    split = assign_split(np.zeros(t, np.int64), val_fraction=0.2, test_fraction=0.1, seed=0)
+def test_single_long_block_is_cut_into_chunks_of_seconds() -> None:
+    fr = 240.0
+    t = int(20 * 60 * fr)  # 20 minutes at 240 Hz
+    lengths = np.bincount(split_units(np.zeros(t, np.int64), fr, chunk_s=30.0))
+    assert lengths.size == 40 and abs(lengths.mean() - 30 * fr) < 1  # 30 s chunks, not 2 s
+    split = assign_split(
+        np.zeros(t, np.int64), val_fraction=0.2, test_fraction=0.1, seed=0, frame_rate=fr
+    )
     counts = np.bincount(split, minlength=3)
     assert counts[1] > 0 and counts[2] > 0 and counts[0] > counts[1]
-    # Each split is made of long contiguous stretches, not scattered bins.
-    assert min(e - s for s, e in _runs(split)) >= t // 20 - 1
+    # Each split is made of long contiguous stretches of tens of seconds, not scattered bins.
+    assert min(e - s for s, e in _runs(split)) >= 30 * fr - 1
+    # A short recording still gets MIN_SPLIT_UNITS units.
+    short = split_units(np.zeros(5000, np.int64), 60.0, chunk_s=30.0)
+    assert np.bincount(short).size == MIN_SPLIT_UNITS
+
+
+def test_no_window_reaches_into_another_split(tmp_path: Path) -> None:
+    # One long recording without `split`: the seeded chunks are the splits' edges. Float frames
+    # hold their own bin index, so a clip's frames say which bins it read.
+    path = write_session(
+        tmp_path / "long.h5", t=6000, n=2, k=1, block_len=None, stim_dtype=np.float32
+    )
+    data = load_sessions([path], DataConfig(num_lags=12, split_chunk_s=10.0))
+    s = data.session("long")
+    assert len(_runs(s.split)) > 3  # the splits alternate along the recording
+    for geom in (ClipGeometry.window(12), ClipGeometry.make(12, 40, 4)):
+        clips = data.with_clips(geom)
+        for code, split in enumerate(("train", "val", "test")):
+            batches = list(clips.batches(split, 64, shuffle=split == "train", seed=0))
+            assert batches
+            for batch in batches:
+                read = batch.stim[:, 0, :, 0, 0].numpy().astype(np.int64)  # (B, F) bins read
+                assert (s.split[read] == code).all()  # no frame of another split
+                assert (np.diff(read, axis=1) >= 0).all() and (np.diff(read, axis=1) <= 1).all()
+                ok = batch.bins.numpy() >= 0
+                assert (s.split[batch.bins.numpy()[ok]] == code).all()
 
 
 def test_few_blocks_are_cut_within_blocks() -> None:
     blocks = np.repeat([3, 1, 3], [50, 30, 20])  # 3 blocks (< MIN_SPLIT_UNITS)
     units = split_units(blocks)
-    assert units.max() + 1 == 20  # chunks of T // 20 = 5 bins
-    for u in range(20):
+    assert units.max() + 1 == 10  # chunks of T // MIN_SPLIT_UNITS = 10 bins
+    for u in range(10):
         assert np.unique(blocks[units == u]).size == 1
 
 
@@ -94,13 +123,14 @@ def test_windows_are_causal_inside_one_block_and_match_the_file(
     data = two_sessions
     raw = session_arrays(t=300, n=3, h=8, w=10, k=2, block_len=25, seed=1)
     s = data.session("a")
-    bins = data.sample_bins("a", "train")[::5]
-    batch = data.batch("a", bins)
     L = 7
+    bins = data.sample_bins("a", "train")[::5]
+    batch = data.batch("a", bins - L + 1)  # a window starts L - 1 bins before its target
     train_beh = raw["behavior"][data.sample_bins("a", "train")].astype(np.float64)
     beh_mean, beh_std = train_beh.mean(0), train_beh.std(0, ddof=1)
     assert batch.stim.shape == (bins.size, 1, L, 8, 10) and batch.stim.dtype == torch.float32
     assert batch.stim.is_contiguous() and batch.behavior is not None
+    assert batch.robs.shape == (bins.size, 1, 3) and batch.num_targets == bins.size
     for i, t in enumerate(bins.tolist()):
         history = np.arange(t - L + 1, t + 1)
         assert (raw["blocks"][history] == raw["blocks"][t]).all()  # one block
@@ -110,19 +140,42 @@ def test_windows_are_causal_inside_one_block_and_match_the_file(
         # Behaviour comes z-scored with the training bins' statistics.
         beh = raw["behavior"][history]
         np.testing.assert_allclose(batch.behavior[i].numpy(), (beh - beh_mean) / beh_std, atol=1e-4)
-        np.testing.assert_array_equal(batch.robs[i].numpy(), raw["robs"][t])
-        np.testing.assert_array_equal(batch.dfs[i].numpy(), raw["dfs"][t])
-    np.testing.assert_array_equal(batch.bins.numpy(), bins)
+        np.testing.assert_array_equal(batch.robs[i, 0].numpy(), raw["robs"][t])
+        np.testing.assert_array_equal(batch.dfs[i, 0].numpy(), raw["dfs"][t])
+    np.testing.assert_array_equal(batch.bins[:, 0].numpy(), bins)
     assert s.frames.dtype == torch.uint8
 
 
-def test_batch_refuses_bins_that_are_not_samples(two_sessions: SessionSet) -> None:
-    with pytest.raises(ValueError, match=r"in \[6, 300\)"):
-        two_sessions.batch("a", [3])  # would wrap around to the end of the movie
-    with pytest.raises(ValueError, match="crosses a block boundary"):
-        two_sessions.batch("a", [27])  # block 1 starts at bin 25
-    ok = two_sessions.batch("a", torch.tensor([31, 32]))  # 25 + L - 1 = 31: first sample
-    assert ok.bins.tolist() == [31, 32]
+def test_clips_predict_every_stride_th_bin_and_mask_past_the_segment(
+    two_sessions: SessionSet,
+) -> None:
+    geom = ClipGeometry.make(7, 17, 3)  # 7 + 3 * 3 = 16 frames, targets at 6, 9, 12, 15
+    assert (geom.frames, geom.num_targets, geom.offsets.tolist()) == (16, 4, [6, 9, 12, 15])
+    data = two_sessions.with_clips(geom)
+    raw = session_arrays(t=300, n=3, h=8, w=10, k=2, block_len=25, seed=1)
+    # Block 1 is bins 25..49 (if it is one segment); a clip at 25 holds 25..40, one at 40 runs
+    # past the end (40..55): frames past 49 repeat bin 49, and its targets past 49 are masked.
+    a = data.session("a")
+    seg = next((x, y) for x, y, _ in a.segments if x == 25)
+    assert seg == (25, 50)
+    batch = data.batch("a", [25, 40])
+    got = np.rint(batch.stim[:, 0, :, 0, 0].numpy() * 255).astype(int)
+    assert got[0].tolist() == list(range(25, 41))
+    assert got[1].tolist() == list(range(40, 50)) + [49] * 6
+    assert batch.bins.tolist() == [[31, 34, 37, 40], [46, 49, -1, -1]]
+    assert batch.num_targets == 6
+    np.testing.assert_array_equal(batch.robs[0].numpy(), raw["robs"][[31, 34, 37, 40]])
+    assert (batch.dfs[1, 2:] == 0).all()
+    np.testing.assert_array_equal(batch.dfs[1, :2].numpy(), raw["dfs"][[46, 49]])
+
+
+def test_batch_refuses_clips_without_a_target(two_sessions: SessionSet) -> None:
+    with pytest.raises(ValueError, match=r"clip start 19 .* has no target"):
+        two_sessions.batch("a", [19])  # block 0 ends at 25: 19 + 7 > 25
+    with pytest.raises(ValueError, match="has no target"):
+        two_sessions.batch("a", [300])
+    ok = two_sessions.batch("a", torch.tensor([25, 26]))  # 25 + L - 1 = 31: first sample
+    assert ok.bins[:, 0].tolist() == [31, 32]
 
 
 def test_splits_do_not_leak(two_sessions: SessionSet) -> None:
@@ -133,7 +186,7 @@ def test_splits_do_not_leak(two_sessions: SessionSet) -> None:
             assert (s.split[bins] == code).all()  # targets of a split are bins of that split
             assert (np.diff(bins) > 0).all()
         assert len(set(np.concatenate(parts).tolist())) == sum(p.size for p in parts)
-        valid = sample_mask(s.blocks, 7)
+        valid = sample_mask(s.blocks, s.split, 7)
         assert sum(p.size for p in parts) == int(valid.sum())
         # Whole blocks are assigned (the files have no split and >= 10 blocks).
         for b in np.unique(s.blocks):
@@ -158,19 +211,52 @@ def test_no_validation_sample_is_refused(tmp_path: Path) -> None:
         load_sessions([path], DataConfig(num_lags=5))
 
 
-def test_eval_batches_cover_every_sample_once_in_order(two_sessions: SessionSet) -> None:
-    data = two_sessions
-    seen: list[tuple[str, int]] = []
-    for batch in data.batches("val", 4, shuffle=False, seed=0):
-        assert len(batch) <= 4
-        seen.extend((batch.session, b) for b in batch.bins.tolist())
-    want = [(n, int(b)) for n in data.names for b in data.sample_bins(n, "val")]
-    assert seen == want
-    capped = list(data.batches("val", 4, shuffle=False, seed=0, steps=3))
-    assert len(capped) == 3
+@pytest.mark.parametrize(
+    "geom",
+    [
+        ClipGeometry.window(7),
+        ClipGeometry.make(7, 7 + 4 * 3, 3),  # P = 5, stride 3: three phases
+        ClipGeometry.make(7, 30, 1),  # longer than most segments: padded tails
+        ClipGeometry.make(7, 9, 2),  # P = 2
+    ],
+    ids=["window", "stride3", "long", "p2"],
+)
+def test_eval_clips_predict_every_sample_exactly_once(
+    two_sessions: SessionSet, geom: ClipGeometry
+) -> None:
+    data = two_sessions.with_clips(geom)
+    for split in ("train", "val", "test"):
+        seen: list[tuple[str, int]] = []
+        for batch in data.batches(split, 4, shuffle=False, seed=0):
+            assert len(batch) <= 4 and batch.stim.shape[2] == geom.frames
+            b = batch.bins.numpy()
+            seen.extend((batch.session, int(x)) for x in b[b >= 0])
+            assert batch.num_targets == int((b >= 0).sum())
+        want = {(n, int(b)) for n in data.names for b in data.sample_bins(n, split)}
+        assert len(seen) == len(set(seen))  # never twice
+        assert set(seen) == want  # every sample
 
 
-def test_training_batches_shuffle_interleave_and_repeat(two_sessions: SessionSet) -> None:
+def test_capped_validation_is_a_fixed_subset_spread_over_the_split(tmp_path: Path) -> None:
+    write_session(tmp_path / "v.h5", t=4000, n=2, k=None, block_len=40, seed=3)
+    data = load_sessions([tmp_path], DataConfig(num_lags=5, val_fraction=0.3))
+    every = data.sample_bins("v", "val")
+
+    def capped(seed: int) -> list[int]:
+        out: list[int] = []
+        for batch in data.batches("val", 4, shuffle=False, seed=seed, max_batches=3):
+            out.extend(batch.bins[:, 0].tolist())
+        return out
+
+    got = capped(0)
+    assert len(got) == 12  # stops at the cap: 3 batches of 4
+    assert got == capped(0) and got != capped(1)  # fixed for a seed
+    assert set(got) <= set(every.tolist())
+    # Spread over the whole split, not its first batches in time order.
+    assert max(got) > every[int(0.6 * every.size)] and min(got) < every[int(0.4 * every.size)]
+
+
+def test_training_clips_shuffle_interleave_and_repeat(two_sessions: SessionSet) -> None:
     data = two_sessions
     meta = {m.name: m for m in data.metas}
 
@@ -179,13 +265,13 @@ def test_training_batches_shuffle_interleave_and_repeat(two_sessions: SessionSet
         for batch in data.batches("train", 8, shuffle=True, seed=seed, steps=steps):
             m = meta[batch.session]
             assert batch.stim.shape[1:] == (1, 7, m.height, m.width)
-            assert batch.robs.shape == (len(batch), m.num_units) == batch.dfs.shape
+            assert batch.robs.shape == (len(batch), 1, m.num_units) == batch.dfs.shape
             if m.num_behavior:
                 assert batch.behavior is not None
                 assert batch.behavior.shape == (len(batch), 7, m.num_behavior)
             else:
                 assert batch.behavior is None
-            out.append((batch.session, tuple(batch.bins.tolist())))
+            out.append((batch.session, tuple(batch.bins[:, 0].tolist())))
         return out
 
     one = run(0)
@@ -196,13 +282,21 @@ def test_training_batches_shuffle_interleave_and_repeat(two_sessions: SessionSet
     assert len(counts) == data.num_samples("train")
     sessions = [name for name, _ in one]
     assert sessions != sorted(sessions) and sessions != sorted(sessions, reverse=True)
-    n_batches = len(one)
-    assert n_batches == data.num_batches("train", 8)
-    per_session = [data.sample_bins(n, "train").size for n in data.names]
-    assert n_batches == sum(-(-k // 8) for k in per_session)  # batches never mix sessions
-    longer = run(0, steps=n_batches + 5)  # a second pass starts with fresh permutations
-    assert len(longer) == n_batches + 5 and longer[:n_batches] == one
+    assert len(run(0, steps=40)) == 40  # more than one pass: a second pass starts
     assert len(run(0, steps=2)) == 2
+
+
+def test_training_clips_lie_inside_training_segments(two_sessions: SessionSet) -> None:
+    geom = ClipGeometry.make(7, 16, 3)
+    data = two_sessions.with_clips(geom)
+    targets = 0
+    for batch in data.batches("train", 8, shuffle=True, seed=0):
+        s = data.session(batch.session)
+        b = batch.bins.numpy()
+        assert (s.split[b[b >= 0]] == 0).all()
+        targets += batch.num_targets
+    # One pass trains about as many targets as there are training samples.
+    assert 0.7 * data.num_samples("train") <= targets <= 1.1 * data.num_samples("train")
 
 
 def test_uint8_frames_are_read_once_without_a_float_copy(tmp_path: Path) -> None:
@@ -226,7 +320,7 @@ def test_float_frames_pass_through_and_channels_are_kept(tmp_path: Path) -> None
     assert s.frames.dtype == torch.float16 and s.frames.shape == (90, 3, 5, 4)
     assert data.metas[0].num_channels == 3 and data.input_shape("f") == (3, 3, 5, 4)
     bins = data.sample_bins("f", "train")[:2]
-    batch = data.batch("f", bins)
+    batch = data.batch("f", bins - 2)
     assert batch.stim.shape == (2, 3, 3, 5, 4) and batch.stim.dtype == torch.float32
     # float frames are not rescaled: frame value = its bin
     np.testing.assert_array_equal(
@@ -259,9 +353,10 @@ def test_defaults_without_optional_datasets(tmp_path: Path) -> None:
     s = data.session("bare")
     assert bool(s.dfs.all()) and s.behavior is None and (s.blocks == 0).all()
     # One block, no split: still a validation and a test part, and every bin past the first
-    # num_lags - 1 is a sample.
+    # num_lags - 1 of each segment (a run of one split) is a sample.
     assert data.num_samples("val") > 0 and data.num_samples("test") > 0
-    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9
+    assert len(s.segments) == len(_runs(s.split)) > 3
+    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9 * len(s.segments)
 
 
 def test_to_cpu_keeps_batches_identical(two_sessions: SessionSet) -> None:

@@ -61,7 +61,7 @@ def test_oracle_json_recomputes_from_the_truth(sim: simulate.SynthResult) -> Non
             rates = g["rates"][()]
             assert g.attrs["oracle_num_lags"] == 24
             assert g["units/rf_center"].shape == (robs.shape[1], 2)
-        valid = sample_mask(blocks, 24)
+        valid = sample_mask(blocks, split, 24)
         for code, part in enumerate(("train", "val", "test")):
             bins = valid & (split == code)
             per_unit = bits_per_spike(rates[bins], robs[bins], dfs[bins])

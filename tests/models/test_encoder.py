@@ -4,7 +4,8 @@ import pytest
 import torch
 from model_helpers import assert_all_grads, meta, tiny_vivit
 
-from vivit_hpo.config import CNNConfig, ModelConfig, ModulatorConfig
+from vivit_hpo.config import CNNConfig, ModelConfig, ModulatorConfig, ViViTConfig, load_run_config
+from vivit_hpo.data import ClipGeometry
 from vivit_hpo.errors import ConfigError, DataError
 from vivit_hpo.models import build_model, collect_attention, count_parameters
 from vivit_hpo.models.modulator import ConvGRUModulator
@@ -39,7 +40,7 @@ def test_sessions_of_different_sizes_through_one_model(cfg: ModelConfig) -> None
     for m in SESSIONS:
         stim, beh = _inputs(m)
         rates = model(stim, m.name, beh)
-        assert rates.shape == (2, m.num_units)
+        assert rates.shape == (2, 1, m.num_units)  # a window: its last bin
         assert rates.dtype == torch.float32 and (rates > 0).all() and torch.isfinite(rates).all()
         loss = loss + torch.nn.functional.poisson_nll_loss(
             rates, torch.ones_like(rates), log_input=False
@@ -84,7 +85,7 @@ def test_modulator_off() -> None:
     model = build_model(off, SESSIONS, L)
     assert model.modulator is None
     stim, _ = _inputs(SESSIONS[0])
-    assert model(stim, "big.one", None).shape == (2, 5)  # behaviour not needed
+    assert model(stim, "big.one", None).shape == (2, 1, 5)  # behaviour not needed
     # No session with behaviour: no modulator either.
     assert build_model(ModelConfig(core=tiny_vivit()), [SESSIONS[1]], L).modulator is None
 
@@ -95,7 +96,7 @@ def test_errors() -> None:
     stim, beh = _inputs(SESSIONS[0])
     with pytest.raises(DataError, match="'nope' is not one of the model's sessions"):
         model(stim, "nope", beh)
-    with pytest.raises(DataError, match=r"expected \(B, 1, L, H, W\)"):
+    with pytest.raises(DataError, match=r"expected \(B, 1, F, H, W\)"):
         model(stim.expand(-1, 3, -1, -1, -1), "big.one", beh)
     with pytest.raises(DataError, match="3 behaviour channels"):
         model(stim, "big.one", None)
@@ -144,3 +145,43 @@ def test_state_dict_round_trip() -> None:
     b.load_state_dict(a.state_dict())
     stim, beh = _inputs(SESSIONS[0])
     torch.testing.assert_close(a(stim, "big.one", beh), b(stim, "big.one", beh))
+
+
+@pytest.mark.parametrize(
+    "core",
+    [tiny_vivit(patch_dropout=0.3), CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3))],
+    ids=["vivit", "cnn"],
+)
+def test_clip_predictions_are_causal_end_to_end(core: ViViTConfig | CNNConfig) -> None:
+    # Core, modulator and readout together: changing frame f (and its behaviour) changes no
+    # prediction of a bin before f, and does change the predictions from f on.
+    stride = core.stride[0] if isinstance(core, ViViTConfig) else 1
+    geom = ClipGeometry.make(L, L + 4 * stride, stride)
+    model = build_model(ModelConfig(core=core), SESSIONS, geom).eval()
+    assert model.modulator is not None
+    with torch.no_grad():
+        model.modulator.gain.weight.normal_()
+    m = SESSIONS[0]
+    stim = torch.rand(2, 1, geom.frames, m.height, m.width)
+    beh = torch.randn(2, geom.frames, m.num_behavior)
+    with torch.no_grad():
+        base = model(stim, m.name, beh)
+        assert base.shape == (2, geom.num_targets, m.num_units)
+        for f in range(geom.frames):
+            s2, b2 = stim.clone(), beh.clone()
+            s2[:, :, f] = torch.rand_like(s2[:, :, f])
+            b2[:, f] += 1.0
+            diff = (model(s2, m.name, b2) - base).abs().amax(dim=(0, 2))  # (P,)
+            for i, bin_ in enumerate(geom.offsets.tolist()):
+                if bin_ < f:
+                    assert diff[i] == 0, f"the prediction of bin {bin_} saw frame {f}"
+            after = [i for i, b in enumerate(geom.offsets.tolist()) if b >= f]
+            if after:
+                assert diff[after[-1]] > 0, f"frame {f} reaches no prediction"
+
+
+def test_clips_need_a_causal_core() -> None:
+    with pytest.raises(ConfigError, match=r"clips need model.core.causal=true"):
+        load_run_config(None, ["model.core.causal=false", "data.num_lags=8", "data.clip_frames=32"])
+    # One target per window stays available for the non-causal ablation.
+    assert not load_run_config(None, ["model.core.causal=false"]).model.core.causal

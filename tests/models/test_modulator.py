@@ -17,20 +17,33 @@ def _mod() -> ConvGRUModulator:
 def test_starts_as_identity_and_learns_a_gain() -> None:
     mod = _mod()
     feats = torch.randn(2, 8, 4, 5, 6)
-    beh = torch.randn(2, 7, 3)
-    out = mod(feats, beh, "a")
-    assert out.shape == (2, 8, 5, 6)
-    torch.testing.assert_close(out, feats[:, :, -1])
+    beh = torch.randn(2, 4, 3)  # one row per temporal token
+    out = mod(feats, beh, "a", first=1)
+    assert out.shape == (2, 8, 3, 5, 6)
+    torch.testing.assert_close(out, feats[:, :, 1:])
     out.pow(2).sum().backward()
     assert mod.gain.weight.grad is not None and mod.gain.weight.grad.abs().sum() > 0
     with torch.no_grad():
         mod.gain.weight.normal_()
     moved = mod(feats, beh, "a")
-    assert not torch.allclose(moved, feats[:, :, -1])
+    assert moved.shape == feats.shape and not torch.allclose(moved, feats)
     # The gain depends on the behaviour, and on the position on the grid.
     assert not torch.allclose(moved, mod(feats, beh + 1.0, "a"))
-    gain = moved / feats[:, :, -1]
+    gain = moved / feats
     assert not torch.allclose(gain[..., 0, 0], gain[..., 2, 3])
+
+
+def test_gain_at_a_step_depends_on_earlier_steps_only() -> None:
+    mod = _mod()
+    with torch.no_grad():
+        mod.gain.weight.normal_()
+    feats, beh = torch.randn(2, 8, 5, 5, 6), torch.randn(2, 5, 3)
+    out = mod(feats, beh, "a")
+    later_f, later_b = feats.clone(), beh.clone()
+    later_f[:, :, 3:] += 1.0
+    later_b[:, 3:] += 1.0
+    changed = (mod(later_f, later_b, "a") - out).abs().amax(dim=(0, 1, 3, 4))  # (T',)
+    assert (changed[:3] == 0).all() and (changed[3:] > 0).all()
 
 
 def test_sessions_without_behaviour_pass_through() -> None:
@@ -39,9 +52,9 @@ def test_sessions_without_behaviour_pass_through() -> None:
         mod.gain.weight.normal_()
     feats = torch.randn(2, 8, 4, 5, 6)
     assert not mod.modulates("none") and mod.modulates("b.c")
-    assert torch.equal(mod(feats, None, "none"), feats[:, :, -1])
+    assert torch.equal(mod(feats, None, "none", first=3), feats[:, :, 3:])
     assert set(mod.behavior_proj.keys()) == {"a", "s_b_c"}
-    assert mod(feats, torch.randn(2, 7, 2), "b.c").shape == (2, 8, 5, 6)
+    assert mod(feats, torch.randn(2, 4, 2), "b.c").shape == (2, 8, 4, 5, 6)
 
 
 def test_behaviour_shape_is_checked() -> None:
@@ -49,8 +62,8 @@ def test_behaviour_shape_is_checked() -> None:
     feats = torch.randn(2, 8, 4, 5, 6)
     with pytest.raises(DataError, match="session 'a' has 3 behaviour channels"):
         mod(feats, None, "a")
-    with pytest.raises(DataError, match=r"got \(2, 7, 2\)"):
-        mod(feats, torch.randn(2, 7, 2), "a")
+    with pytest.raises(DataError, match=r"got \(2, 4, 2\)"):
+        mod(feats, torch.randn(2, 4, 2), "a")
 
 
 def test_gru_cell_gates() -> None:

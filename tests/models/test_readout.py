@@ -32,8 +32,9 @@ def test_bias_init_gives_the_mean_rates() -> None:
     r = _readout().eval()
     with torch.no_grad():
         r.features.zero_()
-    rates = r(torch.randn(3, 8, 5, 6))
-    torch.testing.assert_close(rates, torch.tensor(RATES).expand(3, 4), atol=1e-5, rtol=1e-5)
+    rates = r(torch.randn(3, 8, 2, 5, 6))
+    assert rates.shape == (3, 2, 4)
+    torch.testing.assert_close(rates, torch.tensor(RATES).expand(3, 2, 4), atol=1e-5, rtol=1e-5)
 
 
 def test_bias_init_needs_one_rate_per_unit() -> None:
@@ -50,33 +51,37 @@ def test_inverse_softplus() -> None:
 
 def test_eval_is_deterministic_train_samples() -> None:
     r = _readout()
-    x = torch.randn(2, 8, 5, 6)
+    x = torch.randn(2, 8, 3, 5, 6)
     r.eval()
     torch.testing.assert_close(r(x), r(x))
     r.train()
     a, b = r(x), r(x)
     assert not torch.allclose(a, b)
     # The jitter is drawn per sample: two copies of one input are read at different places.
-    same = r(x[:1].expand(2, -1, -1, -1))
+    same = r(x[:1].expand(2, -1, -1, -1, -1))
     assert not torch.allclose(same[0], same[1])
-    assert torch.equal(r.positions(3, sample=False), r.mu.clamp(-1, 1).expand(3, -1, -1))
+    # ... and shared by a sample's time steps: equal steps give equal rates.
+    steps = r(x[:, :, :1].expand(-1, -1, 3, -1, -1))
+    torch.testing.assert_close(steps[:, 0], steps[:, 2])
+    assert torch.equal(r.positions(3, sample=False), r.mu.expand(3, -1, -1))
     assert r(x, sample=False).equal(r.eval()(x))
 
 
 def test_reads_the_feature_at_mu() -> None:
     r = GaussianReadout(1, 1, ReadoutConfig(bias_init="zero")).eval()
-    x = torch.zeros(1, 1, 5, 5)
-    x[0, 0, 1, 3] = 4.0  # row 1, column 3
+    x = torch.zeros(1, 1, 2, 5, 5)
+    x[0, 0, 1, 1, 3] = 4.0  # step 1, row 1, column 3
     with torch.no_grad():
         r.features.fill_(1.0)
         # Pixel centres at align_corners=False: column 3 -> x = 0.4, row 1 -> y = -0.4.
         r.mu.copy_(torch.tensor([[0.4, -0.4]]))
-    torch.testing.assert_close(r(x), torch.nn.functional.softplus(torch.tensor([[4.0]])) + 1e-6)
+    want = torch.nn.functional.softplus(torch.tensor([[[0.0], [4.0]]])) + 1e-6
+    torch.testing.assert_close(r(x), want)
 
 
 def test_rates_positive_and_grads() -> None:
     r = _readout().train()
-    x = torch.randn(2, 8, 3, 4, requires_grad=True)
+    x = torch.randn(2, 8, 2, 3, 4, requires_grad=True)
     with torch.no_grad():
         r.bias.fill_(-200.0)  # softplus underflows to 0: the floor keeps log(rate) finite
     rates = r(x)
@@ -85,6 +90,29 @@ def test_rates_positive_and_grads() -> None:
     r(x).sum().backward()
     for name, p in r.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_positions_that_drift_past_the_border_are_kept_in_range() -> None:
+    # A unit pushed past the border must be projected back and still get a gradient: a clamp
+    # in the forward pass alone would freeze it outside for good.
+    cfg = ReadoutConfig(bias_init="zero", init_sigma=1e-3)
+    r = GaussianReadout(1, 1, cfg, grid=(5, 5)).eval()
+    x = torch.linspace(0, 1, 5).expand(1, 1, 1, 5, 5).clone()  # features grow to the right
+    opt = torch.optim.SGD([r.mu], lr=0.2)
+    with torch.no_grad():
+        r.features.fill_(1.0)
+        r.mu.copy_(torch.tensor([[1.7, 0.0]]))  # drifted right, past the border
+    r.constrain_()
+    assert 0.79 < float(r.mu.detach()[0, 0]) < 0.8  # just inside the centre of the last column of 5
+    for _ in range(3):
+        opt.zero_grad()
+        r(x).sum().backward()  # a loss that wants the unit further left: lower rates
+        assert r.mu.grad is not None and r.mu.grad[0, 0] != 0
+        opt.step()
+        r.constrain_()
+        assert (r.mu.abs() < 0.8).all()
+    # Rising rates to the right: a loss of +rates is lowered by moving left, back inside.
+    assert float(r.mu.detach()[0, 0]) < 0.75
 
 
 def test_regularizer() -> None:

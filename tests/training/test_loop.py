@@ -43,8 +43,9 @@ def test_poisson_loss_matches_hand_computation() -> None:
     assert poisson_loss(rates, counts, mask).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path) -> None:
-    cfg = tiny_config("train.epochs=2", "train.early_stopping_patience=null")
+@pytest.mark.parametrize("mode", [[], ["data.clip_frames=14"]], ids=["windows", "clips"])
+def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path, mode: list[str]) -> None:
+    cfg = tiny_config("train.epochs=2", "train.early_stopping_patience=null", *mode)
     data = load_sessions([sim_dir], cfg.data)
 
     straight = Trainer(cfg, data, device="cpu", run_dir=tmp_path / "a")
@@ -102,6 +103,25 @@ def test_checkpoints_keep_best_every_k_and_last(sim_dir: Path, tmp_path: Path) -
     assert not model.training
     state = torch.load(ckpts / best[0], weights_only=True)
     assert set(state) == {"model", "epoch", "val_bps"}
+
+
+def test_clip_mode_trains_every_stride_th_bin_and_counts_them(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    # num_lags 6, temporal stride 2: clips of 6 + 2 m frames; 19 rounds down to 18 (7 targets).
+    cfg = tiny_config("train.epochs=1", "data.clip_frames=19")
+    data = load_sessions([sim_dir], cfg.data)
+    trainer = Trainer(cfg, data, device="cpu", run_dir=tmp_path)
+    assert (trainer.clips.frames, trainer.clips.num_targets) == (18, 7)
+    (report,) = list(trainer.epochs())
+    assert (report.clip_frames, report.targets_per_clip) == (18, 7)
+    # Whole clips wherever a block holds one: about 7 target bins per clip trained.
+    assert 5 * report.samples_per_s < report.bins_per_s <= 7 * report.samples_per_s
+    (saved,) = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["clip_frames"] == 18 and saved["targets_per_clip"] == 7
+    # The run directory evaluates in the same mode.
+    _, model, _ = load_run(tmp_path)
+    assert model.clips == trainer.clips
 
 
 def test_non_finite_loss_stops_with_a_reason(sim_dir: Path) -> None:

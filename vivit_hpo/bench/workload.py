@@ -22,7 +22,8 @@ from torch.nn.attention import sdpa_kernel
 
 from vivit_hpo.bench.backends import sdpa_pin
 from vivit_hpo.config import RunConfig
-from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet, sample_mask
+from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet
+from vivit_hpo.data.clips import segments
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import check_feasible, count_parameters, flops_per_sample
 from vivit_hpo.models.attention import attention_backend
@@ -77,32 +78,29 @@ def synthetic_session(
     Args:
         num_units: N.
         num_behavior: K (0: no behaviour, the modulator then stays idle).
-        size: (L, H, W): lags per sample and frame size.
+        size: (F, H, W): frames per clip and frame size.
         channels: C.
-        num_train: training samples (consecutive target bins); a few validation samples follow.
+        num_train: training clips (one segment with exactly that many whole-clip starts); a
+            validation segment of a few clips follows.
         seed: seed of the random content.
 
     Returns:
-        A :class:`~vivit_hpo.data.Session` on the CPU with one block, ``num_train`` training
-        and 8 validation samples.
+        A :class:`~vivit_hpo.data.Session` on the CPU with one block: a training segment of
+        ``F - 1 + num_train`` bins, then a validation one of ``F - 1 + 8``.
     """
-    lags, h, w = size
-    num_bins = lags - 1 + num_train + _VAL_BINS
+    frames, h, w = size
+    n_train, n_val = frames - 1 + num_train, frames - 1 + _VAL_BINS
+    num_bins = n_train + n_val
     gen = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (num_bins, channels, h, w), dtype=torch.uint8, generator=gen)
+    stim = torch.randint(0, 256, (num_bins, channels, h, w), dtype=torch.uint8, generator=gen)
     rates = torch.rand(num_bins, num_units, generator=gen) * 0.6
     robs = torch.poisson(rates, generator=gen)  # (T, N)
     dfs = torch.ones(num_bins, num_units, dtype=torch.bool)
     behavior = torch.randn(num_bins, num_behavior, generator=gen) if num_behavior else None
     blocks = np.zeros(num_bins, dtype=np.int64)
     split = np.zeros(num_bins, dtype=np.uint8)
-    split[-_VAL_BINS:] = 1
-    valid = sample_mask(blocks, lags)
-    bins = {
-        name: np.flatnonzero(valid & (split == code)).astype(np.int64)
-        for name, code in (("train", 0), ("val", 1), ("test", 2))
-    }
-    mean_rates = robs[bins["train"]].mean(0)
+    split[n_train:] = 1
+    mean_rates = robs[:n_train].mean(0)
     meta = SessionMeta(
         name=SYNTHETIC_SESSION,
         num_units=num_units,
@@ -116,43 +114,50 @@ def synthetic_session(
     return Session(
         meta=meta,
         path=Path(f"<synthetic {SYNTHETIC_SESSION}>"),
-        frames=frames,
+        frames=stim,
         robs=robs,
         dfs=dfs,
         behavior=behavior,
         behavior_names=tuple(f"behavior_{i}" for i in range(num_behavior)),
         blocks=blocks,
         split=split,
-        bins=bins,
+        segments=segments(blocks, split),
     )
 
 
-def bench_config(cfg: RunConfig, *, batch_size: int, num_lags: int, compile: bool) -> RunConfig:
-    """``cfg`` with the bench's batch size and lags, one optimiser step per batch, and compile.
+def bench_config(cfg: RunConfig, *, batch_size: int, frames: int, compile: bool) -> RunConfig:
+    """``cfg`` with the bench's batch size, ``frames`` frames per sample, one optimiser step per
+    batch, and compile.
 
+    A config in the one-target-per-window mode gets ``num_lags = frames``; a config that trains
+    on clips keeps its ``num_lags`` (at most ``frames``) and gets ``clip_frames = frames``.
     ``grad_accum`` is set to 1 so every timed step is a full forward, backward and update.
     """
     train = cfg.train.model_copy(
         update={"batch_size": batch_size, "grad_accum": 1, "compile": compile}
     )
-    data = cfg.data.model_copy(update={"num_lags": num_lags})
+    if cfg.data.clip_frames is None:
+        update: dict[str, Any] = {"num_lags": frames}
+    else:
+        update = {"num_lags": min(cfg.data.num_lags, frames), "clip_frames": frames}
+    data = cfg.data.model_copy(update=update)
     return cfg.model_copy(update={"train": train, "data": data})
 
 
-def _time_gather(data: SessionSet, bins: np.ndarray, device: torch.device, repeats: int) -> float:
-    """Mean ms of gathering one batch (window indexing, uint8 -> float32, behaviour)."""
-    data.batch(SYNTHETIC_SESSION, bins)  # warm-up
+def _time_gather(data: SessionSet, starts: np.ndarray, device: torch.device, repeats: int) -> float:
+    """Mean ms of gathering one batch (clip indexing, uint8 -> float32, behaviour)."""
+    data.batch(SYNTHETIC_SESSION, starts)  # warm-up
     if device.type == "cuda":
         e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         e0.record()
         for _ in range(repeats):
-            data.batch(SYNTHETIC_SESSION, bins)
+            data.batch(SYNTHETIC_SESSION, starts)
         e1.record()
         torch.cuda.synchronize(device)
         return e0.elapsed_time(e1) / repeats
     t0 = time.perf_counter()
     for _ in range(repeats):
-        data.batch(SYNTHETIC_SESSION, bins)
+        data.batch(SYNTHETIC_SESSION, starts)
     return (time.perf_counter() - t0) * 1e3 / repeats
 
 
@@ -175,7 +180,8 @@ def build_ours(
             accumulation and compile are set by the bench, see :func:`bench_config`).
         label: how the table names this config.
         batch_size: B.
-        input_size: (T, H, W) of one sample; T becomes ``data.num_lags``.
+        input_size: (T, H, W) of one sample (a window of T lags, or a clip of T frames for a
+            config that trains on clips; see :func:`bench_config`).
         num_units: N of the synthetic session.
         num_behavior: K of the synthetic session (> 0 runs the modulator).
         device: where to train.
@@ -186,26 +192,28 @@ def build_ours(
     Raises:
         ConfigError: the model cannot take inputs of this size.
     """
-    lags, h, w = input_size
+    frames, h, w = input_size
     channels = 1
-    input_shape = (channels, lags, h, w)
-    reason = check_feasible(cfg.model, input_shape)
+    cfg = bench_config(cfg, batch_size=batch_size, frames=frames, compile=compile)
+    reason = check_feasible(cfg.model, (channels, cfg.data.num_lags, h, w))
     if reason is not None:
-        raise ConfigError(f"--input {lags} {h} {w} with {label}: {reason}")
-    cfg = bench_config(cfg, batch_size=batch_size, num_lags=lags, compile=compile)
+        raise ConfigError(f"--input {frames} {h} {w} with {label}: {reason}")
+    input_shape = (channels, frames, h, w)
     session = synthetic_session(
         num_units=num_units,
         num_behavior=num_behavior,
-        size=(lags, h, w),
+        size=(frames, h, w),
         channels=channels,
         num_train=NUM_BATCHES * batch_size,
     )
-    data = SessionSet([session], lags, device_resident=cfg.data.device_resident)
+    data = SessionSet([session], cfg.data.num_lags, device_resident=cfg.data.device_resident)
     trainer = Trainer(cfg, data, device=device, run_dir=None)
-    train_bins = trainer.data.sample_bins(SYNTHETIC_SESSION, "train")
-    batch_bins = [train_bins[i * batch_size : (i + 1) * batch_size] for i in range(NUM_BATCHES)]
-    batches: list[Batch] = [trainer.data.batch(SYNTHETIC_SESSION, b) for b in batch_bins]
-    gather_ms = _time_gather(trainer.data, batch_bins[0], trainer.device, repeats=5)
+    starts = trainer.data.session(SYNTHETIC_SESSION).split_segments("train")[0, 0] + np.arange(
+        NUM_BATCHES * batch_size
+    )
+    batch_starts = [starts[i * batch_size : (i + 1) * batch_size] for i in range(NUM_BATCHES)]
+    batches: list[Batch] = [trainer.data.batch(SYNTHETIC_SESSION, b) for b in batch_starts]
+    gather_ms = _time_gather(trainer.data, batch_starts[0], trainer.device, repeats=5)
     model, amp = trainer.model, trainer.amp
     pinned = sdpa_pin(backend)
 
@@ -236,6 +244,7 @@ def build_ours(
         "num_units": num_units,
         "num_behavior": num_behavior,
         "modulator": model.modulator is not None,
+        "targets_per_sample": trainer.clips.num_targets,
     }
     if core.kind == "vivit":
         info["token_grid"] = list(tubelet_grid(input_size, core.kernel_size, core.stride)[0])

@@ -5,6 +5,7 @@ See ``../shared/data-contract.md`` for the file format and the sample definition
 
 from __future__ import annotations
 
+from vivit_hpo.data.clips import ClipGeometry
 from vivit_hpo.data.contract import expand_paths, raise_problems, validate_file
 from vivit_hpo.data.loader import FileReport, inspect_file, load_sessions
 from vivit_hpo.data.session import (
@@ -27,6 +28,7 @@ from vivit_hpo.data.types import Batch, SessionMeta
 __all__ = [
     "SPLITS",
     "Batch",
+    "ClipGeometry",
     "FileReport",
     "Session",
     "SessionMeta",

@@ -56,7 +56,7 @@ def load_sessions(
     sessions = [load_session(f, cfg) for f in files]
     for s in sessions:
         for split, what in (("train", "training"), ("val", "validation")):
-            if s.bins[split].size == 0:
+            if s.num_samples(split, cfg.num_lags) == 0:
                 raise DataError(
                     f"{s.path}: split: session {s.name!r} has no {what} samples with "
                     f"num_lags={cfg.num_lags}; mark some whole blocks as {split} in `split` (or "
@@ -150,6 +150,6 @@ def _describe(path: Path, rep: FileReport, cfg: DataConfig) -> FileReport:
         float(per_unit[n_valid > 0].mean() * rep.frame_rate) if (n_valid > 0).any() else 0.0
     )
     rep.num_blocks = int(1 + np.count_nonzero(blocks[1:] != blocks[:-1])) if t else 0
-    valid = sample_mask(blocks, cfg.num_lags)
+    valid = sample_mask(blocks, split, cfg.num_lags)
     rep.samples = {s: int(np.count_nonzero(valid & (split == i))) for i, s in enumerate(SPLITS)}
     return rep

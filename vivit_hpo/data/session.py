@@ -1,26 +1,29 @@
-"""Sessions in memory, the train/val/test split, and batches of samples.
+"""Sessions in memory, the train/val/test split, and batches of clips.
 
 Samples and splits
 ------------------
-A bin t is a *sample* for ``num_lags`` L when its L-frame history ``t-L+1 .. t`` lies inside one
-block (a run of equal ``blocks`` values); its input is that history (frames and behaviour) and
-its target is ``robs[t]`` with mask ``dfs[t]``. The sample belongs to split s when its *target*
-bin is in s (``split[t] == s``). The history may hold frames of bins from another split: those
-frames are stimulus, never targets, and no count other than ``robs[t]`` reaches the model, so the
-targets of one split never enter another (a training sample's target is always a training bin).
+A *segment* is a maximal run of bins with one block id and one split label
+(:func:`~vivit_hpo.data.clips.segments`). A bin t is a *sample* (a target) for ``num_lags`` L
+when its L-frame history lies inside its segment; its split is the split of its segment. So a
+sample never spans two blocks and its frames never reach into another split: the targets of one
+split never enter another, and neither do its frames.
+
+A batch holds *clips* (:mod:`vivit_hpo.data.clips`): ``F`` consecutive frames of one segment and
+the targets the model predicts from them. ``F = L`` is the plain one-target-per-window sample.
 
 When a file has no ``split``, whole split units are assigned by a seeded draw
 (:func:`assign_split`): the blocks themselves, or, when a file has fewer than
-``MIN_SPLIT_UNITS`` blocks (one long recording, say), contiguous chunks of about
-``T // 20`` bins (at most ``MAX_CHUNK`` = 500) cut out of its blocks, so that such a file still
+``MIN_SPLIT_UNITS`` blocks (one long recording, say), contiguous chunks of
+``data.split_chunk_s`` seconds (30 s by default; shorter when the recording would otherwise
+give fewer than ``MIN_SPLIT_UNITS`` of them) cut out of its blocks, so that such a file still
 gets a validation and a test part made of long stretches of time rather than scattered bins.
 
 Memory
 ------
 ``stim`` is read once, in its stored dtype, straight into one preallocated array (uint8 stays
 uint8: a 51x51 movie of 500,000 frames is 1.3 GB, not 5.2 GB); frames become float32 only batch by
-batch, after the window is gathered. Windows are gathered by index arithmetic on the frame tensor,
-``frames[bins[:, None] + arange(-L + 1, 1)]``, on whatever device the frames live.
+batch, after the clip is gathered. Clips are gathered by index arithmetic on the frame tensor,
+``frames[starts[:, None] + arange(F)]``, on whatever device the frames live.
 """
 
 from __future__ import annotations
@@ -37,12 +40,20 @@ import torch
 from einops import rearrange
 
 from vivit_hpo.config import DataConfig
+from vivit_hpo.data.clips import (
+    ClipGeometry,
+    clip_indices,
+    eval_starts,
+    segments,
+    spread_subset,
+    target_bins,
+    train_starts,
+)
 from vivit_hpo.data.contract import read_name
 from vivit_hpo.data.types import Batch, SessionMeta
 from vivit_hpo.errors import DataError
 
 __all__ = [
-    "MAX_CHUNK",
     "MIN_SPLIT_UNITS",
     "SPLITS",
     "Session",
@@ -57,47 +68,43 @@ __all__ = [
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 MIN_SPLIT_UNITS = 10
-MAX_CHUNK = 500
 _GIB = 2**30
 
 
 # ----------------------------------------------------------------------------- pure index logic
 
 
-def _run_starts(blocks: np.ndarray) -> np.ndarray:
-    """(T,) index of the first bin of the run (block) each bin lies in."""
-    t = blocks.shape[0]
-    is_start = np.ones(t, dtype=bool)
-    is_start[1:] = blocks[1:] != blocks[:-1]
-    starts = np.where(is_start, np.arange(t), 0)
-    return np.maximum.accumulate(starts) if t else starts
+def sample_mask(blocks: np.ndarray, split: np.ndarray, num_lags: int) -> np.ndarray:
+    """(T,) bool: True where bin t has its whole ``num_lags`` history inside its segment (one
+    block, one split)."""
+    mask = np.zeros(blocks.shape[0], dtype=bool)
+    mask[target_bins(segments(blocks, split), num_lags)] = True
+    return mask
 
 
-def sample_mask(blocks: np.ndarray, num_lags: int) -> np.ndarray:
-    """(T,) bool: True where bin t has its whole ``num_lags`` history inside its block.
-
-    Blocks are runs of equal consecutive ``blocks`` values; a sample never spans two runs.
-    """
-    t = np.arange(blocks.shape[0])
-    return (t - _run_starts(blocks)) >= num_lags - 1
+def _run_ids(blocks: np.ndarray) -> np.ndarray:
+    """(T,) index of the run (block) of equal consecutive values each bin lies in."""
+    if blocks.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return (np.cumsum(np.r_[True, blocks[1:] != blocks[:-1]]) - 1).astype(np.int64)
 
 
-def split_units(blocks: np.ndarray) -> np.ndarray:
+def split_units(blocks: np.ndarray, frame_rate: float = 60.0, chunk_s: float = 30.0) -> np.ndarray:
     """(T,) int64 id of the unit of time a seeded split assigns whole.
 
     The units are the blocks (runs of equal ``blocks`` values). With fewer than
-    ``MIN_SPLIT_UNITS`` blocks, each block is cut into contiguous chunks of about
-    ``clip(T // 20, 1, MAX_CHUNK)`` bins, so a single long recording still yields about 20 (or
-    more) units to split; chunk boundaries are split boundaries only, not block boundaries (a
-    sample's history may cross them, see the module docstring).
+    ``MIN_SPLIT_UNITS`` blocks, each block is cut into contiguous chunks of about ``chunk_s``
+    seconds, or of ``T // MIN_SPLIT_UNITS`` bins when that is shorter, so a single long
+    recording still yields at least ``MIN_SPLIT_UNITS`` units to split. Samples never cross a
+    chunk boundary once the chunks carry different split labels (segments are runs of one block
+    and one split).
     """
     t = blocks.shape[0]
-    starts = _run_starts(blocks)
-    run_id = np.cumsum(np.r_[True, blocks[1:] != blocks[:-1]]) - 1 if t else starts
+    run_id = _run_ids(blocks)
     n_runs = int(run_id[-1]) + 1 if t else 0
     if n_runs >= MIN_SPLIT_UNITS or t == 0:
-        return run_id.astype(np.int64)
-    chunk = int(np.clip(t // 20, 1, MAX_CHUNK))
+        return run_id
+    chunk = max(1, min(round(chunk_s * frame_rate), t // MIN_SPLIT_UNITS))
     out = np.empty(t, dtype=np.int64)
     next_id = 0
     ends = np.r_[np.flatnonzero(np.diff(run_id)) + 1, t]
@@ -119,6 +126,8 @@ def assign_split(
     test_fraction: float,
     seed: int,
     key: str = "",
+    frame_rate: float = 60.0,
+    chunk_s: float = 30.0,
 ) -> np.ndarray:
     """A seeded train/val/test label per bin that keeps each split unit whole.
 
@@ -134,11 +143,12 @@ def assign_split(
         val_fraction, test_fraction: the share of bins to put in each.
         seed: the split seed (``DataConfig.split_seed``).
         key: mixed into the seed (the session name).
+        frame_rate, chunk_s: bins per second and the chunk length of a file with few blocks.
 
     Returns:
         (T,) uint8, 0 train, 1 val, 2 test.
     """
-    units = split_units(np.asarray(blocks))
+    units = split_units(np.asarray(blocks), frame_rate, chunk_s)
     t = units.shape[0]
     if t == 0:
         return np.zeros(0, dtype=np.uint8)
@@ -170,7 +180,7 @@ class Session:
     """One session held in memory (CPU or GPU).
 
     Attributes:
-        meta: what a model needs (units, frame size, behaviour K, mean rates).
+        meta: what the model needs to know of it (name, units, frame size, K, mean rates).
         path: the file it was read from.
         frames: (T, C, H, W) the stimulus in its stored dtype (uint8, float16 or float32).
         robs: (T, N) float32 counts.
@@ -179,7 +189,8 @@ class Session:
         behavior_names: K names (from the file, else ``behavior_0..``).
         blocks: (T,) int64 block id per bin (numpy, CPU).
         split: (T,) uint8 split label per bin (numpy, CPU).
-        bins: split name -> (S,) int64 target bins of the samples of that split, ascending.
+        segments: (S, 3) int64 ``(start, end, split code)`` of every run of one block and one
+            split (numpy, CPU); samples and clips never cross their edges.
         stim_scale: batches carry ``frames / stim_scale``: 255 for uint8 frames (0..255 becomes
             0..1, the contract's reading of uint8), 1 for float frames (as stored).
     """
@@ -193,7 +204,7 @@ class Session:
     behavior_names: tuple[str, ...]
     blocks: np.ndarray
     split: np.ndarray
-    bins: dict[str, np.ndarray]
+    segments: np.ndarray
     stim_scale: float = 1.0
 
     @property
@@ -207,6 +218,20 @@ class Session:
     @property
     def num_bins(self) -> int:
         return int(self.frames.shape[0])
+
+    def split_segments(self, split: str) -> np.ndarray:
+        """(S, 2) ``(start, end)`` of the segments of ``split``, in time order."""
+        _check_split(split)
+        return self.segments[self.segments[:, 2] == _SPLIT_CODE[split], :2]
+
+    def sample_bins(self, split: str, num_lags: int) -> np.ndarray:
+        """(M,) ascending target bins of ``split``: bins with L frames of history in their
+        segment."""
+        return target_bins(self.split_segments(split), num_lags)
+
+    def num_samples(self, split: str, num_lags: int) -> int:
+        lengths = np.diff(self.split_segments(split), axis=1)
+        return int(np.maximum(lengths - num_lags + 1, 0).sum())
 
     def nbytes(self) -> int:
         """Bytes of the tensors that :meth:`to` moves."""
@@ -233,6 +258,11 @@ def _read_attr_list(f: h5py.File, key: str) -> list[str] | None:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in np.asarray(raw).ravel()]
 
 
+def read_frame_rate(f: h5py.File) -> float:
+    """The ``frame_rate`` attribute of an open, valid session file, in bins per second."""
+    return float(np.asarray(f.attrs["frame_rate"]).item())
+
+
 def read_split(f: h5py.File, name: str, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
     """The block and split label of each bin of an open, valid session file.
 
@@ -255,6 +285,8 @@ def read_split(f: h5py.File, name: str, cfg: DataConfig) -> tuple[np.ndarray, np
         test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         key=name,
+        frame_rate=read_frame_rate(f),
+        chunk_s=cfg.split_chunk_s,
     )
     return blocks, split, "seeded"
 
@@ -264,10 +296,10 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
 
     The stimulus is read once with ``read_direct`` into a preallocated array of its stored dtype;
     (T, H, W) becomes (T, 1, H, W) as a view. Counts become float32, ``dfs`` bool (all True when
-    absent), behaviour is z-scored per channel with the training bins' mean and standard
+    absent), behaviour is z-scored per channel with the training samples' mean and standard
     deviation (frames are kept as stored), ``blocks`` one block when absent, and ``split`` is
     drawn by :func:`assign_split` (``cfg.val_fraction``, ``cfg.test_fraction``,
-    ``cfg.split_seed``, keyed by the session name) when absent.
+    ``cfg.split_seed``, ``cfg.split_chunk_s``, keyed by the session name) when absent.
 
     Args:
         path: the session file.
@@ -297,11 +329,10 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
             got = _read_attr_list(f, "behavior_names")
             names = tuple(got) if got is not None else tuple(f"behavior_{i}" for i in range(k))
         blocks, split, _ = read_split(f, name, cfg)
-        frame_rate = float(np.asarray(f.attrs["frame_rate"]).item())
+        frame_rate = read_frame_rate(f)
 
-    valid = sample_mask(blocks, cfg.num_lags)
-    bins = {s: np.flatnonzero(valid & (split == _SPLIT_CODE[s])).astype(np.int64) for s in SPLITS}
-    tr = bins["train"]
+    segs = segments(blocks, split)
+    tr = target_bins(segs[segs[:, 2] == _SPLIT_CODE["train"]], cfg.num_lags)
     if behavior is not None and tr.size:
         # z-score each channel with training-bin statistics: files store behaviour in their own
         # units (degrees, cm/s, pixels), and the modulator's gain expects unit-scale input.
@@ -332,7 +363,7 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
         behavior_names=names,
         blocks=blocks,
         split=split,
-        bins=bins,
+        segments=segs,
         stim_scale=255.0 if frames.dtype == torch.uint8 else 1.0,
     )
 
@@ -351,15 +382,15 @@ def _fit_budget(device: torch.device) -> int:
 
 
 class SessionSet:
-    """The sessions of a run and the samples they hold.
+    """The sessions of a run, the samples they hold, and batches of clips.
 
     Batches come out on :attr:`device` (the device passed to :meth:`to`; CPU at first). Sessions
     whose data were moved there are gathered there; the others are gathered on the CPU in their
-    stored dtype and only the gathered window is copied over, before conversion to float32.
+    stored dtype and only the gathered clips are copied over, before conversion to float32.
 
     Args:
         sessions: the loaded sessions (names unique).
-        num_lags: L, frames of history per sample.
+        clips: the clip geometry of the batches (an ``int`` L: one target per window of L).
         device_resident: ``auto`` (move sessions to a CUDA device while they fit in half its
             free memory), ``on`` (move all, or fail), ``off`` (keep them on the CPU).
     """
@@ -367,7 +398,7 @@ class SessionSet:
     def __init__(
         self,
         sessions: Sequence[Session],
-        num_lags: int,
+        clips: ClipGeometry | int,
         *,
         device_resident: Literal["auto", "on", "off"] = "auto",
         device: torch.device | str = "cpu",
@@ -381,13 +412,17 @@ class SessionSet:
                 f"({', '.join(files)}); give each file a distinct `name` attribute"
             )
         self.sessions: list[Session] = list(sessions)
-        self.num_lags = num_lags
+        self.clips = clips if isinstance(clips, ClipGeometry) else ClipGeometry.window(clips)
         self.device_resident: Literal["auto", "on", "off"] = device_resident
         self.device = torch.device(device)
         self._by_name = {s.name: s for s in self.sessions}
-        self._offsets: dict[torch.device, torch.Tensor] = {}
+        self._eval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     # --- description
+    @property
+    def num_lags(self) -> int:
+        return self.clips.num_lags
+
     @property
     def metas(self) -> list[SessionMeta]:
         return [s.meta for s in self.sessions]
@@ -406,27 +441,50 @@ class SessionSet:
             raise KeyError(f"no session {name!r}; have {self.names}") from None
 
     def num_samples(self, split: str) -> int:
-        """Samples of ``split`` ("train", "val" or "test") over all sessions."""
-        _check_split(split)
-        return sum(int(s.bins[split].size) for s in self.sessions)
-
-    def num_batches(self, split: str, batch_size: int) -> int:
-        """Batches in one pass of :meth:`batches` over ``split``: Σ over sessions of
-        ceil(samples / batch_size), since a batch never mixes sessions."""
-        _check_split(split)
-        return sum(-(-int(s.bins[split].size) // batch_size) for s in self.sessions)
+        """Samples (target bins) of ``split`` ("train", "val" or "test") over all sessions."""
+        return sum(s.num_samples(split, self.num_lags) for s in self.sessions)
 
     def sample_bins(self, name: str, split: str) -> np.ndarray:
-        """(S,) int64 target bins of the samples of ``split`` in session ``name``, ascending."""
-        _check_split(split)
-        return self.session(name).bins[split]
+        """(M,) int64 target bins of the samples of ``split`` in session ``name``, ascending."""
+        return self.session(name).sample_bins(split, self.num_lags)
+
+    def eval_clips(self, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)`` of the clips that predict every sample of ``split`` once."""
+        key = (name, split)
+        if key not in self._eval:
+            self._eval[key] = eval_starts(self.session(name).split_segments(split), self.clips)
+        return self._eval[key]
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """Batches in one evaluation pass of :meth:`batches` over ``split``: sum over sessions of
+        ceil(clips / batch_size), since a batch never mixes sessions."""
+        return sum(-(-self.eval_clips(n, split)[0].size // batch_size) for n in self.names)
+
+    def train_clips_per_pass(self, name: str) -> int:
+        """Clips of one training pass over session ``name``: as many as it takes for the clips'
+        targets to number the session's training samples."""
+        return -(-self.session(name).num_samples("train", self.num_lags) // self.clips.num_targets)
+
+    def num_train_batches(self, batch_size: int) -> int:
+        """Batches of one training pass (see :meth:`batches` with ``shuffle=True``)."""
+        return sum(-(-self.train_clips_per_pass(n) // batch_size) for n in self.names)
 
     def input_shape(self, name: str) -> tuple[int, int, int, int]:
-        """(C, L, H, W) of one sample's stimulus in session ``name``."""
+        """(C, F, H, W) of one clip's stimulus in session ``name``."""
         m = self.session(name).meta
-        return (m.num_channels, self.num_lags, m.height, m.width)
+        return (m.num_channels, self.clips.frames, m.height, m.width)
 
-    # --- placement
+    # --- variants
+    def with_clips(self, clips: ClipGeometry) -> SessionSet:
+        """The same sessions (shared, not copied) batched as ``clips``."""
+        if clips.num_lags != self.num_lags:
+            raise ValueError(
+                f"clips of num_lags={clips.num_lags} on sessions loaded with {self.num_lags}"
+            )
+        return SessionSet(
+            self.sessions, clips, device_resident=self.device_resident, device=self.device
+        )
+
     def to(self, device: torch.device | str) -> SessionSet:
         """A set whose batches come out on ``device``; data move there as ``device_resident`` says.
 
@@ -456,50 +514,53 @@ class SessionSet:
                     budget -= s.nbytes()
                 else:
                     moved.append(s.to("cpu"))
-        return SessionSet(moved, self.num_lags, device_resident=self.device_resident, device=dev)
+        return SessionSet(moved, self.clips, device_resident=self.device_resident, device=dev)
 
     def resident(self) -> dict[str, str]:
         """Session name -> device its data live on."""
         return {s.name: str(s.device) for s in self.sessions}
 
     # --- batches
-    def _offset(self, device: torch.device) -> torch.Tensor:
-        if device not in self._offsets:
-            self._offsets[device] = torch.arange(-self.num_lags + 1, 1, device=device)
-        return self._offsets[device]
-
-    def batch(self, name: str, bins: np.ndarray | torch.Tensor | Sequence[int]) -> Batch:
-        """Gather the samples whose target bins are ``bins`` from session ``name``.
+    def batch(
+        self,
+        name: str,
+        starts: np.ndarray | torch.Tensor | Sequence[int],
+        ends: np.ndarray | None = None,
+    ) -> Batch:
+        """Gather the clips that start at ``starts`` in session ``name``.
 
         Args:
             name: the session.
-            bins: (B,) target bins; each must be a sample bin (history inside one block).
+            starts: (B,) first bin of each clip; each must lie in a segment with at least one
+                target from there (``start <= segment end - num_lags``).
+            ends: (B,) the end of each start's segment, when the caller knows it.
 
         Returns:
-            A :class:`Batch` on :attr:`device`: stim (B, C, L, H, W) float32 (uint8 frames
-            scaled by 1/255, float frames as stored); behavior (B, L, K) or None;
-            robs and dfs (B, N) float32; bins (B,) int64.
+            A :class:`Batch` on :attr:`device`: stim (B, C, F, H, W) float32 (uint8 frames
+            scaled by 1/255, float frames as stored); behavior (B, F, K) or None; robs and dfs
+            (B, P, N) float32 (dfs 0 at targets past the segment's end); bins (B, P) int64
+            (-1 at those targets).
         """
         s = self.session(name)
-        src = s.device
-        b_np = (
-            bins.detach().cpu().numpy() if isinstance(bins, torch.Tensor) else np.asarray(bins)
+        c = (
+            starts.detach().cpu().numpy()
+            if isinstance(starts, torch.Tensor)
+            else np.asarray(starts)
         ).astype(np.int64, copy=False)
-        first = b_np - self.num_lags + 1
-        # Negative indices would wrap around silently; a window across blocks mixes trials.
-        if b_np.ndim != 1 or (b_np.size and (first.min() < 0 or b_np.max() >= s.num_bins)):
-            raise ValueError(f"bins must be (B,) in [{self.num_lags - 1}, {s.num_bins})")
-        if (s.blocks[first] != s.blocks[b_np]).any():
-            raise ValueError("bins must be samples: their history crosses a block boundary")
-        b = torch.from_numpy(b_np)  # (B,)
+        if ends is None:
+            ends = self._segment_ends(s, c)
+        frame_idx, target_idx, valid = clip_indices(c, ends, self.clips)
+        src = s.device
+        idx = torch.from_numpy(frame_idx)  # (B, F)
+        tgt = torch.from_numpy(target_idx)  # (B, P)
         if src.type == "cuda":
             # From pinned memory the copy is asynchronous: no stream sync per batch.
-            b = b.pin_memory().to(src, non_blocking=True)
-        idx = b[:, None] + self._offset(src)  # (B, L)
-        x = s.frames[idx]  # (B, L, C, H, W), stored dtype
+            idx = idx.pin_memory().to(src, non_blocking=True)
+            tgt = tgt.pin_memory().to(src, non_blocking=True)
+        x = s.frames[idx]  # (B, F, C, H, W), stored dtype
         x = x.to(self.device, non_blocking=True)
-        x = rearrange(x, "b l c h w -> b c l h w")
-        stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, L, H, W)
+        x = rearrange(x, "b f c h w -> b c f h w")
+        stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, F, H, W)
         # Frames are not centred: the tokens' mean-luminance term anchors each token's norm, so
         # the transformer's per-token norms keep contrast amplitude (a centred input loses it,
         # and measurably learned slower on the simulated population).
@@ -507,15 +568,38 @@ class SessionSet:
             stim.div_(s.stim_scale)
         beh = None
         if s.behavior is not None:
-            beh = s.behavior[idx].to(self.device, non_blocking=True)  # (B, L, K)
+            beh = s.behavior[idx].to(self.device, non_blocking=True)  # (B, F, K)
+        valid_t = torch.from_numpy(valid)
+        dfs = s.dfs[tgt].to(self.device, dtype=torch.float32, non_blocking=True)  # (B, P, N)
+        if not valid.all():
+            dfs = dfs * valid_t.to(self.device, dtype=torch.float32)[..., None]
         return Batch(
             session=name,
             stim=stim,
             behavior=beh,
-            robs=s.robs[b].to(self.device, non_blocking=True),  # (B, N)
-            dfs=s.dfs[b].to(self.device, dtype=torch.float32, non_blocking=True),  # (B, N)
-            bins=b.to(self.device, non_blocking=True),
+            robs=s.robs[tgt].to(self.device, non_blocking=True),  # (B, P, N)
+            dfs=dfs,
+            bins=torch.from_numpy(np.where(valid, target_idx, -1)).to(self.device),
+            num_targets=int(valid.sum()),
         )
+
+    def _segment_ends(self, s: Session, starts: np.ndarray) -> np.ndarray:
+        """The end of the segment of each start; ValueError for a start with no target."""
+        if starts.ndim != 1:
+            raise ValueError("starts must be (B,)")
+        seg = np.searchsorted(s.segments[:, 0], starts, side="right") - 1
+        bad = (seg < 0) | (starts >= s.num_bins)
+        seg = np.clip(seg, 0, len(s.segments) - 1)
+        ends = s.segments[seg, 1]
+        bad |= starts > ends - self.num_lags
+        if bad.any():
+            first = int(starts[np.flatnonzero(bad)[0]])
+            raise ValueError(
+                f"clip start {first} of session {s.name!r} has no target: a clip must start "
+                f"at least num_lags={self.num_lags} bins before the end of its segment (one "
+                "block, one split)"
+            )
+        return ends
 
     def batches(
         self,
@@ -525,26 +609,31 @@ class SessionSet:
         shuffle: bool,
         seed: int,
         steps: int | None = None,
+        max_batches: int | None = None,
     ) -> Iterator[Batch]:
-        """Batches of one split; each batch holds samples of one session only.
+        """Batches of clips of one split; each batch holds clips of one session only.
 
-        With ``shuffle=False`` (evaluation) the sessions come in order and each session's
-        samples in ascending bin order, every sample exactly once; ``steps`` stops early after
-        that many batches.
+        With ``shuffle=False`` (evaluation) the sessions come in order, each tiled by
+        :meth:`eval_clips` so that every sample of the split is predicted exactly once;
+        ``max_batches`` keeps, per session, a subset of ``max_batches * batch_size`` clips drawn
+        with ``seed`` and spread over the whole split (the same subset for the same seed), and
+        ``steps`` stops after that many batches in all.
 
-        With ``shuffle=True`` (training) each session's samples are permuted and cut into
-        batches, and the batches of all sessions are shuffled together, so sessions interleave
-        at random in proportion to their sample counts; everything is drawn from
-        ``numpy.random.default_rng(seed)``, so the same seed gives the same batches. One pass
-        covers every sample once; ``steps`` gives exactly that many batches, starting further
-        passes with fresh permutations when one pass holds fewer.
+        With ``shuffle=True`` (training) each session gets :meth:`train_clips_per_pass` clips
+        at random starts (without replacement where it has that many), cut into batches, and
+        the batches of all sessions are shuffled together, so sessions interleave at random in
+        proportion to their sample counts; everything is drawn from
+        ``numpy.random.default_rng(seed)``, so the same seed gives the same batches. ``steps``
+        gives exactly that many batches, starting further passes with fresh draws when one pass
+        holds fewer.
 
         Args:
             split: "train", "val" or "test".
-            batch_size: samples per batch (a session's last batch of a pass may be smaller).
+            batch_size: clips per batch (a session's last batch of a pass may be smaller).
             shuffle: training order (True) or evaluation order (False).
-            seed: the shuffle seed (ignored when ``shuffle`` is False).
+            seed: the shuffle seed, and the seed of the ``max_batches`` subset.
             steps: see above; None for one pass.
+            max_batches: see above (evaluation only).
 
         Yields:
             :class:`Batch` on :attr:`device`.
@@ -557,29 +646,38 @@ class SessionSet:
         if not shuffle:
             done = 0
             for s in self.sessions:
-                bins = s.bins[split]
-                for i in range(0, bins.size, batch_size):
+                starts, ends = self.eval_clips(s.name, split)
+                if max_batches is not None:
+                    keep = spread_subset(starts.size, max_batches * batch_size, seed)
+                    starts, ends = starts[keep], ends[keep]
+                for i in range(0, starts.size, batch_size):
                     if steps is not None and done >= steps:
                         return
-                    yield self.batch(s.name, bins[i : i + batch_size])
+                    yield self.batch(s.name, starts[i : i + batch_size], ends[i : i + batch_size])
                     done += 1
             return
-        if self.num_samples(split) == 0:
+        pools = {s.name: train_starts(s.split_segments(split), self.clips) for s in self.sessions}
+        if not any(p[0].size for p in pools.values()):
             return
         rng = np.random.default_rng(seed)
         done = 0
         while True:
-            plan: list[tuple[str, np.ndarray]] = []
+            plan: list[tuple[str, np.ndarray, np.ndarray]] = []
             for s in self.sessions:
-                perm = rng.permutation(s.bins[split])
+                starts, ends = pools[s.name]
+                if not starts.size:
+                    continue
+                n = self.train_clips_per_pass(s.name) if split == "train" else starts.size
+                pick = rng.choice(starts.size, size=n, replace=n > starts.size)
                 plan.extend(
-                    (s.name, perm[i : i + batch_size]) for i in range(0, perm.size, batch_size)
+                    (s.name, starts[pick[i : i + batch_size]], ends[pick[i : i + batch_size]])
+                    for i in range(0, n, batch_size)
                 )
             for j in rng.permutation(len(plan)):
                 if steps is not None and done >= steps:
                     return
-                name, bins = plan[j]
-                yield self.batch(name, bins)
+                name, starts, ends = plan[j]
+                yield self.batch(name, starts, ends)
                 done += 1
             if steps is None:
                 return

@@ -339,6 +339,8 @@ def simulate_session(
         test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         key=name,
+        frame_rate=fr,
+        chunk_s=cfg.split_chunk_s,
     )
     return SimulatedSession(
         name=name,
@@ -366,7 +368,7 @@ def _oracle_of(
     num_lags: int,
 ) -> dict[str, float]:
     """Split -> session BPS of the true rates on that split's sample bins (NaN if none)."""
-    valid = sample_mask(blocks, num_lags)
+    valid = sample_mask(blocks, split, num_lags)
     out: dict[str, float] = {}
     for code, s in enumerate(SPLITS):
         bins = np.flatnonzero(valid & (split == code))

@@ -25,18 +25,21 @@ class SessionMeta:
 
 @dataclass
 class Batch:
-    """A batch of samples, all from one session (sessions differ in units and frame size).
+    """A batch of clips, all from one session (sessions differ in units and frame size).
 
-    Sample i is the window of bins ``bins[i] - L + 1 .. bins[i]`` of the session: the model sees
-    those frames (and behaviour) and predicts the counts of bin ``bins[i]`` only.
+    Clip i holds the frames (and behaviour) of F consecutive bins of one segment (one block, one
+    split) and the counts of the P bins the model predicts from them (see
+    :mod:`vivit_hpo.data.clips`); with F = L it is the plain window of L bins predicting its
+    last bin (P = 1).
     """
 
     session: str
-    stim: torch.Tensor  # (B, C, L, H, W) float32; uint8 frames scaled to [0, 1]
-    behavior: torch.Tensor | None  # (B, L, K) float32, or None when the session has none
-    robs: torch.Tensor  # (B, N) float32 counts of the target bin
-    dfs: torch.Tensor  # (B, N) float32 1 where that count is valid
-    bins: torch.Tensor  # (B,) int64 index of the target bin in the session's time axis
+    stim: torch.Tensor  # (B, C, F, H, W) float32; uint8 frames scaled to [0, 1]
+    behavior: torch.Tensor | None  # (B, F, K) float32, or None when the session has none
+    robs: torch.Tensor  # (B, P, N) float32 counts of the predicted bins
+    dfs: torch.Tensor  # (B, P, N) float32 1 where that count is valid (0 past a segment's end)
+    bins: torch.Tensor  # (B, P) int64 predicted bins in the session's time axis, -1 if none
+    num_targets: int  # predicted bins that lie inside their segment (bins >= 0), a host int
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> Batch:
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -49,6 +52,7 @@ class Batch:
             robs=move(self.robs),
             dfs=move(self.dfs),
             bins=move(self.bins),
+            num_targets=self.num_targets,
         )
 
     def __len__(self) -> int:

@@ -127,6 +127,7 @@ class CNNCore(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = cfg.channels[-1]
+        self.time_kernel, self.time_stride = 1, 1  # one output step per frame
         self.stem = nn.Sequential(
             CausalConv3d(in_channels, cfg.channels[0], cfg.stem_kernel),
             ChannelNorm3d(cfg.channels[0]),
@@ -140,6 +141,12 @@ class CNNCore(nn.Module):
                 blocks.append(ResBlock3d(prev, ch, cfg.kernel_size, stride, cfg.dropout))
                 prev = ch
         self.blocks = nn.Sequential(*blocks)
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of the feature map for frames of ``height`` x ``width``."""
+        for _ in range(len(self.cfg.channels) - 1):
+            height, width = -(-height // 2), -(-width // 2)
+        return height, width
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, D, T, H', W'), H' = ceil(H / 2^(stages - 1))."""

@@ -1,22 +1,64 @@
-"""The encoding model: a shared core, a behaviour modulator and one readout per session."""
+"""The encoding model: a shared core, a behaviour modulator and one readout per session.
+
+The model takes a clip of F frames (:mod:`vivit_hpo.data.clips`) and predicts every bin that one
+of the core's temporal tokens ends on with at least ``num_lags`` frames of history in the clip:
+``(B, C, F, H, W) -> (B, P, N)`` rates. The core is causal in time (the ViViT when
+``causal: true``, the CNN always), so each prediction depends on frames up to its own bin only.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vivit_hpo.config import ModelConfig
+from vivit_hpo.config import ModelConfig, RunConfig
+from vivit_hpo.data.clips import ClipGeometry
 from vivit_hpo.data.types import SessionMeta
 from vivit_hpo.errors import ConfigError, DataError
 from vivit_hpo.models.budget import check_feasible
 from vivit_hpo.models.cnn import CNNCore
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout, module_keys
-from vivit_hpo.models.vivit import AttentionMaps, ViViTCore
+from vivit_hpo.models.vivit import AttentionMaps, ViViTCore, temporal_tokens
 
-__all__ = ["EncodingModel", "build_model", "collect_attention"]
+__all__ = [
+    "EncodingModel",
+    "build_model",
+    "clip_geometry",
+    "collect_attention",
+    "pool_time",
+    "token_ends",
+]
+
+
+def clip_geometry(cfg: RunConfig) -> ClipGeometry:
+    """The clips a run trains and is evaluated on: ``data.clip_frames`` rounded to the core's
+    temporal stride (the CNN predicts every bin; None: one target per window)."""
+    core = cfg.model.core
+    stride = core.stride[0] if core.kind == "vivit" else 1
+    return ClipGeometry.make(cfg.data.num_lags, cfg.data.clip_frames, stride)
+
+
+def token_ends(frames: int, kernel: int, stride: int) -> list[int]:
+    """The clip frame each temporal token ends on (the last one ends on frame ``frames - 1``)."""
+    tokens, pad = temporal_tokens(frames, kernel, stride)
+    return [j * stride + kernel - 1 - pad for j in range(tokens)]
+
+
+def pool_time(x: Tensor, kernel: int, stride: int) -> Tensor:
+    """(B, F, K) per-frame values -> (B, T', K) the mean over the real frames of each temporal
+    token's tubelet (front padding left out), so a token's value never holds a later frame."""
+    if kernel == 1 and stride == 1:
+        return x
+    frames = x.shape[1]
+    _, pad = temporal_tokens(frames, kernel, stride)
+    ones = x.new_ones(1, 1, frames)
+    summed = F.avg_pool1d(F.pad(x.transpose(1, 2), (pad, 0)), kernel, stride)  # (B, K, T')
+    count = F.avg_pool1d(F.pad(ones, (pad, 0)), kernel, stride)  # (1, 1, T')
+    return (summed / count).transpose(1, 2)
 
 
 def _check_sessions(cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags: int) -> int:
@@ -42,16 +84,17 @@ def _check_sessions(cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags:
 
 
 class EncodingModel(nn.Module):
-    """Predicts the spike counts of the target bin from a stimulus window and behaviour.
+    """Predicts spike counts at every read-out step of a clip from its frames and behaviour.
 
-    ``rates = readout_session(modulator(core(stim), behavior))`` where the readout reads the
-    core's last time step (the window ends at the target bin).
+    ``rates = readout_session(modulator(core(stim), behavior))`` at each temporal token that
+    ends with at least ``num_lags`` frames of history in the clip (a window of ``num_lags``
+    frames: its last token only).
 
     Args:
         cfg: model config (``cfg.core.kind`` picks the ViViT or the CNN core).
         sessions: the sessions to read out (frame sizes, units and K may all differ; the
             channel count C must be the same).
-        num_lags: L, frames per sample.
+        clips: the clip geometry (an ``int`` L: one target per window of L frames).
 
     Attributes:
         core: ``ViViTCore`` or ``CNNCore``, output (B, D, T', H', W').
@@ -61,15 +104,19 @@ class EncodingModel(nn.Module):
         sessions: {name: SessionMeta}.
     """
 
-    def __init__(self, cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, sessions: Sequence[SessionMeta], clips: ClipGeometry | int
+    ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.num_lags = num_lags
+        self.clips = clips if isinstance(clips, ClipGeometry) else ClipGeometry.window(clips)
+        self.num_lags = num_lags = self.clips.num_lags
         self.in_channels = _check_sessions(cfg, sessions, num_lags)
         self.sessions = {s.name: s for s in sessions}
         self.core: ViViTCore | CNNCore
         if cfg.core.kind == "vivit":
-            max_input = (num_lags, max(s.height for s in sessions), max(s.width for s in sessions))
+            frames = self.clips.frames
+            max_input = (frames, max(s.height for s in sessions), max(s.width for s in sessions))
             self.core = ViViTCore(cfg.core, self.in_channels, max_input)
         else:
             self.core = CNNCore(cfg.core, self.in_channels)
@@ -77,7 +124,13 @@ class EncodingModel(nn.Module):
         self._keys = module_keys(self.sessions)
         self.readouts = nn.ModuleDict(
             {
-                self._keys[s.name]: GaussianReadout(s.num_units, dim, cfg.readout, s.mean_rates)
+                self._keys[s.name]: GaussianReadout(
+                    s.num_units,
+                    dim,
+                    cfg.readout,
+                    s.mean_rates,
+                    grid=self.core.output_grid(s.height, s.width),
+                )
                 for s in sessions
             }
         )
@@ -97,30 +150,44 @@ class EncodingModel(nn.Module):
         assert isinstance(out, GaussianReadout)
         return out
 
+    def first_target(self, frames: int) -> int:
+        """Index of the first temporal token of a ``frames``-frame clip that is read out (the
+        first one ending with at least ``num_lags`` frames of history)."""
+        ends = token_ends(frames, self.core.time_kernel, self.core.time_stride)
+        for j, e in enumerate(ends):
+            if e >= self.num_lags - 1:
+                return j
+        raise DataError(f"a clip of {frames} frames is shorter than num_lags={self.num_lags}")
+
     def forward(self, stim: Tensor, session: str, behavior: Tensor | None = None) -> Tensor:
-        """Rates of the target bin.
+        """Rates of the clip's predicted bins.
 
         Args:
-            stim: (B, C, L, H, W) frames of the window, the target bin last.
+            stim: (B, C, F, H, W) frames of the clip.
             session: session name (picks the readout and the behaviour projection).
-            behavior: (B, L, K) behaviour over the window; required when the modulator is on
-                and the session has K > 0, ignored otherwise.
+            behavior: (B, F, K) behaviour of the clip's frames; required when the modulator is
+                on and the session has K > 0, ignored otherwise.
 
         Returns:
-            (B, N) positive float32 rates of the session's units.
+            (B, P, N) positive float32 rates of the session's units at the P read-out tokens
+            (for a clip of ``self.clips.frames`` frames, the bins ``self.clips.offsets``).
         """
         readout = self.readout(session)
         if stim.ndim != 5 or stim.shape[1] != self.in_channels:
             raise DataError(
                 f"stim of shape {tuple(stim.shape)} for session {session!r}: expected "
-                f"(B, {self.in_channels}, L, H, W)"
+                f"(B, {self.in_channels}, F, H, W)"
             )
+        first = self.first_target(stim.shape[2])
         features = self.core(stim)  # (B, D, T', H', W')
         if self.modulator is not None and self.modulator.modulates(session):
-            last = self.modulator(features, behavior, session)  # (B, D, H', W')
+            beh = None
+            if behavior is not None:
+                beh = pool_time(behavior, self.core.time_kernel, self.core.time_stride)
+            feats = self.modulator(features, beh, session, first)  # (B, D, P, H', W')
         else:
-            last = features[:, :, -1]  # (B, D, H', W')
-        rates: Tensor = readout(last)  # (B, N)
+            feats = features[:, :, first:]  # (B, D, P, H', W')
+        rates: Tensor = readout(feats)  # (B, P, N)
         return rates
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -130,20 +197,28 @@ class EncodingModel(nn.Module):
             head += list(self.modulator.parameters())
         return list(self.core.parameters()), head
 
+    def constrain_(self) -> None:
+        """Keep constrained parameters in range after an optimiser step (readout positions)."""
+        for readout in self.readouts.values():
+            assert isinstance(readout, GaussianReadout)
+            readout.constrain_()
+
     def regularizer(self, session: str) -> Tensor:
         """Scalar penalty to add to the loss of a batch of ``session`` (readout feature L1)."""
         return self.readout(session).regularizer()
 
 
-def build_model(cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags: int) -> EncodingModel:
-    """Build the encoding model for ``sessions``.
+def build_model(
+    cfg: ModelConfig, sessions: Sequence[SessionMeta], clips: ClipGeometry | int
+) -> EncodingModel:
+    """Build the encoding model for ``sessions`` and clips of ``clips`` (an ``int`` L: windows).
 
     Raises:
         ConfigError: no sessions, repeated names, sessions that disagree on the channel count
             C, or a session whose input (C, num_lags, H, W) the core cannot take (the reason
             from :func:`check_feasible`, naming the session).
     """
-    return EncodingModel(cfg, sessions, num_lags)
+    return EncodingModel(cfg, sessions, clips)
 
 
 @torch.no_grad()

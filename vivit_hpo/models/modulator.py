@@ -1,19 +1,19 @@
-"""ConvGRU behaviour modulator: a multiplicative gain on the core's last-step features.
+"""ConvGRU behaviour modulator: a multiplicative gain on the core's features, step by step.
 
-For a session with K > 0 behaviour channels::
+For a session with K > 0 behaviour channels and the core's T' temporal tokens::
 
-    b_t  = pool_T'(W_session behaviour)     (B, hidden, T')      per-session K -> hidden
-    u_t  = W_feat features_t + b_t          (B, hidden, H', W')  b_t broadcast over the grid
-    h_t  = ConvGRU(u_t, h_{t-1}), h_0 = 0   (B, hidden, H', W')  shared across sessions
-    gain = W_gain h_T'                      (B, D, H', W')       zero-initialised
-    out  = features_T' * (1 + gain)
+    b_t  = W_session behaviour_t             (B, hidden, T')      per-session K -> hidden
+    u_t  = W_feat features_t + b_t           (B, hidden, H', W')  b_t broadcast over the grid
+    h_t  = ConvGRU(u_t, h_{t-1}), h_0 = 0    (B, hidden, H', W')  shared across sessions
+    gain_t = W_gain h_t                      (B, D, H', W')       zero-initialised
+    out_t  = features_t * (1 + gain_t)       for the read-out steps t >= first
 
-The behaviour (L frames) is average-pooled to the core's T' time steps (``adaptive_avg_pool1d``);
-every frame of a sample is in the past of its target bin, so pooling never leaks the future.
-The features enter the GRU input so the gain can differ across the grid (a behaviour signal
-alone is the same at every position). ``W_gain`` starts at zero, so the modulator starts as the
-identity and training decides how much behaviour matters. Sessions without behaviour (K = 0)
-get no modulation: the last-step features pass through unchanged.
+``behaviour_t`` is the behaviour averaged over the frames of token t (the encoder pools it with
+the core's own temporal tubelets, so it never holds a frame after the token's last). The GRU runs
+once over the clip's tokens, causal by construction. The features enter the GRU input so the gain
+can differ across the grid (a behaviour signal alone is the same at every position). ``W_gain``
+starts at zero, so the modulator starts as the identity and training decides how much behaviour
+matters. Sessions without behaviour (K = 0) get no modulation: the features pass through.
 """
 
 from __future__ import annotations
@@ -86,33 +86,39 @@ class ConvGRUModulator(nn.Module):
         """True when ``session`` has behaviour channels (and so a gain)."""
         return session in self.behavior_dims
 
-    def forward(self, features: Tensor, behavior: Tensor | None, session: str) -> Tensor:
-        """Gain-modulated features of the last time step.
+    def forward(
+        self, features: Tensor, behavior: Tensor | None, session: str, first: int = 0
+    ) -> Tensor:
+        """Gain-modulated features of the read-out steps.
 
         Args:
             features: (B, D, T', H', W') core output.
-            behavior: (B, L, K) behaviour of the sample's frames; ignored (may be None) for a
-                session without behaviour.
+            behavior: (B, T', K) behaviour of each temporal token (see the module docstring);
+                ignored (may be None) for a session without behaviour.
             session: session name.
+            first: the first step to return (the steps before only feed the GRU's state).
 
         Returns:
-            (B, D, H', W').
+            (B, D, T' - first, H', W').
         """
-        last = features[:, :, -1]  # (B, D, H', W')
         if not self.modulates(session):
-            return last
+            return features[:, :, first:]
         k = self.behavior_dims[session]
-        if behavior is None or behavior.ndim != 3 or behavior.shape[-1] != k:
+        t = features.shape[2]
+        if behavior is None or behavior.shape != (features.shape[0], t, k):
             got = "None" if behavior is None else tuple(behavior.shape)
             raise DataError(
                 f"session {session!r} has {k} behaviour channels: expected behavior of shape "
-                f"(B, L, {k}), got {got}"
+                f"(B, T', K) = {(features.shape[0], t, k)}, got {got}"
             )
-        t = features.shape[2]
-        beh = self.behavior_proj[self._keys[session]](behavior.to(features.dtype))  # (B, L, h)
-        beh = F.adaptive_avg_pool1d(beh.transpose(1, 2), t)  # (B, h, T')
-        u = self.feature_proj(features) + beh[..., None, None]  # (B, h, T', H', W')
+        beh = self.behavior_proj[self._keys[session]](behavior.to(features.dtype))  # (B, T', h)
+        u = self.feature_proj(features) + beh.transpose(1, 2)[..., None, None]  # (B, h, T', H', W')
         h = u.new_zeros(u.shape[0], u.shape[1], u.shape[3], u.shape[4])  # (B, h, H', W')
+        states = []
         for i in range(t):
             h = self.cell(u[:, :, i], h)
-        return last * (1 + self.gain(h))  # (B, D, H', W')
+            if i >= first:
+                states.append(h)
+        hs = torch.stack(states, dim=1).flatten(0, 1)  # (B*P, h, H', W')
+        gain = self.gain(hs).unflatten(0, (features.shape[0], t - first))  # (B, P, D, H', W')
+        return features[:, :, first:] * (1 + gain.transpose(1, 2))  # (B, D, P, H', W')

@@ -1,4 +1,4 @@
-"""Per-session Gaussian readout (neuralpredictors' ``Gaussian2d`` idea) on the core's last step.
+"""Per-session Gaussian readout (neuralpredictors' ``Gaussian2d`` idea), at every read-out step.
 
 Each unit n has a position ``mu_n`` in the feature map's normalised coordinates ([-1, 1] over
 the grid, ``(x, y)`` = (column, row) as ``F.grid_sample`` reads it), a spread ``sigma_n`` (one per
@@ -6,10 +6,15 @@ axis), a feature vector ``w_n`` (D,) and a bias ``b_n``::
 
     rate_n = softplus(w_n . f(p_n) + b_n) + 1e-6
 
-where ``f(p)`` is the bilinearly interpolated feature vector at ``p``. In training
-``p_n = mu_n + sigma_n * eps`` with ``eps ~ N(0, I)`` drawn per sample and per unit (each sample
-of the batch sees its own jitter, as neuralpredictors does); in evaluation ``p_n = mu_n``.
-Positions are clamped to [-1, 1].
+where ``f(p)`` is the bilinearly interpolated feature vector at ``p``, read at every time step
+of the input. In training ``p_n = mu_n + sigma_n * eps`` with ``eps ~ N(0, I)`` drawn per sample
+and per unit (each sample of the batch sees its own jitter, as neuralpredictors does; its time
+steps share it); in evaluation ``p_n = mu_n``. A jittered position past the border reads the
+border (``padding_mode="border"``). ``mu`` itself is kept between the centres of the feature
+map's outer cells (``|mu| < 1 - 1 / size`` per axis, where bilinear sampling has a gradient) by
+:meth:`constrain_`, which the trainer calls after every optimiser step: a position clamped only
+in the forward pass would leave a unit that drifted past the border without a gradient to come
+back.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class GaussianReadout(nn.Module):
         in_dim: D, the core's channel count.
         cfg: readout config (init_sigma, bias_init, gamma_features).
         mean_rates: per-unit mean count per bin (N,), for ``bias_init="mean_rate"``.
+        grid: (H', W') of the feature map it reads (bounds ``mu``); None: no bound inside [-1, 1].
 
     Parameters:
         mu (N, 2), sigma (N, 2), features (N, D), bias (N,).
@@ -77,11 +83,16 @@ class GaussianReadout(nn.Module):
         in_dim: int,
         cfg: ReadoutConfig,
         mean_rates: Sequence[float] | None = None,
+        grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if num_units < 1:
             raise ConfigError(f"num_units={num_units}: a readout needs at least one unit")
         self.num_units, self.in_dim = num_units, in_dim
+        # (x, y) bound of mu: just inside the centres of the outer columns and rows (at a centre
+        # itself bilinear sampling has a one-sided, zero gradient towards the border).
+        h, w = grid if grid is not None else (0, 0)
+        self.limit = tuple(max(0.0, 1.0 - 1.02 / n) if n else 1.0 for n in (w, h))
         self.gamma_features = cfg.gamma_features
         self.mu = nn.Parameter(torch.empty(num_units, 2).uniform_(-MU_INIT_RANGE, MU_INIT_RANGE))
         self.sigma = nn.Parameter(torch.full((num_units, 2), cfg.init_sigma))
@@ -100,28 +111,38 @@ class GaussianReadout(nn.Module):
                 self.bias.copy_(inverse_softplus((rates - RATE_FLOOR).clamp_min(1e-4)))
 
     def positions(self, batch_size: int, sample: bool) -> Tensor:
-        """(B, N, 2) read positions in [-1, 1]: jittered by sigma when ``sample``, else mu."""
+        """(B, N, 2) read positions: mu jittered by sigma when ``sample``, else mu."""
         mu = self.mu[None].expand(batch_size, -1, -1)  # (B, N, 2)
         if sample:
             mu = mu + self.sigma * torch.randn_like(mu)
-        return mu.clamp(-1.0, 1.0)
+        return mu
+
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Project ``mu`` back between the outer cell centres (after an optimiser step)."""
+        for axis, bound in enumerate(self.limit):
+            self.mu[:, axis].clamp_(-bound, bound)
 
     def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        """Rates of the units.
+        """Rates of the units at every time step of ``x``.
 
         Args:
-            x: (B, D, H, W) features of the last time step.
+            x: (B, D, P, H, W) features of the P read-out time steps.
             sample: jitter positions; None means ``self.training``.
 
         Returns:
-            (B, N) positive float32 rates.
+            (B, P, N) positive float32 rates.
         """
-        b = x.shape[0]
+        b, d, p = x.shape[:3]
         sample = self.training if sample is None else sample
         grid = self.positions(b, sample)[:, None].to(x.dtype)  # (B, 1, N, 2)
-        feats = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        feats = feats[:, :, 0]  # (B, D, N)
-        pre = torch.einsum("bdn,nd->bn", feats, self.features.to(feats.dtype))  # (B, N)
+        # One grid_sample for every time step: the steps ride along as channels.
+        flat = x.reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
+        feats = F.grid_sample(
+            flat, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )  # (B, D*P, 1, N)
+        feats = feats.view(b, d, p, -1)  # (B, D, P, N)
+        pre = torch.einsum("bdpn,nd->bpn", feats, self.features.to(feats.dtype))  # (B, P, N)
         return F.softplus(pre.float() + self.bias) + RATE_FLOOR
 
     def regularizer(self) -> Tensor:

@@ -9,12 +9,19 @@ Data flow (B batch, C channels, T frames, D width, R registers)::
       -> spatial blocks              (B*T_p, R + S_k, D)  registers first, 2D RoPE on patches only
       -> drop registers              (B*T_p, S_k, D)
       -> temporal blocks             (B*S_k, T_p, D)   causal mask when cfg.causal, 1D RoPE
-      -> final norm, back to a grid  (B, D, T_p, H_p, W_p)  dropped positions are zeros
+      -> final norm, back to a grid  (B, D, T_p, H_p, W_p)  a dropped position takes the
+                                                          features of its nearest kept one
 
 Attention maps for analysis: ``core(x, return_attention=True)`` returns ``(features,
 AttentionMaps)``; the maps are computed with the math path (exact probabilities), averaged over
 the batch. ``encoder.collect_attention(model, stim)`` does this in eval mode; asking for maps in
 training mode with patch dropout on raises (the maps would index only the kept tokens).
+
+Patch dropout and the readout: a dropped position has no token, and a readout that read zeros
+there in training but real features in evaluation would train on features about ``1 - p`` the
+size of the ones it is scored on. So every dropped position takes the output of its nearest kept
+position (the same at every time step): training and evaluation see real token features at
+every position.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ __all__ = [
     "check_grid",
     "make_block",
     "num_kept_tokens",
+    "temporal_tokens",
     "tubelet_grid",
 ]
 
@@ -64,6 +72,12 @@ def _axis_tokens(n: int, k: int, s: int) -> tuple[int, int]:
     """(tokens, total padding) along one axis so the tokens tile ``n`` exactly after padding."""
     tokens = 1 if n <= k else math.ceil((n - k) / s) + 1
     return tokens, (tokens - 1) * s + k - n
+
+
+def temporal_tokens(frames: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(tokens, front padding) of ``frames`` frames cut into tubelets of ``kernel`` frames every
+    ``stride`` (the tokenizer's rule along time, see :func:`tubelet_grid`)."""
+    return _axis_tokens(frames, kernel, stride)
 
 
 def tubelet_grid(
@@ -314,6 +328,7 @@ class ViViTCore(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = cfg.embed_dim
+        self.time_kernel, self.time_stride = cfg.kernel_size[0], cfg.stride[0]
         self.head_dim = cfg.embed_dim // cfg.num_heads
         self.num_registers = cfg.num_registers
         self.grad_checkpointing = cfg.grad_checkpointing
@@ -358,6 +373,11 @@ class ViViTCore(nn.Module):
         )
         return cos, sin
 
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(H_p, W_p) of the feature map for frames of ``height`` x ``width``."""
+        _, hp, wp = self.tokenizer.grid((self.time_kernel, height, width))
+        return hp, wp
+
     def _run(self, block: nn.Module, x: Tensor, rope: Rope | None, sink: AttnSink | None) -> Tensor:
         if self.grad_checkpointing and sink is None and torch.is_grad_enabled():
             out: Tensor = checkpoint(block, x, rope, use_reentrant=False)
@@ -397,7 +417,6 @@ class ViViTCore(nn.Module):
             n_keep = num_kept_tokens(s, self.cfg.patch_dropout)
             keep = torch.rand(b, s, device=x.device).argsort(dim=-1)[:, :n_keep]  # (B, S_k)
             tokens = tokens.gather(2, keep[:, None, :, None].expand(b, t, n_keep, d))
-        s_k = tokens.shape[2]
 
         sink_s: AttnSink | None = [] if return_attention else None
         sink_t: AttnSink | None = [] if return_attention else None
@@ -423,8 +442,8 @@ class ViViTCore(nn.Module):
 
         out = rearrange(z, "(b s) t d -> b d t s", b=b)  # (B, D, T, S_k)
         if keep is not None:
-            full = out.new_zeros(b, d, t, s)
-            out = full.scatter(3, keep[:, None, None, :].expand(b, d, t, s_k), out)  # (B, D, T, S)
+            src = _nearest_kept(keep, h, w)  # (B, S): index into the kept tokens
+            out = out.gather(3, src[:, None, None, :].expand(b, d, t, s))  # (B, D, T, S)
         features = out.reshape(b, d, t, h, w)  # (B, D, T_p, H_p, W_p)
         if not return_attention:
             return features
@@ -438,6 +457,17 @@ class ViViTCore(nn.Module):
             grid=grid,
         )
         return features, maps
+
+
+def _nearest_kept(keep: Tensor, h: int, w: int) -> Tensor:
+    """(B, S) for each grid position, the index into ``keep`` (B, S_k) of the nearest kept
+    position (itself when kept; ties go to the first kept in ``keep`` order)."""
+    rows = torch.arange(h, device=keep.device).repeat_interleave(w)
+    cols = torch.arange(w, device=keep.device).repeat(h)
+    pos = torch.stack([rows, cols], dim=-1)  # (S, 2)
+    kept = pos[keep]  # (B, S_k, 2)
+    dist = (pos[None, :, None, :] - kept[:, None, :, :]).square().sum(-1)  # (B, S, S_k)
+    return dist.argmin(dim=-1)
 
 
 def _init_linear(module: nn.Module) -> None:

@@ -89,7 +89,7 @@ def analyze_run(
         data_paths: session files or folders; needed for the attention maps (the core is run on
             validation samples) and for true receptive fields of simulated sessions.
         device: where to run the model.
-        num_samples: validation samples (evenly spaced over the split) the maps average over.
+        num_samples: validation clips (evenly spaced over the split) the maps average over.
         session: the session whose samples are used; default the first of the run's sessions
             found in the data.
 
@@ -157,11 +157,13 @@ def analyze_run(
             )
         else:
             att_session = session or known[0]
-            bins = data.sample_bins(att_session, "val")
-            pick = bins[
-                np.unique(np.linspace(0, bins.size - 1, min(num_samples, bins.size)).astype(int))
-            ]
-            batch = data.to(device).batch(att_session, pick)
+            # The clips the model trained and is scored on, evenly spaced over the split.
+            clips = data.to(device).with_clips(model.clips)
+            starts, ends = clips.eval_clips(att_session, "val")
+            pick = np.unique(
+                np.linspace(0, starts.size - 1, min(num_samples, starts.size)).astype(int)
+            )
+            batch = clips.batch(att_session, starts[pick], ends[pick])
             with torch.no_grad():
                 maps = collect_attention(model, batch.stim)
             n_used = len(pick)

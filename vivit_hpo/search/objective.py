@@ -363,8 +363,7 @@ class TrialRunner:
             with self.stop.interruptible():
                 data = self._sessions(cfg.data)
                 trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
-            meta = data.metas[0]
-            shape = (meta.num_channels, cfg.data.num_lags, meta.height, meta.width)
+            shape = trainer.data.input_shape(data.metas[0].name)
             attrs["params_count"] = count_parameters(trainer.model)
             attrs["flops_per_sample"] = float(flops_per_sample(cfg.model, shape))
             if trainer.epoch:

@@ -343,24 +343,26 @@ def infeasible_reason(
     Checks, cheapest first: the run config's own validation (heads dividing the width, RoPE
     head dims, stride <= kernel), the model's feasibility on every session's frame shape
     (tubelet larger than the frames, fewer than 2 temporal tokens, ...), and the estimated
-    training memory against ``memory_cap_bytes`` (None: not checked), with bf16 activations
+    training memory of one batch of clips against ``memory_cap_bytes`` (None: not checked),
+    with bf16 activations
     where the run would use autocast on ``device_type`` and fp32 ones otherwise.
     """
     from vivit_hpo.models import check_feasible, estimate_memory_bytes
+    from vivit_hpo.models.encoder import clip_geometry
 
     try:
         cfg = trial_config(base, to_overrides(spec.space, values), extra)
     except ConfigError as e:
         return str(e).removeprefix("trial config: ")
+    frames = clip_geometry(cfg).frames
     for c, h, w in shapes:
-        shape = (c, cfg.data.num_lags, h, w)
-        reason = check_feasible(cfg.model, shape)
+        reason = check_feasible(cfg.model, (c, cfg.data.num_lags, h, w))
         if reason is not None:
             return reason
         if memory_cap_bytes is not None:
             amp = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device_type == "cuda")
             need = estimate_memory_bytes(
-                cfg.model, shape, cfg.train.batch_size, activation_bytes=2 if amp else 4
+                cfg.model, (c, frames, h, w), cfg.train.batch_size, activation_bytes=2 if amp else 4
             )
             if need > memory_cap_bytes:
                 return (

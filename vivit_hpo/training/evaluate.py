@@ -1,4 +1,9 @@
-"""Evaluation: predicted rates and bits per spike of every session of a split."""
+"""Evaluation: predicted rates and bits per spike of every session of a split.
+
+Evaluation uses the model's own clip geometry (the one it trained with): each split is tiled
+with clips so that every sample (target bin) is predicted exactly once, with at least
+``num_lags`` frames of history (see :mod:`vivit_hpo.data.clips`).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ __all__ = ["SessionPrediction", "evaluate", "predict"]
 
 @dataclass(frozen=True)
 class SessionPrediction:
-    rates: np.ndarray  # (num_bins, N) predicted rates, spikes per bin
-    bins: np.ndarray  # (num_bins,) indices into the session's time axis
+    rates: np.ndarray  # (num_bins, N) predicted rates, spikes per bin, in bin order
+    bins: np.ndarray  # (num_bins,) ascending indices into the session's time axis
     score: SessionScore
 
 
@@ -29,41 +34,52 @@ def predict(
     batch_size: int,
     *,
     max_batches: int | None = None,
+    seed: int = 0,
     keep_rates: bool = True,
 ) -> dict[str, SessionPrediction]:
     """Predicted rates of the samples of ``split``, session by session, with their BPS.
 
-    The readout reads at its mean positions (eval mode). ``max_batches`` caps the batches of
-    each session (a cheap estimate on large sessions); ``keep_rates=False`` keeps only scores.
+    The readout reads at its mean positions (eval mode); the data are batched as the model's
+    clips, on the model's device. ``max_batches`` scores, per session, a seeded subset of
+    ``max_batches * batch_size`` clips spread over the split (a cheap estimate on large
+    sessions; the same subset for the same ``seed``); ``keep_rates=False`` keeps only scores.
     """
     was_training = model.training
     model.eval()
-    device_type = next(model.parameters()).device.type
+    device = next(model.parameters()).device
+    if data.device != device:
+        data = data.to(device)
+    data = data.with_clips(model.clips)
     accs = {m.name: BPSAccumulator(m.num_units) for m in data.metas}
-    rates: dict[str, list[np.ndarray]] = {name: [] for name in accs}
-    bins: dict[str, list[np.ndarray]] = {name: [] for name in accs}
+    rates: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
+    bins: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
     seen = dict.fromkeys(accs, 0)
-    for batch in data.batches(split, batch_size, shuffle=False, seed=0):
-        if max_batches is not None and seen[batch.session] >= max_batches:
-            continue
+    batches = data.batches(split, batch_size, shuffle=False, seed=seed, max_batches=max_batches)
+    for batch in batches:
         seen[batch.session] += 1
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
-            r = model(batch.stim, batch.session, batch.behavior).float()
-        accs[batch.session].update(r, batch.robs, batch.dfs)
-        if keep_rates:
-            rates[batch.session].append(r.cpu().numpy())
-            bins[batch.session].append(batch.bins.cpu().numpy())
-    model.train(was_training)
-    empty = np.zeros((0,), dtype=np.int64)
-    return {
-        name: SessionPrediction(
-            rates=np.concatenate(rates[name]) if rates[name] else np.zeros((0, 0), np.float32),
-            bins=np.concatenate(bins[name]) if bins[name] else empty,
-            score=accs[name].result(),
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            r = model(batch.stim, batch.session, batch.behavior).float()  # (B, P, N)
+        # Targets past a segment's end have dfs 0: the accumulator leaves them out, no sync.
+        accs[batch.session].update(
+            r.flatten(0, 1), batch.robs.flatten(0, 1), batch.dfs.flatten(0, 1)
         )
-        for name in accs
-        if seen[name]
-    }
+        if keep_rates:
+            rates[batch.session].append(r.flatten(0, 1).cpu())
+            bins[batch.session].append(batch.bins.flatten().cpu())
+    model.train(was_training)
+    out = {}
+    for name, acc in accs.items():
+        if not seen[name]:
+            continue
+        r_np, b_np = np.zeros((0, 0), np.float32), np.zeros((0,), dtype=np.int64)
+        if rates[name]:
+            b_all = torch.cat(bins[name]).numpy()
+            keep = b_all >= 0
+            order = np.argsort(b_all[keep], kind="stable")
+            b_np = b_all[keep][order]
+            r_np = torch.cat(rates[name]).numpy()[keep][order]
+        out[name] = SessionPrediction(rates=r_np, bins=b_np, score=acc.result())
+    return out
 
 
 def evaluate(
@@ -73,7 +89,10 @@ def evaluate(
     batch_size: int,
     *,
     max_batches: int | None = None,
+    seed: int = 0,
 ) -> dict[str, SessionScore]:
     """Bits per spike of every session on ``split`` (see :func:`predict`)."""
-    preds = predict(model, data, split, batch_size, max_batches=max_batches, keep_rates=False)
+    preds = predict(
+        model, data, split, batch_size, max_batches=max_batches, seed=seed, keep_rates=False
+    )
     return {name: p.score for name, p in preds.items()}

@@ -26,6 +26,7 @@ from vivit_hpo.config import RunConfig
 from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.errors import ConfigError, NonFiniteLossError
 from vivit_hpo.models import EncodingModel, build_model
+from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.training.checkpoint import (
     atomic_write_text,
     best_checkpoints,
@@ -41,7 +42,12 @@ __all__ = ["EpochReport", "Trainer", "poisson_loss", "resolve_device"]
 
 @dataclass(frozen=True)
 class EpochReport:
-    """What one epoch did. ``val_bps`` (mean over sessions of session BPS) is the objective."""
+    """What one epoch did. ``val_bps`` (mean over sessions of session BPS) is the objective.
+
+    ``samples_per_s`` counts training clips (windows in the one-target mode) per second,
+    ``bins_per_s`` the target bins they trained (what a run buys); ``clip_frames`` and
+    ``targets_per_clip`` say which mode trained (1 target per clip: windows).
+    """
 
     epoch: int  # 1-based
     train_loss: float
@@ -50,6 +56,9 @@ class EpochReport:
     val_pooled_bps: float
     val_corr: float
     samples_per_s: float
+    bins_per_s: float
+    clip_frames: int
+    targets_per_clip: int
     peak_memory_mb: float
     grad_norm: float
     lr: float
@@ -84,9 +93,9 @@ def poisson_loss(rates: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor) 
     """Mean Poisson negative log-likelihood (up to ln y!) over the valid entries.
 
     Args:
-        rates: (B, N) predicted rates, > 0.
-        counts: (B, N) observed counts.
-        mask: (B, N) 1 where the count is valid.
+        rates: (B, P, N) (or any shape) predicted rates, > 0.
+        counts: observed counts, the same shape.
+        mask: 1 where the count is valid (and its bin predicted), the same shape.
     """
     nll = F.poisson_nll_loss(rates, counts, log_input=False, full=False, reduction="none")
     return (nll * mask).sum() / mask.sum().clamp(min=1.0)
@@ -142,10 +151,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         # Batches come out on the training device; the data themselves move there only as
         # data.device_resident allows (SessionSet.to decides).
-        self.data = data.to(self.device)
-        self.model: EncodingModel = build_model(cfg.model, data.metas, cfg.data.num_lags).to(
-            self.device
-        )
+        self.clips = clip_geometry(cfg)
+        self.data = data.to(self.device).with_clips(self.clips)
+        self.model: EncodingModel = build_model(cfg.model, data.metas, self.clips).to(self.device)
         core, readout = self.model.param_groups()
         self.optimizer = build_optimizer(core, readout, cfg.train, self.device)
         self._forward = torch.compile(self.model) if cfg.train.compile else self.model
@@ -154,7 +162,7 @@ class Trainer:
         )
 
         t = cfg.train
-        self.batches_per_epoch = t.steps_per_epoch or data.num_batches("train", t.batch_size)
+        self.batches_per_epoch = t.steps_per_epoch or self.data.num_train_batches(t.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.warmup_steps = round(t.warmup_epochs * self.steps_per_epoch)
@@ -231,6 +239,7 @@ class Trainer:
             )
         self._set_lr()
         self.optimizer.step()
+        self.model.constrain_()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return norm.detach()
@@ -243,7 +252,7 @@ class Trainer:
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         norm_sum = torch.zeros((), device=self.device)
-        n_samples = n_batches = n_steps = 0
+        n_samples = n_targets = n_batches = n_steps = 0
         batches = self.data.batches(
             "train",
             t.batch_size,
@@ -255,6 +264,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             loss_sum += self.train_step(batch)
             n_samples += len(batch)
+            n_targets += batch.num_targets
             n_batches += 1
             if n_batches % t.grad_accum == 0 or n_batches == self.batches_per_epoch:
                 norm_sum += self.optimizer_step()
@@ -265,7 +275,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
 
-        scores = evaluate(self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches)
+        # A capped validation scores the same seeded subset of clips, spread over the whole
+        # split, every epoch.
+        scores = evaluate(
+            self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches, seed=t.seed
+        )
         self.epoch += 1
         per_session = {name: s.bps for name, s in scores.items()}
         val_bps = float(sum(per_session.values()) / len(per_session))
@@ -286,6 +300,9 @@ class Trainer:
             val_pooled_bps=float(pooled),
             val_corr=corr,
             samples_per_s=n_samples / train_seconds,
+            bins_per_s=n_targets / train_seconds,
+            clip_frames=self.clips.frames,
+            targets_per_clip=self.clips.num_targets,
             peak_memory_mb=_peak_memory_mb(self.device),
             grad_norm=float(norm_sum.item() / max(n_steps, 1)),
             lr=self.optimizer.param_groups[0]["lr"],

@@ -11,6 +11,7 @@ from vivit_hpo.config import RunConfig
 from vivit_hpo.data.types import SessionMeta
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import EncodingModel, build_model
+from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.training.checkpoint import (
     best_checkpoints,
     load_checkpoint,
@@ -56,7 +57,7 @@ def load_run(
         state = load_checkpoint(path, device)
     else:
         raise ConfigError(f"which={which!r}: expected 'best' or 'last'")
-    model = build_model(cfg.model, metas, cfg.data.num_lags).to(device)
+    model = build_model(cfg.model, metas, clip_geometry(cfg)).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     return cfg, model, metas

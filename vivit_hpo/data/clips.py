@@ -1,0 +1,191 @@
+"""Clips: which frames a sample holds and which of its bins the model predicts (pure index logic).
+
+A *segment* is a maximal run of bins with one block id and one split label; nothing a model sees
+or predicts ever crosses a segment's edge, so no sample's frames reach into another block or
+another split. A bin t of a segment starting at ``a`` is a *target* (a sample, in the data
+contract's words) when ``t - a >= L - 1``: it has at least ``num_lags`` L frames of history
+inside its segment.
+
+A *clip* is ``F`` consecutive frames ``c .. c + F - 1`` starting inside a segment. The core turns
+them into temporal tokens; token j ends on clip frame ``e_j`` and, the core being causal, its
+output depends on clip frames ``0 .. e_j`` only. The model reads out every token whose history
+inside the clip is at least L frames (``e_j >= L - 1``): with temporal stride s these are the
+clip offsets ``L - 1, L - 1 + s, ..., F - 1`` (:attr:`ClipGeometry.offsets`), each predicting
+the bin its token ends on. ``F`` is rounded down to ``L + m s`` so that the first read-out token
+has exactly L frames of history. ``F = L`` is the one-target-per-window mode: a window of L
+frames predicting its last bin.
+
+Training draws clip starts at random inside the segments (whole clips wherever the segment holds
+one), so random offsets cover every bin over an epoch whatever the stride. Evaluation tiles each
+segment (:func:`eval_starts`) so that every target is predicted exactly once with at least L
+frames of history: chains of clips ``P s`` apart, one chain per stride phase. A clip that runs
+past its segment's end reads the segment's last frame again for the missing frames; the targets
+there are masked out, and the causal core keeps them from touching the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "ClipGeometry",
+    "clip_indices",
+    "eval_starts",
+    "segments",
+    "spread_subset",
+    "target_bins",
+    "train_starts",
+]
+
+
+@dataclass(frozen=True)
+class ClipGeometry:
+    """The shape of a sample: ``frames`` consecutive frames, targets every ``stride`` bins.
+
+    Attributes:
+        num_lags: L, the least history (in frames, the target's own included) of a prediction.
+        frames: F, frames per clip (``L + m * stride``; ``F == L`` is one target per window).
+        stride: s, the core's temporal token stride (bins between two predicted bins of a clip).
+    """
+
+    num_lags: int
+    frames: int
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_lags < 1 or self.stride < 1 or self.frames < self.num_lags:
+            raise ValueError(f"invalid clip geometry {self}")
+        if (self.frames - self.num_lags) % self.stride:
+            raise ValueError(f"frames - num_lags must be a multiple of stride: {self}")
+
+    @classmethod
+    def window(cls, num_lags: int) -> ClipGeometry:
+        """One target per window of ``num_lags`` frames (the data contract's plain sample)."""
+        return cls(num_lags=num_lags, frames=num_lags, stride=1)
+
+    @classmethod
+    def make(cls, num_lags: int, clip_frames: int | None, stride: int) -> ClipGeometry:
+        """``clip_frames`` rounded down to ``L + m * stride`` (None: one target per window)."""
+        if clip_frames is None or clip_frames <= num_lags:
+            return cls.window(num_lags)
+        m = (clip_frames - num_lags) // stride
+        return cls(num_lags=num_lags, frames=num_lags + m * stride, stride=stride if m else 1)
+
+    @property
+    def is_window(self) -> bool:
+        return self.frames == self.num_lags
+
+    @property
+    def num_targets(self) -> int:
+        """P, the bins one clip predicts."""
+        return (self.frames - self.num_lags) // self.stride + 1
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(P,) clip-relative predicted bins ``L - 1 + i * s``, the last one ``F - 1``."""
+        return self.num_lags - 1 + self.stride * np.arange(self.num_targets, dtype=np.int64)
+
+    def describe(self) -> str:
+        if self.is_window:
+            return f"windows of {self.num_lags} frames, 1 target each"
+        return (
+            f"clips of {self.frames} frames, {self.num_targets} targets each "
+            f"(every {self.stride} bins, >= {self.num_lags} frames of history)"
+        )
+
+
+def segments(blocks: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """(S, 3) int64 ``(start, end, split)`` of every maximal run of equal (block, split) labels.
+
+    Args:
+        blocks: (T,) block id per bin.
+        split: (T,) split label per bin.
+    """
+    t = blocks.shape[0]
+    if t == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    change = (blocks[1:] != blocks[:-1]) | (split[1:] != split[:-1])
+    starts = np.r_[0, np.flatnonzero(change) + 1]
+    ends = np.r_[starts[1:], t]
+    return np.stack([starts, ends, split[starts].astype(np.int64)], axis=1).astype(np.int64)
+
+
+def target_bins(segs: np.ndarray, num_lags: int) -> np.ndarray:
+    """(M,) ascending target bins of ``segs`` (S, 2+): every bin with L frames of history."""
+    parts = [np.arange(a + num_lags - 1, b, dtype=np.int64) for a, b in segs[:, :2]]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def train_starts(segs: np.ndarray, geom: ClipGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Every start a training clip may take: ``(starts, ends)`` (both (K,) int64).
+
+    In a segment that holds a whole clip, every start of a whole clip; in a shorter segment (one
+    with at least one target), its first bin only (the clip is padded, its tail masked).
+    ``ends[i]`` is the end of the segment of ``starts[i]``.
+    """
+    starts, ends = [], []
+    for a, b in segs[:, :2]:
+        if b - a < geom.num_lags:
+            continue
+        last = max(a, b - geom.frames)
+        starts.append(np.arange(a, last + 1, dtype=np.int64))
+        ends.append(np.full(last + 1 - a, b, dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def eval_starts(segs: np.ndarray, geom: ClipGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Clip starts that predict every target of ``segs`` exactly once: ``(starts, ends)``.
+
+    For each segment ``[a, b)`` and each stride phase ``phi < s``, clips start at
+    ``a + phi + m * P * s`` while their first predicted bin lies inside the segment; the clip
+    of phase phi and index m predicts the targets ``a + L - 1 + phi + (m P + i) s``, i < P.
+    """
+    step = geom.num_targets * geom.stride
+    starts, ends = [], []
+    for a, b in segs[:, :2]:
+        last = b - geom.num_lags  # the latest start whose first target is inside the segment
+        if last < a:
+            continue
+        got = np.concatenate(
+            [np.arange(a + phi, last + 1, step, dtype=np.int64) for phi in range(geom.stride)]
+        )
+        starts.append(got)
+        ends.append(np.full(got.size, b, dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def clip_indices(
+    starts: np.ndarray, ends: np.ndarray, geom: ClipGeometry
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame and target indices of a batch of clips.
+
+    Args:
+        starts: (B,) first bin of each clip.
+        ends: (B,) end (exclusive) of each clip's segment.
+        geom: the clip geometry.
+
+    Returns:
+        frames (B, F): the bins whose frames the clips hold (past the segment's end, its last
+        bin again); targets (B, P): the bins predicted, clamped into the segment; valid (B, P):
+        False where the predicted bin lies past the segment's end.
+    """
+    last = (ends - 1)[:, None]
+    frames = np.minimum(starts[:, None] + np.arange(geom.frames, dtype=np.int64), last)
+    want = starts[:, None] + geom.offsets[None, :]  # (B, P)
+    valid = want <= last
+    return frames, np.minimum(want, last), valid
+
+
+def spread_subset(n: int, k: int, seed: int) -> np.ndarray:
+    """``min(n, k)`` ascending indices of ``range(n)`` drawn without replacement (seeded): a
+    subset spread over the whole range, the same for the same seed."""
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
