@@ -86,7 +86,7 @@ stage() {
   echo; echo "== $name ($(( $(date +%s) - START ))s in, limit ${left}s): $*"
   local t0=$(date +%s)
   timeout --signal=INT --kill-after=15 "$left" \
-    "$PY" -m vivit_hpo.bench "$@" "${COMMON[@]}" --json "$STAGES/$name.json"
+    "$PY" -m vivit_hpo.bench step "$@" "${COMMON[@]}" --json "$STAGES/$name.json"
   echo "== $name rc=$? in $(( $(date +%s) - t0 ))s"
   summarize
 }

@@ -4,7 +4,7 @@
 #
 #   KS="1 2 3 4" CONFIG=configs/vivit_small.yaml bash benchmarks/multi_trial.sh
 #
-# For each K it starts K `python -m vivit_hpo.bench` processes at once (same config, input and
+# For each K it starts K `python -m vivit_hpo.bench step` processes at once (same config, input and
 # batch; each its own model and CUDA context, as K Optuna workers would be), waits for all, and
 # reports: the sum of their samples/s, each one's samples/s, and how much their timed windows
 # overlapped (the sum only means something when the windows overlap almost fully; the long
@@ -30,7 +30,7 @@ for k in $KS; do
   pids=()
   for i in $(seq 1 "$k"); do
     # shellcheck disable=SC2086
-    "$PY" -m vivit_hpo.bench --model "$CONFIG" --device "$DEV" $ARGS \
+    "$PY" -m vivit_hpo.bench step --model "$CONFIG" --device "$DEV" $ARGS \
       --json "$RUNS/k${k}_${i}.json" > "$RUNS/k${k}_${i}.log" 2>&1 &
     pids+=($!)
   done

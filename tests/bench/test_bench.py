@@ -31,6 +31,7 @@ from vivit_hpo.bench import (
     time_steps,
 )
 from vivit_hpo.bench.command import Backend
+from vivit_hpo.bench.modes import time_to_reach
 from vivit_hpo.bench.summary import load_reports, markdown, summary_rows
 from vivit_hpo.cli import app
 from vivit_hpo.config import load_run_config
@@ -55,6 +56,7 @@ TINY_ARGS = ["--batch", "3", "--input", "6", "8", "8", "--device", "cpu", "--uni
 TINY_ARGS += ["--steps", "2", "--warmup", "1", "--threads", "1"]
 METRICS = (
     "samples_per_s",
+    "bins_per_s",
     "ms_per_step",
     "median_ms_per_step",
     "tflops",
@@ -84,7 +86,16 @@ def ref_report(tiny_yaml: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     if not REFERENCE.is_file():
         pytest.skip(f"reference benchmark not found at {REFERENCE}")
     out = tmp_path_factory.mktemp("ref") / "ref.json"
-    args = ["bench", "--model", str(tiny_yaml), *TINY_ARGS, "--reference", "--json", str(out)]
+    args = [
+        "bench",
+        "step",
+        "--model",
+        str(tiny_yaml),
+        *TINY_ARGS,
+        "--reference",
+        "--json",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -106,7 +117,7 @@ def _check_metrics(m: dict, batch: int) -> None:
 def test_bench_cli_writes_a_report(tiny_yaml: Path, tmp_path: Path) -> None:
     out = tmp_path / "r" / "bench.json"
     result = CliRunner().invoke(
-        app, ["bench", "--model", str(tiny_yaml), *TINY_ARGS, "--json", str(out)]
+        app, ["bench", "step", "--model", str(tiny_yaml), *TINY_ARGS, "--json", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "samples/s" in result.output and "fp32 matmul" in result.output
@@ -136,7 +147,7 @@ def test_bench_cli_writes_a_report(tiny_yaml: Path, tmp_path: Path) -> None:
 def test_bench_two_configs_and_backend_override(tiny_yaml: Path, tmp_path: Path) -> None:
     before = os.environ.get("VIVIT_HPO_ATTENTION")
     out = tmp_path / "two.json"
-    args = ["bench", "--model", str(tiny_yaml), "--model", str(tiny_yaml), *TINY_ARGS]
+    args = ["bench", "step", "--model", str(tiny_yaml), "--model", str(tiny_yaml), *TINY_ARGS]
     args += ["--backend", "math", "--behavior", "0", "--json", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -151,19 +162,19 @@ def test_bench_two_configs_and_backend_override(tiny_yaml: Path, tmp_path: Path)
 def test_bench_user_errors_exit_2(tiny_yaml: Path) -> None:
     runner = CliRunner()
     flash = runner.invoke(
-        app, ["bench", "--model", str(tiny_yaml), *TINY_ARGS, "--backend", "flash-attn"]
+        app, ["bench", "step", "--model", str(tiny_yaml), *TINY_ARGS, "--backend", "flash-attn"]
     )
     assert flash.exit_code == 2
     assert "flash-attn" in flash.output
     small = TINY_ARGS.copy()
     small[small.index("--input") + 1 : small.index("--input") + 4] = ["1", "8", "8"]
-    short = runner.invoke(app, ["bench", "--model", str(tiny_yaml), *small])
+    short = runner.invoke(app, ["bench", "step", "--model", str(tiny_yaml), *small])
     assert short.exit_code == 2
     assert "--input 1 8 8" in short.output
     missing = runner.invoke(
         app,
         [
-            *["bench", "--model", str(tiny_yaml), *TINY_ARGS, "--reference"],
+            *["bench", "step", "--model", str(tiny_yaml), *TINY_ARGS, "--reference"],
             *["--reference-path", str(tiny_yaml.parent / "nope.py")],
         ],
     )
@@ -298,7 +309,7 @@ def test_backend_choices_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sdpa_pin_runs_both_models(tiny_yaml: Path, tmp_path: Path) -> None:
     # On the CPU, PyTorch's flash kernel is the one fused SDPA kernel there is.
     out = tmp_path / "pin.json"
-    args = ["bench", "--model", str(tiny_yaml), *TINY_ARGS, "--backend", "sdpa-flash"]
+    args = ["bench", "step", "--model", str(tiny_yaml), *TINY_ARGS, "--backend", "sdpa-flash"]
     if REFERENCE.is_file():
         args.append("--reference")
     result = CliRunner().invoke(app, [*args, "--json", str(out)])
@@ -359,7 +370,7 @@ def test_bench_runs_without_the_search_stack(tiny_yaml: Path, tmp_path: Path) ->
         "heavy = [m for m in ('optuna', 'sqlalchemy', 'psycopg2', 'plotly') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    args = ["--model", str(tiny_yaml), *TINY_ARGS, "--json", str(out)]
+    args = ["step", "--model", str(tiny_yaml), *TINY_ARGS, "--json", str(out)]
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
@@ -376,7 +387,7 @@ def test_vivit_hpo_bench_subprocess(tiny_yaml: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.json"
     proc = subprocess.run(
         [
-            *[sys.executable, "-m", "vivit_hpo", "bench", "--model", str(tiny_yaml)],
+            *[sys.executable, "-m", "vivit_hpo", "bench", "step", "--model", str(tiny_yaml)],
             *[*TINY_ARGS, "--json", str(out)],
         ],
         cwd=ROOT,
@@ -389,3 +400,34 @@ def test_vivit_hpo_bench_subprocess(tiny_yaml: Path, tmp_path: Path) -> None:
     assert "samples/s" in proc.stdout
     (row,) = json.loads(out.read_text())["results"]
     assert row["ours"]["samples_per_s"] > 0 and row["reference"] is None
+
+
+def test_time_to_reach_interpolates_between_checkpoints() -> None:
+    assert time_to_reach([10, 20, 30], [0.1, 0.3, 0.5], 0.2) == pytest.approx(15.0)
+    assert time_to_reach([10, 20, 30], [0.1, 0.3, 0.5], 0.05) == 10  # at the first checkpoint
+    assert time_to_reach([10, 20, 30], [0.1, 0.3, 0.5], 0.5) == 30
+    assert time_to_reach([10, 20], [0.1, 0.3], 0.31) is None
+
+
+def test_bench_clips_trains_both_modes_for_the_same_budget(
+    sim_dir: Path, tiny_yaml: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "clips.json"
+    args = ["bench", "clips", "--model", str(tiny_yaml), "--data", str(sim_dir)]
+    args += ["--clip-frames", "14", "--budget-s", "2", "--epochs", "2", "--device", "cpu"]
+    args += ["--set", "data.num_lags=6", "--set", "train.batch_size=8"]
+    args += ["--set", "train.max_val_batches=2"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    windows, clips = report["results"]
+    assert (windows["mode"], windows["targets_per_clip"]) == ("windows", 1)
+    assert clips["clip_frames"] == 14 and clips["targets_per_clip"] > 1
+    for r in (windows, clips):
+        assert len(r["test_bps"]) == len(r["train_seconds"]) == 2
+        assert r["bins_per_s"] >= r["samples_per_s"] > 0
+        assert r["oracle_test_bps"] is not None  # simulated data: the oracle is known
+    assert clips["bins_per_s"] > windows["bins_per_s"] / windows["samples_per_s"]
+    # The window mode reaches its own final value by its last checkpoint at the latest.
+    assert windows["seconds_to_window_final"] <= windows["train_seconds"][-1] + 1e-9
+    assert "s to windows' final" in result.output

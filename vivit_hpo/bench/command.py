@@ -1,7 +1,8 @@
-"""The ``bench`` command, usable without the rest of the CLI.
+"""The ``bench step`` and ``bench clips`` commands, usable without the rest of the CLI.
 
-``vivit-hpo bench`` registers :func:`bench` on the main app (``vivit_hpo/cli/bench.py``);
-``python -m vivit_hpo.bench`` runs the same function on its own, importing neither Optuna nor
+``vivit-hpo bench step`` and ``vivit-hpo bench clips`` are :func:`step` and :func:`clips`
+registered on the main app's ``bench`` group (``vivit_hpo/cli/bench.py``); ``python -m
+vivit_hpo.bench step|clips`` runs the same functions on their own, importing neither Optuna nor
 the database stack, so a bare GPU machine needs only torch, pydantic, typer and rich (see
 ``benchmarks/NOTES.md``). The options are defined here rather than taken from
 ``vivit_hpo.cli._common`` because importing that package imports every command group.
@@ -23,7 +24,7 @@ from vivit_hpo.bench.runner import DEFAULT_INPUT, BenchSettings, render_table, r
 from vivit_hpo.config import load_run_config
 from vivit_hpo.training import resolve_device
 
-__all__ = ["Backend", "bench"]
+__all__ = ["Backend", "bench_app", "clips", "step"]
 
 
 class Backend(str, Enum):
@@ -36,7 +37,7 @@ class Backend(str, Enum):
     sdpa_flash = "sdpa-flash"
 
 
-def bench(
+def step(
     model: Annotated[
         list[Path],
         typer.Option(
@@ -51,7 +52,8 @@ def bench(
         tuple[int, int, int] | None,
         typer.Option(
             "--input",
-            help=f"T H W of one sample (default {' '.join(map(str, DEFAULT_INPUT))}).",
+            help=f"T H W of one sample (default {' '.join(map(str, DEFAULT_INPUT))}): a window "
+            "of T lags, or a clip of T frames for a config with data.clip_frames.",
             show_default=False,
         ),
     ] = None,
@@ -157,3 +159,112 @@ def bench(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1))
         console.print(f"report written to {json_path}")
+
+
+def clips(
+    model: Annotated[Path, typer.Option("--model", help="Run config YAML.")],
+    data: Annotated[
+        list[Path],
+        typer.Option("--data", help="A session file (*.h5) or a folder of them; repeatable."),
+    ],
+    clip_frames: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--clip-frames",
+            min=1,
+            help="Frames per clip of a clip mode; repeatable (default: the config's "
+            "data.clip_frames, else 4 x num_lags).",
+            show_default=False,
+        ),
+    ] = None,
+    budget_s: Annotated[
+        float, typer.Option("--budget-s", min=1, help="Training seconds per mode.")
+    ] = 300.0,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, help="Checkpoints (epochs) per mode.")
+    ] = 8,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda or cuda:i (auto: cuda if available).")
+    ] = "auto",
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set train.batch_size=32."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="CPU intra-op threads.", show_default=False),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report (JSON) here.")
+    ] = None,
+) -> None:
+    """Train one config as windows and as clips for the same time; compare test BPS."""
+    from rich.table import Table
+
+    from vivit_hpo.bench.modes import run_modes
+
+    console = Console() if Console().is_terminal else Console(width=150)
+    cfg = load_run_config(model, list(overrides or []))
+    frames = list(clip_frames or [cfg.data.clip_frames or 4 * cfg.data.num_lags])
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = str(resolve_device(device))
+    report = run_modes(
+        cfg,
+        data,
+        clip_frames=frames,
+        budget_s=budget_s,
+        epochs=epochs,
+        device=dev,
+        log=console.print,
+    )
+    rows = report["results"]
+    window = rows[0]
+    table = Table(
+        title=f"{model}: windows against clips, {budget_s:.0f} training seconds each on {dev} "
+        f"({report['threads']} threads)"
+    )
+    for col in (
+        "mode",
+        "targets/clip",
+        "clips/s",
+        "bins/s",
+        "test BPS",
+        "/ oracle",
+        "x windows",
+        "s to windows' final",
+    ):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        oracle = r["oracle_test_bps"]
+        reach = r["seconds_to_window_final"]
+        table.add_row(
+            r["mode"],
+            str(r["targets_per_clip"]),
+            f"{r['samples_per_s']:,.0f}",
+            f"{r['bins_per_s']:,.0f}",
+            f"{r['final_test_bps']:+.4f}",
+            f"{r['final_test_bps'] / oracle:.1%}" if oracle else "-",
+            f"{r['final_test_bps'] / window['final_test_bps']:.2f}"
+            if window["final_test_bps"] > 0
+            else "-",
+            "never" if reach is None else f"{reach:.0f}",
+        )
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1))
+        console.print(f"report written to {json_path}")
+
+
+def bench_app() -> typer.Typer:
+    """The ``bench`` commands that need only torch: ``step`` and ``clips``."""
+    app = typer.Typer(
+        no_args_is_help=True,
+        help="Benchmarks: the training step, clips against windows.",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.command("step")(step)
+    app.command("clips")(clips)
+    return app

@@ -1,8 +1,10 @@
-"""``vivit-hpo bench``: time the full training step of a model config (see vivit_hpo.bench)."""
+"""``vivit-hpo bench step|clips``: the training step, and clips against windows (see
+vivit_hpo.bench)."""
 
 from __future__ import annotations
 
-from vivit_hpo.bench.command import bench
+from vivit_hpo.bench.command import bench_app
 from vivit_hpo.cli import app
 
-app.command("bench")(bench)
+group = bench_app()
+app.add_typer(group, name="bench")

@@ -62,7 +62,8 @@ class EpochReport:
     peak_memory_mb: float
     grad_norm: float
     lr: float
-    seconds: float
+    train_seconds: float  # the training steps alone
+    seconds: float  # the whole epoch, validation included
     is_best: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -306,6 +307,7 @@ class Trainer:
             peak_memory_mb=_peak_memory_mb(self.device),
             grad_norm=float(norm_sum.item() / max(n_steps, 1)),
             lr=self.optimizer.param_groups[0]["lr"],
+            train_seconds=train_seconds,
             seconds=time.perf_counter() - start,
             is_best=is_best,
         )
