@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -159,6 +160,16 @@ class DataConfig(_Frozen):
     split_seed: int = 0
     split_chunk_s: float = Field(30.0, gt=0)  # chunk length of the seeded split of few blocks
     device_resident: Literal["auto", "on", "off"] = "auto"  # frames and counts on the GPU
+    # Frames read from the file batch by batch instead of held in memory; auto: the sessions
+    # whose stimuli do not fit in host_memory_gb (None: half the memory available at load).
+    stream: Literal["auto", "on", "off"] = "auto"
+    host_memory_gb: float | None = Field(None, gt=0)
+
+    @field_validator("device_resident", "stream", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        # YAML reads a bare on/off as a boolean (`--set data.stream=off`).
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

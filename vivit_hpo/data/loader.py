@@ -18,6 +18,7 @@ from vivit_hpo.data.session import (
     read_split,
     sample_mask,
 )
+from vivit_hpo.data.stream import host_memory_budget, stim_nbytes, stream_plan
 from vivit_hpo.errors import DataError
 
 __all__ = ["FileReport", "inspect_file", "load_sessions"]
@@ -34,7 +35,8 @@ def load_sessions(
     Args:
         paths: session files and folders of them (see
             :func:`~vivit_hpo.data.contract.expand_paths`).
-        cfg: ``num_lags``, the split settings and ``device_resident``.
+        cfg: ``num_lags``, the split settings, ``device_resident`` and ``stream`` (which
+            sessions' frames are read from their files batch by batch instead of into memory).
         min_size: (H, W) of one tubelet; frames smaller than that are refused.
 
     Returns:
@@ -53,7 +55,9 @@ def load_sessions(
             first_bad = f
         problems.extend(got)
     raise_problems(problems, first_bad)
-    sessions = [load_session(f, cfg) for f in files]
+    budget = host_memory_budget(cfg.host_memory_gb)
+    streams = stream_plan([stim_nbytes(f) for f in files], cfg.stream, budget)
+    sessions = [load_session(f, cfg, stream=st) for f, st in zip(files, streams, strict=True)]
     for s in sessions:
         for split, what in (("train", "training"), ("val", "validation")):
             if s.num_samples(split, cfg.num_lags) == 0:

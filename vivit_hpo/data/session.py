@@ -50,6 +50,7 @@ from vivit_hpo.data.clips import (
     train_starts,
 )
 from vivit_hpo.data.contract import read_name
+from vivit_hpo.data.stream import StreamedFrames
 from vivit_hpo.data.types import Batch, SessionMeta
 from vivit_hpo.errors import DataError
 
@@ -182,7 +183,8 @@ class Session:
     Attributes:
         meta: what the model needs to know of it (name, units, frame size, K, mean rates).
         path: the file it was read from.
-        frames: (T, C, H, W) the stimulus in its stored dtype (uint8, float16 or float32).
+        frames: (T, C, H, W) the stimulus in its stored dtype (uint8, float16 or float32), in
+            memory, or :class:`~vivit_hpo.data.stream.StreamedFrames` read from the file.
         robs: (T, N) float32 counts.
         dfs: (T, N) bool, True where a count is valid.
         behavior: (T, K) float32, or None.
@@ -197,7 +199,7 @@ class Session:
 
     meta: SessionMeta
     path: Path
-    frames: torch.Tensor
+    frames: torch.Tensor | StreamedFrames
     robs: torch.Tensor
     dfs: torch.Tensor
     behavior: torch.Tensor | None
@@ -219,6 +221,11 @@ class Session:
     def num_bins(self) -> int:
         return int(self.frames.shape[0])
 
+    @property
+    def streamed(self) -> bool:
+        """True when the frames are read from the file batch by batch."""
+        return isinstance(self.frames, StreamedFrames)
+
     def split_segments(self, split: str) -> np.ndarray:
         """(S, 2) ``(start, end)`` of the segments of ``split``, in time order."""
         _check_split(split)
@@ -234,17 +241,22 @@ class Session:
         return int(np.maximum(lengths - num_lags + 1, 0).sum())
 
     def nbytes(self) -> int:
-        """Bytes of the tensors that :meth:`to` moves."""
-        ts = [self.frames, self.robs, self.dfs] + (
-            [self.behavior] if self.behavior is not None else []
-        )
+        """Bytes of the tensors that :meth:`to` moves (streamed frames stay in the file)."""
+        ts = [self.robs, self.dfs] + ([self.behavior] if self.behavior is not None else [])
+        if isinstance(self.frames, torch.Tensor):
+            ts.append(self.frames)
         return sum(t.numel() * t.element_size() for t in ts)
 
     def to(self, device: torch.device | str) -> Session:
-        """A copy whose tensors live on ``device`` (frames keep their dtype)."""
+        """A copy whose tensors live on ``device`` (frames keep their dtype; a streamed
+        session stays on the CPU, its batches are copied over)."""
+        if isinstance(self.frames, StreamedFrames):
+            device = "cpu"
         return replace(
             self,
-            frames=self.frames.to(device),
+            frames=self.frames
+            if isinstance(self.frames, StreamedFrames)
+            else self.frames.to(device),
             robs=self.robs.to(device),
             dfs=self.dfs.to(device),
             behavior=None if self.behavior is None else self.behavior.to(device),
@@ -291,11 +303,12 @@ def read_split(f: h5py.File, name: str, cfg: DataConfig) -> tuple[np.ndarray, np
     return blocks, split, "seeded"
 
 
-def load_session(path: str | Path, cfg: DataConfig) -> Session:
+def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> Session:
     """Read one session file that :func:`~vivit_hpo.data.contract.validate_file` passed.
 
-    The stimulus is read once with ``read_direct`` into a preallocated array of its stored dtype;
-    (T, H, W) becomes (T, 1, H, W) as a view. Counts become float32, ``dfs`` bool (all True when
+    The stimulus is read once with ``read_direct`` into a preallocated array of its stored dtype
+    (or, with ``stream``, left in the file and read batch by batch); (T, H, W) becomes
+    (T, 1, H, W) as a view. Counts become float32, ``dfs`` bool (all True when
     absent), behaviour is z-scored per channel with the training samples' mean and standard
     deviation (frames are kept as stored), ``blocks`` one block when absent, and ``split`` is
     drawn by :func:`assign_split` (``cfg.val_fraction``, ``cfg.test_fraction``,
@@ -304,20 +317,25 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
     Args:
         path: the session file.
         cfg: ``num_lags`` and the split settings.
+        stream: read the frames from the file on demand (sessions larger than memory).
 
     Returns:
         The session on the CPU.
     """
     path = Path(path)
+    frames: torch.Tensor | StreamedFrames
     with h5py.File(path, "r") as f:
         name = read_name(f, path)
-        ds = f["stim"]
-        stim = np.empty(ds.shape, dtype=ds.dtype)
-        if stim.size:
-            ds.read_direct(stim)
-        frames = torch.from_numpy(stim)
-        if frames.ndim == 3:
-            frames = frames.unsqueeze(1)  # (T, 1, H, W), a view
+        if stream:
+            frames = StreamedFrames(path)
+        else:
+            ds = f["stim"]
+            stim = np.empty(ds.shape, dtype=ds.dtype)
+            if stim.size:
+                ds.read_direct(stim)
+            frames = torch.from_numpy(stim)
+            if frames.ndim == 3:
+                frames = frames.unsqueeze(1)  # (T, 1, H, W), a view
         robs_np = np.asarray(f["robs"][()], dtype=np.float32)
         t, n = robs_np.shape
         dfs_np = np.asarray(f["dfs"][()]) > 0 if "dfs" in f else np.ones((t, n), dtype=bool)
@@ -333,12 +351,16 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
 
     segs = segments(blocks, split)
     tr = target_bins(segs[segs[:, 2] == _SPLIT_CODE["train"]], cfg.num_lags)
+    beh_mean: tuple[float, ...] = ()
+    beh_std: tuple[float, ...] = ()
     if behavior is not None and tr.size:
         # z-score each channel with training-bin statistics: files store behaviour in their own
         # units (degrees, cm/s, pixels), and the modulator's gain expects unit-scale input.
         train_beh = behavior[torch.from_numpy(tr)]
         mean, std = train_beh.mean(0), train_beh.std(0)
-        behavior = (behavior - mean) / torch.where(std > 1e-6, std, torch.ones_like(std))
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        behavior = (behavior - mean) / std
+        beh_mean, beh_std = tuple(mean.tolist()), tuple(std.tolist())
     valid_train = dfs_np[tr]
     n_valid = valid_train.sum(0)
     spikes = np.where(valid_train, robs_np[tr], 0.0).sum(0, dtype=np.float64)
@@ -352,6 +374,8 @@ def load_session(path: str | Path, cfg: DataConfig) -> Session:
         num_behavior=0 if behavior is None else int(behavior.shape[1]),
         frame_rate=frame_rate,
         mean_rates=tuple(float(x) for x in mean_rates),
+        behavior_mean=beh_mean,
+        behavior_std=beh_std,
     )
     return Session(
         meta=meta,
@@ -557,8 +581,7 @@ class SessionSet:
             # From pinned memory the copy is asynchronous: no stream sync per batch.
             idx = idx.pin_memory().to(src, non_blocking=True)
             tgt = tgt.pin_memory().to(src, non_blocking=True)
-        x = s.frames[idx]  # (B, F, C, H, W), stored dtype
-        x = x.to(self.device, non_blocking=True)
+        x = self._move(s.frames[idx])  # (B, F, C, H, W), stored dtype
         x = rearrange(x, "b f c h w -> b c f h w")
         stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, F, H, W)
         # Frames are not centred: the tokens' mean-luminance term anchors each token's norm, so
@@ -568,20 +591,28 @@ class SessionSet:
             stim.div_(s.stim_scale)
         beh = None
         if s.behavior is not None:
-            beh = s.behavior[idx].to(self.device, non_blocking=True)  # (B, F, K)
-        valid_t = torch.from_numpy(valid)
-        dfs = s.dfs[tgt].to(self.device, dtype=torch.float32, non_blocking=True)  # (B, P, N)
+            beh = self._move(s.behavior[idx])  # (B, F, K)
+        dfs = self._move(s.dfs[tgt]).to(torch.float32)  # (B, P, N)
         if not valid.all():
-            dfs = dfs * valid_t.to(self.device, dtype=torch.float32)[..., None]
+            dfs = dfs * self._move(torch.from_numpy(valid)).to(torch.float32)[..., None]
         return Batch(
             session=name,
             stim=stim,
             behavior=beh,
-            robs=s.robs[tgt].to(self.device, non_blocking=True),  # (B, P, N)
+            robs=self._move(s.robs[tgt]),  # (B, P, N)
             dfs=dfs,
-            bins=torch.from_numpy(np.where(valid, target_idx, -1)).to(self.device),
+            bins=self._move(torch.from_numpy(np.where(valid, target_idx, -1))),
             num_targets=int(valid.sum()),
         )
+
+    def _move(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on :attr:`device`; from the CPU to a GPU through pinned memory, asynchronously
+        (the batch is usually gathered in a prefetch thread while the step runs)."""
+        if t.device == self.device:
+            return t
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def _segment_ends(self, s: Session, starts: np.ndarray) -> np.ndarray:
         """The end of the segment of each start; ValueError for a start with no target."""

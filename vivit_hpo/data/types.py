@@ -21,6 +21,10 @@ class SessionMeta:
     num_behavior: int  # K; 0 when the file has no `behavior`
     frame_rate: float
     mean_rates: tuple[float, ...]  # per unit, spikes per bin on the training split (bias init)
+    # Per behaviour channel, the training split's mean and standard deviation: behaviour is
+    # standardised with them, for this session's recordings and for new stimuli alike.
+    behavior_mean: tuple[float, ...] = ()
+    behavior_std: tuple[float, ...] = ()
 
 
 @dataclass

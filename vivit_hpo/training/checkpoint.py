@@ -105,7 +105,8 @@ def read_sessions(run_dir: Path) -> list[SessionMeta]:
         raise ConfigError(
             f"{run_dir}: no sessions.json; pass the RUN_DIR that `vivit-hpo train` wrote"
         )
-    return [
-        SessionMeta(**{**m, "mean_rates": tuple(m["mean_rates"])})
-        for m in json.loads(path.read_text())
-    ]
+    metas = []
+    for m in json.loads(path.read_text()):
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in m.items()}
+        metas.append(SessionMeta(**fields))
+    return metas

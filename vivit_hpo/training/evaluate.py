@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from vivit_hpo.data import SessionSet
+from vivit_hpo.data.stream import prefetch
 from vivit_hpo.metrics import BPSAccumulator, SessionScore
 from vivit_hpo.models import EncodingModel
 
@@ -54,7 +55,9 @@ def predict(
     rates: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
     bins: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
     seen = dict.fromkeys(accs, 0)
-    batches = data.batches(split, batch_size, shuffle=False, seed=seed, max_batches=max_batches)
+    batches = prefetch(
+        data.batches(split, batch_size, shuffle=False, seed=seed, max_batches=max_batches)
+    )
     for batch in batches:
         seen[batch.session] += 1
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

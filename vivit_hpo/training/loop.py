@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from vivit_hpo.config import RunConfig
 from vivit_hpo.data import Batch, SessionSet
+from vivit_hpo.data.stream import prefetch
 from vivit_hpo.errors import ConfigError, NonFiniteLossError
 from vivit_hpo.models import EncodingModel, build_model
 from vivit_hpo.models.encoder import clip_geometry
@@ -254,12 +255,16 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         norm_sum = torch.zeros((), device=self.device)
         n_samples = n_targets = n_batches = n_steps = 0
-        batches = self.data.batches(
-            "train",
-            t.batch_size,
-            shuffle=True,
-            seed=t.seed * 100_003 + self.epoch,
-            steps=self.batches_per_epoch,
+        # The next batches are gathered (read from the file, copied to the device) in a
+        # background thread while this one trains.
+        batches = prefetch(
+            self.data.batches(
+                "train",
+                t.batch_size,
+                shuffle=True,
+                seed=t.seed * 100_003 + self.epoch,
+                steps=self.batches_per_epoch,
+            )
         )
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
