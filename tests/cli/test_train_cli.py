@@ -169,3 +169,54 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_predict_a_new_stimulus(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_YAML)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(sim_dir), "--model", str(cfg), "--out", str(run)]
+    assert runner.invoke(app, [*args, "--device", "cpu", "--epochs", "1"]).exit_code == 0
+    preds = tmp_path / "preds"
+    args = ["evaluate", str(run), "--data", str(sim_dir), "--split", "test", "--out", str(preds)]
+    assert runner.invoke(app, [*args, "--device", "cpu"]).exit_code == 0
+    scored = np.load(preds / "sim00.npz")
+
+    # The session's own movie and behaviour as a "new" stimulus: one target per window, so the
+    # rates at the test bins are exactly the ones evaluate scored.
+    out = tmp_path / "pred.h5"
+    args = ["predict", str(run), "--stim", str(sim_dir / "sim00.h5"), "--session", "sim00"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        rates, predicted = f["rates"][()], f["predicted"][()]
+        assert f.attrs["session"] == "sim00" and f.attrs["behavior"] == "given"
+    with h5py.File(sim_dir / "sim00.h5", "r") as f:
+        t, n = f["robs"].shape
+    assert rates.shape == (t, n) and predicted.sum() > 0.9 * t
+    assert np.isnan(rates[~predicted]).all() and (rates[predicted] > 0).all()
+    np.testing.assert_allclose(rates[scored["bins"]], scored["rates"], rtol=1e-5, atol=1e-7)
+
+    # A movie with no behaviour and no blocks: the session's mean behaviour stands in.
+    movie = tmp_path / "movie.h5"
+    with h5py.File(sim_dir / "sim00.h5", "r") as f, h5py.File(movie, "w") as g:
+        g["stim"] = f["stim"][:500]
+        g.attrs["frame_rate"] = f.attrs["frame_rate"]
+    result = runner.invoke(
+        app, ["predict", str(run), "--stim", str(movie), "--session", "sim00", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert f["predicted"][()].sum() == 500 - 5 and f.attrs["behavior"] == "mean"
+
+    # Bad input: one line, exit 2, nothing written.
+    small = tmp_path / "small.h5"
+    with h5py.File(small, "w") as g:
+        g["stim"] = np.zeros((100, 8, 8), np.uint8)
+    bad = tmp_path / "bad.h5"
+    result = runner.invoke(
+        app, ["predict", str(run), "--stim", str(small), "--session", "sim00", "--out", str(bad)]
+    )
+    assert result.exit_code == 2 and "resample the movie" in result.output and not bad.exists()
+    result = runner.invoke(app, ["predict", str(run), "--stim", str(movie), "--out", str(bad)])
+    assert result.exit_code == 2 and "pick one with --session" in result.output

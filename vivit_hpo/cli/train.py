@@ -1,4 +1,4 @@
-"""``vivit-hpo train`` and ``vivit-hpo evaluate``: one model, trained and scored."""
+"""``vivit-hpo train``, ``evaluate`` and ``predict``: one model, trained, scored and used."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import DataPaths, Device, Overrides, console
 from vivit_hpo.config import RunConfig, load_run_config
-from vivit_hpo.data import load_sessions, oracle_bps
+from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
 from vivit_hpo.training.checkpoint import atomic_write_text
@@ -183,3 +183,81 @@ def evaluate_cmd(
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     console.print(_score_table(f"{split} bits per spike", per_session, _oracle(data, split, cfg)))
     console.print(f"mean {split} BPS {summary['bps']:+.4f}; wrote {out}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
+    stim: Annotated[
+        Path,
+        typer.Option("--stim", help="HDF5 file with `stim` (and optionally `behavior`, `blocks`)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="HDF5 file of predicted rates to write.")],
+    session: Annotated[
+        str | None,
+        typer.Option("--session", help="Whose units to predict (default: the run's only one)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Clips per batch.")
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Predict a session's rates for a new stimulus (a movie with no recorded spikes)."""
+    import h5py
+
+    from vivit_hpo.data.stimulus import PREDICT_SPLIT, load_stimulus
+
+    dev = resolve_device(device)
+    cfg, model, metas = load_run(run_dir, dev)
+    by_name = {m.name: m for m in metas}
+    if session is None:
+        if len(metas) > 1:
+            raise ConfigError(
+                f"{run_dir} reads out {len(metas)} sessions ({', '.join(by_name)}); pick one "
+                "with --session NAME"
+            )
+        session = metas[0].name
+    if session not in by_name:
+        raise ConfigError(
+            f"--session {session!r}: not a session of {run_dir} (it has {', '.join(by_name)})"
+        )
+    meta = by_name[session]
+    data = SessionSet([load_stimulus(stim, meta)], cfg.data.num_lags)
+    with h5py.File(stim, "r") as f:
+        behavior = "given" if meta.num_behavior and "behavior" in f else "mean"
+    if not data.num_samples(PREDICT_SPLIT):
+        raise ConfigError(
+            f"{stim}: no frame has {cfg.data.num_lags} frames of history in its block; give "
+            "longer blocks (or none)"
+        )
+    preds = predict(model, data, PREDICT_SPLIT, batch_size or cfg.train.batch_size)
+    p = preds[session]
+    num_bins = data.session(session).num_bins
+    rates = np.full((num_bins, meta.num_units), np.nan, dtype=np.float32)
+    rates[p.bins] = p.rates
+    predicted = np.zeros(num_bins, dtype=bool)
+    predicted[p.bins] = True
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("rates", data=rates, compression="gzip")
+            f.create_dataset("predicted", data=predicted)
+            f.attrs.update(
+                {
+                    "run_dir": str(run_dir),
+                    "session": session,
+                    "stim": str(stim),
+                    "num_lags": cfg.data.num_lags,
+                    "frame_rate": meta.frame_rate,
+                    "units": "spikes per bin",
+                    "behavior": behavior if meta.num_behavior else "none",
+                }
+            )
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    console.print(
+        f"predicted {int(predicted.sum()):,} of {num_bins:,} bins for {meta.num_units} units of "
+        f"session {session!r} ({'; '.join([model.clips.describe(), str(dev)])}); wrote {out}"
+    )
