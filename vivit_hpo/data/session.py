@@ -185,7 +185,8 @@ class Session:
         path: the file it was read from.
         frames: (T, C, H, W) the stimulus in its stored dtype (uint8, float16 or float32), in
             memory, or :class:`~vivit_hpo.data.stream.StreamedFrames` read from the file.
-        robs: (T, N) float32 counts.
+        robs: (T, N) counts in a compact dtype (uint8, int16 or int32 for whole counts, float32
+            otherwise); batches carry them as float32.
         dfs: (T, N) bool, True where a count is valid.
         behavior: (T, K) float32, or None.
         behavior_names: K names (from the file, else ``behavior_0..``).
@@ -270,6 +271,18 @@ def _read_attr_list(f: h5py.File, key: str) -> list[str] | None:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in np.asarray(raw).ravel()]
 
 
+def _compact_counts(robs: np.ndarray) -> np.ndarray:
+    """Counts in the smallest dtype that holds them: whole counts (integer or integral floats)
+    as uint8 / int16 / int32, others as float32 (a long session's counts stay small)."""
+    if robs.dtype.kind == "f" and not np.array_equal(robs, np.round(robs)):
+        return robs.astype(np.float32, copy=False)
+    top = robs.max() if robs.size else 0
+    for dtype in (np.uint8, np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return robs.astype(dtype, copy=False)
+    return robs.astype(np.float32)
+
+
 def read_frame_rate(f: h5py.File) -> float:
     """The ``frame_rate`` attribute of an open, valid session file, in bins per second."""
     return float(np.asarray(f.attrs["frame_rate"]).item())
@@ -336,7 +349,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
             frames = torch.from_numpy(stim)
             if frames.ndim == 3:
                 frames = frames.unsqueeze(1)  # (T, 1, H, W), a view
-        robs_np = np.asarray(f["robs"][()], dtype=np.float32)
+        robs_np = _compact_counts(np.asarray(f["robs"][()]))
         t, n = robs_np.shape
         dfs_np = np.asarray(f["dfs"][()]) > 0 if "dfs" in f else np.ones((t, n), dtype=bool)
         behavior: torch.Tensor | None = None
@@ -599,7 +612,7 @@ class SessionSet:
             session=name,
             stim=stim,
             behavior=beh,
-            robs=self._move(s.robs[tgt]),  # (B, P, N)
+            robs=self._move(s.robs[tgt]).to(torch.float32),  # (B, P, N)
             dfs=dfs,
             bins=self._move(torch.from_numpy(np.where(valid, target_idx, -1))),
             num_targets=int(valid.sum()),
