@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -463,17 +464,19 @@ def _staged(paths: list[Path]) -> Iterator[list[Path]]:
             a.unlink(missing_ok=True)
 
 
-def _write_session(path: Path, s: SimulatedSession) -> None:
+def _write_session(path: Path, s: SimulatedSession, behavior: int = len(BEHAVIOR_NAMES)) -> None:
+    """Write ``s`` as a session file with its first ``behavior`` behaviour channels."""
     with h5py.File(path, "w") as f:
         f.create_dataset("stim", data=s.stim)
         f.create_dataset("robs", data=s.robs)
         f.create_dataset("dfs", data=s.dfs)
-        f.create_dataset("behavior", data=s.behavior)
+        if behavior:
+            f.create_dataset("behavior", data=s.behavior[:, :behavior])
+            f.attrs["behavior_names"] = list(BEHAVIOR_NAMES[:behavior])
         f.create_dataset("blocks", data=s.blocks)
         f.create_dataset("split", data=s.split)
         f.attrs["frame_rate"] = s.frame_rate
         f.attrs["name"] = s.name
-        f.attrs["behavior_names"] = list(BEHAVIOR_NAMES)
         f.attrs["simulated"] = True
 
 
@@ -488,13 +491,27 @@ def _write_truth(path: Path, s: SimulatedSession, num_lags: int, seed: int) -> N
         f.attrs["rf_center_convention"] = "(x, y) in [-1, 1], pixel edges at -1 and 1"
 
 
+def _per_session(value: Any, sessions: int, what: str) -> list[Any]:
+    """``value`` once per session: a sequence of K values as given, else K copies."""
+    single = not isinstance(value, Sequence) or (
+        what == "size" and len(value) == 2 and all(isinstance(v, int | np.integer) for v in value)
+    )
+    out = [value] * sessions if single else list(value)
+    if len(out) != sessions:
+        raise DataError(
+            f"{what}={list(value)}: give one {what} per session ({sessions}) or a single one"
+        )
+    return out
+
+
 def synthesize(
     out_dir: str | Path,
     *,
     sessions: int = 1,
     neurons: int | Sequence[int] = 96,
-    frames: int = 48000,
-    size: tuple[int, int] = (36, 36),
+    frames: int | Sequence[int] = 48000,
+    size: tuple[int, int] | Sequence[tuple[int, int]] = (36, 36),
+    behavior: int | Sequence[int] = len(BEHAVIOR_NAMES),
     frame_rate: float = 60.0,
     seed: int = 0,
     num_lags: int | None = None,
@@ -507,9 +524,10 @@ def synthesize(
 
     Args:
         out_dir: the folder (created if needed).
-        sessions, neurons, frames: K sessions of N units and T bins each; ``neurons`` may
-            also be a sequence of K unit counts, one per session.
-        size: (H, W) of the frames.
+        sessions: K sessions.
+        neurons, frames, size, behavior: each session's units N, bins T, frame size (H, W) and
+            behaviour channels written (the first of run_speed, pupil, eye_x, eye_y; 0 writes
+            no behaviour); a single value for all, or a sequence of K values.
         frame_rate: bins per second.
         seed: the seed.
         num_lags: L of the sample bins the oracle is scored on (default ``DataConfig().num_lags``;
@@ -518,17 +536,18 @@ def synthesize(
     Returns:
         What was written, with the oracle BPS.
     """
-    counts = [int(neurons)] * sessions if isinstance(neurons, int) else [int(n) for n in neurons]
-    if len(counts) != sessions:
-        raise DataError(
-            f"neurons={list(counts)}: give one unit count per session ({sessions}) or a single one"
-        )
-    if sessions < 1 or min(counts) < 1 or frames < 1:
+    counts = [int(n) for n in _per_session(neurons, sessions, "neurons")]
+    lengths = [int(t) for t in _per_session(frames, sessions, "frames")]
+    sizes = [(int(h), int(w)) for h, w in _per_session(size, sessions, "size")]
+    channels = [int(k) for k in _per_session(behavior, sessions, "behavior")]
+    if sessions < 1 or min(counts) < 1 or min(lengths) < 1:
         raise DataError(
             f"sessions={sessions}, neurons={neurons}, frames={frames}: each must be >= 1"
         )
-    if min(size) < 4:
-        raise DataError(f"size={tuple(size)}: frames must be at least 4x4 pixels")
+    if min(min(hw) for hw in sizes) < 4:
+        raise DataError(f"size={list(size)}: frames must be at least 4x4 pixels")
+    if not all(0 <= k <= len(BEHAVIOR_NAMES) for k in channels):
+        raise DataError(f"behavior={behavior}: 0 to {len(BEHAVIOR_NAMES)} channels per session")
     if not (frame_rate > 0 and math.isfinite(frame_rate)):
         raise DataError(f"frame_rate={frame_rate}: must be a positive number of bins per second")
     lags = num_lags if num_lags is not None else _default_data_config().num_lags
@@ -544,12 +563,12 @@ def synthesize(
             s = simulate_session(
                 name,
                 neurons=counts[k],
-                frames=frames,
-                size=(int(size[0]), int(size[1])),
+                frames=lengths[k],
+                size=sizes[k],
                 frame_rate=frame_rate,
                 seed=int(np.random.SeedSequence([seed, k]).generate_state(1)[0]),
             )
-            _write_session(tmp[k], s)
+            _write_session(tmp[k], s, behavior=channels[k])
             _write_truth(tmp[sessions + k], s, lags, seed)
             oracle[name] = _oracle_of(s.rates, s.robs, s.dfs, s.blocks, s.split, lags)
             rates_hz[name] = float(s.rates.mean() * s.frame_rate)
