@@ -125,9 +125,30 @@ def test_an_error_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="one unit count per session"):
+    with pytest.raises(DataError, match="give one neurons per session"):
         synthesize(tmp_path, sessions=2, neurons=[3], frames=100, size=(8, 8))
     with pytest.raises(DataError, match="at least 4x4"):
         synthesize(tmp_path, frames=100, size=(2, 8))
     with pytest.raises(DataError, match="frame_rate"):
         synthesize(tmp_path, frames=100, size=(8, 8), frame_rate=0)
+
+
+def test_sessions_of_different_shapes(tmp_path: Path) -> None:
+    res = synthesize(
+        tmp_path,
+        sessions=3,
+        neurons=[4, 6, 5],
+        frames=[600, 900, 700],
+        size=[(8, 8), (10, 6), (6, 12)],
+        behavior=[4, 0, 2],
+        seed=2,
+    )
+    shapes = []
+    for path in res.files:
+        with h5py.File(path, "r") as f:
+            beh = f["behavior"].shape[1] if "behavior" in f else 0
+            shapes.append((*f["stim"].shape, f["robs"].shape[1], beh))
+            assert validate_file(path) == []
+    assert shapes == [(600, 8, 8, 4, 4), (900, 10, 6, 6, 0), (700, 6, 12, 5, 2)]
+    with pytest.raises(DataError, match="give one size per session"):
+        synthesize(tmp_path, sessions=2, size=[(8, 8)], frames=100)
