@@ -331,6 +331,36 @@ def test_import_obs_intervals_behaviour_trials_and_gaps(tmp_path: Path) -> None:
     assert validate_file(out, num_lags=5) == []
 
 
+def test_default_stimulus_skips_imaging_and_blocks_come_from_epochs(tmp_path: Path) -> None:
+    from pynwb.ophys import OpticalChannel, TwoPhotonSeries
+
+    nwb = new_nwb("imaging")
+    _movie(nwb)
+    device = nwb.create_device(name="scope")
+    plane = nwb.create_imaging_plane(
+        name="plane",
+        optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
+        description="V1 L2/3",
+        device=device,
+        excitation_lambda=920.0,
+        indicator="GCaMP6s",
+        location="V1",
+    )
+    nwb.add_acquisition(
+        TwoPhotonSeries(
+            name="two_photon", data=np.zeros((5, 4, 4)), imaging_plane=plane, rate=15.0, unit="a"
+        )
+    )
+    _units(nwb)
+    nwb.add_epoch(start_time=0.0, stop_time=0.6, tags=["gratings"])
+    nwb.add_epoch(start_time=0.6, stop_time=2.0, tags=["movie"])
+    res = import_nwb(write_nwb(nwb, tmp_path / "x.nwb"), tmp_path / "s.h5")
+    assert res.stimulus == "stimulus/presentation/movie (ImageSeries)"
+    assert res.block_source == "epochs" and res.num_blocks == 2
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["blocks"][()].tolist() == [0] * 18 + [1] * 22
+
+
 def test_import_resamples_to_a_frame_rate(tmp_path: Path) -> None:
     nwb, frames, times = _layout("stimulus")  # 30 Hz from 2.0 s
     spikes, counts = _spikes(times)
@@ -439,6 +469,17 @@ def _behaviour_elsewhere(tmp: Path) -> Path:
     return write_nwb(nwb, tmp / "x.nwb")
 
 
+def _two_speeds(tmp: Path) -> Path:
+    nwb = new_nwb()
+    _movie(nwb)
+    _units(nwb)
+    for module in ("wheel", "treadmill"):
+        nwb.create_processing_module(module, module).add(
+            TimeSeries(name="speed", data=np.zeros(50), unit="m/s", rate=30.0)
+        )
+    return write_nwb(nwb, tmp / "x.nwb")
+
+
 def _external(tmp: Path, present: bool) -> Path:
     nwb = new_nwb()
     nwb.add_stimulus(
@@ -509,6 +550,13 @@ ERRORS: list[tuple[str, Callable[[Path], Path], dict[str, Any], str]] = [
         _plain,
         {"behavior": ["running"]},
         r"no TimeSeries called 'running' for --behavior; the file's TimeSeries: none",
+    ),
+    (
+        "two behaviours of one name",
+        _two_speeds,
+        {"behavior": ["speed"]},
+        r"2 TimeSeries are called 'speed' \(processing/treadmill/speed, processing/wheel/speed\); "
+        r"pass the full path to --behavior",
     ),
     (
         "external missing",

@@ -12,10 +12,11 @@ The mapping (``vivit-hpo data import-nwb``; README "Your own recordings"):
   stored. Frame times come from ``timestamps`` or ``starting_time + i / rate``.
 - **bins** (:func:`frame_bins`): bin i runs from frame i's time to frame i+1's. The last bin,
   and the last bin before a *gap* (an interval longer than ``GAP_FACTOR`` = 1.5 times the median
-  frame interval), ends one median interval after its frame. ``frame_rate`` is 1 / the median
-  frame interval (for irregular frame times, the typical rate, not the mean). With a target rate
-  (:func:`resampled_bins`, ``--frame-rate``) the bins are a regular grid at that rate over each
-  stretch of frames between gaps, each showing the frame on screen at its centre.
+  frame interval), ends one median interval after its frame. ``frame_rate`` is the series'
+  ``rate`` when it is timed by one, else 1 / the median frame interval (for irregular frame
+  times, the typical rate, not the mean). With a target rate (:func:`resampled_bins`,
+  ``--frame-rate``) the bins are a regular grid at that rate over each stretch of frames between
+  gaps, each showing the frame on screen at its centre, and ``frame_rate`` is that rate.
 - **robs** (:func:`count_spikes`): each unit's ``spike_times`` from the Units table counted into
   the bins, ``[start, stop)``.
 - **dfs** (:func:`observed`): 1 where the unit's ``obs_intervals`` cover the bin (all but 1% of
