@@ -376,6 +376,17 @@ def test_import_resamples_to_a_frame_rate(tmp_path: Path) -> None:
     assert validate_file(tmp_path / "s60.h5") == []
 
 
+def test_counts_above_255_widen_robs(tmp_path: Path) -> None:
+    nwb = new_nwb("slow")
+    nwb.add_stimulus(ImageSeries(name="movie", data=_frames(), unit="n.a.", rate=1.0))
+    add_units(nwb, [np.r_[np.linspace(3.0, 3.9, 300), 7.5], np.array([0.5])])  # 300 in bin 3
+    res = import_nwb(write_nwb(nwb, tmp_path / "x.nwb"), tmp_path / "s.h5")
+    assert res.silent_units == 0
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["robs"].dtype == np.uint16
+        assert f["robs"][3, 0] == 300 and f["robs"][7, 0] == 1 and f["robs"][0, 1] == 1
+
+
 def test_import_streams_the_stimulus_by_chunks(tmp_path: Path) -> None:
     # 96 MiB of frames; reading them whole (or holding two copies) peaks far above 0.7x that.
     t = 1536

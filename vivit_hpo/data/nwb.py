@@ -73,6 +73,7 @@ _INSTALL = "pip install 'vivit-hpo[nwb]'"
 # ImageSeries subclasses that hold a recording, not a stimulus: never a default stimulus.
 _IMAGING = ("TwoPhotonSeries", "OnePhotonSeries", "ImageMaskSeries")
 _MAX_LISTED = 12
+_IMAGE_KINDS = ("ImageSeries", "OpticalSeries", "IndexSeries", *_IMAGING)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -686,10 +687,17 @@ def _units(nwb: Any, bins: FrameBins, src: Path) -> tuple[np.ndarray, np.ndarray
     spikes = _ragged(units, "spike_times")
     obs = _ragged(units, "obs_intervals") if "obs_intervals" in units.colnames else None
     t, n = len(bins), len(spikes)
-    counts = np.empty((t, n), dtype=np.int64)
+    # Counts go straight into the narrowest dtype that holds them (uint8 unless a bin is long).
+    robs = np.zeros((t, n), dtype=np.uint8)
+    total = 0
     for j, sp in enumerate(spikes):
-        counts[:, j] = count_spikes(sp, bins)
-    if counts.sum() == 0:
+        c = count_spikes(sp, bins)
+        top = int(c.max()) if c.size else 0
+        if top > np.iinfo(robs.dtype).max:
+            robs = robs.astype(_count_dtype(top))
+        robs[:, j] = c
+        total += int(c.sum())
+    if total == 0:
         every = np.concatenate(spikes) if n else np.zeros(0)
         span = (
             f"their spikes run from {every.min():.3f} s to {every.max():.3f} s"
@@ -706,7 +714,6 @@ def _units(nwb: Any, bins: FrameBins, src: Path) -> tuple[np.ndarray, np.ndarray
     if obs is not None:
         for j, iv in enumerate(obs):
             dfs[:, j] = observed(iv, bins)
-    robs = counts.astype(_count_dtype(int(counts.max())))
     return robs, dfs, np.asarray(units.id[()])
 
 
@@ -720,7 +727,7 @@ def _intervals(table: Any) -> np.ndarray | None:
 
 def _explain_unreadable(src: Path, err: Exception) -> DataError:
     """A one-line error for a file pynwb cannot read; names a series without times if any."""
-    untimed: list[str] = []
+    untimed: list[tuple[str, str]] = []
     try:
         with h5py.File(src, "r") as f:
 
@@ -730,20 +737,22 @@ def _explain_unreadable(src: Path, err: Exception) -> DataError:
                     kind = kind.decode()
                 if (
                     isinstance(kind, str)
-                    and kind.endswith(("Series", "Series2"))
+                    and kind.endswith("Series")
                     and "data" in obj
                     and "timestamps" not in obj
                     and "starting_time" not in obj
                 ):
-                    untimed.append(name)
+                    untimed.append((name, kind))
 
             f.visititems(visit)
     except OSError:
         pass
     if untimed:
+        path, kind = untimed[0]
+        what = "frames" if kind in _IMAGE_KINDS else "samples"
         return DataError(
-            f"{src}: {untimed[0]}: its frames have no times (neither `timestamps` nor "
-            "`starting_time` + `rate`); write the frame times into the series"
+            f"{src}: {path}: its {what} have no times (neither `timestamps` nor "
+            f"`starting_time` + `rate`); write the {what[:-1]} times into the series"
         )
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return DataError(
