@@ -425,9 +425,9 @@ def test_bench_clips_trains_both_modes_for_the_same_budget(
     assert clips["clip_frames"] == 14 and clips["targets_per_clip"] > 1
     for r in (windows, clips):
         assert len(r["test_bps"]) == len(r["train_seconds"]) == 2
-        assert r["bins_per_s"] >= r["samples_per_s"] > 0
+        assert r["bins_per_s"] >= r["samples_per_s"] * (1 - 1e-9) > 0
         assert r["oracle_test_bps"] is not None  # simulated data: the oracle is known
-    assert clips["bins_per_s"] > windows["bins_per_s"] / windows["samples_per_s"]
+    assert clips["bins_per_s"] / clips["samples_per_s"] > 1.5  # several targets per clip
     # The window mode reaches its own final value by its last checkpoint at the latest.
     assert windows["seconds_to_window_final"] <= windows["train_seconds"][-1] + 1e-9
     assert "s to windows' final" in result.output

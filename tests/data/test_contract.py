@@ -198,13 +198,19 @@ def test_load_sessions_raises_first_problem_and_count(tmp_path: Path) -> None:
         load_sessions([good, bad], DataConfig(num_lags=4))
     msg = str(err.value)
     assert msg.startswith(f"{bad}: frame_rate: missing file attribute")
-    assert msg.endswith(f" (and 1 more; run `vivit-hpo data inspect {bad}` for all)")
-    # A single problem has no tail.
+    assert msg.endswith(
+        f" (session 'b'; and 1 more problem in this file; run `vivit-hpo data inspect {good} "
+        f"{bad}` for all)"
+    )
+    # A single problem has no tail but the session's name.
     write_session(tmp_path / "b.h5", frame_rate=None)
     with pytest.raises(DataError) as err:
         load_sessions([good, bad], DataConfig(num_lags=4))
-    assert "frame_rate: missing file attribute" in str(err.value)
-    assert "more; run" not in str(err.value)
+    assert str(err.value).endswith(
+        "frame_rate: missing file attribute; set f.attrs['frame_rate'] = <bins per second> "
+        "(e.g. 120.0) (session 'b')"
+    )
+    assert "run `vivit-hpo data inspect" not in str(err.value)
 
 
 def test_expand_paths(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``vivit-hpo data``: make simulated sessions and check session files."""
+"""``vivit-hpo data``: make simulated sessions, import NWB recordings, check session files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from rich.table import Table
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import console, err_console
 from vivit_hpo.config import DataConfig
-from vivit_hpo.data import expand_paths, inspect_file, synthesize
+from vivit_hpo.data import expand_paths, import_nwb, inspect_file, synthesize
 
-group = typer.Typer(no_args_is_help=True, help="Session files: simulate some, check your own.")
+group = typer.Typer(
+    no_args_is_help=True, help="Session files: simulate some, import and check your own."
+)
 app.add_typer(group, name="data")
 
 _DEFAULT_LAGS = DataConfig.model_validate({}).num_lags
@@ -131,3 +133,58 @@ def inspect(
             markup=False,
         )
         raise typer.Exit(code=2)
+
+
+@group.command("import-nwb")
+def import_nwb_cmd(
+    nwb_file: Annotated[Path, typer.Argument(help="The NWB file (HDF5) to import.")],
+    out: Annotated[Path, typer.Option("--out", help="The session file to write (*.h5).")],
+    stimulus: Annotated[
+        str | None,
+        typer.Option(
+            "--stimulus",
+            help="Name (or path) of the stimulus ImageSeries/OpticalSeries/IndexSeries; "
+            "default: the file's only one.",
+        ),
+    ] = None,
+    behavior: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--behavior", help="Name (or path) of a behaviour TimeSeries to add; repeatable."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Session name (default: the --out file's stem).")
+    ] = None,
+    frame_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--frame-rate",
+            help="Resample to bins of this rate (Hz), e.g. to match other sessions; default: "
+            "one bin per frame.",
+        ),
+    ] = None,
+) -> None:
+    """Convert an NWB recording (stimulus movie, Units, behaviour) into a session file."""
+    res = import_nwb(
+        nwb_file, out, stimulus=stimulus, behavior=behavior or (), name=name, frame_rate=frame_rate
+    )
+    table = Table(title=f"imported {nwb_file.name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    shape = "x".join(str(x) for x in res.frame_shape)
+    timing = "regular" if res.regular else "irregular: 1 / median interval"
+    rows = [
+        ("session", f"{res.name} -> {res.out}"),
+        ("stimulus", res.stimulus),
+        ("bins", f"{res.num_bins} of {shape} {res.stim_dtype}"),
+        ("frame_rate", f"{res.frame_rate:.6g} Hz ({timing})"),
+        ("units", f"{res.num_units} ({res.silent_units} without a spike in the bins)"),
+        ("valid (dfs)", f"{100 * res.valid_fraction:.1f}%"),
+        ("behavior", ", ".join(res.behavior_names) or "-"),
+        ("blocks", f"{res.num_blocks} (from {res.block_source})"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {res.out}; check it with `vivit-hpo data inspect {res.out}`")

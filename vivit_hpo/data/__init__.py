@@ -1,4 +1,5 @@
-"""Session files: the data contract, loading, samples and batches, and a simulated population.
+"""Session files: the data contract, loading, samples and batches, a simulated population, and
+importing NWB recordings.
 
 See ``../shared/data-contract.md`` for the file format and the sample definition.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from vivit_hpo.data.clips import ClipGeometry
 from vivit_hpo.data.contract import expand_paths, raise_problems, validate_file
 from vivit_hpo.data.loader import FileReport, inspect_file, load_sessions
+from vivit_hpo.data.nwb import NWBImport, import_nwb
 from vivit_hpo.data.session import (
     SPLITS,
     Session,
@@ -30,6 +32,7 @@ __all__ = [
     "Batch",
     "ClipGeometry",
     "FileReport",
+    "NWBImport",
     "Session",
     "SessionMeta",
     "SessionSet",
@@ -37,6 +40,7 @@ __all__ = [
     "assign_split",
     "compute_oracle",
     "expand_paths",
+    "import_nwb",
     "inspect_file",
     "load_session",
     "load_sessions",

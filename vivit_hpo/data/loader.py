@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,18 +11,28 @@ import h5py
 import numpy as np
 
 from vivit_hpo.config import DataConfig
-from vivit_hpo.data.contract import expand_paths, raise_problems, read_name, validate_file
+from vivit_hpo.data.contract import expand_paths, read_name, validate_file
 from vivit_hpo.data.session import (
     SPLITS,
     SessionSet,
     load_session,
+    read_frame_rate,
     read_split,
     sample_mask,
 )
 from vivit_hpo.data.stream import host_memory_budget, stim_nbytes, stream_plan
 from vivit_hpo.errors import DataError
 
-__all__ = ["FileReport", "inspect_file", "load_sessions"]
+__all__ = [
+    "FRAME_RATE_TOLERANCE",
+    "FileReport",
+    "bad_files_message",
+    "check_frame_rates",
+    "inspect_file",
+    "load_sessions",
+]
+
+FRAME_RATE_TOLERANCE = 0.01
 
 
 def load_sessions(
@@ -43,18 +54,20 @@ def load_sessions(
         The sessions, in the order of the expanded paths; call ``.to(device)`` to place them.
 
     Raises:
-        DataError: a file breaks the contract (the first problem, and how many more), two files
-            share a session name, or a session has no training or no validation sample.
+        DataError: a file breaks the contract (every file is checked; the message gives the
+            first bad file's first problem and session, and how many more problems and bad
+            files there are), the sessions disagree on frame rate, two files share a session
+            name, or a session has no training or no validation sample.
     """
     files = expand_paths(paths)
-    problems: list[str] = []
-    first_bad: Path | None = None
+    bad: dict[Path, list[str]] = {}
     for f in files:
         got = validate_file(f, min_size=min_size, num_lags=cfg.num_lags)
-        if got and first_bad is None:
-            first_bad = f
-        problems.extend(got)
-    raise_problems(problems, first_bad)
+        if got:
+            bad[f] = got
+    if bad:
+        raise DataError(bad_files_message(bad, len(files), _inspect_target(paths, files)))
+    check_frame_rates({f: _frame_rate(f) for f in files})
     budget = host_memory_budget(cfg.host_memory_gb)
     streams = stream_plan([stim_nbytes(f) for f in files], cfg.stream, budget)
     sessions = [load_session(f, cfg, stream=st) for f, st in zip(files, streams, strict=True)]
@@ -67,6 +80,91 @@ def load_sessions(
                     "drop `split` for a seeded split), or use a smaller data.num_lags"
                 )
     return SessionSet(sessions, cfg.num_lags, device_resident=cfg.device_resident)
+
+
+def _session_name(path: Path) -> str:
+    """The session name of a file that may be unreadable (then its stem)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return read_name(f, path)
+    except (OSError, ValueError):
+        return path.stem
+
+
+def _frame_rate(path: Path) -> float:
+    with h5py.File(path, "r") as f:
+        return read_frame_rate(f)
+
+
+def _inspect_target(paths: Sequence[str | Path], files: Sequence[Path]) -> str:
+    """What to pass to ``vivit-hpo data inspect``: the given paths (up to 3), else their folder."""
+    if len(paths) <= 3:
+        return " ".join(str(p) for p in paths)
+    return os.path.commonpath([str(f.parent) for f in files])
+
+
+def bad_files_message(bad: Mapping[Path, Sequence[str]], num_files: int, target: str) -> str:
+    """One line for files that break the contract.
+
+    Args:
+        bad: each bad file and its problems (in the order the files were checked).
+        num_files: how many files were checked.
+        target: the paths to suggest to ``vivit-hpo data inspect``.
+
+    Returns:
+        The first bad file's first problem, with its session's name, how many more problems
+        that file has and how many other files are bad, e.g. ``"<problem> (session 'b'; and 1
+        more problem in this file; 1 other of 20 files is bad too; run `vivit-hpo data inspect
+        DIR` for all)"``.
+    """
+    first, problems = next(iter(bad.items()))
+    parts = [f"session {_session_name(first)!r}"]
+    if len(problems) > 1:
+        k = len(problems) - 1
+        parts.append(f"and {k} more problem{'s' if k > 1 else ''} in this file")
+    others = len(bad) - 1
+    if others:
+        tail = "other of" if others == 1 else "others of"
+        verb = "is" if others == 1 else "are"
+        parts.append(f"{others} {tail} {num_files} files {verb} bad too")
+    if len(parts) > 1:
+        parts.append(f"run `vivit-hpo data inspect {target}` for all")
+    return f"{problems[0]} ({'; '.join(parts)})"
+
+
+def check_frame_rates(
+    rates: Mapping[Path, float], *, tolerance: float = FRAME_RATE_TOLERANCE
+) -> None:
+    """Refuse sessions of one run whose frame rates differ by more than ``tolerance``.
+
+    A model's ``num_lags`` spans a fixed number of bins, so its temporal filters mean the same
+    thing in every session only at one frame rate. The loader does not resample (counts cannot
+    be re-binned without the spike times); an NWB recording can be re-imported at any rate.
+
+    Args:
+        rates: each session file and its ``frame_rate``, the first one the reference.
+        tolerance: the relative difference allowed (1%: irregular frame times give rates that
+            differ slightly from session to session).
+
+    Raises:
+        DataError: one line naming the first file whose rate differs from the first file's,
+            and how to resample.
+    """
+    if not rates:
+        return
+    ref_path, ref = next(iter(rates.items()))
+    off = [p for p, r in rates.items() if abs(r - ref) > tolerance * ref]
+    if not off:
+        return
+    p = off[0]
+    more = f" (and {len(off) - 1} more)" if len(off) > 1 else ""
+    raise DataError(
+        f"{p}: frame_rate: session {_session_name(p)!r} is {rates[p]:g} Hz but "
+        f"{ref_path} is {ref:g} Hz{more}; a run needs one frame rate (num_lags counts bins): "
+        f"re-import the recordings at one rate (`vivit-hpo data import-nwb NWB_FILE --out "
+        f"SESSION.h5 --frame-rate {ref:g}`), rewrite the files at one rate, or train them in "
+        "separate runs"
+    )
 
 
 @dataclass
