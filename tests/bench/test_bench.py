@@ -31,7 +31,7 @@ from vivit_hpo.bench import (
     time_steps,
 )
 from vivit_hpo.bench.command import Backend
-from vivit_hpo.bench.modes import time_to_reach
+from vivit_hpo.bench.modes import time_to_reach, value_at
 from vivit_hpo.bench.summary import load_reports, markdown, summary_rows
 from vivit_hpo.cli import app
 from vivit_hpo.config import load_run_config
@@ -407,6 +407,9 @@ def test_time_to_reach_interpolates_between_checkpoints() -> None:
     assert time_to_reach([10, 20, 30], [0.1, 0.3, 0.5], 0.05) == 10  # at the first checkpoint
     assert time_to_reach([10, 20, 30], [0.1, 0.3, 0.5], 0.5) == 30
     assert time_to_reach([10, 20], [0.1, 0.3], 0.31) is None
+    assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 25) == pytest.approx(0.4)
+    assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 45) == 0.5  # the last value past the end
+    assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 5) is None
 
 
 def test_bench_clips_trains_both_modes_for_the_same_budget(
@@ -431,3 +434,4 @@ def test_bench_clips_trains_both_modes_for_the_same_budget(
     # The window mode reaches its own final value by its last checkpoint at the latest.
     assert windows["seconds_to_window_final"] <= windows["train_seconds"][-1] + 1e-9
     assert "s to windows' final" in result.output
+    assert windows["test_bps_at_window_time"] == windows["final_test_bps"]

@@ -177,6 +177,15 @@ def clips(
             show_default=False,
         ),
     ] = None,
+    clip_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--clip-batch-size",
+            min=1,
+            help="Clips per batch in the clip modes (default: the config's batch_size).",
+            show_default=False,
+        ),
+    ] = None,
     budget_s: Annotated[
         float, typer.Option("--budget-s", min=1, help="Training seconds per mode.")
     ] = 300.0,
@@ -213,6 +222,7 @@ def clips(
         cfg,
         data,
         clip_frames=frames,
+        clip_batch_size=clip_batch_size,
         budget_s=budget_s,
         epochs=epochs,
         device=dev,
@@ -224,31 +234,27 @@ def clips(
         title=f"{model}: windows against clips, {budget_s:.0f} training seconds each on {dev} "
         f"({report['threads']} threads)"
     )
-    for col in (
-        "mode",
-        "targets/clip",
-        "clips/s",
-        "bins/s",
-        "test BPS",
-        "/ oracle",
-        "x windows",
-        "s to windows' final",
-    ):
+    cols: tuple[str, ...] = ("mode", "targets/clip", "clips/s", "bins/s", "train s", "test BPS")
+    cols += ("/ oracle",)
+    cols += ("s to windows' final", "test BPS at windows' s", "x windows")
+    for col in cols:
         table.add_column(col, justify="left" if col == "mode" else "right")
+    base = window["final_test_bps"]
     for r in rows:
         oracle = r["oracle_test_bps"]
         reach = r["seconds_to_window_final"]
+        at = r["test_bps_at_window_time"]
         table.add_row(
             r["mode"],
             str(r["targets_per_clip"]),
             f"{r['samples_per_s']:,.0f}",
             f"{r['bins_per_s']:,.0f}",
+            f"{r['train_seconds'][-1]:.0f}",
             f"{r['final_test_bps']:+.4f}",
             f"{r['final_test_bps'] / oracle:.1%}" if oracle else "-",
-            f"{r['final_test_bps'] / window['final_test_bps']:.2f}"
-            if window["final_test_bps"] > 0
-            else "-",
             "never" if reach is None else f"{reach:.0f}",
+            "-" if at is None else f"{at:+.4f}",
+            f"{at / base:.2f}" if at is not None and base > 0 else "-",
         )
     console.print(table)
     if json_path is not None:

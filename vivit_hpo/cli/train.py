@@ -81,7 +81,7 @@ def train(
             console.print(f"resuming {out} after epoch {trainer.epoch}")
         console.print(
             f"training on {dev}: {sum(p.numel() for p in trainer.model.parameters()):,} "
-            f"parameters, {len(sessions.metas)} session(s), "
+            f"parameters, {len(sessions.metas)} session(s), {trainer.clips.describe()}, "
             f"{trainer.batches_per_epoch} batches per epoch"
         )
         for r in trainer.epochs():
@@ -89,7 +89,7 @@ def train(
             console.print(
                 f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  val BPS {r.val_bps:+.4f}  "
                 f"pooled {r.val_pooled_bps:+.4f}  r {r.val_corr:.3f}  "
-                f"{r.samples_per_s:,.0f} samples/s  {r.seconds:.1f} s"
+                f"{r.bins_per_s:,.0f} bins/s ({r.samples_per_s:,.0f} clips/s)  {r.seconds:.1f} s"
                 + ("  *" if r.is_best else "")
             )
     if trainer.stopped_early:
@@ -120,6 +120,9 @@ def train(
         table.add_row(*row)
     console.print(table)
     summary = {
+        "mode": trainer.clips.describe(),
+        "clip_frames": trainer.clips.frames,
+        "targets_per_clip": trainer.clips.num_targets,
         "best_epoch": trainer.best_epoch,
         "epochs_run": trainer.epoch,
         **{f"{s}_bps": {n: p.score.bps for n, p in scores[s].items()} for s in splits},
@@ -175,6 +178,7 @@ def evaluate_cmd(
     summary = {
         "run_dir": str(run_dir),
         "split": split,
+        "mode": model.clips.describe(),
         "bps": float(np.mean(list(per_session.values()))),
         "bps_per_session": per_session,
         "pooled_bps_per_session": {n: p.score.pooled_bps for n, p in preds.items()},

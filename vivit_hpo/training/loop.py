@@ -158,7 +158,12 @@ class Trainer:
         self.model: EncodingModel = build_model(cfg.model, data.metas, self.clips).to(self.device)
         core, readout = self.model.param_groups()
         self.optimizer = build_optimizer(core, readout, cfg.train, self.device)
-        self._forward = torch.compile(self.model) if cfg.train.compile else self.model
+        if cfg.train.compile:
+            # The core alone, in place (its state_dict keys unchanged): the per-session readouts
+            # and modulator stay eager, so sessions of other sizes and units do not each add a
+            # compiled graph; the core's varying frame sizes become dynamic after the first
+            # recompile (PyTorch's automatic dynamic shapes).
+            self.model.core.compile()
         self.amp = cfg.train.amp == "bf16" or (
             cfg.train.amp == "auto" and self.device.type == "cuda"
         )
@@ -219,7 +224,7 @@ class Trainer:
         The loss is divided by ``grad_accum`` for the backward pass only; no host sync here.
         """
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            rates = self._forward(batch.stim, batch.session, batch.behavior)
+            rates = self.model(batch.stim, batch.session, batch.behavior)
         loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
         loss = loss + self.model.regularizer(batch.session)
         (loss / self.cfg.train.grad_accum).backward()
