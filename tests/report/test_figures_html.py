@@ -141,3 +141,24 @@ def test_table_and_number_format() -> None:
     assert '<td class="num">1,234</td>' in page and "<td>a</td>" in page
     assert fmt(1234) == "1,234" and fmt(0.123456) == "0.1235" and fmt(2.5e-5) == "2.500e-05"
     assert fmt(12.3456) == "12.35" and fmt(None) == "None"
+
+
+def test_per_session_section_reads_down_the_page_for_twenty_sessions() -> None:
+    from vivit_hpo.report.sections import sessions_section
+
+    names = [f"m{k:02d}" for k in range(20)]
+    study = optuna.create_study(direction="maximize")
+    for i in range(3):
+        per = {n: 0.1 * i + 0.01 * k for k, n in enumerate(names)}
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=sum(per.values()) / 20, user_attrs={"val_bps_per_session": per}
+            )
+        )
+    sec = sessions_section(_snap(study), top=3)
+    (table,) = [x for x in sec.blocks if isinstance(x, Table)]
+    assert table.header == ("session", "trial 2", "trial 1", "trial 0")
+    assert [row[0] for row in table.rows] == names  # one row per session
+    (fig,) = [x for x in sec.blocks if isinstance(x, go.Figure)]
+    assert [t.name for t in fig.data] == ["trial 2", "trial 1", "trial 0"]
+    assert list(fig.data[0].x) == names

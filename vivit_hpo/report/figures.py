@@ -219,12 +219,15 @@ def cost_figure(info: CostInfo) -> go.Figure:
 
 
 def sessions_figure(info: SessionsInfo) -> go.Figure:
-    """Grouped bars: each top trial's BPS per session, the oracle as black markers."""
+    """Each top trial's BPS per session as markers (one column per session, readable for tens
+    of sessions), the oracle as black dashes."""
     fig = go.Figure()
     for number, row in zip(info.numbers, info.bps, strict=True):
-        fig.add_bar(
+        fig.add_scatter(
             x=list(info.sessions),
             y=[None if math.isnan(v) else v for v in row],
+            mode="markers",
+            marker={"size": 9},
             name=f"trial {number}",
         )
     if any(o is not None for o in info.oracle):
@@ -232,11 +235,12 @@ def sessions_figure(info: SessionsInfo) -> go.Figure:
             x=list(info.sessions),
             y=list(info.oracle),
             mode="markers",
-            marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3}, "color": "black"},
+            marker={"symbol": "line-ew-open", "size": 22, "line": {"width": 3}, "color": "black"},
             name="oracle (true rates)",
         )
-    fig.update_layout(barmode="group")
-    fig.update_xaxes(title="session")
+    fig.update_xaxes(
+        title="session", type="category", tickangle=-45 if len(info.sessions) > 8 else 0
+    )
     fig.update_yaxes(title=_OBJECTIVE)
     return _layout(fig, "Per-session validation BPS of the top trials")
 

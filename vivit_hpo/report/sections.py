@@ -220,23 +220,21 @@ def sessions_section(snap: StudySnapshot, top: int = 5) -> Section:
     if not info.numbers:
         return sec.note("No complete trial recorded val_bps_per_session.")
     sec.add(figures.sessions_figure(info))
-    header = ("trial", *info.sessions)
-    rows = [
-        tuple([str(n), *(fmt(v) for v in row)])
-        for n, row in zip(info.numbers, info.bps, strict=True)
-    ]
-    if any(o is not None for o in info.oracle):
-        rows.append(("oracle", *(fmt(o) if o is not None else "" for o in info.oracle)))
-        best = info.bps[0]
-        rows.append(
-            (
-                f"trial {info.numbers[0]} / oracle",
-                *(
-                    f"{b / o:.0%}" if o and o > 0 and b > 0 else ""
-                    for b, o in zip(best, info.oracle, strict=True)
-                ),
-            )
-        )
+    # One row per session, so that tens of sessions read down the page.
+    known = any(o is not None for o in info.oracle)
+    header = ("session", *(f"trial {n}" for n in info.numbers))
+    if known:
+        header += ("oracle", f"trial {info.numbers[0]} / oracle")
+    rows = []
+    for j, name in enumerate(info.sessions):
+        row = [name, *(fmt(r[j]) for r in info.bps)]
+        if known:
+            o, b = info.oracle[j], info.bps[0][j]
+            row += [
+                fmt(o) if o is not None else "",
+                f"{b / o:.0%}" if o and o > 0 and b > 0 else "",
+            ]
+        rows.append(tuple(row))
     sec.add(Table(header, tuple(rows)))
     return sec
 
