@@ -10,7 +10,7 @@ with ``data.stream=on`` (frames read from the file clip by clip) and ``data.stre
 whole stimulus read into memory first). It prints, per mode, the peak resident memory of the
 process (``ru_maxrss``: everything the process ever held, the model included), clips/s and target
 bins/s of the training steps (validation and loading left out), and the streamed/in-memory
-ratio. ``--json`` keeps the figures.
+ratio (medians of ``--repeats`` alternating runs of each mode). ``--json`` keeps the figures.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "configs" / "vivit_cpu.yaml")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each mode")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--run", choices=["on", "off"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -108,24 +109,40 @@ def main() -> None:
             f"wrote {args.file} ({args.file.stat().st_size / 2**30:.2f} GiB) in "
             f"{time.perf_counter() - t0:.0f} s"
         )
+    runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    for _ in range(args.repeats):  # alternating, so that a change of load hits both modes
+        for mode in ("on", "off"):
+            cmd = [sys.executable, __file__, "--run", mode, "--file", str(args.file)]
+            cmd += ["--model", str(args.model), "--steps", str(args.steps)]
+            cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
     for mode in ("on", "off"):
-        cmd = [sys.executable, __file__, "--run", mode, "--file", str(args.file)]
-        cmd += ["--model", str(args.model), "--steps", str(args.steps)]
-        cmd += ["--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rs = runs[mode]
+        rows.append(
+            {
+                "mode": mode,
+                "streamed": rs[0]["streamed"],
+                "peak_rss_gib": max(r["peak_rss_gib"] for r in rs),
+                "samples_per_s": float(np.median([r["samples_per_s"] for r in rs])),
+                "bins_per_s": float(np.median([r["bins_per_s"] for r in rs])),
+                "load_s": float(np.median([r["load_s"] for r in rs])),
+                "samples_per_s_runs": [r["samples_per_s"] for r in rs],
+            }
+        )
     size = args.file.stat().st_size / 2**30
     print(
         f"\n{args.file}: {size:.2f} GiB, {args.model.name}, {args.steps} steps, "
-        f"{args.threads} threads"
+        f"{args.threads} threads, median of {args.repeats} alternating runs"
     )
-    print(f"{'mode':<10} {'peak RSS GiB':>12} {'clips/s':>9} {'bins/s':>9} {'load s':>7}")
+    print(f"{'mode':<10} {'peak RSS GiB':>12} {'clips/s':>9} {'bins/s':>9} {'load s':>7}  runs")
     for r in rows:
         name = "streamed" if r["streamed"] else "in memory"
+        each = " ".join(f"{x:.0f}" for x in r["samples_per_s_runs"])
         print(
             f"{name:<10} {r['peak_rss_gib']:>12.2f} {r['samples_per_s']:>9.1f} "
-            f"{r['bins_per_s']:>9.1f} {r['load_s']:>7.1f}"
+            f"{r['bins_per_s']:>9.1f} {r['load_s']:>7.1f}  {each}"
         )
     ratio = rows[0]["samples_per_s"] / rows[1]["samples_per_s"]
     print(f"streamed / in memory samples/s: {ratio:.2f}")
