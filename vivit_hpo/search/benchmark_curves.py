@@ -1,0 +1,167 @@
+"""The search benchmark's arithmetic: best-so-far curves, the cost to reach a target, the table.
+
+Pure functions on plain data, apart from the study service (see
+:mod:`vivit_hpo.search.benchmark`, which runs the studies and reads them back). A study's trials
+are put in the order they finished; after each one, the curve records the epochs trained so far
+by every finished trial (a pruned trial counts the epochs it ran), the worker-seconds they took,
+and the best validation BPS of a complete trial so far (a pruned trial's checkpoints are gone:
+it is no model to keep).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Curve",
+    "FinishedTrial",
+    "SummaryRow",
+    "best_so_far",
+    "cost_to_reach",
+    "summarize",
+]
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """One finished trial of a benchmark study."""
+
+    number: int
+    state: str  # complete, pruned, infeasible, failed
+    epochs: int  # epochs it trained
+    seconds: float  # worker-seconds it took (start to end)
+    value: float | None  # validation BPS, complete trials only
+    finished: float  # when it ended (seconds since the study's first start), for the order
+
+
+@dataclass(frozen=True)
+class Curve:
+    """After each finished trial: cumulative epochs and worker-seconds, best value so far
+    (None until a trial completes)."""
+
+    epochs: tuple[int, ...]
+    seconds: tuple[float, ...]
+    best: tuple[float | None, ...]
+
+    @property
+    def final(self) -> float | None:
+        return self.best[-1] if self.best else None
+
+
+def best_so_far(trials: Sequence[FinishedTrial]) -> Curve:
+    """The curve of a study's finished trials (see the module docstring)."""
+    epochs, seconds, best = [], [], []
+    e, s, b = 0, 0.0, None
+    for t in sorted(trials, key=lambda t: (t.finished, t.number)):
+        e += t.epochs
+        s += t.seconds
+        if t.state == "complete" and t.value is not None and math.isfinite(t.value):
+            b = t.value if b is None else max(b, t.value)
+        epochs.append(e)
+        seconds.append(s)
+        best.append(b)
+    return Curve(tuple(epochs), tuple(seconds), tuple(best))
+
+
+def cost_to_reach(
+    cost: Sequence[float], best: Sequence[float | None], target: float
+) -> float | None:
+    """The cost (cumulative epochs or seconds) at which ``best`` first reaches ``target``."""
+    for c, b in zip(cost, best, strict=True):
+        if b is not None and b >= target:
+            return float(c)
+    return None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One strategy's figures over its seeds (medians)."""
+
+    strategy: str
+    runs: int
+    epochs_to_target: float | None  # median over seeds; None if the median run never reached
+    seconds_to_target: float | None
+    epochs_ratio: float | None  # against the reference strategy's
+    seconds_ratio: float | None
+    reached: int  # runs that reached the target
+    final_best: float | None  # median of the runs' final best validation BPS
+    test_bps: float | None  # median of the winners' test BPS
+    test_fraction_of_oracle: float | None
+
+
+def _median(xs: Sequence[float | None]) -> float | None:
+    """The median, a run that never reached counting as +inf (None if that is the median)."""
+    if not xs:
+        return None
+    vals = sorted(math.inf if x is None else x for x in xs)
+    m = statistics.median(vals)
+    return None if math.isinf(m) else float(m)
+
+
+def summarize(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    reference: str = "random",
+    fraction: float = 0.9,
+    oracle: float | None = None,
+) -> tuple[float | None, list[SummaryRow]]:
+    """The benchmark's table.
+
+    Args:
+        runs: strategy -> one dict per seed with ``curve`` (a :class:`Curve`) and ``test_bps``
+            (the winner's, or None).
+        reference: the strategy whose final best sets the target (random search without
+            pruning).
+        fraction: the target is ``fraction`` x the median of the reference's final bests.
+        oracle: the oracle's test BPS (simulated data), for the winners' fraction of it.
+
+    Returns:
+        (the target, one row per strategy in the order of ``runs``).
+    """
+    finals = [r["curve"].final for r in runs.get(reference, []) if r["curve"].final is not None]
+    target = fraction * statistics.median(finals) if finals else None
+    rows: list[SummaryRow] = []
+    for name, rs in runs.items():
+        e = [
+            None if target is None else cost_to_reach(r["curve"].epochs, r["curve"].best, target)
+            for r in rs
+        ]
+        s = [
+            None if target is None else cost_to_reach(r["curve"].seconds, r["curve"].best, target)
+            for r in rs
+        ]
+        tests = [r["test_bps"] for r in rs if r.get("test_bps") is not None]
+        test = statistics.median(tests) if tests else None
+        rows.append(
+            SummaryRow(
+                strategy=name,
+                runs=len(rs),
+                epochs_to_target=_median(e),
+                seconds_to_target=_median(s),
+                epochs_ratio=None,
+                seconds_ratio=None,
+                reached=sum(x is not None for x in e),
+                final_best=_median([r["curve"].final for r in rs]),
+                test_bps=test,
+                test_fraction_of_oracle=test / oracle if test is not None and oracle else None,
+            )
+        )
+    ref = next((r for r in rows if r.strategy == reference), None)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    return target, [
+        SummaryRow(
+            **{
+                **r.__dict__,
+                "epochs_ratio": ratio(r.epochs_to_target, ref.epochs_to_target if ref else None),
+                "seconds_ratio": ratio(r.seconds_to_target, ref.seconds_to_target if ref else None),
+            }
+        )
+        for r in rows
+    ]
