@@ -8,6 +8,7 @@ import optuna
 import pytest
 from search_helpers import tiny_spec_tree
 
+from vivit_hpo.config import RunConfig
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.space import (
     Infeasible,
@@ -180,3 +181,37 @@ def test_infeasible_reasons(sim_dir: Path, tmp_path: Path) -> None:
         )
     )
     assert "estimated training memory" in str(reason(memory=1000))
+
+
+def test_base_values_are_the_base_configs_own_where_the_space_has_them() -> None:
+    from vivit_hpo.search.space import base_values
+
+    space = {
+        k: ParamSpec.model_validate(v)
+        for k, v in {
+            "patch": {"choices": [2, 4, 8], "to": "model.core.kernel_size"},
+            "stride": {"choices": [2, 4, 8], "le": "patch", "to": "model.core.stride"},
+            "frames": {"choices": [2, 4], "to": "model.core.kernel_size[0]"},
+            "mlp": {"choices": [2, 4, 8], "to": "model.core.mlp_ratio"},
+            "blocks": {
+                "choices": [1, 2],
+                "to": ["model.core.num_spatial_blocks", "model.core.num_temporal_blocks"],
+            },
+            "dim": {"choices": [16, 32], "to": "model.core.embed_dim"},  # base 192: not a choice
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True, "to": "train.lr"},
+            "wd": {"low": 0.1, "high": 0.2, "to": "train.weight_decay"},  # base 0.05: outside
+        }.items()
+    }
+    base = RunConfig.model_validate(
+        {
+            "model": {
+                "core": {"kernel_size": [4, 4, 4], "stride": [4, 4, 4], "mlp_ratio": 4.0},
+            },
+            "train": {"lr": 3e-4},
+        }
+    ).to_dict()
+    base["model"]["core"]["num_spatial_blocks"] = 2
+    base["model"]["core"]["num_temporal_blocks"] = 1  # the two keys disagree: left out
+    got = base_values(space, base)
+    assert got == {"patch": 4, "stride": 4, "frames": 4, "mlp": 4, "lr": 3e-4}
+    assert isinstance(got["mlp"], int)  # the choice itself, not the config's 4.0

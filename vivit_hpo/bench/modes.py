@@ -98,24 +98,32 @@ def _mode_config(
     return cfg.model_copy(update={"data": data, "train": train})
 
 
-def calibrate(cfg: RunConfig, data: SessionSet, device: str, steps: int = 12) -> float:
-    """Seconds per training step of ``cfg`` on ``data`` (after 3 warm-up steps)."""
+def calibrate(
+    cfg: RunConfig, data: SessionSet, device: str, rounds: int = 3, steps: int = 5
+) -> float:
+    """Seconds per training step of ``cfg`` on ``data``: the fastest of ``rounds`` rounds of
+    ``steps`` steps after 3 warm-up steps (the fastest, so that a passing spike of load on a
+    shared machine does not shrink the schedule)."""
     trainer = Trainer(cfg, data, device=device, run_dir=None)
     batches = trainer.data.batches(
-        "train", cfg.train.batch_size, shuffle=True, seed=12345, steps=steps + 3
+        "train", cfg.train.batch_size, shuffle=True, seed=12345, steps=3 + rounds * steps
     )
     trainer.model.train()
+    times: list[float] = []
     start = 0.0
     for i, batch in enumerate(batches):
-        if i == 3:
+        if i >= 3 and (i - 3) % steps == 0:
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize(trainer.device)
+            if i > 3:
+                times.append((time.perf_counter() - start) / steps)
             start = time.perf_counter()
         trainer.train_step(batch)
         trainer.optimizer_step()
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
-    return (time.perf_counter() - start) / steps
+    times.append((time.perf_counter() - start) / steps)
+    return min(times)
 
 
 def run_modes(

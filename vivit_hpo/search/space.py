@@ -24,6 +24,7 @@ from vivit_hpo.search.spec import ParamSpec, StudySpec
 
 __all__ = [
     "Infeasible",
+    "base_values",
     "enumerate_space",
     "infeasible_reason",
     "input_shapes",
@@ -265,6 +266,61 @@ def _set(tree: dict[str, Any], key: str, value: Any) -> None:
         node[leaf] = [value] * len(current)
     else:
         node[leaf] = value
+
+
+def _get(tree: Mapping[str, Any], key: str) -> Any:
+    """The value of run-config key ``key`` (dotted, optionally ``[i]``-indexed) in ``tree``;
+    a tuple-valued key whose axes agree reads as that one value (``(4, 4, 4)`` -> 4)."""
+    parts, index = _split_key(key)
+    node: Any = tree
+    for part in parts:
+        node = node[part]
+    if index is not None:
+        return node[index]
+    if isinstance(node, list | tuple) and node and all(v == node[0] for v in node):
+        return node[0]
+    return node
+
+
+def _admits(p: ParamSpec, values: Mapping[str, Any], v: Any) -> bool:
+    kind = p.kind
+    if kind == "fixed":
+        return bool(v == p.value)
+    if kind == "categorical":
+        return v in _choices(p, values)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    if kind == "int":
+        low, high = _int_range(p, values)
+        return v == int(v) and low <= v <= high
+    return float(p.low or 0.0) <= v <= float(p.high or 0.0)
+
+
+def base_values(space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The space's values that the base run config already holds, in the space's order.
+
+    A parameter gets the base config's value at its ``to`` keys when they all hold the same
+    value and the parameter can take it (one of its choices, inside its range, under its
+    ``le`` bound); a parameter whose base value it cannot take, or that is inactive (``when``),
+    is left out (a trial enqueued with these values has the sampler draw those).
+    """
+    values: dict[str, Any] = {}
+    for name, p in space.items():
+        if not _active(p, values):
+            continue
+        try:
+            got = {repr(_get(base, key)): _get(base, key) for key in p.to}
+        except (KeyError, IndexError, TypeError):
+            continue
+        if len(got) != 1:
+            continue
+        (v,) = got.values()
+        if not _admits(p, values, v):
+            continue
+        if p.kind == "categorical":  # the choice itself (4, not 4.0), as the sampler gives it
+            v = next(c for c in _choices(p, values) if c == v)
+        values[name] = int(v) if p.kind == "int" else v
+    return values
 
 
 def to_overrides(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
