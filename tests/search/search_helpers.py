@@ -55,6 +55,7 @@ def tiny_spec_tree(sim_dir: Path, artifacts: Path, **changes: Any) -> dict[str, 
         "base": {"config": TINY_BASE},
         "space": TINY_SPACE,
         "epochs": 3,
+        "baseline": False,  # the tests that want the base config first say so
         "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 3}},
         "pruner": {"name": "median", "options": {"n_startup_trials": 2, "n_warmup_steps": 0}},
         "budget": {"n_trials": 6},

@@ -55,3 +55,10 @@ def test_summary_against_random_search() -> None:
     assert by["default"].test_bps == pytest.approx(0.7)
     assert by["default"].test_fraction_of_oracle == pytest.approx(0.7)
     assert [r.strategy for r in rows] == ["random", "default", "tpe"]
+
+
+def test_a_reference_at_or_below_zero_bps_is_the_target_itself() -> None:
+    trials = [_t(0, "complete", 2, -0.3, 1), _t(1, "complete", 2, -0.1, 2)]
+    target, rows = summarize({"random": [{"curve": best_so_far(trials), "test_bps": None}]})
+    assert target == pytest.approx(-0.1)  # not 0.9 x -0.1, which random never reached
+    assert rows[0].epochs_to_target == 4 and rows[0].epochs_ratio == pytest.approx(1.0)

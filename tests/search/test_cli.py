@@ -29,6 +29,7 @@ NAME = "cli-study"
 def _run(home: Path, *args: str) -> subprocess.Popen[str]:
     env = worker_env("", home)
     env.pop("VIVIT_HPO_STORAGE")  # the embedded default under $VIVIT_HPO_HOME/storage
+    env.pop("OMP_NUM_THREADS")  # `run` decides the threads per worker
     return subprocess.Popen(
         [sys.executable, "-m", "vivit_hpo", "run", *args],
         cwd=home,
@@ -54,6 +55,7 @@ def test_run_ctrl_c_resume_and_study_commands(
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
         },
         pruner={"name": "none"},  # every trial completes: a best trial to export
+        baseline=True,  # the base config is trial 0
     )
     url = f"sqlite:///{tmp_path / 'storage' / 'vivit-hpo.db'}"
 
@@ -108,6 +110,15 @@ def test_run_ctrl_c_resume_and_study_commands(
     resumed = [t for t in retries if t.user_attrs.get("resumed_from_epoch", 0) >= 1]
     assert resumed, [(t.number, t.user_attrs) for t in retries]
     assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # The base config went first (embed_dim and lr at the base config's values).
+    assert trials[0].user_attrs.get("baseline") is True
+    assert trials[0].params == {"embed_dim": 16, "lr": 3e-3}
+    # Two CPU workers on this machine share its cores instead of each taking all of them.
+    threads = {t.user_attrs.get("threads") for t in trials.values() if t.state.is_finished()}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}, threads
+    # Every complete trial carries its kept checkpoint's test BPS.
+    complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert complete and all(isinstance(t.user_attrs.get("test_bps"), float) for t in complete)
 
     runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -117,8 +128,10 @@ def test_run_ctrl_c_resume_and_study_commands(
     shown = runner.invoke(app, ["study", "show", NAME])
     assert shown.exit_code == 0, shown.output
     assert "RETRIED" in shown.output and "COMPLETE" in shown.output
+    assert "test BPS" in shown.output
     best = runner.invoke(app, ["study", "best", NAME])
     assert best.exit_code == 0 and "val BPS" in best.output, best.output
+    assert "test BPS of that checkpoint" in best.output, best.output
 
     out_yaml = tmp_path / "best.yaml"
     exported = runner.invoke(app, ["study", "export-best", NAME, "--out", str(out_yaml)])
@@ -129,6 +142,26 @@ def test_run_ctrl_c_resume_and_study_commands(
         key=lambda t: t.value or 0.0,
     )
     assert cfg == best_trial.user_attrs["run_config"]
+
+    # The winner leaves the study as a run folder that `evaluate` scores as the trial did.
+    exported_run = tmp_path / "winner"
+    exported = runner.invoke(
+        app,
+        ["study", "export-best", NAME, "--out", str(out_yaml), "--run-dir", str(exported_run)],
+    )
+    assert exported.exit_code == 0, exported.output
+    again = runner.invoke(
+        app,
+        ["study", "export-best", NAME, "--out", str(out_yaml), "--run-dir", str(exported_run)],
+    )
+    assert again.exit_code == 2 and "already exists" in again.output, again.output
+    scored = runner.invoke(
+        app,
+        ["evaluate", str(exported_run), "--data", str(sim_dir), "--out", str(tmp_path / "ev")],
+    )
+    assert scored.exit_code == 0, scored.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["bps"] == pytest.approx(best_trial.user_attrs["test_bps"], abs=1e-6)
 
     # 4. `vivit-hpo train` on the exported config reproduces the trial's best validation BPS.
     run_dir = tmp_path / "reproduced"

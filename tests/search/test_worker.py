@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
 from search_helpers import finish, start_worker, wait_for
 
@@ -159,9 +160,11 @@ def test_workers_ride_out_a_postgres_restart(
     assert {r.state for r in rows} <= {"COMPLETE", "PRUNED", "INFEASIBLE"}, rows
 
 
-def _limit_address_space() -> None:
-    # A real allocation failure on the CPU: the worker may map 3 GiB, the OOM trial needs more.
-    resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+def _limit_data() -> None:
+    # A real allocation failure on the CPU: the worker's heap may hold 3 GiB, the OOM trial
+    # needs more. RLIMIT_DATA (private writable memory), not RLIMIT_AS: the CUDA build of torch
+    # maps more address space than that at import and would fail before the trial.
+    resource.setrlimit(resource.RLIMIT_DATA, (3 * 2**30, 3 * 2**30))
 
 
 def test_nan_oom_and_infeasible_trials_end_with_a_reason(
@@ -180,18 +183,25 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     big = ["model.core.embed_dim=2048", "model.core.num_heads=16", "model.core.mlp_ratio=16"]
     enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e-3", *big])
     enqueue(study, spec, ["patch=8", "stride=8", "embed_dim=16", "heads=2", "lr=1e-3"])
+    enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=3e-3"])
     log = tmp_path / "w.log"
-    proc = start_worker(study_name, pg_url, tmp_path, log, preexec_fn=_limit_address_space)
+    proc = start_worker(study_name, pg_url, tmp_path, log, preexec_fn=_limit_data)
     assert finish([proc], 240, [log]) == [0], _logs([log])
 
     t = {x.number: x for x in study.get_trials()}
-    assert t[0].state == TrialState.FAIL
+    # A diverging loss and running out of memory are the sampled region's: PRUNED with the
+    # constraint violated, which TPE sorts into its bad group (it never reads FAIL).
+    assert t[0].state == TrialState.PRUNED and t[0].constraints == {"feasible": 1.0}
     assert t[0].user_attrs["fail_reason"].startswith("non-finite loss"), t[0].user_attrs
-    assert t[1].state == TrialState.FAIL
+    assert t[1].state == TrialState.PRUNED and t[1].constraints == {"feasible": 1.0}
     assert t[1].user_attrs["fail_reason"].startswith("out of memory"), t[1].user_attrs
+    assert [r.state for r in trial_rows(list(t.values()))[:3]] == ["FAIL", "FAIL", "INFEASIBLE"]
+    # TPE sees them, in its bad group, beside the trial that trained (FAIL it never sees).
+    below, above = _split_trials(study, [t[0], t[1], t[3]], n_below=1)
+    assert [x.number for x in below] == [3] and [x.number for x in above] == [0, 1]
     assert t[2].state == TrialState.PRUNED
     assert "shorter than the tubelet" in t[2].user_attrs["infeasible_reason"]
     assert t[2].constraints == {"feasible": 1.0}
     assert not (tmp_path / "artifacts" / study_name / "trial-2").exists()  # never trained
-    assert t[3].state in (TrialState.COMPLETE, TrialState.PRUNED)  # the worker carried on
+    assert t[3].state == TrialState.COMPLETE  # the worker carried on
     assert len(t) == 4

@@ -32,19 +32,31 @@ def create(
     name: Name,
     spec: Annotated[Path, typer.Option("--spec", help="Study spec YAML (see studies/).")],
     storage: StorageURL = None,
+    no_baseline: Annotated[
+        bool,
+        typer.Option("--no-baseline", help="Do not enqueue the base config as the first trial."),
+    ] = False,
 ) -> None:
-    """Validate SPEC and create study NAME (simulated data are written once, now)."""
+    """Validate SPEC and create study NAME (simulated data are written once, now).
+
+    The base config is enqueued as the first trial (unless --no-baseline or `baseline: false`
+    in the spec), so that the winner is at least as good as the config the search starts from.
+    """
     from vivit_hpo.search.spec import effective_n_trials, load_spec
     from vivit_hpo.search.storage import mask_url, open_storage, resolve_storage_url
     from vivit_hpo.search.study import create_study
 
     parsed = load_spec(spec)  # validated before anything is written
+    if no_baseline:
+        parsed = parsed.model_copy(update={"baseline": False})
     st = open_storage(storage)
     create_study(st, name, parsed)
+    first = ", the base config first" if parsed.baseline and parsed.sampler.name != "grid" else ""
     console.print(
         f"created study {name!r} in {mask_url(resolve_storage_url(storage))}: "
         f"{effective_n_trials(parsed)} trials of up to {parsed.epochs} epochs, "
-        f"{parsed.sampler.name} sampler, {parsed.pruner.name} pruner; "
+        f"{parsed.sampler.name} sampler, {parsed.pruner.name} pruner"
+        f"{first}; "
         f"artifacts in {parsed.study_dir(name)}"
     )
     console.print(f"start workers with `vivit-hpo worker {name}` (one per GPU, any machine)")
@@ -96,13 +108,15 @@ def show(
     if last is not None:
         rows = rows[-last:]
     table = Table(title=f"study {name}")
-    for col in ("#", "state", "val BPS", "epochs", "best", "time", "params", "reason"):
-        table.add_column(col, justify="right" if col in ("#", "val BPS", "epochs") else "left")
+    numeric = ("#", "val BPS", "test BPS", "epochs")
+    for col in ("#", "state", "val BPS", "test BPS", "epochs", "best", "time", "params", "reason"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for r in rows:
         table.add_row(
             str(r.number),
             r.state,
             "-" if r.value is None else f"{r.value:+.4f}",
+            "-" if r.test_value is None else f"{r.test_value:+.4f}",
             str(r.epochs),
             "-" if r.best_epoch is None else str(r.best_epoch),
             "-" if r.seconds is None else f"{r.seconds:.0f} s",
@@ -128,6 +142,12 @@ def best(name: Name, storage: StorageURL = None) -> None:
     table.add_row("best epoch", str(a.get("best_epoch")))
     for k, v in (a.get("val_bps_per_session") or {}).items():
         table.add_row(f"  {k}", f"{v:+.5f}")
+    if a.get("test_bps") is not None:
+        table.add_row("test BPS of that checkpoint", f"{a['test_bps']:+.5f}")
+        for k, v in (a.get("test_bps_per_session") or {}).items():
+            table.add_row(f"  {k}", f"{v:+.5f}")
+    elif a.get("test_bps_error"):
+        table.add_row("test BPS", f"not scored: {a['test_bps_error']}")
     table.add_row("parameters", _params(a.get("values") or t.params))
     if a.get("params_count") is not None:
         table.add_row("model parameters", f"{a['params_count']:,}")
@@ -135,6 +155,8 @@ def best(name: Name, storage: StorageURL = None) -> None:
         table.add_row("training FLOPs/sample", f"{a['flops_per_sample']:.3g}")
     if a.get("samples_per_s") is not None:
         table.add_row("samples/s", f"{a['samples_per_s']:,.0f}")
+    if a.get("bins_per_s") is not None:
+        table.add_row("target bins/s", f"{a['bins_per_s']:,.0f}")
     if a.get("peak_memory_mb") is not None:
         table.add_row("peak memory", f"{a['peak_memory_mb']:,.0f} MiB")
     table.add_row("host / device", f"{a.get('host')} / {a.get('device')}")
@@ -146,17 +168,32 @@ def best(name: Name, storage: StorageURL = None) -> None:
 def export_best(
     name: Name,
     out: Annotated[Path, typer.Option("--out", help="Run-config YAML to write.")],
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Also write the winner as a run folder (config and best checkpoint) that "
+            "`vivit-hpo evaluate` and `predict` accept.",
+        ),
+    ] = None,
     storage: StorageURL = None,
 ) -> None:
     """Write the best trial's run config: `vivit-hpo train --model OUT` trains it again."""
     from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import ensure_data, load_study, read_spec
     from vivit_hpo.search.study import export_best as export
-    from vivit_hpo.search.study import load_study, read_spec
 
     st = open_storage(storage)
-    t = export(load_study(st, name), read_spec(st, name), out)
+    spec = read_spec(st, name)
+    t = export(load_study(st, name), spec, out, run_dir=run_dir)
     console.print(f"wrote {out}: trial #{t.number}, val BPS {t.value:+.4f}")
     console.print(out.read_text().splitlines()[1].removeprefix("# "))
+    if run_dir is not None:
+        paths = " ".join(f"--data {p}" for p in ensure_data(spec, name))
+        console.print(
+            f"wrote the run folder {run_dir}; score it with "
+            f"`vivit-hpo evaluate {run_dir} {paths} --out {run_dir}/test`"
+        )
 
 
 @group.command("enqueue")

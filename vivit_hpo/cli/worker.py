@@ -33,11 +33,24 @@ def worker(
         int | None, typer.Option("--n-trials", min=1, help="Stop after this many trials.")
     ] = None,
     device: Device = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads of this worker (default: $OMP_NUM_THREADS, else every core); "
+            "with several CPU workers on one machine give each cores / workers.",
+        ),
+    ] = None,
 ) -> None:
     """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine)."""
     from vivit_hpo.search.worker import run_worker
 
     _logging()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     summary = run_worker(name, storage, n_trials, device)
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "none"
     logging.getLogger("vivit_hpo").info(
@@ -75,6 +88,12 @@ def run(
         str | None, typer.Option("--device", help="Device of --workers workers (default cpu).")
     ] = None,
     storage: StorageURL = None,
+    no_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--no-baseline", help="Creating the study: do not enqueue the base config first."
+        ),
+    ] = False,
 ) -> None:
     """Create or load a study, start its workers here and watch them until the budget is spent.
 
@@ -85,6 +104,8 @@ def run(
     if workers is not None and gpus is not None:
         raise ConfigError("give --workers N or --gpus 0,1, not both")
     devices = worker_devices(workers, _gpus(gpus), device)
-    result = run_study(name, spec, storage, devices=devices, console=console)
+    result = run_study(
+        name, spec, storage, devices=devices, console=console, baseline=not no_baseline
+    )
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -62,10 +62,12 @@ __all__ = [
 
 # Trial user attributes worth showing next to the best trial (as the search records them).
 _BEST_ATTRS = (
+    "test_bps",
     "params_count",
     "n_params",
     "flops_per_sample",
     "samples_per_s",
+    "bins_per_s",
     "peak_memory_mb",
     "best_epoch",
     "epochs_run",

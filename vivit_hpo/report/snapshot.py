@@ -17,9 +17,10 @@ import optuna
 import yaml
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from vivit_hpo.errors import StorageError
+from vivit_hpo.search.record import status
 
 __all__ = [
     "PARAMS_ATTRS",
@@ -154,22 +155,8 @@ def objective(trial: FrozenTrial) -> float:
 
 
 def trial_status(trial: FrozenTrial) -> str:
-    """What the trial ended as: one of :data:`STATUSES`.
-
-    A trial is "infeasible" when the search recorded a reason (user attribute
-    ``infeasible_reason``) or a violated Optuna constraint, whatever its state.
-    """
-    if trial.user_attrs.get("infeasible_reason"):
-        return "infeasible"
-    if any(v > 0 for v in trial.constraints.values()):
-        return "infeasible"
-    return {
-        TrialState.COMPLETE: "complete",
-        TrialState.PRUNED: "pruned",
-        TrialState.FAIL: "failed",
-        TrialState.RUNNING: "running",
-        TrialState.WAITING: "waiting",
-    }[trial.state]
+    """What the trial ended as: one of :data:`STATUSES` (see :mod:`vivit_hpo.search.record`)."""
+    return status(trial)
 
 
 def take_snapshot(storage: str | BaseStorage, name: str) -> StudySnapshot:

@@ -116,14 +116,18 @@ def summarize(
             (the winner's, or None).
         reference: the strategy whose final best sets the target (random search without
             pruning).
-        fraction: the target is ``fraction`` x the median of the reference's final bests.
+        fraction: the target is ``fraction`` x the median of the reference's final bests (that
+            median itself where it is not positive).
         oracle: the oracle's test BPS (simulated data), for the winners' fraction of it.
 
     Returns:
         (the target, one row per strategy in the order of ``runs``).
     """
     finals = [r["curve"].final for r in runs.get(reference, []) if r["curve"].final is not None]
-    target = fraction * statistics.median(finals) if finals else None
+    target = None
+    if finals:  # a fraction of a BPS at or below zero would lie above it: then the BPS itself
+        final = statistics.median(finals)
+        target = fraction * final if final > 0 else final
     rows: list[SummaryRow] = []
     for name, rs in runs.items():
         e = [

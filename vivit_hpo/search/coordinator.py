@@ -92,11 +92,14 @@ def worker_devices(
 
 
 def _spec_diff(a: StudySpec, b: StudySpec) -> list[str]:
+    # ``baseline`` acts once, at creation: continuing a study never depends on it.
     da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
-    return [k for k in da if da[k] != db.get(k)]
+    return [k for k in da if da[k] != db.get(k) and k != "baseline"]
 
 
-def _prepare(name: str, spec_path: Path | None, storage_url: str | None) -> StudySpec:
+def _prepare(
+    name: str, spec_path: Path | None, storage_url: str | None, *, baseline: bool = True
+) -> StudySpec:
     storage = open_storage(storage_url)
     try:
         exists = name in [s.study_name for s in storage.get_all_studies()]
@@ -113,6 +116,8 @@ def _prepare(name: str, spec_path: Path | None, storage_url: str | None) -> Stud
         if spec_path is None:
             raise StudyError(f"study {name!r} does not exist; pass --spec FILE to create it")
         spec = load_spec(spec_path)
+        if not baseline:
+            spec = spec.model_copy(update={"baseline": False})
         create_study(storage, name, spec)
         return spec
     finally:
@@ -214,6 +219,7 @@ def run_study(
     devices: Sequence[str],
     console: Console,
     refresh_s: float = 2.0,
+    baseline: bool = True,
 ) -> RunResult:
     """Create or load study ``name``, run one worker per entry of ``devices``, and watch them.
 
@@ -224,11 +230,12 @@ def run_study(
         devices: the device of each worker (see :func:`worker_devices`).
         console: where the live table goes.
         refresh_s: seconds between table refreshes and worker checks.
+        baseline: creating the study, enqueue its base config first (unless the spec says no).
 
     Returns:
         The exit code and the final counts.
     """
-    spec = _prepare(name, spec_path, storage_url)
+    spec = _prepare(name, spec_path, storage_url, baseline=baseline)
     url = resolve_storage_url(storage_url)
     storage, spec = open_study_storage(name, storage_url)
     study = load_study(storage, name)

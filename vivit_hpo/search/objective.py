@@ -5,23 +5,27 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 ``trial.report(val_bps, epoch)`` and ``should_prune``. What ends a trial, and how:
 
 - COMPLETE: the epoch budget (or the trainer's early stopping) is reached; the value is the best
-  epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at.
+  epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at. That
+  checkpoint's test BPS is stored beside it (``test_bps``).
 - PRUNED: the pruner stopped it (``prune_reason``).
 - infeasible: PRUNED before any training step, with ``infeasible_reason`` and the constraint
   ``feasible`` = 1 (violated). Optuna 5's TPE sorts every trial with a violated constraint into
   its "bad" group whatever its state, so it learns to avoid those regions; PRUNED (not COMPLETE
   with a made-up value) keeps infeasible trials out of every value-based statistic, plot and
-  pruner. Feasible trials carry ``feasible`` = 0. (GP and CMA-ES read COMPLETE trials only, so
-  they do not learn from infeasible ones; random and grid never learn.)
-- FAIL with ``fail_reason``: a NaN/Inf loss (``NonFiniteLossError``), running out of memory
-  (``torch.OutOfMemoryError``, or the CPU allocator's equivalent), or another error. The worker
-  carries on with the next trial.
+  pruner. (GP and CMA-ES read COMPLETE trials only, so they do not learn from infeasible ones;
+  random and grid never learn.)
+- failed in training, with ``fail_reason``: a NaN/Inf loss (``NonFiniteLossError``) or running
+  out of memory (``torch.OutOfMemoryError``, or the CPU allocator's equivalent) ends PRUNED with
+  ``feasible`` = 1 like an infeasible trial, so that TPE avoids the region too; any other error
+  ends FAIL. The worker carries on with the next trial. (:mod:`vivit_hpo.search.record` reads
+  these back as ``infeasible`` or ``failed``.)
 - interrupted (SIGINT/SIGTERM to the worker): FAIL with ``fail_reason``, and a WAITING copy with
   the same parameters is enqueued at once; it resumes from the last epoch's checkpoint.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
-  or coordinator, and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values
-  inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` and the trainer resumes
-  from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
+  or coordinator, and re-enqueued (:class:`~vivit_hpo.search.record.RetryStaleTrial`: reports
+  inherited, the pruner's rung state not). The retry copies ``trial-<old>/`` to ``trial-<new>/``
+  and the trainer resumes from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``,
+  ``resumed_from_epoch``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from vivit_hpo.config import DataConfig
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
 from vivit_hpo.models import count_parameters, flops_per_sample
+from vivit_hpo.search.record import FAIL_REASON, FEASIBLE, retry_of
 from vivit_hpo.search.space import (
     Infeasible,
     infeasible_reason,
@@ -60,7 +65,7 @@ from vivit_hpo.search.space import (
 from vivit_hpo.search.spec import StudySpec
 from vivit_hpo.search.storage import claim_lock, retrying
 from vivit_hpo.search.study import ensure_data, trial_dir
-from vivit_hpo.training import Trainer, resolve_device
+from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
 
 __all__ = [
     "StopControl",
@@ -73,7 +78,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-FEASIBLE = "feasible"  # the constraint key: > 0 violated
 
 
 class StopControl:
@@ -167,9 +171,8 @@ def _frozen(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Frozen
 def retry_trial(
     study: optuna.Study, storage: optuna.storages.RDBStorage, trial_id: int, reason: str
 ) -> int | None:
-    """Fail a RUNNING trial and enqueue a WAITING copy with its parameters and intermediate
-    values, with the retry bookkeeping of ``RetryHeartbeatStaleTrialCallback`` (so that
-    ``retried_trial_number`` works) but without the attributes that say why the original ended.
+    """Fail a RUNNING trial and enqueue its :func:`~vivit_hpo.search.record.retry_of` copy
+    (parameters, reports and retry bookkeeping; no stale reasons or pruner state).
 
     Returns:
         The failed trial's number, or None if the trial was no longer RUNNING.
@@ -177,23 +180,7 @@ def retry_trial(
     if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
         return None
     frozen = storage.get_trial(trial_id)
-    system_attrs: dict[str, Any] = {
-        **frozen.system_attrs,
-        "failed_trial": frozen.system_attrs.get("failed_trial", frozen.number),
-        "retry_history": [*(frozen.system_attrs.get("retry_history") or []), frozen.number],
-    }
-    stale = ("fail_reason", "prune_reason", "resumed_from_trial", "resumed_from_epoch")
-    user_attrs = {k: v for k, v in frozen.user_attrs.items() if k not in stale}
-    study.add_trial(
-        optuna.create_trial(
-            state=TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            user_attrs=user_attrs,
-            system_attrs=system_attrs,
-            intermediate_values=frozen.intermediate_values,
-        )
-    )
+    study.add_trial(retry_of(frozen))
     _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
     return frozen.number
 
@@ -326,6 +313,8 @@ class TrialRunner:
         n = trial.number
         attrs: dict[str, Any] = {"host": self.host, "device": self._device_name()}
         attrs["pid"] = os.getpid()
+        if self.device.type == "cpu":
+            attrs["threads"] = torch.get_num_threads()
 
         # 1. Parameters and the cheap checks: nothing is trained for an infeasible config.
         extra = dict(trial.user_attrs.get("extra_overrides") or {})
@@ -349,8 +338,6 @@ class TrialRunner:
                 retrying(lambda: trial.set_constraint(FEASIBLE, 1.0), what="set constraint")
             self._tell(study, trial, TrialState.PRUNED)
             return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
-        if FEASIBLE not in trial.constraints:
-            retrying(lambda: trial.set_constraint(FEASIBLE, 0.0), what="set constraint")
         cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
         attrs["run_config"] = cfg.to_dict()
 
@@ -378,7 +365,11 @@ class TrialRunner:
                     break
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)
-                end.update(samples_per_s=report.samples_per_s, peak_memory_mb=peak)
+                end.update(
+                    samples_per_s=report.samples_per_s,
+                    bins_per_s=report.bins_per_s,
+                    peak_memory_mb=peak,
+                )
                 end["epochs_run"] = report.epoch
                 if report.is_best:
                     end["best_epoch"] = report.epoch
@@ -404,19 +395,28 @@ class TrialRunner:
                 record_attrs(trial, end)
             raise
         except Exception as e:
+            # Out of memory and a diverging loss are properties of the sampled region: the trial
+            # ends PRUNED with its constraint violated, which TPE sorts into its "bad" group
+            # (it ignores FAIL). Any other error is the code's or the machine's: FAIL.
+            learnable = True
             if is_oom(e):
                 why = f"out of memory: {str(e).splitlines()[0][:300]}"
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
             elif isinstance(e, NonFiniteLossError):
                 why = f"non-finite loss: {e}"
-            elif isinstance(e, VivitHpoError):
-                why = str(e)
             else:
-                _log.exception("trial %d crashed", n)
-                why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-            record_attrs(trial, {**attrs, **end, "fail_reason": why})
-            self._tell(study, trial, TrialState.FAIL)
+                learnable = False
+                if isinstance(e, VivitHpoError):
+                    why = str(e)
+                else:
+                    _log.exception("trial %d crashed", n)
+                    detail = str(e).splitlines()[0][:300] if str(e) else ""
+                    why = f"{type(e).__name__}: {detail}"
+            record_attrs(trial, {**attrs, **end, FAIL_REASON: why})
+            if learnable:
+                retrying(lambda: trial.set_constraint(FEASIBLE, 1.0), what="set constraint")
+            self._tell(study, trial, TrialState.PRUNED if learnable else TrialState.FAIL)
             self._drop_checkpoints(n)
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
 
@@ -430,6 +430,26 @@ class TrialRunner:
             record_attrs(trial, {**end, "fail_reason": why})
             self._tell(study, trial, TrialState.FAIL)
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
+        with self.stop.interruptible():
+            end.update(self._test_scores(run_dir, data, cfg.train.batch_size))
         record_attrs(trial, end)
         self._tell(study, trial, TrialState.COMPLETE, value)
         return TrialOutcome(n, "COMPLETE", value, "", epochs, time.perf_counter() - start)
+
+    def _test_scores(self, run_dir: Path, data: SessionSet, batch_size: int) -> dict[str, Any]:
+        """The kept best checkpoint's test BPS (``test_bps``, ``test_bps_per_session``), so that
+        a user sees when selection on the validation split flatters the winner. Nothing when
+        the sessions have no test split; ``test_bps_error`` when it cannot be scored."""
+        if not data.num_samples("test"):
+            return {}
+        try:
+            _, model, _ = load_run(run_dir, self.device)
+            scores = evaluate(model, data, "test", batch_size)
+        except Exception as e:  # the trial's value stands; the attribute says what went wrong
+            _log.warning("trial in %s: test split not scored: %s", run_dir, e)
+            return {"test_bps_error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+        per_session = {name: float(s.bps) for name, s in scores.items()}
+        return {
+            "test_bps": float(sum(per_session.values()) / len(per_session)),
+            "test_bps_per_session": per_session,
+        }

@@ -359,8 +359,8 @@ def input_shapes(spec: StudySpec) -> list[Shape]:
         SpecError: a session path is missing or unreadable.
     """
     if spec.data.synth is not None:
-        h, w = spec.data.synth.size
-        return [(1, h, w)]
+        size = spec.data.synth.size
+        return sorted({(1, h, w) for h, w in (size if isinstance(size, list) else [size])})
     import h5py
 
     from vivit_hpo.data import expand_paths

@@ -14,6 +14,7 @@
       stride: {choices: [2, 4, 8], le: patch, to: model.core.stride}
       lr: {low: 1.0e-4, high: 3.0e-3, log: true, to: train.lr}
     epochs: 20                     # per-trial budget (the pruner's max resource)
+    baseline: true                 # the base config is the first trial: the winner is at least it
     sampler: {name: tpe, seed: 0, options: {}}
     pruner: {name: hyperband, options: {}}
     objective: {metric: val_bps, direction: maximize}
@@ -90,21 +91,33 @@ Scalar = bool | int | float | str
 
 
 class SynthSpec(_Frozen):
-    """A simulated population (``vivit_hpo.data.synthesize``), written once per study."""
+    """A simulated population (``vivit_hpo.data.synthesize``), written once per study.
+
+    ``neurons``, ``frames``, ``size`` and ``behavior`` take one value for every session or a
+    list of one value per session (sessions of different shapes, as real recordings are).
+    """
 
     sessions: int = Field(1, ge=1)
-    neurons: int = Field(96, ge=1)
-    frames: int = Field(48000, ge=100)
-    size: tuple[int, int] = (36, 36)
+    neurons: int | list[int] = 96
+    frames: int | list[int] = 48000
+    size: tuple[int, int] | list[tuple[int, int]] = (36, 36)
+    behavior: int | list[int] = 4
     frame_rate: float = Field(60.0, gt=0)
     seed: int = 0
 
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 1:
-            raise ValueError("frame size must be positive, e.g. [36, 36]")
-        return v
+    @model_validator(mode="after")
+    def _per_session(self) -> SynthSpec:
+        k = self.sessions
+        for name, low in (("neurons", 1), ("frames", 100), ("behavior", 0), ("size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, list) and len(v) != k:
+                raise ValueError(f"{name}: {len(v)} values for {k} sessions; give one per session")
+            values = v if isinstance(v, list) else [v]
+            if name == "size":
+                values = [min(hw) for hw in values]
+            if min(values) < low:
+                raise ValueError(f"{name}: every value must be >= {low}")
+        return self
 
 
 class DataSpec(_Frozen):
@@ -267,6 +280,7 @@ class StudySpec(_Frozen):
         default_factory=lambda: {k: ParamSpec.model_validate(v) for k, v in DEFAULT_SPACE.items()}
     )
     epochs: int = Field(20, ge=1)
+    baseline: bool = True  # enqueue the base config as the first trial (not for a grid)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)

@@ -38,6 +38,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from vivit_hpo.errors import StorageError
+from vivit_hpo.search.record import RetryStaleTrial
 
 __all__ = [
     "Heartbeat",
@@ -193,8 +194,8 @@ def open_storage(
         max_retry: how often a stale trial is retried (re-enqueued with its parameters).
 
     Returns:
-        An ``RDBStorage``; with a heartbeat, stale trials go through
-        ``RetryHeartbeatStaleTrialCallback`` (intermediate values inherited).
+        An ``RDBStorage``; with a heartbeat, stale trials are retried by
+        :class:`~vivit_hpo.search.record.RetryStaleTrial` (reports inherited, pruner state not).
 
     Raises:
         StorageError: a bad URL, an unsupported database or one that cannot be reached (the
@@ -206,13 +207,7 @@ def open_storage(
         _check_sqlite(parsed, create=raw == default_storage_url())
     else:
         _check_postgres(parsed)
-    callback = (
-        optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=max_retry, inherit_intermediate_values=True
-        )
-        if heartbeat_interval
-        else None
-    )
+    callback = RetryStaleTrial(max_retry) if heartbeat_interval else None
     try:
         return retrying(
             lambda: optuna.storages.RDBStorage(

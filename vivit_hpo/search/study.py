@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import math
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
 from vivit_hpo.errors import ConfigError, SpecError, VivitHpoError
-from vivit_hpo.search.space import to_optuna_params, trial_config
+from vivit_hpo.search.record import status
+from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
     effective_n_trials,
@@ -40,10 +42,12 @@ __all__ = [
     "create_study",
     "delete_study",
     "enqueue",
+    "enqueue_baseline",
     "ensure_data",
     "export_best",
     "list_studies",
     "load_study",
+    "materialise_synth",
     "progress",
     "prune_checkpoints",
     "read_spec",
@@ -95,17 +99,23 @@ def load_study(
 
 
 def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
-    """The study's session paths; a simulator recipe is materialised once (under a file lock,
-    so that concurrent workers write it once) into ``<artifacts>/<study>/data``."""
+    """The study's session paths; a simulator recipe is materialised once into
+    ``<artifacts>/<study>/data`` (see :func:`materialise_synth`)."""
     if spec.data.paths is not None:
         return [Path(p) for p in spec.data.paths]
+    return [materialise_synth(spec, spec.study_dir(study_name) / "data")]
+
+
+def materialise_synth(spec: StudySpec, out: Path) -> Path:
+    """Write the spec's simulated sessions (``data.synth``) into ``out`` once, under a file lock
+    so that concurrent workers write them once; the oracle is scored at the base config's
+    ``num_lags``. Returns ``out``."""
     assert spec.data.synth is not None
-    out = spec.study_dir(study_name) / "data"
     done = out / "oracle.json"
     if done.is_file():
-        return [out]
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / ".data.lock", "a+") as lock:
+    with open(out.parent / f".{out.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
             from vivit_hpo.data import synthesize
@@ -117,11 +127,12 @@ def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
                 neurons=s.neurons,
                 frames=s.frames,
                 size=s.size,
+                behavior=s.behavior,
                 frame_rate=s.frame_rate,
                 seed=s.seed,
                 num_lags=spec.base_tree()["data"]["num_lags"],
             )
-    return [out]
+    return out
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
@@ -143,10 +154,23 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
         study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
         study.set_user_attr("n_trials", effective_n_trials(spec))
+        if spec.baseline and spec.sampler.name != "grid":
+            enqueue_baseline(study, spec)
     except Exception:
         optuna.delete_study(study_name=name, storage=storage)
         raise
     return study
+
+
+def enqueue_baseline(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
+    """Enqueue the spec's base config as a trial (user attribute ``baseline``): the space's
+    parameters at the base config's values where the space can take them, the sampler's draw
+    for the others. A search then never ends worse than the config it starts from."""
+    values = base_values(spec.space, spec.base_tree())
+    study.enqueue_trial(
+        to_optuna_params(spec.space, values), user_attrs={"baseline": True}, skip_if_exists=False
+    )
+    return values
 
 
 def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool) -> Path:
@@ -163,7 +187,7 @@ def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: 
 
 
 def is_infeasible(t: FrozenTrial) -> bool:
-    return "infeasible_reason" in t.user_attrs or any(v > 0 for v in t.constraints.values())
+    return status(t) == "infeasible"
 
 
 def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
@@ -215,20 +239,11 @@ def progress(trials: Sequence[FrozenTrial], n_trials: int) -> StudyProgress:
             c["retried"] += 1
             continue
         c["logical"] += 1
-        if t.state == TrialState.RUNNING:
-            c["running"] += 1
-        elif t.state == TrialState.WAITING:
-            c["waiting"] += 1
-        elif is_infeasible(t):
-            c["infeasible"] += 1
-        elif t.state == TrialState.COMPLETE:
-            c["complete"] += 1
-            if t.value is not None and (best is None or t.value > (best.value or -math.inf)):
-                best = t
-        elif t.state == TrialState.PRUNED:
-            c["pruned"] += 1
-        else:
-            c["failed"] += 1
+        st = status(t)
+        c[st] += 1
+        better = best is None or (t.value or -math.inf) > (best.value or -math.inf)
+        if st == "complete" and t.value is not None and better:
+            best = t
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     return StudyProgress(
@@ -253,6 +268,7 @@ class TrialRow:
     number: int
     state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING, RETRIED
     value: float | None
+    test_value: float | None  # the best epoch's checkpoint on the test split
     epochs: int
     best_epoch: int | None
     params: dict[str, Any]
@@ -271,7 +287,7 @@ def _reason(t: FrozenTrial, retried: dict[int, int]) -> str:
     resumed = a.get("resumed_from_epoch")
     if resumed:
         return f"resumed after epoch {resumed} of #{a.get('resumed_from_trial')}"
-    return ""
+    return "the base config (baseline)" if a.get("baseline") else ""
 
 
 def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
@@ -281,10 +297,8 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.FAIL and t.number in retried:
             state = "RETRIED"
-        elif is_infeasible(t) and t.state.is_finished():
-            state = "INFEASIBLE"
         else:
-            state = t.state.name
+            state = {"complete": "COMPLETE", "failed": "FAIL"}.get(status(t), status(t).upper())
         seconds = (
             (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start
@@ -295,6 +309,7 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
                 number=t.number,
                 state=state,
                 value=t.value if t.state == TrialState.COMPLETE else None,
+                test_value=t.user_attrs.get("test_bps"),
                 epochs=max(t.intermediate_values, default=0),
                 best_epoch=t.user_attrs.get("best_epoch"),
                 params=dict(t.user_attrs.get("values") or t.params),
@@ -349,13 +364,27 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     return max(done, key=lambda t: (t.value, -t.number))
 
 
-def export_best(study: optuna.Study, spec: StudySpec, out: Path) -> FrozenTrial:
+def export_best(
+    study: optuna.Study, spec: StudySpec, out: Path, *, run_dir: Path | None = None
+) -> FrozenTrial:
     """Write the best trial's run config to ``out`` (YAML that ``vivit-hpo train --model``
-    accepts), with a header naming the trial, its score and the command that reproduces it."""
+    accepts), with a header naming the trial, its score and the command that reproduces it.
+
+    With ``run_dir``, also write the winner as a run folder that ``vivit-hpo evaluate`` and
+    ``predict`` accept (its config, sessions, metrics and best checkpoint), so that the model can
+    leave the study's artifacts. The folder appears whole or not at all; an existing one is
+    refused.
+
+    Raises:
+        StudyError: no complete trial, a trial without a stored config or checkpoint, or
+            ``run_dir`` exists.
+    """
     best = best_trial(study)
     cfg = best.user_attrs.get("run_config")
     if not isinstance(cfg, dict):
         raise StudyError(f"trial {best.number} has no stored run config; was it run by vivit-hpo?")
+    if run_dir is not None:
+        _export_run_dir(trial_dir(spec, study.study_name, best.number), run_dir, best.number)
     paths = " ".join(f"--data {p}" for p in ensure_data(spec, study.study_name))
     header = (
         f"# Best trial #{best.number} of study {study.study_name!r}: mean validation BPS "
@@ -363,8 +392,34 @@ def export_best(study: optuna.Study, spec: StudySpec, out: Path) -> FrozenTrial:
         f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(out)
     return best
+
+
+def _export_run_dir(src: Path, dst: Path, number: int) -> None:
+    from vivit_hpo.training.run import best_checkpoint_path  # torch: only when needed
+
+    if dst.exists():
+        raise StudyError(f"--run-dir {dst}: already exists; pass a new folder")
+    try:
+        ckpt = best_checkpoint_path(src)
+    except ConfigError as e:
+        raise StudyError(
+            f"trial {number}: its best checkpoint is gone ({e}); "
+            "retrain it with the exported config"
+        ) from e
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        for name in ("config.yaml", "sessions.json", "metrics.json"):
+            shutil.copy2(src / name, tmp / name)
+        (tmp / "checkpoints").mkdir()
+        shutil.copy2(ckpt, tmp / "checkpoints" / ckpt.name)
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:

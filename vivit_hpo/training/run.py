@@ -19,10 +19,10 @@ from vivit_hpo.training.checkpoint import (
     read_sessions,
 )
 
-__all__ = ["load_run"]
+__all__ = ["best_checkpoint_path", "load_run"]
 
 
-def _best_path(run_dir: Path) -> Path:
+def best_checkpoint_path(run_dir: Path) -> Path:
     """The kept best-epoch checkpoint with the highest validation BPS in metrics.json."""
     kept = dict(best_checkpoints(run_dir / "checkpoints"))
     metrics = run_dir / "metrics.json"
@@ -49,7 +49,7 @@ def load_run(
     metas = read_sessions(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     if which == "best":
-        state = load_checkpoint(_best_path(run_dir), device)
+        state = load_checkpoint(best_checkpoint_path(run_dir), device)
     elif which == "last":
         path = ckpt_dir / "last.pt"
         if not path.is_file():
