@@ -110,7 +110,7 @@ class CNNConfig(_Frozen):
 
 
 class ReadoutConfig(_Frozen):
-    """Per-session Gaussian readout on the core's last time step."""
+    """Per-session Gaussian readout, applied at every time step the core outputs."""
 
     init_sigma: float = Field(0.2, gt=0)  # initial spread, in normalised [-1, 1] coordinates
     bias_init: Literal["mean_rate", "zero"] = "mean_rate"

@@ -78,6 +78,9 @@ def test_bench_search_measures_each_strategy(tmp_path: Path) -> None:
         want = {"default": ("tpe", "median"), "random": ("random", "none")}[strategy]
         assert (spec.sampler.name, spec.pruner.name) == want
         assert spec.epochs == 2 and spec.budget.n_trials == 3
+        # The product's default starts from the base config; the textbook strategies do not.
+        first = min(trials, key=lambda t: t.number)
+        assert bool(first.user_attrs.get("baseline")) == (strategy == "default")
     by_name = {r["strategy"]: r for r in doc["summary"]}
     assert by_name["random"]["epochs_ratio"] == pytest.approx(1.0)
     page = (out / "search_bench.html").read_text()

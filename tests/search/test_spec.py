@@ -3,6 +3,7 @@ spec or storage URL given to the CLI exits 2 without writing a study."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     ("grace below interval", lambda t: t["heartbeat"].update(grace_s=1), "heartbeat"),
     ("zero trials", lambda t: t["budget"].update(n_trials=0), "budget.n_trials = 0"),
+    (
+        "per-session list of the wrong length",
+        lambda t: t.update(data={"synth": {"sessions": 3, "neurons": [8, 16]}}),
+        "neurons: 2 values for 3 sessions; give one per session",
+    ),
 ]
 
 
@@ -213,3 +219,44 @@ def test_cli_worker_on_a_missing_study_exits_2(pg_url: str, study_name: str) -> 
     result = CliRunner().invoke(app, ["worker", study_name, "--storage", pg_url])
     assert result.exit_code == 2
     assert f"study {study_name!r} does not exist" in result.output
+
+
+def _tree_with(sim_dir: Path, tmp_path: Path, **changes: Any) -> Any:
+    return parse_spec(tiny_spec_tree(sim_dir, tmp_path, **changes), "test")
+
+
+def test_hyperband_rungs_start_after_the_warm_up_with_few_brackets(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    from vivit_hpo.search.factory import hyperband_min_resource, tpe_startup_trials
+
+    base = {"config": {**tiny_spec_tree(sim_dir, tmp_path)["base"]["config"]}}
+    base["config"]["train"] = {**base["config"]["train"], "warmup_epochs": 0.5}
+    hyperband = {"name": "hyperband"}
+    small = _tree_with(
+        sim_dir, tmp_path, base=base, epochs=4, budget={"n_trials": 16}, pruner=hyperband
+    )
+    assert hyperband_min_resource(small, 3) == 2  # 1 bracket under 30 trials
+    longer = _tree_with(sim_dir, tmp_path, base=base, epochs=4, budget={"n_trials": 40})
+    assert hyperband_min_resource(longer, 3) == 2  # epoch 1 holds the warm-up
+    big = _tree_with(sim_dir, tmp_path, base=base, epochs=20, budget={"n_trials": 60})
+    r = hyperband_min_resource(big, 3)
+    assert math.floor(math.log(20 / r, 3)) + 1 <= 2  # at most 2 brackets
+    assert (tpe_startup_trials(small), tpe_startup_trials(big)) == (3, 10)
+
+    # As Optuna runs it: no trial is pruned at epoch 1, however bad, and 1 bracket.
+    pruner = build_pruner(small)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    pruned_at: list[int] = []
+    for i in range(8):
+        trial = study.ask()
+        for epoch in range(1, 5):
+            trial.report(1.0 - 0.1 * i + 0.01 * epoch, epoch)
+            if trial.should_prune():
+                pruned_at.append(epoch)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, 1.0 - 0.1 * i)
+    assert pruned_at and min(pruned_at) >= 2, pruned_at
+    assert pruner._n_brackets == 1  # the bracket count has no public reader

@@ -4,10 +4,15 @@ For each strategy and seed, a study is made from the spec with only its sampler 
 replaced, and run to the spec's budget by N local workers (:func:`run_study`, the same
 coordinator a user runs):
 
-- ``default``: the spec's own sampler and pruner (the sampler's seed shifted per seed);
+- ``default``: the spec's own sampler and pruner (the sampler's seed shifted per seed), and its
+  baseline trial (the base config first) when the spec has one: the search as the product runs
+  it;
 - ``random``: random search without pruning (the reference);
 - ``tpe``: TPE (the spec's TPE options, if it uses TPE) without pruning;
 - ``random-hyperband``: random search with Hyperband (the spec's Hyperband options, if any).
+
+The last three are the textbook strategies: no baseline trial, so that they measure what the
+sampler and pruner find on their own (the JSON says whether each winner was the baseline).
 
 Simulated data are written once, into ``OUT/data``, and every study reads them as
 ``data.paths`` (a spec with ``data.paths`` is used as it is). Each study's finished trials are
@@ -64,7 +69,8 @@ def strategy_spec(spec: StudySpec, strategy: str, seed: int) -> StudySpec:
         pruner = spec.pruner if spec.pruner.name == "hyperband" else PrunerSpec(name="hyperband")
     else:
         raise SpecError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    return spec.model_copy(update={"sampler": sampler, "pruner": pruner})
+    baseline = spec.baseline and strategy == "default"
+    return spec.model_copy(update={"sampler": sampler, "pruner": pruner, "baseline": baseline})
 
 
 def finished_trials(trials: Sequence[FrozenTrial]) -> list[FinishedTrial]:

@@ -8,14 +8,22 @@ random configurations; TPE's constant liar keeps their later suggestions apart.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
 
 from vivit_hpo.errors import SpecError
-from vivit_hpo.search.spec import StudySpec
+from vivit_hpo.search.spec import StudySpec, effective_n_trials
 
-__all__ = ["build_pruner", "build_sampler", "is_conditional", "worker_seed"]
+__all__ = [
+    "build_pruner",
+    "build_sampler",
+    "hyperband_min_resource",
+    "is_conditional",
+    "tpe_startup_trials",
+    "worker_seed",
+]
 
 
 def is_conditional(spec: StudySpec) -> bool:
@@ -35,9 +43,10 @@ def worker_seed(seed: int | None, first_trial: int) -> int | None:
 
 def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler: ``tpe`` (Optuna 5 defaults: multivariate, constant liar; grouped when
-    the space is conditional), ``random``, ``grid`` (categorical parameters only), ``gp`` or
-    ``cmaes``; ``sampler.options`` are passed as keyword arguments. The seed is
-    :func:`worker_seed` of the spec's seed and ``first_trial``.
+    the space is conditional; :func:`tpe_startup_trials` random trials first), ``random``,
+    ``grid`` (categorical parameters only), ``gp`` or ``cmaes``; ``sampler.options`` are passed
+    as keyword arguments. The seed is :func:`worker_seed` of the spec's seed and
+    ``first_trial``.
 
     Raises:
         SpecError: grid search over a range or a conditional parameter.
@@ -47,6 +56,7 @@ def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.Base
     seed = worker_seed(s.seed, first_trial)
     opts: dict[str, Any] = dict(s.options)
     if s.name == "tpe":
+        opts.setdefault("n_startup_trials", tpe_startup_trials(spec))
         if is_conditional(spec):
             # Grouped multivariate TPE models each set of co-occurring parameters jointly,
             # instead of falling back to independent sampling for conditional ones.
@@ -73,10 +83,35 @@ def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.Base
     return optuna.samplers.CmaEsSampler(seed=seed, **opts)
 
 
+def tpe_startup_trials(spec: StudySpec) -> int:
+    """TPE's random startup trials by default: a fifth of the budget, between 3 and Optuna's 10.
+
+    Optuna's 10 is most of a small study (and, under Hyperband, each bracket starts random on
+    its own); a fifth leaves four fifths of the budget to the model of the space.
+    """
+    return int(min(10, max(3, effective_n_trials(spec) // 5)))
+
+
+def hyperband_min_resource(spec: StudySpec, reduction_factor: int) -> int:
+    """The first Hyperband rung by default: the first epoch after the learning-rate warm-up, and
+    late enough that there are at most 2 brackets (1 under 30 trials).
+
+    A rung inside the warm-up ranks trials by how fast their learning rate rises, not by how
+    well they learn; and Optuna's Hyperband shows the sampler only the trials of its own bracket,
+    so every bracket splits TPE's history (and repeats its random startup).
+    """
+    warmup = float(spec.base_tree()["train"]["warmup_epochs"] or 0.0)
+    after_warmup = math.ceil(warmup) + 1 if warmup > 0 else 1
+    brackets = 1 if effective_n_trials(spec) < 30 else 2
+    fewer_brackets = spec.epochs // reduction_factor**brackets + 1
+    return int(max(1, min(spec.epochs, max(after_warmup, fewer_brackets))))
+
+
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """The spec's pruner, with epochs as the resource (intermediate step = epoch, 1-based).
 
-    ``hyperband`` (min_resource 1, max_resource = the per-trial epochs, reduction factor 3),
+    ``hyperband`` (min_resource :func:`hyperband_min_resource`, max_resource = the per-trial
+    epochs, reduction factor 3),
     ``median`` (5 startup trials, 1 warm-up epoch), ``successive_halving`` (min_resource 1,
     reduction factor 3), ``patient`` (stop after ``patience`` epochs without improvement,
     default 3; ``wrapped: median`` to combine), ``none``. ``pruner.options`` override these.
@@ -84,9 +119,9 @@ def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     p = spec.pruner
     opts: dict[str, Any] = dict(p.options)
     if p.name == "hyperband":
-        opts.setdefault("min_resource", 1)
         opts.setdefault("max_resource", spec.epochs)
         opts.setdefault("reduction_factor", 3)
+        opts.setdefault("min_resource", hyperband_min_resource(spec, opts["reduction_factor"]))
         return optuna.pruners.HyperbandPruner(**opts)
     if p.name == "median":
         opts.setdefault("n_startup_trials", 5)
