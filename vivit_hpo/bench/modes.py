@@ -6,7 +6,8 @@ training-step seconds, and scores the test split after every epoch. Each mode's 
 sized to its budget: a few calibration steps measure its seconds per step, and the run gets the
 number of steps that fit (warm-up and cosine decay then end with the budget, as they would for a
 user with that much time). Validation and the benchmark's own test scoring are left out of the
-budget. The table gives, per mode: target bins trained per second, the test BPS reached, its
+budget; the modes are calibrated taking turns, so that all see the same load. The table gives,
+per mode: target bins trained per second, the test BPS reached, its
 fraction of the oracle (simulated data), the training seconds each mode took to reach the
 window mode's final test BPS, and its test BPS after the window mode's training time (the two
 can differ from the budget where the machine's load changed between calibration and run).
@@ -99,31 +100,38 @@ def _mode_config(
 
 
 def calibrate(
-    cfg: RunConfig, data: SessionSet, device: str, rounds: int = 3, steps: int = 5
-) -> float:
-    """Seconds per training step of ``cfg`` on ``data``: the fastest of ``rounds`` rounds of
-    ``steps`` steps after 3 warm-up steps (the fastest, so that a passing spike of load on a
-    shared machine does not shrink the schedule)."""
-    trainer = Trainer(cfg, data, device=device, run_dir=None)
-    batches = trainer.data.batches(
-        "train", cfg.train.batch_size, shuffle=True, seed=12345, steps=3 + rounds * steps
-    )
-    trainer.model.train()
-    times: list[float] = []
-    start = 0.0
-    for i, batch in enumerate(batches):
-        if i >= 3 and (i - 3) % steps == 0:
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize(trainer.device)
-            if i > 3:
-                times.append((time.perf_counter() - start) / steps)
-            start = time.perf_counter()
-        trainer.train_step(batch)
-        trainer.optimizer_step()
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize(trainer.device)
-    times.append((time.perf_counter() - start) / steps)
-    return min(times)
+    cfgs: Sequence[RunConfig], data: SessionSet, device: str, rounds: int = 5, steps: int = 4
+) -> list[float]:
+    """Seconds per training step of each config on ``data``: after 3 warm-up steps each, the
+    modes take turns for ``rounds`` rounds of ``steps`` steps, and each gets its fastest round.
+    Taking turns puts every mode under the same load of a shared machine, and the fastest round
+    keeps a passing spike from shrinking a schedule."""
+    trainers = [Trainer(cfg, data, device=device, run_dir=None) for cfg in cfgs]
+    streams = []
+    for trainer, cfg in zip(trainers, cfgs, strict=True):
+        trainer.model.train()
+        batches = trainer.data.batches(
+            "train", cfg.train.batch_size, shuffle=True, seed=12345, steps=3 + rounds * steps
+        )
+        streams.append(iter(batches))
+
+    def run(k: int, n: int) -> float:
+        trainer = trainers[k]
+        start = time.perf_counter()
+        for _ in range(n):
+            trainer.train_step(next(streams[k]))
+            trainer.optimizer_step()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+        return (time.perf_counter() - start) / n
+
+    for k in range(len(trainers)):
+        run(k, 3)
+    best = [math.inf] * len(trainers)
+    for _ in range(rounds):
+        for k in range(len(trainers)):
+            best[k] = min(best[k], run(k, steps))
+    return best
 
 
 def run_modes(
@@ -152,9 +160,11 @@ def run_modes(
         else None
     )
     results: list[ModeResult] = []
-    for frames in [None, *clip_frames]:
-        batch = None if frames is None else clip_batch_size
-        per_step = calibrate(_mode_config(cfg, frames, 1, 1, batch), data, device)
+    modes = [
+        (frames, None if frames is None else clip_batch_size) for frames in [None, *clip_frames]
+    ]
+    per_steps = calibrate([_mode_config(cfg, f, 1, 1, b) for f, b in modes], data, device)
+    for (frames, batch), per_step in zip(modes, per_steps, strict=True):
         steps = max(epochs, int(budget_s / per_step))
         run_cfg = _mode_config(cfg, frames, steps, epochs, batch)
         trainer = Trainer(run_cfg, data, device=device, run_dir=None)
