@@ -233,7 +233,7 @@ def run_study(
     storage, spec = open_study_storage(name, storage_url)
     study = load_study(storage, name)
     budget = effective_n_trials(spec)
-    logs = spec.study_dir(name) / "logs"
+    logs = spec.artifact_path(name, "logs")
     env = dict(os.environ)
     env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
     # The workers import this very package, installed or not.

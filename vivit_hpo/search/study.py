@@ -22,10 +22,11 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
-from vivit_hpo.errors import ConfigError, SpecError, VivitHpoError
+from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.search.space import to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
+    check_study_name,
     effective_n_trials,
     spec_from_text,
     spec_to_text,
@@ -62,19 +63,32 @@ def _names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
-    """The spec stored in study ``name``.
-
-    Raises:
-        StudyError: no such study, or it was not created by vivit-hpo.
-    """
+def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
     try:
-        study_id = storage.get_study_id_from_name(name)
+        return storage.get_study_id_from_name(name)
     except KeyError as e:
         known = ", ".join(_names(storage)[:10]) or "none"
         raise StudyError(
             f"study {name!r} does not exist (studies: {known}); create it with "
             f"`vivit-hpo study create {name} --spec FILE`"
+        ) from e
+
+
+def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
+    """The spec stored in study ``name``.
+
+    Raises:
+        StudyError: no such study, or it was not created by vivit-hpo.
+        ArtifactPathError: the stored study's name is not a plain folder name (a study made
+            before names were checked); only `study delete NAME --keep-artifacts` takes it.
+    """
+    study_id = _study_id(storage, name)
+    try:
+        check_study_name(name)
+    except ArtifactPathError as e:
+        raise ArtifactPathError(
+            f"{e}; this study can only be removed from the storage, without touching any "
+            "folder: `vivit-hpo study delete NAME --keep-artifacts`"
         ) from e
     text = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
     if not isinstance(text, str):
@@ -100,7 +114,7 @@ def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
     if spec.data.paths is not None:
         return [Path(p) for p in spec.data.paths]
     assert spec.data.synth is not None
-    out = spec.study_dir(study_name) / "data"
+    out = spec.artifact_path(study_name, "data")
     done = out / "oracle.json"
     if done.is_file():
         return [out]
@@ -128,14 +142,14 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
     """Create study ``name`` from a validated spec and materialise simulated data.
 
     Raises:
+        ArtifactPathError: the name is not a plain folder name (see ``check_study_name``).
         StudyError: the name is taken.
     """
+    spec.study_dir(check_study_name(name))
     if name in _names(storage):
         raise StudyError(
             f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
         )
-    if not name or "/" in name or name != name.strip():
-        raise StudyError(f"study name {name!r}: use letters, digits, '-', '_' or '.'")
     ensure_data(spec, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     try:
@@ -149,12 +163,22 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
     return study
 
 
-def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool) -> Path:
-    """Delete the study (and, with ``artifacts``, its artifact folder); returns that folder."""
-    spec = read_spec(storage, name)
+def delete_study(
+    storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool
+) -> Path | None:
+    """Delete the study and, with ``artifacts``, its artifact folder (which must lie inside the
+    artifacts root: checked before anything is deleted). Returns the folder deleted, if any.
+
+    Without ``artifacts`` no folder is looked at, so a study stored under a name that is not a
+    plain folder name can still be removed from the storage.
+    """
+    if not artifacts:
+        _study_id(storage, name)
+        optuna.delete_study(study_name=name, storage=storage)
+        return None
+    folder = read_spec(storage, name).study_dir(name)
     optuna.delete_study(study_name=name, storage=storage)
-    folder = spec.study_dir(name)
-    if artifacts and folder.is_dir():
+    if folder.is_dir():
         shutil.rmtree(folder)
     return folder
 
@@ -405,7 +429,7 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
 
 def trial_dir(spec: StudySpec, study_name: str, number: int) -> Path:
     """``<artifacts>/<study>/trial-<number>``: config, metrics and checkpoints of one trial."""
-    return spec.study_dir(study_name) / f"trial-{number}"
+    return spec.artifact_path(study_name, f"trial-{number}")
 
 
 def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:

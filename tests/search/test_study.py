@@ -1,0 +1,126 @@
+"""Study names and artifact folders on a real PostgreSQL: a name is a plain folder name, and
+nothing the service creates, writes or deletes lies outside the artifacts root, whatever the
+database says."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from vivit_hpo.cli import app
+from vivit_hpo.errors import ArtifactPathError
+from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import SPEC_ATTR, create_study, trial_dir
+
+pytestmark = pytest.mark.postgres
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: ") and "Traceback" not in output, output
+    return lines[0]
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../up", "", " x", "a\\b"])
+def test_create_refuses_a_name_that_is_not_a_folder_name(
+    name: str, write_spec: Callable[..., Path], pg_url: str, tmp_path: Path
+) -> None:
+    storage = open_storage(pg_url)
+    before_studies = {s.study_name for s in storage.get_all_studies()}
+    spec = write_spec()
+    before_files = _tree(tmp_path)
+    try:
+        result = CliRunner().invoke(
+            app, ["study", "create", name, "--spec", str(spec), "--storage", pg_url]
+        )
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert f"study name {name!r}" in line and "letters, digits" in line
+        assert {s.study_name for s in storage.get_all_studies()} == before_studies
+        assert _tree(tmp_path) == before_files  # nothing written, above the root or in it
+        with pytest.raises(ArtifactPathError):
+            create_study(storage, name, load_spec(spec))  # the library refuses it too
+        assert check_study_name("vivit-small.v2_1") == "vivit-small.v2_1"
+    finally:
+        # A broken check must not leave such a study in the shared database.
+        if name not in before_studies and name in {s.study_name for s in storage.get_all_studies()}:
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
+
+
+def test_delete_of_a_stored_bad_name_never_leaves_the_artifacts_root(
+    write_spec: Callable[..., Path], pg_url: str, tmp_path: Path
+) -> None:
+    # The reported bug: a study named '..' (made before names were checked) is deleted with
+    # --yes and takes the folder above the artifacts root with it. Here '../victim-<id>', so
+    # that the test is alone in the shared database.
+    spec = load_spec(write_spec())
+    root = tmp_path / "artifacts"
+    victim = tmp_path / f"victim-{uuid.uuid4().hex[:8]}"
+    (victim / "trial-0" / "checkpoints").mkdir(parents=True)
+    (root / "other" / "trial-0").mkdir(parents=True)
+    name = f"../{victim.name}"
+    storage = open_storage(pg_url)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
+    try:
+        runner = CliRunner()
+        for cmd in (["study", "delete", name, "--yes"], ["study", "show", name]):
+            result = runner.invoke(app, [*cmd, "--storage", pg_url])
+            assert result.exit_code == 2, result.output
+            line = _one_error_line(result.output)
+            assert "letters, digits" in line and "--keep-artifacts" in line
+        assert (victim / "trial-0" / "checkpoints").is_dir()
+        assert (root / "other" / "trial-0").is_dir()
+        assert name in {s.study_name for s in storage.get_all_studies()}
+        with pytest.raises(ArtifactPathError):
+            spec.study_dir(name)
+        with pytest.raises(ArtifactPathError):
+            trial_dir(spec, name, 0)
+
+        # --keep-artifacts removes it from the storage and touches no folder.
+        result = runner.invoke(
+            app, ["study", "delete", name, "--yes", "--keep-artifacts", "--storage", pg_url]
+        )
+        assert result.exit_code == 0, result.output
+        assert name not in {s.study_name for s in storage.get_all_studies()}
+        assert (victim / "trial-0" / "checkpoints").is_dir()
+        assert (root / "other" / "trial-0").is_dir()
+    finally:
+        if name in {s.study_name for s in storage.get_all_studies()}:
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
+
+
+def test_a_study_folder_that_resolves_outside_the_root_is_refused(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec()
+    spec = load_spec(spec_path)
+    storage = open_storage(pg_url)
+    create_study(storage, study_name, spec)
+    outside = tmp_path / "elsewhere"
+    (outside / "keep").mkdir(parents=True)
+    folder = tmp_path / "artifacts" / study_name
+    assert not folder.exists()  # session files: no data folder was made
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ArtifactPathError, match="outside"):
+        trial_dir(spec, study_name, 3)
+    result = CliRunner().invoke(app, ["study", "delete", study_name, "--yes", "--storage", pg_url])
+    assert result.exit_code == 2, result.output
+    assert "outside" in _one_error_line(result.output)
+    assert (outside / "keep").is_dir()
+    assert study_name in {s.study_name for s in storage.get_all_studies()}
+    storage.engine.dispose()
