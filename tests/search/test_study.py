@@ -16,7 +16,15 @@ from vivit_hpo.cli import app
 from vivit_hpo.errors import ArtifactPathError
 from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
 from vivit_hpo.search.storage import open_storage
-from vivit_hpo.search.study import SPEC_ATTR, create_study, trial_dir
+from vivit_hpo.search.study import (
+    SPEC_ATTR,
+    create_study,
+    delete_study,
+    load_study,
+    study_uid,
+    trial_dir,
+)
+from vivit_hpo.search.worker import run_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -87,7 +95,7 @@ def test_delete_of_a_stored_bad_name_never_leaves_the_artifacts_root(
         with pytest.raises(ArtifactPathError):
             spec.study_dir(name)
         with pytest.raises(ArtifactPathError):
-            trial_dir(spec, name, 0)
+            trial_dir(spec, name, 0, uid=None)
 
         # --keep-artifacts removes it from the storage and touches no folder.
         result = runner.invoke(
@@ -117,10 +125,44 @@ def test_a_study_folder_that_resolves_outside_the_root_is_refused(
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.symlink_to(outside, target_is_directory=True)
     with pytest.raises(ArtifactPathError, match="outside"):
-        trial_dir(spec, study_name, 3)
+        trial_dir(spec, study_name, 3, uid="abc")
     result = CliRunner().invoke(app, ["study", "delete", study_name, "--yes", "--storage", pg_url])
     assert result.exit_code == 2, result.output
     assert "outside" in _one_error_line(result.output)
     assert (outside / "keep").is_dir()
     assert study_name in {s.study_name for s in storage.get_all_studies()}
+    storage.engine.dispose()
+
+
+def test_a_study_made_again_under_its_name_never_resumes_the_old_checkpoints(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 1},
+        epochs=2,
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    spec = load_spec(spec_path)
+    storage = open_storage(pg_url)
+    create_study(storage, study_name, spec)
+    old = load_study(storage, study_name)
+    assert run_worker(study_name, pg_url, device="cpu", install_signals=False).trials == 1
+    old_uid = study_uid(old)
+    assert old_uid is not None
+    old_dir = trial_dir(spec, study_name, 0, uid=old_uid)
+    assert (old_dir / "checkpoints" / "last.pt").is_file()  # the best trial keeps its own
+
+    delete_study(storage, study_name, artifacts=False)  # --keep-artifacts
+    create_study(storage, study_name, spec)
+    new = load_study(storage, study_name)
+    assert study_uid(new) not in (None, old_uid)
+    assert run_worker(study_name, pg_url, device="cpu", install_signals=False).trials == 1
+    (t,) = new.get_trials()
+    assert t.number == 0 and t.state.name == "COMPLETE"
+    assert "resumed_from_epoch" not in t.user_attrs, t.user_attrs  # trained from epoch 1
+    assert sorted(t.intermediate_values) == [1, 2]
+    assert Path(t.user_attrs["trial_dir"]) == trial_dir(spec, study_name, 0, uid=study_uid(new))
+    assert (old_dir / "checkpoints" / "last.pt").is_file()  # the old folder is left alone
+    assert old_dir.parent.parent == spec.study_dir(study_name)
     storage.engine.dispose()

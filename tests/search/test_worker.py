@@ -18,7 +18,15 @@ from search_helpers import finish, start_worker, wait_for
 
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
-from vivit_hpo.search.study import create_study, enqueue, load_study, progress, trial_rows
+from vivit_hpo.search.study import (
+    create_study,
+    enqueue,
+    load_study,
+    progress,
+    study_uid,
+    trial_dir,
+    trial_rows,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -80,10 +88,11 @@ def test_three_workers_finish_the_budget_once_each(
     lrs = [t.params["lr"] for t in trials]
     assert len(set(lrs)) == len(lrs), lrs
     # The study is finished: only the 2 best complete trials keep checkpoints.
-    kept = sorted(
-        p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints")
-    )
-    assert len(kept) <= 2
+    spec = load_spec(spec_path)
+    folders = [trial_dir(spec, study_name, t.number, uid=study_uid(study)) for t in trials]
+    assert all((f / "metrics.json").is_file() for f in folders)
+    kept = [f for f in folders if (f / "checkpoints").is_dir()]
+    assert 1 <= len(kept) <= 2, kept
 
 
 def test_killed_worker_trial_is_retried_and_resumed(
@@ -192,6 +201,6 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     assert t[2].state == TrialState.PRUNED
     assert "shorter than the tubelet" in t[2].user_attrs["infeasible_reason"]
     assert t[2].constraints == {"feasible": 1.0}
-    assert not (tmp_path / "artifacts" / study_name / "trial-2").exists()  # never trained
+    assert not trial_dir(spec, study_name, 2, uid=study_uid(study)).exists()  # never trained
     assert t[3].state in (TrialState.COMPLETE, TrialState.PRUNED)  # the worker carried on
     assert len(t) == 4

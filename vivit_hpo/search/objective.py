@@ -20,7 +20,8 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
   the same parameters is enqueued at once; it resumes from the last epoch's checkpoint.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values
-  inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` and the trainer resumes
+  inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` (both in the study's
+  ``trials-<uid>/``) and the trainer resumes
   from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
 """
 
@@ -208,6 +209,7 @@ class TrialRunner:
         storage: the study's RDBStorage (for the claim lock taken while re-enqueueing an
             interrupted trial; the worker runs the heartbeat).
         stop: the worker's signal state.
+        uid: the study's uid (:func:`~vivit_hpo.search.study.study_uid`): its trial folders.
     """
 
     def __init__(
@@ -218,9 +220,11 @@ class TrialRunner:
         *,
         storage: optuna.storages.RDBStorage,
         stop: StopControl,
+        uid: str | None,
     ) -> None:
         self.spec = spec
         self.study_name = study_name
+        self.uid = uid
         self.device = resolve_device(device)
         self.storage = storage
         self.stop = stop
@@ -240,6 +244,9 @@ class TrialRunner:
             self._data = (cfg, load_sessions(paths, cfg))
         return self._data[1]
 
+    def _trial_dir(self, number: int) -> Path:
+        return trial_dir(self.spec, self.study_name, number, uid=self.uid)
+
     def _device_name(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
@@ -247,11 +254,11 @@ class TrialRunner:
 
     def _prepare_dir(self, trial: optuna.Trial, frozen: FrozenTrial) -> Path:
         """The trial's folder; a retry starts from a copy of its predecessor's."""
-        out = trial_dir(self.spec, self.study_name, trial.number)
+        out = self._trial_dir(trial.number)
         history = frozen.system_attrs.get("retry_history") or []
         if history and not (out / "checkpoints" / "last.pt").is_file():
             for prev in reversed(history):
-                src = trial_dir(self.spec, self.study_name, int(prev))
+                src = self._trial_dir(int(prev))
                 if (src / "checkpoints" / "last.pt").is_file():
                     shutil.copytree(src, out, dirs_exist_ok=True)
                     shutil.rmtree(src / "checkpoints", ignore_errors=True)
@@ -279,9 +286,7 @@ class TrialRunner:
 
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
-        shutil.rmtree(
-            trial_dir(self.spec, self.study_name, number) / "checkpoints", ignore_errors=True
-        )
+        shutil.rmtree(self._trial_dir(number) / "checkpoints", ignore_errors=True)
 
     # -- one trial ------------------------------------------------------------------------------
 

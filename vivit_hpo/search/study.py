@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import math
 import shutil
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,11 +49,13 @@ __all__ = [
     "progress",
     "prune_checkpoints",
     "read_spec",
+    "study_uid",
     "trial_dir",
     "trial_rows",
 ]
 
 SPEC_ATTR = "spec"
+UID_ATTR = "uid"  # set once at creation: a study made again under the same name gets another
 
 
 class StudyError(VivitHpoError):
@@ -154,6 +157,7 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     try:
         study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex[:12])
         study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
         study.set_user_attr("n_trials", effective_n_trials(spec))
@@ -427,9 +431,22 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
 # -- artifacts -----------------------------------------------------------------------------------
 
 
-def trial_dir(spec: StudySpec, study_name: str, number: int) -> Path:
-    """``<artifacts>/<study>/trial-<number>``: config, metrics and checkpoints of one trial."""
-    return spec.artifact_path(study_name, f"trial-{number}")
+def study_uid(study: optuna.Study) -> str | None:
+    """The id the study got at creation (None for a study made before studies had one)."""
+    uid = study.user_attrs.get(UID_ATTR)
+    return uid if isinstance(uid, str) and uid else None
+
+
+def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None) -> Path:
+    """``<artifacts>/<study>/trials-<uid>/trial-<number>``: config, metrics and checkpoints of
+    one trial (``<artifacts>/<study>/trial-<number>`` for a study without a uid).
+
+    The folder is keyed by the study's uid (:func:`study_uid`), not its name alone, so a study
+    deleted and created again under the same name never resumes the old one's checkpoints.
+    This is the one place that says where a trial's folder is.
+    """
+    parts = (f"trials-{uid}", f"trial-{number}") if uid else (f"trial-{number}",)
+    return spec.artifact_path(study_name, *parts)
 
 
 def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
@@ -446,11 +463,12 @@ def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
         reverse=True,
     )
     keep = {t.number for t in complete[: spec.artifacts.keep_best]}
+    uid = study_uid(study)
     removed = []
     for t in trials:
         if not t.state.is_finished() or t.number in keep:
             continue
-        ckpt = trial_dir(spec, study.study_name, t.number) / "checkpoints"
+        ckpt = trial_dir(spec, study.study_name, t.number, uid=uid) / "checkpoints"
         if ckpt.is_dir():
             shutil.rmtree(ckpt, ignore_errors=True)
             removed.append(ckpt.parent)

@@ -35,7 +35,13 @@ from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
 from vivit_hpo.search.storage import Heartbeat, claim_lock, open_storage, retrying
-from vivit_hpo.search.study import load_study, progress, prune_checkpoints, read_spec
+from vivit_hpo.search.study import (
+    load_study,
+    progress,
+    prune_checkpoints,
+    read_spec,
+    study_uid,
+)
 
 __all__ = ["WorkerSummary", "claim_gpu", "claim_trial", "open_study_storage", "run_worker"]
 
@@ -173,7 +179,8 @@ def run_worker(
         ),
         what="load the study",
     )
-    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop)
+    uid = retrying(lambda: study_uid(study), what="read the study's uid")
+    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=uid)
     budget = effective_n_trials(spec)
     timeout = spec.budget.timeout_minutes
     deadline = time.monotonic() + timeout * 60 if timeout else None
