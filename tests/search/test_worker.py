@@ -204,3 +204,29 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     assert not trial_dir(spec, study_name, 2, uid=study_uid(study)).exists()  # never trained
     assert t[3].state in (TrialState.COMPLETE, TrialState.PRUNED)  # the worker carried on
     assert len(t) == 4
+
+
+def test_a_grid_study_runs_to_its_last_point(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # Optuna's GridSampler calls study.stop() after the last grid point, which raises outside
+    # optimize(); the worker's own budget (the grid's size) ends the study instead.
+    spec_path = write_spec(
+        epochs=1,
+        sampler={"name": "grid", "seed": 0},
+        pruner={"name": "none"},
+        budget={"n_trials": 10},
+        space={
+            "lr": {"choices": [1e-3, 3e-3], "to": "train.lr"},
+            "heads": {"choices": [2, 4], "to": "model.core.num_heads"},
+        },
+    )
+    study = _create(pg_url, study_name, spec_path)
+    log = tmp_path / "w.log"
+    proc = start_worker(study_name, pg_url, tmp_path, log)
+    assert finish([proc], 180, [log]) == [0], _logs([log])
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), trials
+    points = {(t.params["lr"], t.params["heads"]) for t in trials}
+    assert points == {(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)}
+    assert "Traceback" not in log.read_text()
