@@ -4,6 +4,7 @@ only, PostgreSQL health-checked on a volume, the worker scalable on NVIDIA GPUs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -42,3 +43,7 @@ def test_compose_services() -> None:
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert worker["command"][:2] == ["worker", "full"] and "cuda:any" in worker["command"]
     assert "container_name" not in worker  # scalable with --scale worker=N
+    # docker stop: SIGTERM through an init, and time to checkpoint the trial before SIGKILL.
+    assert worker["init"] is True
+    grace = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", worker["stop_grace_period"])
+    assert grace is not None and int(grace[1] or 0) * 60 + int(grace[2] or 0) >= 120

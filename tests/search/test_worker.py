@@ -27,6 +27,7 @@ from vivit_hpo.search.study import (
     trial_dir,
     trial_rows,
 )
+from vivit_hpo.search.worker import run_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -230,3 +231,37 @@ def test_a_grid_study_runs_to_its_last_point(
     points = {(t.params["lr"], t.params["heads"]) for t in trials}
     assert points == {(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)}
     assert "Traceback" not in log.read_text()
+
+
+def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 1},
+        epochs=8,  # long enough a trial for the signal to land mid-way
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    study = _create(pg_url, study_name, spec_path)
+    log = tmp_path / "w.log"
+    proc = start_worker(study_name, pg_url, tmp_path, log)
+    wait_for(
+        lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
+        120,
+        "a first report",
+    )
+    proc.send_signal(signal.SIGHUP)  # the terminal closed, or a scheduler's hang-up
+    assert finish([proc], 60, [log]) == [130], _logs([log])
+    (first, retry) = study.get_trials()
+    assert first.state == TrialState.FAIL, _logs([log])
+    assert first.user_attrs["fail_reason"].startswith("interrupted"), first.user_attrs
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    assert "stop requested (SIGHUP)" in log.read_text()
+
+    summary = run_worker(study_name, pg_url, device="cpu", install_signals=False)
+    assert summary.stopped_by == "budget"
+    retry = study.get_trials()[1]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_trial"] == 0
+    assert retry.user_attrs["resumed_from_epoch"] >= 1  # from its checkpoint, not epoch 1
+    assert sorted(retry.intermediate_values) == list(range(1, 9))

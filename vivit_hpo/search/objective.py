@@ -16,8 +16,9 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 - FAIL with ``fail_reason``: a NaN/Inf loss (``NonFiniteLossError``), running out of memory
   (``torch.OutOfMemoryError``, or the CPU allocator's equivalent), or another error. The worker
   carries on with the next trial.
-- interrupted (SIGINT/SIGTERM to the worker): FAIL with ``fail_reason``, and a WAITING copy with
-  the same parameters is enqueued at once; it resumes from the last epoch's checkpoint.
+- interrupted (SIGINT, SIGTERM or SIGHUP to the worker): FAIL with ``fail_reason``, and a
+  WAITING copy with the same parameters is enqueued at once; it resumes from the last epoch's
+  checkpoint.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values
   inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` (both in the study's
@@ -64,6 +65,7 @@ from vivit_hpo.search.study import ensure_data, trial_dir
 from vivit_hpo.training import Trainer, resolve_device
 
 __all__ = [
+    "STOP_SIGNALS",
     "StopControl",
     "TrialOutcome",
     "TrialRunner",
@@ -77,8 +79,12 @@ _log = logging.getLogger(__name__)
 FEASIBLE = "feasible"  # the constraint key: > 0 violated
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class StopControl:
-    """Turns SIGINT/SIGTERM into a clean stop.
+    """Turns SIGINT, SIGTERM and SIGHUP into a clean stop (Ctrl-C, ``docker stop``, SLURM's
+    preemption or time-limit signal, a closed terminal).
 
     While training (inside :meth:`interruptible`) a signal raises ``KeyboardInterrupt`` at once;
     anywhere else (a storage call half done) it only sets :attr:`requested`, which the worker
@@ -91,8 +97,8 @@ class StopControl:
 
     def install(self) -> None:
         """Install the handlers (main thread only)."""
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested

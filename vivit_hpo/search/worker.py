@@ -159,7 +159,7 @@ def run_worker(
         n_trials: stop after this many trials of this worker (None: no own limit).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``cuda:any`` (a GPU no other worker
             on this machine holds, see :func:`claim_gpu`).
-        install_signals: turn SIGINT/SIGTERM into a clean stop (main thread only).
+        install_signals: turn SIGINT, SIGTERM and SIGHUP into a clean stop (main thread only).
 
     Returns:
         What this worker ran and why it stopped. A stop by signal fails the running trial and
