@@ -3,6 +3,7 @@ database restarted under running workers, NaN / out-of-memory / infeasible trial
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import resource
 import signal
 import subprocess
@@ -10,11 +11,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import finish, start_worker, wait_for
+from search_helpers import claim_gpu_in_child, finish, start_worker, wait_for
 
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
@@ -265,3 +267,37 @@ def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
     assert retry.user_attrs["resumed_from_trial"] == 0
     assert retry.user_attrs["resumed_from_epoch"] >= 1  # from its checkpoint, not epoch 1
     assert sorted(retry.intermediate_values) == list(range(1, 9))
+
+
+@pytest.mark.parametrize("explicit", ["cuda:1", "cuda"])
+def test_an_explicit_gpu_takes_the_same_lock_as_cuda_any(explicit: str, tmp_path: Path) -> None:
+    # No GPU here: the locks are real flocks held by real processes, as the workers take them.
+    # Children forked from a server that imported the worker module once: fast, and not pytest.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["vivit_hpo.search.worker", "search_helpers"])
+    out = ctx.Queue()
+    index = explicit.partition(":")[2] or "0"
+    other = f"cuda:{1 - int(index)}"
+
+    def claim(device: str, keep: bool = False) -> tuple[str, Any]:
+        p = ctx.Process(target=claim_gpu_in_child, args=(device, str(tmp_path), out, keep))
+        p.start()
+        got = out.get(timeout=30)
+        if not keep:
+            p.join(30)
+        return got, p
+
+    first, holder = claim(explicit, keep=True)
+    assert first == f"cuda:{index}"
+    again, _ = claim(explicit)  # another worker, the same GPU by hand: refused
+    assert again.startswith("error: ") and f"held by worker pid {holder.pid}" in again, again
+    anyone, second = claim("cuda:any", keep=True)  # cuda:any skips the held GPU
+    assert anyone == other
+    full, _ = claim("cuda:any")
+    assert "all 2 GPUs are held" in full, full
+    assert "only 2 CUDA device(s)" in claim("cuda:2")[0]
+    holder.kill()  # however a worker dies, its GPU is free again
+    holder.join(30)
+    assert claim(explicit)[0] == f"cuda:{index}"
+    second.kill()
+    second.join(30)
