@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
@@ -21,6 +22,7 @@ from vivit_hpo.search.study import (
     create_study,
     delete_study,
     load_study,
+    prune_checkpoints,
     study_uid,
     trial_dir,
 )
@@ -165,4 +167,42 @@ def test_a_study_made_again_under_its_name_never_resumes_the_old_checkpoints(
     assert Path(t.user_attrs["trial_dir"]) == trial_dir(spec, study_name, 0, uid=study_uid(new))
     assert (old_dir / "checkpoints" / "last.pt").is_file()  # the old folder is left alone
     assert old_dir.parent.parent == spec.study_dir(study_name)
+    storage.engine.dispose()
+
+
+def test_pruning_keeps_the_best_and_a_failed_trial_that_its_retry_will_resume(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec = load_spec(write_spec())  # keep_best: 2
+    storage = open_storage(pg_url)
+    study = create_study(storage, study_name, spec)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(state: TrialState, value: float | None = None, **system: object) -> None:
+        study.add_trial(
+            optuna.create_trial(
+                state=state,
+                value=value,
+                params={"x": 0.5},
+                distributions=dist,
+                system_attrs=system,
+            )
+        )
+
+    add(TrialState.COMPLETE, 0.3)  # 0: best
+    add(TrialState.COMPLETE, 0.1)  # 1: third
+    add(TrialState.FAIL)  # 2: interrupted, its retry waits
+    add(TrialState.WAITING, failed_trial=2, retry_history=[2])  # 3
+    add(TrialState.COMPLETE, 0.2)  # 4: second
+    add(TrialState.FAIL)  # 5: lost, retried and finished
+    add(TrialState.COMPLETE, 0.0, failed_trial=5, retry_history=[5])  # 6: fourth
+    uid = study_uid(study)
+    for n in range(7):
+        (trial_dir(spec, study_name, n, uid=uid) / "checkpoints").mkdir(parents=True)
+    removed = prune_checkpoints(study, spec)
+    kept = {
+        n for n in range(7) if (trial_dir(spec, study_name, n, uid=uid) / "checkpoints").is_dir()
+    }
+    assert kept == {0, 2, 3, 4}, kept  # 3 is WAITING: not finished, nothing to prune yet
+    assert sorted(p.name for p in removed) == ["trial-1", "trial-5", "trial-6"]
     storage.engine.dispose()

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from search_helpers import claim_gpu_in_child, finish, start_worker, wait_for
 
@@ -259,11 +260,18 @@ def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
     assert first.user_attrs["fail_reason"].startswith("interrupted"), first.user_attrs
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
     assert "stop requested (SIGHUP)" in log.read_text()
+    spec, uid = load_spec(spec_path), study_uid(study)
+    first_dir = trial_dir(spec, study_name, 0, uid=uid)
+    assert (first_dir / "checkpoints" / "last.pt").is_file()
+    (first_dir / "marker").write_text("moved, not copied")
 
     summary = run_worker(study_name, pg_url, device="cpu", install_signals=False)
     assert summary.stopped_by == "budget"
     retry = study.get_trials()[1]
     assert retry.state == TrialState.COMPLETE
+    # The retry took the folder over (a rename): nothing of it is left under the old number.
+    assert not first_dir.exists()
+    assert (trial_dir(spec, study_name, 1, uid=uid) / "marker").is_file()
     assert retry.user_attrs["resumed_from_trial"] == 0
     assert retry.user_attrs["resumed_from_epoch"] >= 1  # from its checkpoint, not epoch 1
     assert sorted(retry.intermediate_values) == list(range(1, 9))
@@ -301,3 +309,28 @@ def test_an_explicit_gpu_takes_the_same_lock_as_cuda_any(explicit: str, tmp_path
     assert claim(explicit)[0] == f"cuda:{index}"
     second.kill()
     second.join(30)
+
+
+def test_checkpoints_behind_the_best_go_while_the_study_runs(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 10},
+        epochs=1,
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    tree = yaml.safe_load(spec_path.read_text())
+    tree["artifacts"]["keep_best"] = 1
+    spec_path.write_text(yaml.safe_dump(tree))
+    study = _create(pg_url, study_name, spec_path)
+    # 3 of the study's 10 trials: it is far from finished, so no end-of-study pruning ran.
+    summary = run_worker(study_name, pg_url, 3, "cpu", install_signals=False)
+    assert summary.stopped_by == "n_trials" and summary.states["COMPLETE"] == 3
+    spec, uid = load_spec(spec_path), study_uid(study)
+    trials = study.get_trials()
+    best = max(trials, key=lambda t: t.value or -1e9)
+    for t in trials:
+        folder = trial_dir(spec, study_name, t.number, uid=uid)
+        assert (folder / "metrics.json").is_file()
+        assert (folder / "checkpoints").is_dir() == (t.number == best.number), t.number

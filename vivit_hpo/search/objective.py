@@ -21,7 +21,7 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
   checkpoint.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (``RetryHeartbeatStaleTrialCallback``, intermediate values
-  inherited). The retry copies ``trial-<old>/`` to ``trial-<new>/`` (both in the study's
+  inherited). The retry renames ``trial-<old>/`` to ``trial-<new>/`` (both in the study's
   ``trials-<uid>/``) and the trainer resumes
   from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
 """
@@ -259,15 +259,17 @@ class TrialRunner:
         return "cpu"
 
     def _prepare_dir(self, trial: optuna.Trial, frozen: FrozenTrial) -> Path:
-        """The trial's folder; a retry starts from a copy of its predecessor's."""
+        """The trial's folder; a retry takes over (renames) its predecessor's, checkpoints and
+        all: one rename, however large the checkpoints (the trials share one folder)."""
         out = self._trial_dir(trial.number)
         history = frozen.system_attrs.get("retry_history") or []
         if history and not (out / "checkpoints" / "last.pt").is_file():
             for prev in reversed(history):
                 src = self._trial_dir(int(prev))
                 if (src / "checkpoints" / "last.pt").is_file():
-                    shutil.copytree(src, out, dirs_exist_ok=True)
-                    shutil.rmtree(src / "checkpoints", ignore_errors=True)
+                    if out.exists():
+                        shutil.rmtree(out)  # no checkpoint in it: nothing to keep
+                    src.rename(out)
                     record_attrs(trial, {"resumed_from_trial": int(prev)})
                     break
         out.mkdir(parents=True, exist_ok=True)

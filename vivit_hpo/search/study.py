@@ -451,8 +451,23 @@ def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None)
 
 def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
     """Delete the checkpoints of every finished trial except the ``artifacts.keep_best`` best
-    complete ones (config.yaml and metrics.json stay). Returns the folders emptied."""
+    complete ones (config.yaml and metrics.json stay). Returns the folders emptied.
+
+    Workers call it after each trial they finish, so a long study keeps only the best
+    checkpoints on disk all along; call it under the study's claim lock while workers run, so
+    that no trial is failed and re-enqueued meanwhile. A failed trial whose retry has not
+    finished keeps its checkpoints: the retry resumes from them.
+    """
     trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    retried = retried_numbers(trials)
+
+    def resumable(t: FrozenTrial) -> bool:
+        n = t.number
+        while n in retried and n in by_number:
+            n = retried[n]
+        return n != t.number and n in by_number and not by_number[n].state.is_finished()
+
     complete = sorted(
         (
             t
@@ -466,7 +481,7 @@ def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
     uid = study_uid(study)
     removed = []
     for t in trials:
-        if not t.state.is_finished() or t.number in keep:
+        if not t.state.is_finished() or t.number in keep or resumable(t):
             continue
         ckpt = trial_dir(spec, study.study_name, t.number, uid=uid) / "checkpoints"
         if ckpt.is_dir():

@@ -7,7 +7,9 @@ Run as many as there are devices, on any machine that reaches the database
 2. claims a trial under the study's claim lock: first it fails stale trials (dead workers'; they
    are re-enqueued), then it takes a WAITING trial (a retry or an enqueued one) if there is one,
    else it creates a new trial if the budget allows, and records the trial's first heartbeat;
-3. runs it (:class:`~vivit_hpo.search.objective.TrialRunner`) with a heartbeat thread;
+3. runs it (:class:`~vivit_hpo.search.objective.TrialRunner`) with a heartbeat thread; after
+   a trial completes, the checkpoints of complete trials behind the ``artifacts.keep_best`` best
+   go (pruned, infeasible and failed trials drop theirs when they end);
 4. repeats. When the budget is allocated but other workers' trials still run, it waits (checking
    for stale trials every heartbeat interval) so that a trial whose worker dies is retried; it
    exits when nothing is running or waiting.
@@ -177,6 +179,14 @@ def claim_trial(
     return trial
 
 
+def _prune(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec) -> None:
+    """Keep the checkpoints of the ``artifacts.keep_best`` best complete trials only, now."""
+    with claim_lock(storage, study.study_name):  # no trial is failed and retried meanwhile
+        removed = prune_checkpoints(study, spec)
+    if removed:
+        _log.info("removed the checkpoints of %d trial(s) behind the best", len(removed))
+
+
 def run_worker(
     study_name: str,
     storage_url: str | None = None,
@@ -255,6 +265,8 @@ def run_worker(
             summary.trials += 1
             summary.states[outcome.state] += 1
             summary.outcomes.append(outcome)
+            if outcome.state == "COMPLETE":
+                retrying(lambda: _prune(study, storage, spec), what="prune checkpoints")
             value = "" if outcome.value is None else f" val BPS {outcome.value:+.4f}"
             why = f" ({outcome.reason})" if outcome.reason else ""
             _log.info(
