@@ -8,6 +8,7 @@ names the bad value and says how to fix it. The CLI maps these to a non-zero exi
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactPathError",
     "ConfigError",
     "DataError",
     "NonFiniteLossError",
@@ -31,6 +32,11 @@ class ConfigError(VivitHpoError):
 
 class SpecError(VivitHpoError):
     """A study spec is invalid, or its search space has no valid configuration."""
+
+
+class ArtifactPathError(VivitHpoError):
+    """A study name that is not a plain folder name, or an artifact folder (a study's, a trial's,
+    its data) that would lie outside the artifacts root."""
 
 
 class StorageError(VivitHpoError):

@@ -119,3 +119,17 @@ def finish(procs: list[subprocess.Popen[bytes]], timeout: float, logs: list[Path
             text = "\n".join(log.read_text()[-3000:] for log in logs if log.exists())
             raise AssertionError(f"workers did not finish in {timeout} s:\n{text}") from None
     return codes
+
+
+def claim_gpu_in_child(device: str, lock_dir: str, out: Any, hold: bool) -> None:
+    """In a child process: ``claim_gpu(device)`` of 2 GPUs; put the device (or ``error: ...``)
+    on the queue ``out``; with ``hold``, keep the lock until killed."""
+    from vivit_hpo.errors import ConfigError
+    from vivit_hpo.search.worker import claim_gpu
+
+    try:
+        out.put(claim_gpu(device, 2, Path(lock_dir)))
+    except ConfigError as e:
+        out.put(f"error: {e}")
+    if hold:
+        time.sleep(120)

@@ -5,6 +5,7 @@ best configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -252,3 +253,58 @@ def test_run_restarts_a_worker_that_dies(
     assert any(
         line.split()[-3:] == ["exited", "(0)", "1"] for line in out.splitlines() if line.strip()
     ), out
+
+
+@pytest.mark.postgres
+def test_sigterm_to_run_stops_every_worker_and_leaves_the_trial_resumable(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        budget={"n_trials": 2},
+        epochs=12,  # long enough a trial for the signal to land mid-way
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+        pruner={"name": "none"},
+    )
+    env = worker_env(pg_url, tmp_path)
+    args = ["run", study_name, "--spec", str(spec), "--workers", "1", "--storage", pg_url]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vivit_hpo", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids: set[int] = set()
+    try:
+
+        def running() -> list[int]:
+            try:
+                study = load_study(open_storage(pg_url), study_name)
+            except Exception:
+                return []
+            got = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            return [int(t.user_attrs["pid"]) for t in got if t.intermediate_values]
+
+        pids |= set(
+            wait_for(lambda: running() or run.poll() is not None, 180, "a first epoch") or []
+        )
+        assert run.poll() is None and pids, run.communicate()[0]
+        run.send_signal(signal.SIGTERM)  # a scheduler's preemption, `docker stop`, `kill`
+        out, _ = run.communicate(timeout=180)
+        assert run.returncode == 130, out
+        assert "resume with" in out
+        for pid in pids:  # the worker was stopped and reaped, not left behind
+            assert not Path(f"/proc/{pid}").exists(), out
+        trials = load_study(open_storage(pg_url), study_name).get_trials()
+        assert not [t for t in trials if t.state == TrialState.RUNNING]
+        (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
+        assert stopped.user_attrs["fail_reason"].startswith("interrupted")
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        assert [t.system_attrs["failed_trial"] for t in waiting] == [stopped.number]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for pid in pids:  # a broken stop must not leave a worker training in the suite
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

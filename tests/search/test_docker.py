@@ -3,9 +3,16 @@ only, PostgreSQL health-checked on a volume, the worker scalable on NVIDIA GPUs.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,8 +44,51 @@ def test_compose_services() -> None:
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
     assert any("/var/lib/postgresql/data" in str(v) for v in pg["volumes"])
     assert all(str(p).startswith("127.0.0.1:") for p in dash["ports"])
+    # The password reaches the dashboard in its environment, never on its command line.
+    assert "entrypoint" not in dash and dash["command"][0] == "dashboard"
+    assert "s3cret" not in json.dumps(dash["command"]) and "STORAGE" not in str(dash["command"])
+    assert "s3cret" in dash["environment"]["VIVIT_HPO_STORAGE"]
     assert "s3cret@postgres:5432" in worker["environment"]["VIVIT_HPO_STORAGE"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert worker["command"][:2] == ["worker", "full"] and "cuda:any" in worker["command"]
     assert "container_name" not in worker  # scalable with --scale worker=N
+    # docker stop: SIGTERM through an init, and time to checkpoint the trial before SIGKILL.
+    assert worker["init"] is True
+    grace = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", worker["stop_grace_period"])
+    assert grace is not None and int(grace[1] or 0) * 60 + int(grace[2] or 0) >= 120
+
+
+@pytest.mark.postgres
+def test_compose_dashboard_command_serves_the_storage_of_its_environment(pg_url: str) -> None:
+    # The dashboard service's own command, for real (minus the container), with a URL that
+    # carries a password (trust auth accepts any): it serves, and the password is on no
+    # command line and in no output.
+    got = _config(POSTGRES_PASSWORD="s3cret", STUDY="full")
+    command = yaml.safe_load(got.stdout)["services"]["dashboard"]["command"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    command = [c for c in command if c not in ("--host", "0.0.0.0", "--port", "8080")]
+    url = pg_url.replace("postgres@", "postgres:s3cret@")
+    env = os.environ | {"VIVIT_HPO_STORAGE": url, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "vivit_hpo", *command, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/meta", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the dashboard never answered"
+            time.sleep(0.3)
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert "s3cret" not in cmdline and "postgres" not in cmdline
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode()
+    assert "s3cret" not in out and "postgres:***@127.0.0.1" in out, out

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
+from search_helpers import worker_env
 
 from vivit_hpo.errors import StorageError
 from vivit_hpo.search.bench_coordinator import _spec_text, bench_worker, summarize
@@ -19,6 +23,7 @@ from vivit_hpo.search.storage import (
     mask_url,
     open_storage,
     resolve_storage_url,
+    retrying,
 )
 from vivit_hpo.search.study import load_study
 
@@ -63,6 +68,77 @@ def test_transient_errors_are_recognised() -> None:
         assert is_transient(wrapped)
     assert not is_transient(ValueError("bad value"))
     assert not is_transient(sqlalchemy.exc.IntegrityError("x", {}, Exception("dup")))
+
+
+def _connect(url: str) -> None:
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/no_such_db_vivit",
+        "postgresql+psycopg2://no_such_role_vivit:pw@127.0.0.1:5432/test",
+        "postgresql+psycopg2://postgres@no-such-host.invalid:5432/test",
+    ],
+)
+def test_a_wrong_database_user_or_host_is_not_retried(url: str) -> None:
+    # The real errors of the local server (and resolver): retrying cannot cure them.
+    start = time.monotonic()
+    with pytest.raises(sqlalchemy.exc.OperationalError) as got:
+        retrying(lambda: _connect(url), what="connect", max_wait_s=60, first_delay_s=2.0)
+    assert time.monotonic() - start < 2.0  # at once: no back-off
+    assert not is_transient(got.value)
+
+
+@pytest.mark.postgres
+def test_a_connection_killed_by_the_server_is_retried(pg_url: str) -> None:
+    # What a server restart does to a live connection (57P01, admin shutdown), for real.
+    engine = sqlalchemy.create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg2://"),
+        poolclass=sqlalchemy.pool.NullPool,
+    )
+    calls = []
+    with engine.connect() as victim, engine.connect() as killer:
+        pid = victim.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+        killer.execute(sqlalchemy.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(sqlalchemy.exc.OperationalError) as got:
+            victim.execute(sqlalchemy.text("SELECT 1"))
+    assert is_transient(got.value), got.value
+
+    def fails_once() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise got.value
+        return 7
+
+    assert retrying(fails_once, what="read", first_delay_s=0.01) == 7
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_cli_on_a_database_that_does_not_exist_fails_at_once(tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/no_such_db_vivit"
+    start = time.monotonic()
+    got = subprocess.run(
+        [sys.executable, "-m", "vivit_hpo", "study", "list", "--storage", url],
+        cwd=tmp_path,
+        env=worker_env(url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert got.returncode == 2, got.stdout + got.stderr
+    assert time.monotonic() - start < 30  # the interpreter's start-up; no retries
+    lines = [line for line in got.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in got.stderr, got.stderr
+    assert '"no_such_db_vivit" does not exist' in lines[0] and "createdb" in lines[0]
 
 
 def test_embedded_sqlite_is_shared_by_three_processes(

@@ -3,6 +3,7 @@ database restarted under running workers, NaN / out-of-memory / infeasible trial
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import resource
 import signal
 import subprocess
@@ -10,16 +11,27 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
-from search_helpers import finish, start_worker, wait_for
+from search_helpers import claim_gpu_in_child, finish, start_worker, wait_for
 
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
-from vivit_hpo.search.study import create_study, enqueue, load_study, progress, trial_rows
+from vivit_hpo.search.study import (
+    create_study,
+    enqueue,
+    load_study,
+    progress,
+    study_uid,
+    trial_dir,
+    trial_rows,
+)
+from vivit_hpo.search.worker import run_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -81,10 +93,11 @@ def test_three_workers_finish_the_budget_once_each(
     lrs = [t.params["lr"] for t in trials]
     assert len(set(lrs)) == len(lrs), lrs
     # The study is finished: only the 2 best complete trials keep checkpoints.
-    kept = sorted(
-        p.parent.name for p in (tmp_path / "artifacts" / study_name).glob("*/checkpoints")
-    )
-    assert len(kept) <= 2
+    spec = load_spec(spec_path)
+    folders = [trial_dir(spec, study_name, t.number, uid=study_uid(study)) for t in trials]
+    assert all((f / "metrics.json").is_file() for f in folders)
+    kept = [f for f in folders if (f / "checkpoints").is_dir()]
+    assert 1 <= len(kept) <= 2, kept
 
 
 def test_killed_worker_trial_is_retried_and_resumed(
@@ -202,6 +215,132 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     assert t[2].state == TrialState.PRUNED
     assert "shorter than the tubelet" in t[2].user_attrs["infeasible_reason"]
     assert t[2].constraints == {"feasible": 1.0}
-    assert not (tmp_path / "artifacts" / study_name / "trial-2").exists()  # never trained
+    assert not trial_dir(spec, study_name, 2, uid=study_uid(study)).exists()  # never trained
     assert t[3].state == TrialState.COMPLETE  # the worker carried on
     assert len(t) == 4
+
+
+def test_a_grid_study_runs_to_its_last_point(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # Optuna's GridSampler calls study.stop() after the last grid point, which raises outside
+    # optimize(); the worker's own budget (the grid's size) ends the study instead.
+    spec_path = write_spec(
+        epochs=1,
+        sampler={"name": "grid", "seed": 0},
+        pruner={"name": "none"},
+        budget={"n_trials": 10},
+        space={
+            "lr": {"choices": [1e-3, 3e-3], "to": "train.lr"},
+            "heads": {"choices": [2, 4], "to": "model.core.num_heads"},
+        },
+    )
+    study = _create(pg_url, study_name, spec_path)
+    log = tmp_path / "w.log"
+    proc = start_worker(study_name, pg_url, tmp_path, log)
+    assert finish([proc], 180, [log]) == [0], _logs([log])
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), trials
+    points = {(t.params["lr"], t.params["heads"]) for t in trials}
+    assert points == {(1e-3, 2), (1e-3, 4), (3e-3, 2), (3e-3, 4)}
+    assert "Traceback" not in log.read_text()
+
+
+def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 1},
+        epochs=8,  # long enough a trial for the signal to land mid-way
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    study = _create(pg_url, study_name, spec_path)
+    log = tmp_path / "w.log"
+    proc = start_worker(study_name, pg_url, tmp_path, log)
+    wait_for(
+        lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
+        120,
+        "a first report",
+    )
+    proc.send_signal(signal.SIGHUP)  # the terminal closed, or a scheduler's hang-up
+    assert finish([proc], 60, [log]) == [130], _logs([log])
+    (first, retry) = study.get_trials()
+    assert first.state == TrialState.FAIL, _logs([log])
+    assert first.user_attrs["fail_reason"].startswith("interrupted"), first.user_attrs
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    assert "stop requested (SIGHUP)" in log.read_text()
+    spec, uid = load_spec(spec_path), study_uid(study)
+    first_dir = trial_dir(spec, study_name, 0, uid=uid)
+    assert (first_dir / "checkpoints" / "last.pt").is_file()
+    (first_dir / "marker").write_text("moved, not copied")
+
+    summary = run_worker(study_name, pg_url, device="cpu", install_signals=False)
+    assert summary.stopped_by == "budget"
+    retry = study.get_trials()[1]
+    assert retry.state == TrialState.COMPLETE
+    # The retry took the folder over (a rename): nothing of it is left under the old number.
+    assert not first_dir.exists()
+    assert (trial_dir(spec, study_name, 1, uid=uid) / "marker").is_file()
+    assert retry.user_attrs["resumed_from_trial"] == 0
+    assert retry.user_attrs["resumed_from_epoch"] >= 1  # from its checkpoint, not epoch 1
+    assert sorted(retry.intermediate_values) == list(range(1, 9))
+
+
+@pytest.mark.parametrize("explicit", ["cuda:1", "cuda"])
+def test_an_explicit_gpu_takes_the_same_lock_as_cuda_any(explicit: str, tmp_path: Path) -> None:
+    # No GPU here: the locks are real flocks held by real processes, as the workers take them.
+    # Children forked from a server that imported the worker module once: fast, and not pytest.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["vivit_hpo.search.worker", "search_helpers"])
+    out = ctx.Queue()
+    index = explicit.partition(":")[2] or "0"
+    other = f"cuda:{1 - int(index)}"
+
+    def claim(device: str, keep: bool = False) -> tuple[str, Any]:
+        p = ctx.Process(target=claim_gpu_in_child, args=(device, str(tmp_path), out, keep))
+        p.start()
+        got = out.get(timeout=30)
+        if not keep:
+            p.join(30)
+        return got, p
+
+    first, holder = claim(explicit, keep=True)
+    assert first == f"cuda:{index}"
+    again, _ = claim(explicit)  # another worker, the same GPU by hand: refused
+    assert again.startswith("error: ") and f"held by worker pid {holder.pid}" in again, again
+    anyone, second = claim("cuda:any", keep=True)  # cuda:any skips the held GPU
+    assert anyone == other
+    full, _ = claim("cuda:any")
+    assert "all 2 GPUs are held" in full, full
+    assert "only 2 CUDA device(s)" in claim("cuda:2")[0]
+    holder.kill()  # however a worker dies, its GPU is free again
+    holder.join(30)
+    assert claim(explicit)[0] == f"cuda:{index}"
+    second.kill()
+    second.join(30)
+
+
+def test_checkpoints_behind_the_best_go_while_the_study_runs(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 10},
+        epochs=1,
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    tree = yaml.safe_load(spec_path.read_text())
+    tree["artifacts"]["keep_best"] = 1
+    spec_path.write_text(yaml.safe_dump(tree))
+    study = _create(pg_url, study_name, spec_path)
+    # 3 of the study's 10 trials: it is far from finished, so no end-of-study pruning ran.
+    summary = run_worker(study_name, pg_url, 3, "cpu", install_signals=False)
+    assert summary.stopped_by == "n_trials" and summary.states["COMPLETE"] == 3
+    spec, uid = load_spec(spec_path), study_uid(study)
+    trials = study.get_trials()
+    best = max(trials, key=lambda t: t.value or -1e9)
+    for t in trials:
+        folder = trial_dir(spec, study_name, t.number, uid=uid)
+        assert (folder / "metrics.json").is_file()
+        assert (folder / "checkpoints").is_dir() == (t.number == best.number), t.number

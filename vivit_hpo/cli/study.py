@@ -42,10 +42,11 @@ def create(
     The base config is enqueued as the first trial (unless --no-baseline or `baseline: false`
     in the spec), so that the winner is at least as good as the config the search starts from.
     """
-    from vivit_hpo.search.spec import effective_n_trials, load_spec
+    from vivit_hpo.search.spec import check_study_name, effective_n_trials, load_spec
     from vivit_hpo.search.storage import mask_url, open_storage, resolve_storage_url
     from vivit_hpo.search.study import create_study
 
+    check_study_name(name)
     parsed = load_spec(spec)  # validated before anything is written
     if no_baseline:
         parsed = parsed.model_copy(update={"baseline": False})
@@ -233,7 +234,7 @@ def delete(
     from vivit_hpo.search.study import delete_study, read_spec
 
     st = open_storage(storage)
-    folder = read_spec(st, name).study_dir(name)
+    folder = None if keep_artifacts else read_spec(st, name).study_dir(name)
     if not yes:
         what = "" if keep_artifacts else f" and {folder}"
         typer.confirm(f"delete study {name!r}{what}?", abort=True)

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
+from vivit_hpo.errors import VivitHpoError
 from vivit_hpo.report.checkpoint import RunAnalysis, analyze_run
 from vivit_hpo.report.data import importance_info
 from vivit_hpo.report.html import Section, render_page
@@ -114,8 +115,26 @@ def _with_oracle(snap: StudySnapshot) -> StudySnapshot:
 
 
 def _best_run_dir(snap: StudySnapshot) -> Path | None:
+    """The best trial's folder: where ``trial_dir`` puts it for a vivit-hpo study (on this
+    machine's artifacts root), else the folder its ``trial_dir`` attribute names."""
     best = snap.best_trial()
-    raw = None if best is None else trial_attr(best, RUN_DIR_ATTRS)
+    if best is None:
+        return None
+    if snap.spec_text is not None:
+        from vivit_hpo.search.spec import spec_from_text
+        from vivit_hpo.search.study import UID_ATTR, trial_dir
+
+        try:
+            spec = spec_from_text(snap.spec_text)
+            uid = snap.user_attrs.get(UID_ATTR)
+            folder = trial_dir(
+                spec, snap.name, best.number, uid=uid if isinstance(uid, str) else None
+            )
+        except VivitHpoError:
+            folder = None
+        if folder is not None and folder.is_dir():
+            return folder
+    raw = trial_attr(best, RUN_DIR_ATTRS)
     return Path(raw) if isinstance(raw, str) else None
 
 

@@ -4,22 +4,26 @@ The coordinator is a supervisor, not a scheduler: workers claim trials from the 
 their own (so workers started by hand or on other machines join the same study). It starts
 ``python -m vivit_hpo worker NAME --device D`` per GPU (or N CPU workers), shows a live table,
 restarts a worker that dies, fails stale trials (a dead worker's trial is re-enqueued and resumes
-from its checkpoint), stops at the budget or the spec's time limit, and on Ctrl-C asks every
-worker to stop (SIGINT): each one fails its running trial and re-enqueues it, so that the next
-``run`` or ``worker`` resumes it from the last epoch's checkpoint.
+from its checkpoint), stops at the budget or the spec's time limit, and on Ctrl-C, SIGTERM or
+SIGHUP asks every worker to stop (SIGINT): each one fails its running trial and re-enqueues it,
+so that the next ``run`` or ``worker`` resumes it from the last epoch's checkpoint. It returns only
+once every worker has exited.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 import optuna
@@ -27,6 +31,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
 from vivit_hpo.search.storage import (
     claim_lock,
@@ -211,6 +216,29 @@ def _stop_all(slots: list[_Slot]) -> None:
         s.last_code = s.proc.returncode
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT, SIGTERM or SIGHUP while the block runs (main thread only).
+
+    The handler only sets the event, so a signal never cuts a worker's start or the stopping
+    of the workers in half; the loop stops the workers at its next check, at once.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_study(
     name: str,
     spec_path: Path | None,
@@ -240,7 +268,7 @@ def run_study(
     storage, spec = open_study_storage(name, storage_url)
     study = load_study(storage, name)
     budget = effective_n_trials(spec)
-    logs = spec.study_dir(name) / "logs"
+    logs = spec.artifact_path(name, "logs")
     env = dict(os.environ)
     env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
     # The workers import this very package, installed or not.
@@ -268,59 +296,66 @@ def run_study(
         )
 
     p = snapshot()
-    try:
-        for s in slots:
-            _start(s, name, env)
-        with Live(
-            _table(name, p, slots, 0.0, note), console=console, refresh_per_second=2, transient=True
-        ) as live:
-            while True:
-                now = time.monotonic()
-                if now - last_stale >= stale_every:
-
-                    def fail_stale() -> None:
-                        with claim_lock(storage, name):
-                            optuna.storages.fail_stale_trials(study)
-
-                    retrying(fail_stale, what="fail stale trials")
-                    last_stale = now
-                p = snapshot()
+    # Signals stay handled until every worker has exited, the stopping included.
+    with _stop_on_signals() as stop:
+        try:
+            with Live(
+                _table(name, p, slots, 0.0, note),
+                console=console,
+                refresh_per_second=2,
+                transient=True,
+            ) as live:
                 for s in slots:
-                    if s.proc is None or s.given_up or s.proc.poll() is None:
-                        continue
-                    code = s.last_code = s.proc.returncode
-                    if p.done or code == 0:
-                        continue
-                    # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
-                    if now - s.started < _FAST_DEATH_S:
-                        s.fast_deaths += 1
-                    if s.fast_deaths >= _MAX_FAST_DEATHS:
-                        s.given_up = True
-                        note = f"worker {s.index} keeps dying; see {s.log_path}"
-                        continue
-                    s.restarts += 1
                     _start(s, name, env)
-                alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
-                live.update(_table(name, p, slots, now - start, note))
-                if not alive:
-                    if not p.done and any(s.given_up for s in slots):
-                        exit_code = 1
-                    break
-                if deadline is not None and now > deadline:
-                    note = "time limit reached: stopping the workers"
+                while not stop.is_set():
+                    now = time.monotonic()
+                    if now - last_stale >= stale_every:
+
+                        def fail_stale() -> None:
+                            with claim_lock(storage, name):
+                                optuna.storages.fail_stale_trials(study)
+
+                        retrying(fail_stale, what="fail stale trials")
+                        last_stale = now
+                    p = snapshot()
+                    for s in slots:
+                        if s.proc is None or s.given_up or s.proc.poll() is None:
+                            continue
+                        code = s.last_code = s.proc.returncode
+                        if p.done or code == 0:
+                            continue
+                        # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
+                        if now - s.started < _FAST_DEATH_S:
+                            s.fast_deaths += 1
+                        if s.fast_deaths >= _MAX_FAST_DEATHS:
+                            s.given_up = True
+                            note = f"worker {s.index} keeps dying; see {s.log_path}"
+                            continue
+                        s.restarts += 1
+                        _start(s, name, env)
+                    alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
                     live.update(_table(name, p, slots, now - start, note))
-                    _stop_all(slots)
-                    exit_code = 3
-                    break
-                time.sleep(refresh_s)
-    except KeyboardInterrupt:
-        console.print("stopping the workers (their running trials will resume later) ...")
-        _stop_all(slots)
-        exit_code = 130
-    finally:
-        for s in slots:
-            if s.log is not None:
-                s.log.close()
+                    if not alive:
+                        if not p.done and any(s.given_up for s in slots):
+                            exit_code = 1
+                        break
+                    if deadline is not None and now > deadline:
+                        note = "time limit reached: stopping the workers"
+                        live.update(_table(name, p, slots, now - start, note))
+                        _stop_all(slots)
+                        exit_code = 3
+                        break
+                    stop.wait(refresh_s)
+                else:  # a stop signal (the loop ended without a break)
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            console.print("stopping the workers (their running trials will resume later) ...")
+            _stop_all(slots)
+            exit_code = 130
+        finally:
+            for s in slots:
+                if s.log is not None:
+                    s.log.close()
     p = snapshot()
     console.print(_table(name, p, slots, time.monotonic() - start, note))
     if p.done:

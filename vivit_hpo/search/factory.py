@@ -9,6 +9,7 @@ random configurations; TPE's constant liar keeps their later suggestions apart.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -39,6 +40,22 @@ def worker_seed(seed: int | None, first_trial: int) -> int | None:
     every worker of a study, and reproducible for a single worker (its first trial is 0).
     """
     return None if seed is None else (seed * 1_000_003 + first_trial) % 2**32
+
+
+class _WorkerGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its stop: after the last grid point its ``after_trial``
+    calls ``study.stop()``, which raises outside ``optimize()`` (the workers run their own
+    loop). The study's budget is the grid's size (``effective_n_trials``), so the workers stop
+    there anyway, and a retried point keeps its ``grid_id``."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.BaseSampler:
@@ -76,7 +93,7 @@ def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.Base
                     "parameter a plain list of choices (or a fixed value)"
                 )
             grid[name] = list(p.choices or [])
-        return optuna.samplers.GridSampler(grid, seed=seed, **opts)
+        return _WorkerGridSampler(grid, seed=seed, **opts)
     if s.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **opts)
     assert s.name == "cmaes"

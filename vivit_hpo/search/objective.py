@@ -19,13 +19,14 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
   ``feasible`` = 1 like an infeasible trial, so that TPE avoids the region too; any other error
   ends FAIL. The worker carries on with the next trial. (:mod:`vivit_hpo.search.record` reads
   these back as ``infeasible`` or ``failed``.)
-- interrupted (SIGINT/SIGTERM to the worker): FAIL with ``fail_reason``, and a WAITING copy with
-  the same parameters is enqueued at once; it resumes from the last epoch's checkpoint.
+- interrupted (SIGINT, SIGTERM or SIGHUP to the worker): FAIL with ``fail_reason``, and a
+  WAITING copy with the same parameters is enqueued at once; it resumes from the last epoch's
+  checkpoint.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (:class:`~vivit_hpo.search.record.RetryStaleTrial`: reports
-  inherited, the pruner's rung state not). The retry copies ``trial-<old>/`` to ``trial-<new>/``
-  and the trainer resumes from ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``,
-  ``resumed_from_epoch``).
+  inherited, the pruner's rung state not). The retry renames ``trial-<old>/`` to
+  ``trial-<new>/`` (both in the study's ``trials-<uid>/``) and the trainer resumes from
+  ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from vivit_hpo.search.study import ensure_data, trial_dir
 from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
 
 __all__ = [
+    "STOP_SIGNALS",
     "StopControl",
     "TrialOutcome",
     "TrialRunner",
@@ -80,8 +82,12 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class StopControl:
-    """Turns SIGINT/SIGTERM into a clean stop.
+    """Turns SIGINT, SIGTERM and SIGHUP into a clean stop (Ctrl-C, ``docker stop``, SLURM's
+    preemption or time-limit signal, a closed terminal).
 
     While training (inside :meth:`interruptible`) a signal raises ``KeyboardInterrupt`` at once;
     anywhere else (a storage call half done) it only sets :attr:`requested`, which the worker
@@ -94,8 +100,8 @@ class StopControl:
 
     def install(self) -> None:
         """Install the handlers (main thread only)."""
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested
@@ -195,6 +201,7 @@ class TrialRunner:
         storage: the study's RDBStorage (for the claim lock taken while re-enqueueing an
             interrupted trial; the worker runs the heartbeat).
         stop: the worker's signal state.
+        uid: the study's uid (:func:`~vivit_hpo.search.study.study_uid`): its trial folders.
     """
 
     def __init__(
@@ -205,9 +212,11 @@ class TrialRunner:
         *,
         storage: optuna.storages.RDBStorage,
         stop: StopControl,
+        uid: str | None,
     ) -> None:
         self.spec = spec
         self.study_name = study_name
+        self.uid = uid
         self.device = resolve_device(device)
         self.storage = storage
         self.stop = stop
@@ -227,21 +236,26 @@ class TrialRunner:
             self._data = (cfg, load_sessions(paths, cfg))
         return self._data[1]
 
+    def _trial_dir(self, number: int) -> Path:
+        return trial_dir(self.spec, self.study_name, number, uid=self.uid)
+
     def _device_name(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return "cpu"
 
     def _prepare_dir(self, trial: optuna.Trial, frozen: FrozenTrial) -> Path:
-        """The trial's folder; a retry starts from a copy of its predecessor's."""
-        out = trial_dir(self.spec, self.study_name, trial.number)
+        """The trial's folder; a retry takes over (renames) its predecessor's, checkpoints and
+        all: one rename, however large the checkpoints (the trials share one folder)."""
+        out = self._trial_dir(trial.number)
         history = frozen.system_attrs.get("retry_history") or []
         if history and not (out / "checkpoints" / "last.pt").is_file():
             for prev in reversed(history):
-                src = trial_dir(self.spec, self.study_name, int(prev))
+                src = self._trial_dir(int(prev))
                 if (src / "checkpoints" / "last.pt").is_file():
-                    shutil.copytree(src, out, dirs_exist_ok=True)
-                    shutil.rmtree(src / "checkpoints", ignore_errors=True)
+                    if out.exists():
+                        shutil.rmtree(out)  # no checkpoint in it: nothing to keep
+                    src.rename(out)
                     record_attrs(trial, {"resumed_from_trial": int(prev)})
                     break
         out.mkdir(parents=True, exist_ok=True)
@@ -266,9 +280,7 @@ class TrialRunner:
 
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
-        shutil.rmtree(
-            trial_dir(self.spec, self.study_name, number) / "checkpoints", ignore_errors=True
-        )
+        shutil.rmtree(self._trial_dir(number) / "checkpoints", ignore_errors=True)
 
     # -- one trial ------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +61,7 @@ from vivit_hpo.config import (
     parse_run_config,
     read_yaml,
 )
-from vivit_hpo.errors import ConfigError, SpecError
+from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError
 
 __all__ = [
     "DEFAULT_SPACE",
@@ -76,11 +77,33 @@ __all__ = [
     "SamplerSpec",
     "StudySpec",
     "SynthSpec",
+    "check_study_name",
     "load_spec",
     "parse_spec",
     "spec_from_text",
     "spec_to_text",
 ]
+
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is a plain folder name: letters, digits, ``-``, ``_`` and ``.``, not
+    starting with ``.`` (so never ``.``, ``..``, a path or a hidden folder).
+
+    Checked when a study is created and whenever a name comes back from the database, because
+    the name is the study's folder under the artifacts root.
+
+    Raises:
+        ArtifactPathError: any other name.
+    """
+    if not _STUDY_NAME.fullmatch(name):
+        raise ArtifactPathError(
+            f"study name {name!r}: use letters, digits, '-', '_' and '.', not starting with "
+            "'.' (e.g. vivit-small.v2)"
+        )
+    return name
 
 
 class _Frozen(BaseModel):
@@ -327,18 +350,39 @@ class StudySpec(_Frozen):
             out["train"]["checkpoint_every"] = self.epochs
         return out
 
-    def study_dir(self, study_name: str) -> Path:
-        """Where the study's trials and materialised data live: ``<artifacts>/<study>``.
-
-        ``$VIVIT_HPO_ARTIFACTS`` replaces the stored ``artifacts.dir`` on a machine that mounts
-        the shared artifact folder somewhere else (a container, another node).
-        """
+    def artifacts_root(self) -> Path:
+        """The artifacts root, resolved: ``$VIVIT_HPO_ARTIFACTS`` (on a machine that mounts the
+        shared artifact folder somewhere else: a container, another node), else the stored
+        ``artifacts.dir``, else ``$VIVIT_HPO_HOME/artifacts``."""
         env = os.environ.get("VIVIT_HPO_ARTIFACTS")
         if env:
             root = Path(env)
         else:
             root = Path(self.artifacts.dir) if self.artifacts.dir else _home() / "artifacts"
-        return root / study_name
+        return root.expanduser().resolve()
+
+    def artifact_path(self, study_name: str, *parts: str) -> Path:
+        """``<artifacts>/<study>/<parts...>``, resolved: the one place that makes a path the
+        service creates, writes or deletes (the study folder, trial folders, the data folder).
+
+        Raises:
+            ArtifactPathError: a study name that is not a plain folder name, or a path that
+                resolves outside the study's folder under the artifacts root (a symlink, a
+                part with ``..``), whatever the database says.
+        """
+        root = self.artifacts_root()
+        study = (root / check_study_name(study_name)).resolve()
+        path = study.joinpath(*parts).resolve()
+        if study.parent != root or not path.is_relative_to(study):
+            raise ArtifactPathError(
+                f"study {study_name!r}: {root / study_name / Path(*parts)} resolves to {path}, "
+                f"outside {root / study_name}; remove the symlink or fix artifacts.dir"
+            )
+        return path
+
+    def study_dir(self, study_name: str) -> Path:
+        """Where the study's trials and materialised data live: ``<artifacts>/<study>``."""
+        return self.artifact_path(study_name)
 
 
 def _home() -> Path:

@@ -165,11 +165,14 @@ def _check_postgres(url: URL) -> None:
             conn.execute(sqlalchemy.text("SELECT 1"))
     except (DBAPIError, SAOperationalError) as e:
         reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else "?"
-        fix = (
-            f"create it (createdb -h {url.host or 'localhost'} {url.database})"
-            if "does not exist" in reason
-            else "check the host, port, database name and credentials, and that the server runs"
-        )
+        if "database" in reason and "does not exist" in reason:
+            fix = f"create it (createdb -h {url.host or 'localhost'} {url.database})"
+        elif "role" in reason or "authentication" in reason or "pg_hba" in reason:
+            fix = "check the user name and password in the URL"
+        elif "translate host name" in reason:
+            fix = f"check the host name {url.host!r}"
+        else:
+            fix = "check the host, port, database name and credentials, and that the server runs"
         raise StorageError(f"storage {mask_url(url)}: cannot connect ({reason}); {fix}") from e
     except NoSuchModuleError as e:
         raise StorageError(f"storage {mask_url(url)}: no driver ({e}); {_FIX}") from e
@@ -231,23 +234,60 @@ def open_storage(
 # -- transient errors ----------------------------------------------------------------------------
 
 
+# SQLSTATEs a retry can cure: connection exceptions (class 08), too many connections, a server
+# shutting down, crashing or starting up, serialization failures and deadlocks.
+_TRANSIENT_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "40001", "40P01")
+# libpq's connection errors carry no SQLSTATE; these say the URL is wrong, not the server down.
+_PERMANENT_CONNECT = (
+    "does not exist",  # database, role
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "could not translate host name",  # unknown host
+    "permission denied",
+    "invalid dsn",
+)
+
+
+def _driver_verdict(err: BaseException) -> bool | None:
+    """Whether a driver's own error is transient; None when ``err`` is not one."""
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err)
+        return "locked" in text or "busy" in text
+    if not type(err).__module__.startswith("psycopg2"):
+        return None
+    code = getattr(err, "pgcode", None)
+    if code:
+        return str(code).startswith(_TRANSIENT_SQLSTATES)
+    if type(err).__name__ in ("OperationalError", "InterfaceError"):
+        text = str(err).lower()
+        return not any(p in text for p in _PERMANENT_CONNECT)
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for errors that a retry can cure: a lost connection, a restarting server, a lock."""
+    """True for errors that a retry can cure: a lost connection, a restarting server, a lock.
+
+    A wrong database name, user or password, or an unknown host is not transient: retrying
+    cannot cure it, so it fails at once.
+    """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if isinstance(cur, DBAPIError) and cur.connection_invalidated:
-            return True
-        if isinstance(cur, SAOperationalError):
-            return True
-        if isinstance(cur, sqlite3.OperationalError) and "locked" in str(cur):
-            return True
-        name = type(cur).__module__ + "." + type(cur).__name__
-        if name.startswith("psycopg2") and "OperationalError" in name:
-            return True
-        if isinstance(cur, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
-            return True
+        if isinstance(cur, DBAPIError):
+            if cur.connection_invalidated:
+                return True
+            verdict = _driver_verdict(cur.orig) if cur.orig is not None else None
+            if verdict is not None:
+                return verdict
+            if isinstance(cur, SAOperationalError | sqlalchemy.exc.InterfaceError):
+                return True  # another driver's: as before, assume the connection
+        verdict = _driver_verdict(cur)
+        if verdict is not None:
+            return verdict
+        if isinstance(cur, sqlalchemy.exc.TimeoutError):
+            return True  # the pool was exhausted for a while
         cur = cur.__cause__ or cur.__context__
     return False
 

@@ -12,6 +12,7 @@ import fcntl
 import math
 import shutil
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
-from vivit_hpo.errors import ConfigError, SpecError, VivitHpoError
+from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.search.record import status
 from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
+    check_study_name,
     effective_n_trials,
     spec_from_text,
     spec_to_text,
@@ -51,11 +53,13 @@ __all__ = [
     "progress",
     "prune_checkpoints",
     "read_spec",
+    "study_uid",
     "trial_dir",
     "trial_rows",
 ]
 
 SPEC_ATTR = "spec"
+UID_ATTR = "uid"  # set once at creation: a study made again under the same name gets another
 
 
 class StudyError(VivitHpoError):
@@ -66,19 +70,32 @@ def _names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
-    """The spec stored in study ``name``.
-
-    Raises:
-        StudyError: no such study, or it was not created by vivit-hpo.
-    """
+def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
     try:
-        study_id = storage.get_study_id_from_name(name)
+        return storage.get_study_id_from_name(name)
     except KeyError as e:
         known = ", ".join(_names(storage)[:10]) or "none"
         raise StudyError(
             f"study {name!r} does not exist (studies: {known}); create it with "
             f"`vivit-hpo study create {name} --spec FILE`"
+        ) from e
+
+
+def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
+    """The spec stored in study ``name``.
+
+    Raises:
+        StudyError: no such study, or it was not created by vivit-hpo.
+        ArtifactPathError: the stored study's name is not a plain folder name (a study made
+            before names were checked); only `study delete NAME --keep-artifacts` takes it.
+    """
+    study_id = _study_id(storage, name)
+    try:
+        check_study_name(name)
+    except ArtifactPathError as e:
+        raise ArtifactPathError(
+            f"{e}; this study can only be removed from the storage, without touching any "
+            "folder: `vivit-hpo study delete NAME --keep-artifacts`"
         ) from e
     text = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
     if not isinstance(text, str):
@@ -103,7 +120,7 @@ def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
     ``<artifacts>/<study>/data`` (see :func:`materialise_synth`)."""
     if spec.data.paths is not None:
         return [Path(p) for p in spec.data.paths]
-    return [materialise_synth(spec, spec.study_dir(study_name) / "data")]
+    return [materialise_synth(spec, spec.artifact_path(study_name, "data"))]
 
 
 def materialise_synth(spec: StudySpec, out: Path) -> Path:
@@ -139,18 +156,19 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
     """Create study ``name`` from a validated spec and materialise simulated data.
 
     Raises:
+        ArtifactPathError: the name is not a plain folder name (see ``check_study_name``).
         StudyError: the name is taken.
     """
+    spec.study_dir(check_study_name(name))
     if name in _names(storage):
         raise StudyError(
             f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
         )
-    if not name or "/" in name or name != name.strip():
-        raise StudyError(f"study name {name!r}: use letters, digits, '-', '_' or '.'")
     ensure_data(spec, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     try:
         study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex[:12])
         study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
         study.set_user_attr("n_trials", effective_n_trials(spec))
@@ -173,12 +191,22 @@ def enqueue_baseline(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     return values
 
 
-def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool) -> Path:
-    """Delete the study (and, with ``artifacts``, its artifact folder); returns that folder."""
-    spec = read_spec(storage, name)
+def delete_study(
+    storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool
+) -> Path | None:
+    """Delete the study and, with ``artifacts``, its artifact folder (which must lie inside the
+    artifacts root: checked before anything is deleted). Returns the folder deleted, if any.
+
+    Without ``artifacts`` no folder is looked at, so a study stored under a name that is not a
+    plain folder name can still be removed from the storage.
+    """
+    if not artifacts:
+        _study_id(storage, name)
+        optuna.delete_study(study_name=name, storage=storage)
+        return None
+    folder = read_spec(storage, name).study_dir(name)
     optuna.delete_study(study_name=name, storage=storage)
-    folder = spec.study_dir(name)
-    if artifacts and folder.is_dir():
+    if folder.is_dir():
         shutil.rmtree(folder)
     return folder
 
@@ -384,7 +412,8 @@ def export_best(
     if not isinstance(cfg, dict):
         raise StudyError(f"trial {best.number} has no stored run config; was it run by vivit-hpo?")
     if run_dir is not None:
-        _export_run_dir(trial_dir(spec, study.study_name, best.number), run_dir, best.number)
+        folder = trial_dir(spec, study.study_name, best.number, uid=study_uid(study))
+        _export_run_dir(folder, run_dir, best.number)
     paths = " ".join(f"--data {p}" for p in ensure_data(spec, study.study_name))
     header = (
         f"# Best trial #{best.number} of study {study.study_name!r}: mean validation BPS "
@@ -458,15 +487,43 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
 # -- artifacts -----------------------------------------------------------------------------------
 
 
-def trial_dir(spec: StudySpec, study_name: str, number: int) -> Path:
-    """``<artifacts>/<study>/trial-<number>``: config, metrics and checkpoints of one trial."""
-    return spec.study_dir(study_name) / f"trial-{number}"
+def study_uid(study: optuna.Study) -> str | None:
+    """The id the study got at creation (None for a study made before studies had one)."""
+    uid = study.user_attrs.get(UID_ATTR)
+    return uid if isinstance(uid, str) and uid else None
+
+
+def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None) -> Path:
+    """``<artifacts>/<study>/trials-<uid>/trial-<number>``: config, metrics and checkpoints of
+    one trial (``<artifacts>/<study>/trial-<number>`` for a study without a uid).
+
+    The folder is keyed by the study's uid (:func:`study_uid`), not its name alone, so a study
+    deleted and created again under the same name never resumes the old one's checkpoints.
+    This is the one place that says where a trial's folder is.
+    """
+    parts = (f"trials-{uid}", f"trial-{number}") if uid else (f"trial-{number}",)
+    return spec.artifact_path(study_name, *parts)
 
 
 def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
     """Delete the checkpoints of every finished trial except the ``artifacts.keep_best`` best
-    complete ones (config.yaml and metrics.json stay). Returns the folders emptied."""
+    complete ones (config.yaml and metrics.json stay). Returns the folders emptied.
+
+    Workers call it after each trial they finish, so a long study keeps only the best
+    checkpoints on disk all along; call it under the study's claim lock while workers run, so
+    that no trial is failed and re-enqueued meanwhile. A failed trial whose retry has not
+    finished keeps its checkpoints: the retry resumes from them.
+    """
     trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    retried = retried_numbers(trials)
+
+    def resumable(t: FrozenTrial) -> bool:
+        n = t.number
+        while n in retried and n in by_number:
+            n = retried[n]
+        return n != t.number and n in by_number and not by_number[n].state.is_finished()
+
     complete = sorted(
         (
             t
@@ -477,11 +534,12 @@ def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
         reverse=True,
     )
     keep = {t.number for t in complete[: spec.artifacts.keep_best]}
+    uid = study_uid(study)
     removed = []
     for t in trials:
-        if not t.state.is_finished() or t.number in keep:
+        if not t.state.is_finished() or t.number in keep or resumable(t):
             continue
-        ckpt = trial_dir(spec, study.study_name, t.number) / "checkpoints"
+        ckpt = trial_dir(spec, study.study_name, t.number, uid=uid) / "checkpoints"
         if ckpt.is_dir():
             shutil.rmtree(ckpt, ignore_errors=True)
             removed.append(ckpt.parent)

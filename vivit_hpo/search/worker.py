@@ -7,7 +7,9 @@ Run as many as there are devices, on any machine that reaches the database
 2. claims a trial under the study's claim lock: first it fails stale trials (dead workers'; they
    are re-enqueued), then it takes a WAITING trial (a retry or an enqueued one) if there is one,
    else it creates a new trial if the budget allows, and records the trial's first heartbeat;
-3. runs it (:class:`~vivit_hpo.search.objective.TrialRunner`) with a heartbeat thread;
+3. runs it (:class:`~vivit_hpo.search.objective.TrialRunner`) with a heartbeat thread; after
+   a trial completes, the checkpoints of complete trials behind the ``artifacts.keep_best`` best
+   go (pruned, infeasible and failed trials drop theirs when they end);
 4. repeats. When the budget is allocated but other workers' trials still run, it waits (checking
    for stale trials every heartbeat interval) so that a trial whose worker dies is retried; it
    exits when nothing is running or waiting.
@@ -29,13 +31,20 @@ from pathlib import Path
 from typing import IO
 
 import optuna
+import torch
 
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
 from vivit_hpo.search.storage import Heartbeat, claim_lock, open_storage, retrying
-from vivit_hpo.search.study import load_study, progress, prune_checkpoints, read_spec
+from vivit_hpo.search.study import (
+    load_study,
+    progress,
+    prune_checkpoints,
+    read_spec,
+    study_uid,
+)
 
 __all__ = ["WorkerSummary", "claim_gpu", "claim_trial", "open_study_storage", "run_worker"]
 
@@ -53,34 +62,67 @@ class WorkerSummary:
 _GPU_LOCKS: list[IO[str]] = []  # held for the life of the process
 
 
-def claim_gpu(device_count: int, lock_dir: Path | None = None) -> str:
-    """``--device cuda:any``: the first GPU of this machine that no other worker holds.
+def _lock_gpu(folder: Path, index: int) -> IO[str] | None:
+    """An exclusive ``flock`` on ``<folder>/gpu-<index>.lock`` holding this pid, or None."""
+    f = open(folder / f"gpu-{index}.lock", "a+")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _GPU_LOCKS.append(f)
+    return f
 
-    Each worker takes an exclusive ``flock`` on ``<lock_dir>/gpu-<i>.lock``, released when the
-    process exits (however it exits). Containers on one host share the lock folder through a
-    bind mount (docker-compose.yml mounts it), so ``--scale worker=N`` spreads N workers over
-    N GPUs. ``lock_dir``: ``$VIVIT_HPO_GPU_LOCK_DIR`` or ``/tmp/vivit-hpo-gpu-locks``.
+
+def _holder(folder: Path, index: int) -> str:
+    try:
+        pid = (folder / f"gpu-{index}.lock").read_text().strip()
+    except OSError:
+        pid = ""
+    return f"worker pid {pid}" if pid else "another worker"
+
+
+def claim_gpu(device: str, device_count: int, lock_dir: Path | None = None) -> str:
+    """Lock the GPU this worker trains on, so that two workers of a machine never share one.
+
+    ``cuda:any`` takes the first GPU that no other worker holds; ``cuda:i`` (``cuda`` is
+    ``cuda:0``) takes GPU i, or fails if another worker holds it. Each worker takes an
+    exclusive ``flock`` on ``<lock_dir>/gpu-<i>.lock``, released when the process exits
+    (however it exits). Containers on one host share the lock folder through a bind mount
+    (docker-compose.yml mounts it), so ``--scale worker=N`` spreads N workers over N GPUs.
+    ``lock_dir``: ``$VIVIT_HPO_GPU_LOCK_DIR`` or ``/tmp/vivit-hpo-gpu-locks``.
+
+    Returns:
+        ``cuda:<i>``, the GPU locked.
 
     Raises:
-        ConfigError: no GPU, or every GPU is taken.
+        ConfigError: no GPU here, no GPU i, GPU i held by another worker, or (``cuda:any``)
+            every GPU held.
     """
     if device_count < 1:
-        raise ConfigError("--device cuda:any: CUDA is not available here; use --device cpu")
+        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
     folder = lock_dir or Path(os.environ.get("VIVIT_HPO_GPU_LOCK_DIR", "/tmp/vivit-hpo-gpu-locks"))
     folder.mkdir(parents=True, exist_ok=True)
+    if device != "cuda:any":
+        _, _, raw = device.partition(":")
+        if raw and not raw.isdigit():
+            raise ConfigError(f"--device {device!r}: expected cuda, cuda:i or cuda:any")
+        index = int(raw or 0)
+        if index >= device_count:
+            raise ConfigError(f"--device {device}: only {device_count} CUDA device(s) here")
+        if _lock_gpu(folder, index) is None:
+            raise ConfigError(
+                f"--device {device}: GPU {index} is held by {_holder(folder, index)} "
+                f"(lock {folder / f'gpu-{index}.lock'}); pass --device cuda:any or another GPU"
+            )
+        return f"cuda:{index}"
     for i in range(device_count):
-        f = open(folder / f"gpu-{i}.lock", "a+")  # noqa: SIM115 - held until the process ends
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        _GPU_LOCKS.append(f)
-        return f"cuda:{i}"
+        if _lock_gpu(folder, i) is not None:
+            return f"cuda:{i}"
     raise ConfigError(
         f"--device cuda:any: all {device_count} GPUs are held by other workers "
         f"(locks in {folder}); start fewer workers or pass --device cuda:i"
@@ -137,6 +179,14 @@ def claim_trial(
     return trial
 
 
+def _prune(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec) -> None:
+    """Keep the checkpoints of the ``artifacts.keep_best`` best complete trials only, now."""
+    with claim_lock(storage, study.study_name):  # no trial is failed and retried meanwhile
+        removed = prune_checkpoints(study, spec)
+    if removed:
+        _log.info("removed the checkpoints of %d trial(s) behind the best", len(removed))
+
+
 def run_worker(
     study_name: str,
     storage_url: str | None = None,
@@ -152,18 +202,19 @@ def run_worker(
         storage_url: the storage; None: ``$VIVIT_HPO_STORAGE`` or the embedded default.
         n_trials: stop after this many trials of this worker (None: no own limit).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``cuda:any`` (a GPU no other worker
-            on this machine holds, see :func:`claim_gpu`).
-        install_signals: turn SIGINT/SIGTERM into a clean stop (main thread only).
+            on this machine holds); every CUDA device is locked, see :func:`claim_gpu`.
+        install_signals: turn SIGINT, SIGTERM and SIGHUP into a clean stop (main thread only).
 
     Returns:
         What this worker ran and why it stopped. A stop by signal fails the running trial and
         re-enqueues it to resume from its last checkpoint.
     """
     storage, spec = open_study_storage(study_name, storage_url)
-    if device == "cuda:any":
-        import torch
-
-        device = claim_gpu(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if device == "auto" and torch.cuda.is_available():
+        device = "cuda"
+    if device.startswith("cuda"):
+        # cuda:any or an explicit GPU: the same lock, so that no two workers share a GPU.
+        device = claim_gpu(device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     stop = StopControl()
     if install_signals:
         stop.install()
@@ -173,7 +224,8 @@ def run_worker(
         ),
         what="load the study",
     )
-    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop)
+    uid = retrying(lambda: study_uid(study), what="read the study's uid")
+    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=uid)
     budget = effective_n_trials(spec)
     timeout = spec.budget.timeout_minutes
     deadline = time.monotonic() + timeout * 60 if timeout else None
@@ -213,6 +265,8 @@ def run_worker(
             summary.trials += 1
             summary.states[outcome.state] += 1
             summary.outcomes.append(outcome)
+            if outcome.state == "COMPLETE":
+                retrying(lambda: _prune(study, storage, spec), what="prune checkpoints")
             value = "" if outcome.value is None else f" val BPS {outcome.value:+.4f}"
             why = f" ({outcome.reason})" if outcome.reason else ""
             _log.info(

@@ -1,0 +1,208 @@
+"""Study names and artifact folders on a real PostgreSQL: a name is a plain folder name, and
+nothing the service creates, writes or deletes lies outside the artifacts root, whatever the
+database says."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from vivit_hpo.cli import app
+from vivit_hpo.errors import ArtifactPathError
+from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import (
+    SPEC_ATTR,
+    create_study,
+    delete_study,
+    load_study,
+    prune_checkpoints,
+    study_uid,
+    trial_dir,
+)
+from vivit_hpo.search.worker import run_worker
+
+pytestmark = pytest.mark.postgres
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: ") and "Traceback" not in output, output
+    return lines[0]
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../up", "", " x", "a\\b"])
+def test_create_refuses_a_name_that_is_not_a_folder_name(
+    name: str, write_spec: Callable[..., Path], pg_url: str, tmp_path: Path
+) -> None:
+    storage = open_storage(pg_url)
+    before_studies = {s.study_name for s in storage.get_all_studies()}
+    spec = write_spec()
+    before_files = _tree(tmp_path)
+    try:
+        result = CliRunner().invoke(
+            app, ["study", "create", name, "--spec", str(spec), "--storage", pg_url]
+        )
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result.output)
+        assert f"study name {name!r}" in line and "letters, digits" in line
+        assert {s.study_name for s in storage.get_all_studies()} == before_studies
+        assert _tree(tmp_path) == before_files  # nothing written, above the root or in it
+        with pytest.raises(ArtifactPathError):
+            create_study(storage, name, load_spec(spec))  # the library refuses it too
+        assert check_study_name("vivit-small.v2_1") == "vivit-small.v2_1"
+    finally:
+        # A broken check must not leave such a study in the shared database.
+        if name not in before_studies and name in {s.study_name for s in storage.get_all_studies()}:
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
+
+
+def test_delete_of_a_stored_bad_name_never_leaves_the_artifacts_root(
+    write_spec: Callable[..., Path], pg_url: str, tmp_path: Path
+) -> None:
+    # The reported bug: a study named '..' (made before names were checked) is deleted with
+    # --yes and takes the folder above the artifacts root with it. Here '../victim-<id>', so
+    # that the test is alone in the shared database.
+    spec = load_spec(write_spec())
+    root = tmp_path / "artifacts"
+    victim = tmp_path / f"victim-{uuid.uuid4().hex[:8]}"
+    (victim / "trial-0" / "checkpoints").mkdir(parents=True)
+    (root / "other" / "trial-0").mkdir(parents=True)
+    name = f"../{victim.name}"
+    storage = open_storage(pg_url)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
+    try:
+        runner = CliRunner()
+        for cmd in (["study", "delete", name, "--yes"], ["study", "show", name]):
+            result = runner.invoke(app, [*cmd, "--storage", pg_url])
+            assert result.exit_code == 2, result.output
+            line = _one_error_line(result.output)
+            assert "letters, digits" in line and "--keep-artifacts" in line
+        assert (victim / "trial-0" / "checkpoints").is_dir()
+        assert (root / "other" / "trial-0").is_dir()
+        assert name in {s.study_name for s in storage.get_all_studies()}
+        with pytest.raises(ArtifactPathError):
+            spec.study_dir(name)
+        with pytest.raises(ArtifactPathError):
+            trial_dir(spec, name, 0, uid=None)
+
+        # --keep-artifacts removes it from the storage and touches no folder.
+        result = runner.invoke(
+            app, ["study", "delete", name, "--yes", "--keep-artifacts", "--storage", pg_url]
+        )
+        assert result.exit_code == 0, result.output
+        assert name not in {s.study_name for s in storage.get_all_studies()}
+        assert (victim / "trial-0" / "checkpoints").is_dir()
+        assert (root / "other" / "trial-0").is_dir()
+    finally:
+        if name in {s.study_name for s in storage.get_all_studies()}:
+            optuna.delete_study(study_name=name, storage=storage)
+        storage.engine.dispose()
+
+
+def test_a_study_folder_that_resolves_outside_the_root_is_refused(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec()
+    spec = load_spec(spec_path)
+    storage = open_storage(pg_url)
+    create_study(storage, study_name, spec)
+    outside = tmp_path / "elsewhere"
+    (outside / "keep").mkdir(parents=True)
+    folder = tmp_path / "artifacts" / study_name
+    assert not folder.exists()  # session files: no data folder was made
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ArtifactPathError, match="outside"):
+        trial_dir(spec, study_name, 3, uid="abc")
+    result = CliRunner().invoke(app, ["study", "delete", study_name, "--yes", "--storage", pg_url])
+    assert result.exit_code == 2, result.output
+    assert "outside" in _one_error_line(result.output)
+    assert (outside / "keep").is_dir()
+    assert study_name in {s.study_name for s in storage.get_all_studies()}
+    storage.engine.dispose()
+
+
+def test_a_study_made_again_under_its_name_never_resumes_the_old_checkpoints(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 1},
+        epochs=2,
+        pruner={"name": "none"},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+    )
+    spec = load_spec(spec_path)
+    storage = open_storage(pg_url)
+    create_study(storage, study_name, spec)
+    old = load_study(storage, study_name)
+    assert run_worker(study_name, pg_url, device="cpu", install_signals=False).trials == 1
+    old_uid = study_uid(old)
+    assert old_uid is not None
+    old_dir = trial_dir(spec, study_name, 0, uid=old_uid)
+    assert (old_dir / "checkpoints" / "last.pt").is_file()  # the best trial keeps its own
+
+    delete_study(storage, study_name, artifacts=False)  # --keep-artifacts
+    create_study(storage, study_name, spec)
+    new = load_study(storage, study_name)
+    assert study_uid(new) not in (None, old_uid)
+    assert run_worker(study_name, pg_url, device="cpu", install_signals=False).trials == 1
+    (t,) = new.get_trials()
+    assert t.number == 0 and t.state.name == "COMPLETE"
+    assert "resumed_from_epoch" not in t.user_attrs, t.user_attrs  # trained from epoch 1
+    assert sorted(t.intermediate_values) == [1, 2]
+    assert Path(t.user_attrs["trial_dir"]) == trial_dir(spec, study_name, 0, uid=study_uid(new))
+    assert (old_dir / "checkpoints" / "last.pt").is_file()  # the old folder is left alone
+    assert old_dir.parent.parent == spec.study_dir(study_name)
+    storage.engine.dispose()
+
+
+def test_pruning_keeps_the_best_and_a_failed_trial_that_its_retry_will_resume(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    spec = load_spec(write_spec())  # keep_best: 2
+    storage = open_storage(pg_url)
+    study = create_study(storage, study_name, spec)
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(state: TrialState, value: float | None = None, **system: object) -> None:
+        study.add_trial(
+            optuna.create_trial(
+                state=state,
+                value=value,
+                params={"x": 0.5},
+                distributions=dist,
+                system_attrs=system,
+            )
+        )
+
+    add(TrialState.COMPLETE, 0.3)  # 0: best
+    add(TrialState.COMPLETE, 0.1)  # 1: third
+    add(TrialState.FAIL)  # 2: interrupted, its retry waits
+    add(TrialState.WAITING, failed_trial=2, retry_history=[2])  # 3
+    add(TrialState.COMPLETE, 0.2)  # 4: second
+    add(TrialState.FAIL)  # 5: lost, retried and finished
+    add(TrialState.COMPLETE, 0.0, failed_trial=5, retry_history=[5])  # 6: fourth
+    uid = study_uid(study)
+    for n in range(7):
+        (trial_dir(spec, study_name, n, uid=uid) / "checkpoints").mkdir(parents=True)
+    removed = prune_checkpoints(study, spec)
+    kept = {
+        n for n in range(7) if (trial_dir(spec, study_name, n, uid=uid) / "checkpoints").is_dir()
+    }
+    assert kept == {0, 2, 3, 4}, kept  # 3 is WAITING: not finished, nothing to prune yet
+    assert sorted(p.name for p in removed) == ["trial-1", "trial-5", "trial-6"]
+    storage.engine.dispose()
