@@ -12,8 +12,9 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
   ``feasible`` = 1 (violated). Optuna 5's TPE sorts every trial with a violated constraint into
   its "bad" group whatever its state, so it learns to avoid those regions; PRUNED (not COMPLETE
   with a made-up value) keeps infeasible trials out of every value-based statistic, plot and
-  pruner. (GP and CMA-ES read COMPLETE trials only, so they do not learn from infeasible ones;
-  random and grid never learn.)
+  pruner. Complete and pruned trials carry ``feasible`` = 0, set when they end. (GP and CMA-ES
+  read COMPLETE trials only, so they do not learn from infeasible ones; random and grid never
+  learn.)
 - failed in training, with ``fail_reason``: a NaN/Inf loss (``NonFiniteLossError``) or running
   out of memory (``torch.OutOfMemoryError``, or the CPU allocator's equivalent) ends PRUNED with
   ``feasible`` = 1 like an infeasible trial, so that TPE avoids the region too; any other error
@@ -278,6 +279,14 @@ class TrialRunner:
 
         retrying(tell, what=f"tell trial {trial.number} {state.name}")
 
+    @staticmethod
+    def _set_feasible(trial: optuna.Trial, feasible: bool) -> None:
+        """The constraint ``feasible`` (0 kept, 1 violated), set once, when the trial ends: a
+        trial learns only by training whether it runs out of memory or diverges."""
+        if FEASIBLE not in trial.constraints:
+            value = 0.0 if feasible else 1.0
+            retrying(lambda: trial.set_constraint(FEASIBLE, value), what="set constraint")
+
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
         shutil.rmtree(self._trial_dir(number) / "checkpoints", ignore_errors=True)
@@ -346,8 +355,7 @@ class TrialRunner:
         attrs["values"] = values
         if reason is not None:
             record_attrs(trial, {**attrs, "infeasible_reason": reason})
-            if FEASIBLE not in trial.constraints:
-                retrying(lambda: trial.set_constraint(FEASIBLE, 1.0), what="set constraint")
+            self._set_feasible(trial, False)
             self._tell(study, trial, TrialState.PRUNED)
             return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
         cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
@@ -398,6 +406,7 @@ class TrialRunner:
                         f"val BPS {report.val_bps:+.4f}"
                     )
                     record_attrs(trial, {**end, "prune_reason": why})
+                    self._set_feasible(trial, True)
                     self._tell(study, trial, TrialState.PRUNED)
                     self._drop_checkpoints(n)
                     return TrialOutcome(n, "PRUNED", None, why, epochs, time.perf_counter() - start)
@@ -427,7 +436,7 @@ class TrialRunner:
                     why = f"{type(e).__name__}: {detail}"
             record_attrs(trial, {**attrs, **end, FAIL_REASON: why})
             if learnable:
-                retrying(lambda: trial.set_constraint(FEASIBLE, 1.0), what="set constraint")
+                self._set_feasible(trial, False)
             self._tell(study, trial, TrialState.PRUNED if learnable else TrialState.FAIL)
             self._drop_checkpoints(n)
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
@@ -445,6 +454,7 @@ class TrialRunner:
         with self.stop.interruptible():
             end.update(self._test_scores(run_dir, data, cfg.train.batch_size))
         record_attrs(trial, end)
+        self._set_feasible(trial, True)
         self._tell(study, trial, TrialState.COMPLETE, value)
         return TrialOutcome(n, "COMPLETE", value, "", epochs, time.perf_counter() - start)
 
