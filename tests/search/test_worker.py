@@ -344,3 +344,34 @@ def test_checkpoints_behind_the_best_go_while_the_study_runs(
         folder = trial_dir(spec, study_name, t.number, uid=uid)
         assert (folder / "metrics.json").is_file()
         assert (folder / "checkpoints").is_dir() == (t.number == best.number), t.number
+
+
+def test_the_baseline_is_never_pruned(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    # Two good trials set the median; then the same bad config twice, once as the baseline.
+    spec_path = write_spec(
+        budget={"n_trials": 4},
+        epochs=3,
+        pruner={"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
+    )
+    study = _create(pg_url, study_name, spec_path)
+    spec = load_spec(spec_path)
+    good = ["patch=2", "stride=2", "embed_dim=16", "heads=2", "lr=3e-3"]
+    for _ in range(2):
+        enqueue(study, spec, good)
+    assert run_worker(study_name, pg_url, 2, "cpu", install_signals=False).trials == 2
+    bad = [*good[:-1], "lr=1e-3", "train.lr=1e-7"]
+    enqueue(study, spec, bad)
+    assert run_worker(study_name, pg_url, 1, "cpu", install_signals=False).trials == 1
+    control = study.get_trials()[2]
+    assert control.state == TrialState.PRUNED, control.user_attrs  # the pruner does prune it
+    study.enqueue_trial(
+        control.params,
+        user_attrs={"baseline": True, "extra_overrides": {"train.lr": 1e-7}},
+        skip_if_exists=False,
+    )
+    assert run_worker(study_name, pg_url, 1, "cpu", install_signals=False).trials == 1
+    baseline = study.get_trials()[3]
+    assert baseline.state == TrialState.COMPLETE, baseline.user_attrs
+    assert sorted(baseline.intermediate_values) == [1, 2, 3]

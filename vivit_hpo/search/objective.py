@@ -7,7 +7,8 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 - COMPLETE: the epoch budget (or the trainer's early stopping) is reached; the value is the best
   epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at. That
   checkpoint's test BPS is stored beside it (``test_bps``).
-- PRUNED: the pruner stopped it (``prune_reason``).
+- PRUNED: the pruner stopped it (``prune_reason``). The baseline trial (the base config,
+  enqueued first with the user attribute ``baseline``) is never pruned.
 - infeasible: PRUNED before any training step, with ``infeasible_reason`` and the constraint
   ``feasible`` = 1 (violated). Optuna 5's TPE sorts every trial with a violated constraint into
   its "bad" group whatever its state, so it learns to avoid those regions; PRUNED (not COMPLETE
@@ -339,6 +340,7 @@ class TrialRunner:
 
         # 1. Parameters and the cheap checks: nothing is trained for an infeasible config.
         extra = dict(trial.user_attrs.get("extra_overrides") or {})
+        baseline = bool(trial.user_attrs.get("baseline"))
         try:
             values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")
             reason = infeasible_reason(
@@ -400,7 +402,9 @@ class TrialRunner:
                 )
                 if self.stop.requested:
                     raise KeyboardInterrupt
-                if retrying(trial.should_prune, what=f"should_prune trial {n}"):
+                # The baseline (the base config) is never pruned: it is the result the search
+                # must at least match, so it trains to the end like a hand-written run.
+                if not baseline and retrying(trial.should_prune, what=f"should_prune trial {n}"):
                     why = (
                         f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
                         f"val BPS {report.val_bps:+.4f}"
