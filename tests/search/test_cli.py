@@ -115,7 +115,9 @@ def test_run_ctrl_c_resume_and_study_commands(
     assert trials[0].user_attrs.get("baseline") is True
     assert trials[0].params == {"embed_dim": 16, "lr": 3e-3}
     # Two CPU workers on this machine share its cores instead of each taking all of them.
-    threads = {t.user_attrs.get("threads") for t in trials.values() if t.state.is_finished()}
+    threads = {
+        t.user_attrs.get("threads") for t in trials.values() if t.state == TrialState.COMPLETE
+    }
     assert threads == {max(1, (os.cpu_count() or 1) // 2)}, threads
     # Every complete trial carries its kept checkpoint's test BPS.
     complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
