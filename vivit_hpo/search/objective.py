@@ -56,7 +56,13 @@ from vivit_hpo.config import DataConfig
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
 from vivit_hpo.models import count_parameters, flops_per_sample
-from vivit_hpo.search.record import FAIL_REASON, FEASIBLE, retry_of
+from vivit_hpo.search.record import (
+    FAIL_REASON,
+    FEASIBLE,
+    INFEASIBLE_REASON,
+    PRUNE_REASON,
+    retry_of,
+)
 from vivit_hpo.search.space import (
     Infeasible,
     infeasible_reason,
@@ -320,7 +326,7 @@ class TrialRunner:
         except KeyboardInterrupt:
             reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                record_attrs(trial, {"fail_reason": reason})
+                record_attrs(trial, {FAIL_REASON: reason})
 
             def requeue() -> None:
                 with claim_lock(self.storage, study.study_name):
@@ -356,7 +362,7 @@ class TrialRunner:
             values, reason = {}, str(e)
         attrs["values"] = values
         if reason is not None:
-            record_attrs(trial, {**attrs, "infeasible_reason": reason})
+            record_attrs(trial, {**attrs, INFEASIBLE_REASON: reason})
             self._set_feasible(trial, False)
             self._tell(study, trial, TrialState.PRUNED)
             return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
@@ -409,7 +415,7 @@ class TrialRunner:
                         f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
                         f"val BPS {report.val_bps:+.4f}"
                     )
-                    record_attrs(trial, {**end, "prune_reason": why})
+                    record_attrs(trial, {**end, PRUNE_REASON: why})
                     self._set_feasible(trial, True)
                     self._tell(study, trial, TrialState.PRUNED)
                     self._drop_checkpoints(n)
@@ -452,7 +458,7 @@ class TrialRunner:
         end["stopped_early"] = trainer.stopped_early
         if not math.isfinite(value):
             why = f"no finite validation BPS after {trainer.epoch} epochs"
-            record_attrs(trial, {**end, "fail_reason": why})
+            record_attrs(trial, {**end, FAIL_REASON: why})
             self._tell(study, trial, TrialState.FAIL)
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
         with self.stop.interruptible():

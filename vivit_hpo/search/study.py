@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
-from vivit_hpo.search.record import status
+from vivit_hpo.search.record import FAIL_REASON, INFEASIBLE_REASON, PRUNE_REASON, status
 from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
@@ -307,9 +307,9 @@ class TrialRow:
 def _reason(t: FrozenTrial, retried: dict[int, int]) -> str:
     a = t.user_attrs
     if t.number in retried and t.state == TrialState.FAIL:
-        why = a.get("fail_reason") or "worker lost (no heartbeat)"
+        why = a.get(FAIL_REASON) or "worker lost (no heartbeat)"
         return f"{why}; retried as #{retried[t.number]}"
-    for key in ("infeasible_reason", "fail_reason", "prune_reason"):
+    for key in (INFEASIBLE_REASON, FAIL_REASON, PRUNE_REASON):
         if a.get(key):
             return str(a[key])
     resumed = a.get("resumed_from_epoch")
