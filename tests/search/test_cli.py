@@ -147,7 +147,7 @@ def test_run_ctrl_c_resume_and_study_commands(
     assert cfg == best_trial.user_attrs["run_config"]
 
     # The winner leaves the study as a run folder that `evaluate` scores as the trial did.
-    exported_run = tmp_path / "winner"
+    exported_run = tmp_path / "runs" / "winner"  # its parent folder does not exist yet
     exported = runner.invoke(
         app,
         ["study", "export-best", NAME, "--out", str(out_yaml), "--run-dir", str(exported_run)],

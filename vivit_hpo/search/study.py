@@ -420,10 +420,9 @@ def export_best(
         f"{best.value:.5f} (best epoch {best.user_attrs.get('best_epoch')}).\n"
         f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(cfg, sort_keys=False))
-    tmp.replace(out)
+    from vivit_hpo.training.checkpoint import atomic_write_text  # torch: only when exporting
+
+    atomic_write_text(out, header + yaml.safe_dump(cfg, sort_keys=False))
     return best
 
 
@@ -439,6 +438,7 @@ def _export_run_dir(src: Path, dst: Path, number: int) -> None:
             f"trial {number}: its best checkpoint is gone ({e}); "
             "retrain it with the exported config"
         ) from e
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
     try:
         for name in ("config.yaml", "sessions.json", "metrics.json"):
