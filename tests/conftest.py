@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+from vivit_hpo.bench.pgserver import PostgresServer, find_pg_bin, postgres_server
 
 # Two cores are shared by the whole suite; intra-op threads beyond that only thrash.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -29,3 +32,12 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def pg_url() -> str:
     return PG_URL
+
+
+@pytest.fixture()
+def private_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start (outage tests)."""
+    if find_pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed here")
+    with postgres_server() as server:
+        yield server
