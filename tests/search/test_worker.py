@@ -1,13 +1,11 @@
-"""Real worker processes on a real PostgreSQL: a 3-worker study, a worker killed mid-trial, the
-database restarted under running workers, NaN / out-of-memory / infeasible trials."""
+"""Real worker processes on a real PostgreSQL: a 3-worker study, a worker killed mid-trial,
+NaN / out-of-memory / infeasible trials (outages: test_outages.py)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import resource
 import signal
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -140,37 +138,6 @@ def test_killed_worker_trial_is_retried_and_resumed(
     assert sorted(retry.intermediate_values) == list(range(1, 9))  # inherited + its own
     p = progress(list(trials.values()), 3)
     assert p.done and p.complete == 3 and p.retried == 1 and p.failed == 0
-
-
-def test_workers_ride_out_a_postgres_restart(
-    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
-) -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    spec_path = write_spec(
-        budget={"n_trials": 6},
-        heartbeat={"interval_s": 1, "grace_s": 30, "max_retry": 2},
-    )
-    study = _create(pg_url, study_name, spec_path)
-    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
-    procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
-    wait_for(
-        lambda: any(t.intermediate_values for t in study.get_trials(deepcopy=False)),
-        120,
-        "a first report",
-    )
-    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
-    subprocess.run([*ctl, "stop", "-m", "fast"], check=True)
-    time.sleep(3)  # long enough for the workers' calls to fail and be retried
-    subprocess.run([*ctl, "start"], check=True)
-    codes = finish(procs, 240, logs)
-    assert codes == [0, 0], _logs(logs)
-    text = _logs(logs)
-    # The outage was seen (a storage call or a heartbeat failed and was retried) and ridden out.
-    assert "storage: " in text or "heartbeat of trial" in text, text
-    study = load_study(open_storage(pg_url), study_name)
-    rows = trial_rows(study.get_trials())
-    assert len(rows) == 6
-    assert {r.state for r in rows} <= {"COMPLETE", "PRUNED", "INFEASIBLE"}, rows
 
 
 def _limit_data() -> None:

@@ -59,7 +59,7 @@ def bench_worker(
     from vivit_hpo.search.record import FEASIBLE
     from vivit_hpo.search.space import suggest
     from vivit_hpo.search.spec import spec_from_text
-    from vivit_hpo.search.storage import Heartbeat, open_storage, retrying
+    from vivit_hpo.search.storage import Heartbeat, StaleCheck, open_storage, retrying
     from vivit_hpo.search.study import load_study
     from vivit_hpo.search.worker import claim_trial
 
@@ -73,6 +73,7 @@ def bench_worker(
         max_retry=hb.max_retry,
     )
     study = load_study(storage, study_name, sampler=build_sampler(spec), pruner=build_pruner(spec))
+    stale = StaleCheck(storage)
     rng = random.Random(seed)
     run_config = RunConfig().to_dict()
     first = True
@@ -80,7 +81,7 @@ def bench_worker(
         while True:
             seen = len(study.get_trials(deepcopy=False))
             t1 = time.perf_counter()
-            got = retrying(lambda: claim_trial(study, storage, budget), what="claim")
+            got = retrying(lambda: claim_trial(study, storage, budget, stale=stale), what="claim")
             t2 = time.perf_counter()
             if got == "done":
                 break

@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-import optuna
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -34,6 +33,7 @@ from rich.table import Table
 from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
 from vivit_hpo.search.storage import (
+    StaleCheck,
     claim_lock,
     mask_url,
     open_storage,
@@ -287,6 +287,7 @@ def run_study(
     deadline = start + timeout * 60 if timeout else None
     exit_code = 0
     note = ""
+    stale = StaleCheck(storage)
     stale_every = float(spec.heartbeat.interval_s)
     last_stale = 0.0
 
@@ -313,7 +314,7 @@ def run_study(
 
                         def fail_stale() -> None:
                             with claim_lock(storage, name):
-                                optuna.storages.fail_stale_trials(study)
+                                stale(study)
 
                         retrying(fail_stale, what="fail stale trials")
                         last_stale = now

@@ -33,6 +33,7 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import logging
@@ -79,6 +80,7 @@ from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
 __all__ = [
     "STOP_SIGNALS",
     "StopControl",
+    "TrialLost",
     "TrialOutcome",
     "TrialRunner",
     "is_oom",
@@ -93,9 +95,15 @@ _log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class TrialLost(BaseException):
+    """The running trial was given up by its own worker: its heartbeat could not be written
+    for so long that another process may soon fail it as stale and resume it elsewhere."""
+
+
 class StopControl:
     """Turns SIGINT, SIGTERM and SIGHUP into a clean stop (Ctrl-C, ``docker stop``, SLURM's
-    preemption or time-limit signal, a closed terminal).
+    preemption or time-limit signal, a closed terminal), and a lost heartbeat into the stop of
+    the running trial alone.
 
     While training (inside :meth:`interruptible`) a signal raises ``KeyboardInterrupt`` at once;
     anywhere else (a storage call half done) it only sets :attr:`requested`, which the worker
@@ -104,14 +112,32 @@ class StopControl:
 
     def __init__(self) -> None:
         self.requested = False
+        self.lost: str | None = None  # why the running trial was given up (see abandon)
         self._interruptible = False
+        self._installed = False
+        self._abandoning = False
 
     def install(self) -> None:
         """Install the handlers (main thread only)."""
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        self._installed = True
+
+    def abandon(self, reason: str) -> None:
+        """Give up the running trial (from any thread): :class:`TrialLost` is raised in the
+        main thread at once while it trains, else when it next enters :meth:`interruptible`."""
+        self.lost = reason
+        if self._interruptible and self._installed:
+            self._abandoning = True
+            _thread.interrupt_main(signal.SIGINT)  # runs _handle in the main thread
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._abandoning:  # abandon()'s own interrupt, not a signal from outside
+            self._abandoning = False
+            if self._interruptible:
+                self._interruptible = False
+                raise TrialLost(self.lost)
+            return  # training had already ended; interruptible() raises it next time
         first = not self.requested
         self.requested = True
         if first:
@@ -124,6 +150,8 @@ class StopControl:
     def interruptible(self) -> Iterator[None]:
         if self.requested:
             raise KeyboardInterrupt
+        if self.lost is not None:
+            raise TrialLost(self.lost)
         self._interruptible = True
         try:
             yield
@@ -134,7 +162,7 @@ class StopControl:
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
-    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, INTERRUPTED, LOST
+    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, REQUEUED, LOST
     value: float | None
     reason: str
     epochs: int
@@ -308,9 +336,18 @@ class TrialRunner:
                 re-enqueued to resume from its checkpoint.
         """
         start = time.perf_counter()
+        self.stop.lost = None
         frozen = _frozen(self.storage, trial)
         try:
             return self._run(study, trial, frozen, start)
+        except TrialLost as e:
+            # Before anyone may call it stale: hand it back once the database answers again
+            # (stale checks wait a grace period after an outage, so this comes first).
+            _log.warning("trial %d given up: %s", trial.number, e)
+            self._requeue(study, trial, f"lost its heartbeat: {e}")
+            return TrialOutcome(
+                trial.number, "REQUEUED", None, str(e), 0, time.perf_counter() - start
+            )
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process failed this trial as stale (our heartbeat could not reach the
             # database for longer than the grace period); its retry carries on.
@@ -325,15 +362,23 @@ class TrialRunner:
             )
         except KeyboardInterrupt:
             reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                record_attrs(trial, {FAIL_REASON: reason})
-
-            def requeue() -> None:
-                with claim_lock(self.storage, study.study_name):
-                    retry_trial(study, self.storage, trial._trial_id, "was interrupted")
-
-            retrying(requeue, what=f"re-enqueue trial {trial.number}")
+            self._requeue(study, trial, reason)
             raise
+
+    def _requeue(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+        """Fail the trial with ``reason`` and enqueue its retry, which resumes from the last
+        checkpoint; nothing happens if another process has failed it meanwhile."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            record_attrs(trial, {FAIL_REASON: reason})
+
+        def requeue() -> None:
+            with (
+                claim_lock(self.storage, study.study_name),
+                contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError),
+            ):
+                retry_trial(study, self.storage, trial._trial_id, reason)
+
+        retrying(requeue, what=f"re-enqueue trial {trial.number}")
 
     def _run(
         self, study: optuna.Study, trial: optuna.Trial, frozen: FrozenTrial, start: float

@@ -19,6 +19,7 @@ pre-pings connections so that a connection killed by a restart is replaced, not 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import logging
@@ -33,6 +34,8 @@ from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.exc import OperationalError as SAOperationalError
@@ -41,7 +44,10 @@ from vivit_hpo.errors import StorageError
 from vivit_hpo.search.record import RetryStaleTrial
 
 __all__ = [
+    "CONNECTIVITY",
+    "Connectivity",
     "Heartbeat",
+    "StaleCheck",
     "claim_lock",
     "default_storage_url",
     "describe",
@@ -331,6 +337,7 @@ def retrying(
             waited = time.monotonic() - start
             if not is_transient(e) or waited + delay > max_wait_s:
                 raise
+            CONNECTIVITY.mark_down()
             _log.warning(
                 "storage: %s failed (%s); retry %d in %.1f s", what, describe(e), attempt, delay
             )
@@ -339,6 +346,116 @@ def retrying(
 
 
 # -- coordination between workers ----------------------------------------------------------------
+
+
+class Connectivity:
+    """When this process last failed to reach the database (a transient storage error).
+
+    A stale check is only sound when this process has been able to reach the database for a
+    whole grace period: after an outage every heartbeat is old, and the workers that wrote them
+    need that long to write the next one. :func:`retrying` and :class:`Heartbeat` mark every
+    transient failure here; a process counts as disconnected from its start.
+    """
+
+    def __init__(self) -> None:
+        self._down_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def mark_down(self) -> None:
+        with self._lock:
+            self._down_at = time.monotonic()
+
+    def connected_for(self) -> float:
+        """Seconds since the process started or last failed to reach the database."""
+        with self._lock:
+            return time.monotonic() - self._down_at
+
+
+CONNECTIVITY = Connectivity()
+
+
+class StaleCheck:
+    """Fail the trials whose worker is gone, and hand them to the storage's retry callback.
+
+    A RUNNING trial is stale when its last heartbeat is older than the grace period (by the
+    database's clock), or when it has none and has been seen without one, by this process,
+    for a grace period (its worker died between claiming it and its first beat, or the claim's
+    commit reply was lost and the claim was made again). Optuna's own check ignores trials
+    without a heartbeat, which then run forever and keep the study from finishing.
+
+    Nothing counts as stale until this process (:data:`CONNECTIVITY`) and the PostgreSQL
+    server (its uptime) have both been up for a grace period: after an outage, live workers get
+    that long to write their next heartbeat. Run it under the claim lock, as the claim does.
+    """
+
+    def __init__(self, storage: optuna.storages.RDBStorage) -> None:
+        self.storage = storage
+        grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
+        self.grace_s = float(grace)
+        self._unbeaten: dict[int, float] = {}  # trial id -> when first seen without a beat
+
+    def _running(self, study_id: int) -> tuple[list[tuple[int, Any]], Any, float | None]:
+        """(trial id, last heartbeat) of the RUNNING trials, the database's now, and the
+        server's uptime in seconds (None: not PostgreSQL)."""
+        trials, beats = TrialModel.__table__, TrialHeartbeatModel.__table__
+        query = (
+            sqlalchemy.select(trials.c.trial_id, beats.c.heartbeat)
+            .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+            .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
+        )
+        with self.storage.engine.connect() as conn:
+            now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+            rows = [(int(r[0]), r[1]) for r in conn.execute(query)]
+            uptime = None
+            if conn.dialect.name == "postgresql":
+                up = conn.execute(
+                    sqlalchemy.text("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+                ).scalar()
+                uptime = float(up or 0.0)
+        return rows, now, uptime
+
+    def stale_ids(self, study: optuna.Study) -> list[int]:
+        """The ids of the study's stale trials (see the class); none while not yet sound."""
+        rows, now, uptime = self._running(study._study_id)
+        clock = time.monotonic()
+        # A window of observation starts again whenever this process lost the database.
+        since = clock - CONNECTIVITY.connected_for()
+        unbeaten = {tid for tid, beat in rows if beat is None}
+        self._unbeaten = {tid: max(self._unbeaten.get(tid, clock), since) for tid in unbeaten}
+        if CONNECTIVITY.connected_for() < self.grace_s or (
+            uptime is not None and uptime < self.grace_s
+        ):
+            return []
+        now = now.replace(tzinfo=None)
+        stale = [
+            tid
+            for tid, beat in rows
+            if beat is not None and (now - beat.replace(tzinfo=None)).total_seconds() > self.grace_s
+        ]
+        stale += [tid for tid, seen in self._unbeaten.items() if clock - seen > self.grace_s]
+        return sorted(stale)
+
+    def __call__(self, study: optuna.Study) -> list[int]:
+        """Fail the stale trials and retry each (the storage's stale-trial callback).
+
+        Returns:
+            The ids of the trials this call failed.
+        """
+        failed = []
+        for tid in self.stale_ids(study):
+            try:
+                if study._storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                    failed.append(tid)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another process failed it first, or it just finished
+            self._unbeaten.pop(tid, None)
+        callback = self.storage.get_heartbeat_stale_trial_callback()
+        for tid in failed:
+            frozen = study._storage.get_trial(tid)
+            _log.warning("trial %d is stale (its worker is gone); failed it", frozen.number)
+            if callback is not None:
+                callback(study, copy.deepcopy(frozen))
+        return failed
 
 
 def _lock_key(study_name: str) -> int:
@@ -376,32 +493,75 @@ class Heartbeat:
 
     Optuna's own heartbeat thread dies on the first database error, after which the trial would
     be failed as stale while it still runs; this one logs transient errors and keeps beating.
-    Use as a context manager around the trial.
+
+    When no beat has been written for ``lost_after_s`` (the grace period less one interval:
+    before any other process may call the trial stale), a watchdog calls ``on_lost`` once with
+    the reason: the worker then stops the trial and leaves it to be failed and resumed from its
+    last checkpoint, instead of training on while another worker resumes it. Use as a context
+    manager around the trial.
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float):
+    def __init__(
+        self,
+        storage: optuna.storages.RDBStorage,
+        trial_id: int,
+        interval: float,
+        *,
+        lost_after_s: float | None = None,
+        on_lost: Callable[[str], None] | None = None,
+    ):
         self.storage = storage
         self.trial_id = trial_id
         self.interval = interval
+        self.lost_after_s = lost_after_s
+        self.on_lost = on_lost
+        self._last_beat = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+        ]
+        if lost_after_s is not None and on_lost is not None:
+            self._threads.append(
+                threading.Thread(target=self._watch, name=f"watchdog-{trial_id}", daemon=True)
+            )
 
     def _beat(self) -> None:
         try:
             self.storage.record_heartbeat(self.trial_id)
+            self._last_beat = time.monotonic()
         except Exception as e:
-            level = logging.WARNING if is_transient(e) else logging.ERROR
+            transient = is_transient(e)
+            if transient:
+                CONNECTIVITY.mark_down()
+            level = logging.WARNING if transient else logging.ERROR
             _log.log(level, "heartbeat of trial id %d failed: %s", self.trial_id, describe(e))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._beat()
 
+    def _watch(self) -> None:
+        assert self.lost_after_s is not None and self.on_lost is not None
+        while not self._stop.wait(min(1.0, self.interval)):
+            silent = time.monotonic() - self._last_beat
+            if silent > self.lost_after_s:
+                _log.warning(
+                    "no heartbeat written for %.0f s; stopping trial id %d", silent, self.trial_id
+                )
+                self.on_lost(
+                    f"no heartbeat written for {silent:.0f} s (the database is out of reach); "
+                    "left to resume from its last checkpoint"
+                )
+                return
+
     def __enter__(self) -> Heartbeat:
         retrying(lambda: self.storage.record_heartbeat(self.trial_id), what="first heartbeat")
-        self._thread.start()
+        self._last_beat = time.monotonic()
+        for t in self._threads:
+            t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=max(self.interval, 5.0) + 30.0)
+        for t in self._threads:
+            t.join(timeout=max(self.interval, 5.0) + 30.0)

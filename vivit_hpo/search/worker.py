@@ -37,7 +37,13 @@ from vivit_hpo.errors import ConfigError
 from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
-from vivit_hpo.search.storage import Heartbeat, claim_lock, open_storage, retrying
+from vivit_hpo.search.storage import (
+    Heartbeat,
+    StaleCheck,
+    claim_lock,
+    open_storage,
+    retrying,
+)
 from vivit_hpo.search.study import (
     load_study,
     progress,
@@ -153,20 +159,27 @@ def open_study_storage(
 
 
 def claim_trial(
-    study: optuna.Study, storage: optuna.storages.RDBStorage, n_trials: int
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    n_trials: int,
+    *,
+    stale: StaleCheck | None = None,
 ) -> optuna.Trial | str:
     """Claim the next trial, or say why there is none.
 
-    Under the study's claim lock: fail stale trials (they are re-enqueued), count, then pop a
-    WAITING trial or create one within the budget, and record its first heartbeat, so that a
-    claimed trial always has one (a trial without any would never be found stale).
+    Under the study's claim lock: fail stale trials (``stale``, when the storage has a
+    heartbeat; they are re-enqueued), count, then pop a WAITING trial or create one within the
+    budget, and record its first heartbeat. Call it through :func:`retrying`: a claim whose
+    commit answer was lost leaves a trial without a heartbeat, which ``stale`` fails and
+    retries after a grace period, so the budget still counts it once.
 
     Returns:
         The trial (RUNNING), or ``"wait"`` (budget allocated, other trials still running) or
         ``"done"`` (budget allocated, nothing running or waiting).
     """
     with claim_lock(storage, study.study_name):
-        optuna.storages.fail_stale_trials(study)
+        if stale is not None:
+            stale(study)
         p = progress(study.get_trials(deepcopy=False), n_trials)
         if p.waiting == 0 and p.logical >= n_trials:
             return "wait" if p.running else "done"
@@ -175,7 +188,9 @@ def claim_trial(
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
         if storage.heartbeat_interval is not None:
-            storage.record_heartbeat(trial._trial_id)
+            # Only the beat is retried here: retrying the whole claim would claim another trial.
+            trial_id = trial._trial_id
+            retrying(lambda: storage.record_heartbeat(trial_id), what="first heartbeat")
     return trial
 
 
@@ -225,6 +240,10 @@ def run_worker(
         what="load the study",
     )
     uid = retrying(lambda: study_uid(study), what="read the study's uid")
+    # The first load of every trial, outside the claim lock: the study's cache then only fetches
+    # what changed, and the claims that hold the lock stay short however large the study.
+    retrying(lambda: study.get_trials(deepcopy=False), what="load the study's trials")
+    stale = StaleCheck(storage)
     runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=uid)
     budget = effective_n_trials(spec)
     timeout = spec.budget.timeout_minutes
@@ -248,7 +267,9 @@ def run_worker(
             if deadline is not None and time.monotonic() > deadline:
                 summary.stopped_by = "timeout"
                 break
-            got = retrying(lambda: claim_trial(study, storage, budget), what="claim a trial")
+            got = retrying(
+                lambda: claim_trial(study, storage, budget, stale=stale), what="claim a trial"
+            )
             if got == "done":
                 summary.stopped_by = "budget"
                 break
@@ -260,7 +281,14 @@ def run_worker(
             if summary.trials == 0:
                 # Its own random stream (see worker_seed); sampling starts after the claim.
                 study.sampler = build_sampler(spec, first_trial=got.number)
-            with Heartbeat(storage, got._trial_id, spec.heartbeat.interval_s):
+            hb = spec.heartbeat
+            with Heartbeat(
+                storage,
+                got._trial_id,
+                hb.interval_s,
+                lost_after_s=hb.grace_s - hb.interval_s,
+                on_lost=stop.abandon,
+            ):
                 outcome = runner.run(study, got)
             summary.trials += 1
             summary.states[outcome.state] += 1

@@ -1,0 +1,217 @@
+"""Claims, heartbeats and outages with real processes: a trial claimed but never beaten, the
+database stopped briefly and for longer than the grace period, one worker cut off the database
+while the others carry on. The outages stop a PostgreSQL server of the test's own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_helpers import CuttableProxy, finish, start_worker, wait_for, worker_env
+
+from vivit_hpo.bench.pgserver import PostgresServer
+from vivit_hpo.search.record import FAIL_REASON
+from vivit_hpo.search.spec import load_spec
+from vivit_hpo.search.storage import StaleCheck, open_storage, retrying
+from vivit_hpo.search.study import create_study, load_study, progress
+
+pytestmark = pytest.mark.postgres
+
+# Every config feasible; long enough to be running when an outage starts (24 tiny epochs).
+FEASIBLE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
+LONG = {"epochs": 24, "pruner": {"name": "none"}, "space": FEASIBLE}
+
+
+def _create(url: str, name: str, spec_path: Path) -> optuna.Study:
+    storage = open_storage(url)
+    create_study(storage, name, load_spec(spec_path))
+    return load_study(storage, name)
+
+
+def _logs(paths: list[Path]) -> str:
+    return "\n".join(p.read_text()[-6000:] for p in paths if p.exists())
+
+
+def _reported(study: optuna.Study, n: int = 2, trials: int = 1) -> bool:
+    """At least ``trials`` trials are running and have reported ``n`` epochs each."""
+    running = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.RUNNING and len(t.intermediate_values) >= n
+    ]
+    return len(running) >= trials
+
+
+def test_a_trial_claimed_but_never_beaten_is_failed_and_retried(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    spec_path = write_spec(
+        budget={"n_trials": 2}, epochs=2, pruner={"name": "none"}, space=FEASIBLE
+    )
+    study = _create(pg_url, study_name, spec_path)
+    # A process claims a trial (RUNNING in the database) and is killed before its first beat.
+    claimer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, optuna; from vivit_hpo.search.storage import open_storage; "
+            f"s = optuna.load_study(study_name={study_name!r}, storage=open_storage()); "
+            "print(s.ask().number, flush=True); time.sleep(600)",
+        ],
+        env=worker_env(pg_url, tmp_path),
+        stdout=subprocess.PIPE,
+    )
+    assert claimer.stdout is not None
+    orphan = int(claimer.stdout.readline())
+    claimer.kill()
+    claimer.wait()
+    log = tmp_path / "w.log"
+    # Without the check the worker waits for the orphan forever and never exits.
+    codes = finish([start_worker(study_name, pg_url, tmp_path, log)], 180, [log])
+    assert codes == [0], _logs([log])
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[orphan].state == TrialState.FAIL
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == orphan]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    p = progress(list(trials.values()), 2)
+    assert p.done and p.logical == 2 and p.complete == 2, p
+
+
+def _stale_fixture(server: PostgresServer) -> tuple[optuna.Study, StaleCheck, int]:
+    """A study on ``server`` with one RUNNING trial whose last beat is now, and a check."""
+    storage = open_storage(server.url(), heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(study_name="stale", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    return study, StaleCheck(storage), trial._trial_id
+
+
+def test_nothing_is_stale_until_the_server_has_been_up_a_grace_period(
+    private_pg: PostgresServer,
+) -> None:
+    study, check, tid = _stale_fixture(private_pg)
+    private_pg.stop()
+    time.sleep(5)  # the trial's beat is now older than the grace period (3 s)
+    private_pg.start()
+    # Just back: every heartbeat is old, and its worker has had no time to write the next.
+    assert check.stale_ids(study) == []
+    assert wait_for(lambda: check.stale_ids(study), 30, "the trial to count as stale") == [tid]
+
+
+def test_nothing_is_stale_until_this_process_has_reached_the_database_a_grace_period(
+    private_pg: PostgresServer,
+) -> None:
+    proxy = CuttableProxy(private_pg.port)
+    storage = open_storage(proxy.url("postgres"), heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(study_name="cut", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    check = StaleCheck(storage)
+    wait_for(lambda: check.stale_ids(study), 30, "the trial to count as stale")
+    # This process is cut off (the server keeps running); a storage call rides it out.
+    proxy.cut()
+    threading.Timer(2.0, proxy.restore).start()
+    retrying(lambda: storage.get_all_studies(), what="list studies", first_delay_s=0.2)
+    assert check.stale_ids(study) == []  # the others may not have reconnected yet
+    assert wait_for(lambda: check.stale_ids(study), 30, "the trial to count as stale again")
+
+
+def test_a_brief_outage_changes_nothing(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(
+        budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 8, "max_retry": 2}, **LONG
+    )
+    study = _create(url, "brief", spec_path)
+    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
+    procs = [start_worker("brief", url, tmp_path, log) for log in logs]
+    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    private_pg.stop()
+    time.sleep(3)  # shorter than the 7 s after which a worker gives its trial up
+    private_pg.start()
+    assert finish(procs, 300, logs) == [0, 0], _logs(logs)
+    text = _logs(logs)
+    assert "storage: " in text or "heartbeat of trial" in text, text  # the outage was seen
+    assert "given up" not in text and "is stale" not in text, text
+    trials = load_study(open_storage(url), "brief").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+
+
+def test_a_long_outage_hands_every_running_trial_back_to_resume(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(
+        budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 6, "max_retry": 2}, **LONG
+    )
+    study = _create(url, "long", spec_path)
+    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
+    procs = [start_worker("long", url, tmp_path, log) for log in logs]
+    wait_for(lambda: _reported(study, n=2, trials=2), 180, "two running trials with reports")
+    private_pg.stop()
+    time.sleep(12)  # longer than the grace period: no heartbeat for 12 s
+    private_pg.start()
+    assert finish(procs, 400, logs) == [0, 0], _logs(logs)
+    text = _logs(logs)
+    # Each worker gave its trial up and handed it back itself; none was failed as stale.
+    assert text.count("given up") == 2 and "is stale" not in text, text
+    trials = load_study(open_storage(url), "long").get_trials()
+    handed_back = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(handed_back) == 2, [(t.number, t.state) for t in trials]
+    assert all(t.user_attrs[FAIL_REASON].startswith("lost its heartbeat") for t in handed_back)
+    retries = [t for t in trials if t.system_attrs.get("retry_history")]
+    assert len(retries) == 2 and all(t.state == TrialState.COMPLETE for t in retries)
+    assert all(t.user_attrs.get("resumed_from_epoch", 0) >= 2 for t in retries), [
+        t.user_attrs for t in retries
+    ]
+    p = progress(trials, 2)
+    assert p.done and p.logical == 2 and p.complete == 2, p
+
+
+def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(
+        budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 6, "max_retry": 2}, **LONG
+    )
+    study = _create(url, "cut", spec_path)
+    proxy = CuttableProxy(private_pg.port)
+    logs = [tmp_path / "cut.log", tmp_path / "other.log"]
+    cut_off = start_worker("cut", proxy.url("postgres"), tmp_path, logs[0], "--n-trials", "1")
+    wait_for(lambda: _reported(study), 120, "the first worker's trial to report")
+    victim = next(t for t in study.get_trials() if t.state == TrialState.RUNNING)
+    other = start_worker("cut", url, tmp_path, logs[1])
+    proxy.cut()
+    # The other worker fails the trial as stale after the grace period and resumes it; the
+    # cut-off worker must have stopped training it by then.
+    retry = wait_for(
+        lambda: next(
+            (
+                t
+                for t in study.get_trials(deepcopy=False)
+                if t.system_attrs.get("failed_trial") == victim.number
+                and t.state == TrialState.RUNNING
+            ),
+            None,
+        ),
+        120,
+        "the retry of the cut-off worker's trial to run",
+    )
+    stopped = logs[0].read_text()
+    assert "stopping trial id" in stopped, stopped  # before the retry started
+    proxy.restore()
+    assert finish([cut_off, other], 300, logs) == [0, 0], _logs(logs)
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[victim.number].state == TrialState.FAIL
+    assert trials[retry.number].state == TrialState.COMPLETE
+    assert trials[retry.number].user_attrs.get("resumed_from_trial") == victim.number
+    assert "is stale" in logs[1].read_text()
