@@ -1,5 +1,6 @@
-"""``vivit-hpo bench step|clips|search``: the training step, clips against windows (see
-vivit_hpo.bench), and search strategies against random search (vivit_hpo.search.benchmark)."""
+"""``vivit-hpo bench step|clips|search|chaos``: the training step, clips against windows (see
+vivit_hpo.bench), search strategies against random search (vivit_hpo.search.benchmark), and the
+chaos soak (vivit_hpo.search.chaos)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,55 @@ def search(
         device=device,
     )
     console.print(f"wrote {out / 'search_bench.json'} and {out / 'search_bench.html'}")
+
+
+@group.command("chaos")
+def chaos(
+    minutes: Annotated[
+        float, typer.Option("--minutes", min=0, help="Keep starting chaos studies this long.")
+    ] = 5.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="CPU workers of `run`.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the schedules and the kills.")] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for chaos.json, the data and every study.")
+    ] = Path("chaos-bench"),
+) -> None:
+    """Soak: studies of tiny models run by `vivit-hpo run` on a private PostgreSQL while workers
+    are SIGKILLed, `run` is SIGTERMed and started again and the database stops (once longer
+    than the heartbeat grace period, once briefly per study); exit 1 when a check fails."""
+    from rich.table import Table
+
+    from vivit_hpo.search.chaos import ChaosResult, run_soak
+
+    def line(r: ChaosResult) -> None:
+        failed = [c.name for c in r.checks if not c.ok]
+        console.print(
+            f"{r.study}: {r.seconds:.0f} s, {r.kills} kills, {r.run_restarts} restarts, "
+            f"{len(r.outages)} outages, {r.lost} lost, "
+            + (f"FAILED {', '.join(failed)}" if failed else "all checks pass")
+        )
+
+    soak = run_soak(out, minutes=minutes, workers=workers, seed=seed, on_round=line)
+    totals = soak.to_dict()
+    t = Table(title="chaos soak", title_justify="left")
+    for col in ("studies", "kills", "run restarts", "outages survived", "trials", "trials lost"):
+        t.add_column(col, justify="right")
+    t.add_column("checks")
+    failed = soak.failed_checks
+    t.add_row(
+        str(len(soak.rounds)),
+        str(totals["kills"]),
+        f"{totals['run_restarts']} (+{totals['run_relaunches']} relaunched)",
+        f"{totals['outages_long']} long, {totals['outages_brief']} brief",
+        str(totals["trials"]),
+        str(totals["trials_lost"]),
+        ", ".join(f"{k} failed x{v}" for k, v in failed.items()) or "all pass",
+    )
+    console.print(t)
+    for r in soak.rounds:
+        for c in r.checks:
+            if not c.ok:
+                console.print(f"{r.study} {c.name}: {c.detail}")
+    console.print(f"wrote {out / 'chaos.json'}")
+    if not soak.ok:
+        raise typer.Exit(1)

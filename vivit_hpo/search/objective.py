@@ -62,6 +62,8 @@ from vivit_hpo.search.record import (
     FEASIBLE,
     INFEASIBLE_REASON,
     PRUNE_REASON,
+    EpochRecord,
+    append_epoch,
     retry_of,
 )
 from vivit_hpo.search.space import (
@@ -322,6 +324,15 @@ class TrialRunner:
             value = 0.0 if feasible else 1.0
             retrying(lambda: trial.set_constraint(FEASIBLE, value), what="set constraint")
 
+    def _record_epoch(self, run_dir: Path, number: int, epoch: int, began: float) -> None:
+        """Who trained the epoch (this worker, ``host:pid``) and when, in the run folder; a
+        record that cannot be written never fails the trial."""
+        record = EpochRecord(number, epoch, f"{self.host}:{os.getpid()}", began, time.time())
+        try:
+            append_epoch(run_dir, record)
+        except OSError as e:
+            _log.warning("trial %d: epoch %d not recorded: %s", number, epoch, e)
+
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
         shutil.rmtree(self._trial_dir(number) / "checkpoints", ignore_errors=True)
@@ -432,10 +443,12 @@ class TrialRunner:
             peak = 0.0
             reports = trainer.epochs()
             while True:
+                began = time.time()
                 with self.stop.interruptible():
                     report = next(reports, None)
                 if report is None:
                     break
+                self._record_epoch(run_dir, n, report.epoch, began)
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)
                 end.update(

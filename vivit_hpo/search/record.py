@@ -13,22 +13,35 @@ How the states map (see :mod:`vivit_hpo.search.objective` for who writes what):
   PRUNED with the constraint ``feasible`` violated, so that TPE learns to avoid the region), or
   an error (state FAIL); ``fail_reason`` says which.
 - ``running``, ``waiting``: not finished.
+
+Beside the database, a trial's run folder holds :data:`EPOCHS_FILE`, one JSON line per finished
+epoch (:class:`EpochRecord`: trial number, epoch, the worker that trained it, when). A retry takes
+its predecessor's folder over, so the file accumulates every epoch of a logical trial across
+retries: who trained what, and when, for the chaos checks.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "EPOCHS_FILE",
     "FAIL_REASON",
     "FEASIBLE",
     "INFEASIBLE_REASON",
     "PRUNE_REASON",
+    "EpochRecord",
     "RetryStaleTrial",
     "Status",
+    "append_epoch",
+    "read_epochs",
     "retry_of",
     "status",
 ]
@@ -37,6 +50,7 @@ FEASIBLE = "feasible"  # the constraint key: > 0 violated
 FAIL_REASON = "fail_reason"
 INFEASIBLE_REASON = "infeasible_reason"
 PRUNE_REASON = "prune_reason"
+EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per finished epoch
 
 Status = Literal["complete", "pruned", "infeasible", "failed", "running", "waiting"]
 
@@ -93,3 +107,40 @@ class RetryStaleTrial:
         if self.max_retry is not None and tries > self.max_retry:
             return
         study.add_trial(retry_of(trial))
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch of a trial: which worker (``host:pid``) trained it, and when
+    (wall-clock seconds since the epoch, ``time.time()``)."""
+
+    trial: int
+    epoch: int
+    worker: str
+    start: float
+    end: float
+
+
+def append_epoch(run_dir: Path, record: EpochRecord) -> None:
+    """Append ``record`` to ``run_dir/epochs.jsonl``, flushed and fsynced: a worker killed
+    afterwards loses at most the epoch it was training."""
+    with open(run_dir / EPOCHS_FILE, "a") as f:
+        f.write(json.dumps(asdict(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_epochs(run_dir: Path) -> list[EpochRecord]:
+    """The records in ``run_dir/epochs.jsonl`` (none if it is missing); a torn last line (a
+    machine that lost power mid-write) is skipped."""
+    try:
+        lines = (run_dir / EPOCHS_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(EpochRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return out

@@ -499,7 +499,8 @@ def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None)
 
     The folder is keyed by the study's uid (:func:`study_uid`), not its name alone, so a study
     deleted and created again under the same name never resumes the old one's checkpoints.
-    This is the one place that says where a trial's folder is.
+    This is the one place that says where a trial's folder is. Beside the trainer's files it
+    holds :data:`~vivit_hpo.search.record.EPOCHS_FILE`, who trained each epoch.
     """
     parts = (f"trials-{uid}", f"trial-{number}") if uid else (f"trial-{number}",)
     return spec.artifact_path(study_name, *parts)
