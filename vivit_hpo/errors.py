@@ -11,6 +11,7 @@ __all__ = [
     "ArtifactPathError",
     "ConfigError",
     "DataError",
+    "DataUnavailableError",
     "NonFiniteLossError",
     "SpecError",
     "StorageError",
@@ -24,6 +25,11 @@ class VivitHpoError(Exception):
 
 class DataError(VivitHpoError):
     """A session file breaks the data contract (``../shared/data-contract.md``)."""
+
+
+class DataUnavailableError(DataError):
+    """A session file that the study was created on is missing or unreadable on this node (a
+    mount gone, a file removed): the node's fault, not the data's or the config's."""
 
 
 class ConfigError(VivitHpoError):

@@ -123,6 +123,25 @@ def test_nothing_is_stale_until_this_process_has_reached_the_database_a_grace_pe
     assert wait_for(lambda: check.stale_ids(study), 30, "the trial to count as stale again")
 
 
+def test_a_worker_started_while_the_database_is_down_waits_for_it(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(
+        budget={"n_trials": 1}, epochs=2, pruner={"name": "none"}, space=FEASIBLE
+    )
+    _create(url, "late", spec_path)
+    private_pg.stop()
+    log = tmp_path / "w.log"
+    worker = start_worker("late", url, tmp_path, log)
+    wait_for(lambda: "connect failed" in log.read_text(), 60, "the worker to find no server")
+    private_pg.start()
+    assert finish([worker], 180, [log]) == [0], _logs([log])
+    assert [t.state for t in load_study(open_storage(url), "late").get_trials()] == [
+        TrialState.COMPLETE
+    ]
+
+
 def test_a_brief_outage_changes_nothing(
     write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
 ) -> None:

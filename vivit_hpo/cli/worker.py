@@ -12,6 +12,17 @@ import typer
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import Device, StorageURL, console
 from vivit_hpo.errors import ConfigError
+from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, stop_message
+
+MaxInfraErrors = Annotated[
+    int,
+    typer.Option(
+        "--max-infra-errors",
+        min=1,
+        help="Stop (exit 75) after this many trials in a row fail because of this node "
+        "(GPU error, data missing here, full disk); they are re-enqueued, not spent.",
+    ),
+]
 
 
 def _logging() -> None:
@@ -42,8 +53,13 @@ def worker(
             "with several CPU workers on one machine give each cores / workers.",
         ),
     ] = None,
+    max_infra_errors: MaxInfraErrors = DEFAULT_MAX_INFRA_ERRORS,
 ) -> None:
-    """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine)."""
+    """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine).
+
+    Exits 0 at the budget, 130 when stopped by a signal, 75 after --max-infra-errors trials in a
+    row failed because of this node (one line says what and how to fix it).
+    """
     from vivit_hpo.search.worker import run_worker
 
     _logging()
@@ -51,13 +67,16 @@ def worker(
         import torch
 
         torch.set_num_threads(threads)
-    summary = run_worker(name, storage, n_trials, device)
+    summary = run_worker(name, storage, n_trials, device, max_infra_errors=max_infra_errors)
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "none"
     logging.getLogger("vivit_hpo").info(
         "worker done (%s): %d trial(s): %s", summary.stopped_by, summary.trials, states
     )
     if summary.stopped_by == "signal":
         raise typer.Exit(130)
+    if summary.stopped_by == "infrastructure":
+        typer.echo(f"error: {stop_message(summary.infra_reason, summary.infra_errors)}", err=True)
+        raise typer.Exit(INFRA_EXIT_CODE)
 
 
 def _gpus(raw: str | None) -> list[int] | None:
@@ -94,10 +113,13 @@ def run(
             "--no-baseline", help="Creating the study: do not enqueue the base config first."
         ),
     ] = False,
+    max_infra_errors: MaxInfraErrors = DEFAULT_MAX_INFRA_ERRORS,
 ) -> None:
     """Create or load a study, start its workers here and watch them until the budget is spent.
 
-    Ctrl-C stops the workers; their running trials resume on the next run.
+    Ctrl-C stops the workers; their running trials resume on the next run. A worker that
+    stopped on infrastructure errors (exit 75) is not restarted; with none left before the
+    budget is spent, run exits 75 with the reason.
     """
     from vivit_hpo.search.coordinator import run_study, worker_devices
 
@@ -105,7 +127,13 @@ def run(
         raise ConfigError("give --workers N or --gpus 0,1, not both")
     devices = worker_devices(workers, _gpus(gpus), device)
     result = run_study(
-        name, spec, storage, devices=devices, console=console, baseline=not no_baseline
+        name,
+        spec,
+        storage,
+        devices=devices,
+        console=console,
+        baseline=not no_baseline,
+        max_infra_errors=max_infra_errors,
     )
     if result.exit_code:
         raise typer.Exit(result.exit_code)

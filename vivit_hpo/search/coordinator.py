@@ -8,6 +8,12 @@ from its checkpoint), stops at the budget or the spec's time limit, and on Ctrl-
 SIGHUP asks every worker to stop (SIGINT): each one fails its running trial and re-enqueues it,
 so that the next ``run`` or ``worker`` resumes it from the last epoch's checkpoint. It returns only
 once every worker has exited.
+
+A worker that stopped because of the node (exit :data:`~vivit_hpo.infra.INFRA_EXIT_CODE`: a GPU
+error, data missing here, a full disk; see :mod:`vivit_hpo.infra`) is not restarted: another
+start would meet the same fault at once. Its slot is given up with the reason (the worker's last
+log line) in the table, and when no worker is left before the study is done, ``run`` exits with
+that code and the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
 from vivit_hpo.search.storage import (
@@ -70,12 +77,15 @@ class _Slot:
     fast_deaths: int = 0
     given_up: bool = False
     last_code: int | None = None
+    reason: str = ""  # why it was given up
     log: IO[bytes] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    exit_code: int  # 0 budget done, 130 interrupted, 1 workers kept dying, 3 time limit
+    # 0 budget done, 130 interrupted, 1 workers kept dying, 3 time limit, 75 (INFRA_EXIT_CODE)
+    # every worker stopped by infrastructure errors
+    exit_code: int
     progress: StudyProgress
     restarts: int
 
@@ -165,6 +175,8 @@ def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, no
     for s in slots:
         if s.proc is not None and s.proc.poll() is None:
             state = "running"
+        elif s.given_up and s.last_code == INFRA_EXIT_CODE:
+            state = f"stopped: infrastructure error (exit {s.last_code})"
         elif s.given_up:
             state = f"gave up (exit {s.last_code})"
         else:
@@ -180,7 +192,7 @@ def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, no
     return Group(*parts)
 
 
-def _start(slot: _Slot, name: str, env: dict[str, str]) -> None:
+def _start(slot: _Slot, name: str, env: dict[str, str], max_infra_errors: int) -> None:
     slot.log_path.parent.mkdir(parents=True, exist_ok=True)
     if slot.log is not None:
         slot.log.close()
@@ -189,7 +201,10 @@ def _start(slot: _Slot, name: str, env: dict[str, str]) -> None:
     slot.log.write(f"--- {stamp} starting worker on {slot.device}\n".encode())
     slot.log.flush()
     slot.proc = subprocess.Popen(
-        [sys.executable, "-m", "vivit_hpo", "worker", name, "--device", slot.device],
+        [
+            *(sys.executable, "-m", "vivit_hpo", "worker", name, "--device", slot.device),
+            *("--max-infra-errors", str(max_infra_errors)),
+        ],
         stdout=slot.log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -248,6 +263,7 @@ def run_study(
     console: Console,
     refresh_s: float = 2.0,
     baseline: bool = True,
+    max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
 ) -> RunResult:
     """Create or load study ``name``, run one worker per entry of ``devices``, and watch them.
 
@@ -259,6 +275,7 @@ def run_study(
         console: where the live table goes.
         refresh_s: seconds between table refreshes and worker checks.
         baseline: creating the study, enqueue its base config first (unless the spec says no).
+        max_infra_errors: each worker's ``--max-infra-errors``.
 
     Returns:
         The exit code and the final counts.
@@ -307,7 +324,7 @@ def run_study(
                 transient=True,
             ) as live:
                 for s in slots:
-                    _start(s, name, env)
+                    _start(s, name, env, max_infra_errors)
                 while not stop.is_set():
                     now = time.monotonic()
                     if now - last_stale >= stale_every:
@@ -325,6 +342,14 @@ def run_study(
                         code = s.last_code = s.proc.returncode
                         if p.done or code == 0:
                             continue
+                        if code == INFRA_EXIT_CODE:
+                            # The node is at fault: a restart would fail the same way at once.
+                            s.given_up = True
+                            s.reason = reason_in_log(s.log_path) or (
+                                f"infrastructure error; see {s.log_path}"
+                            )
+                            note = f"worker {s.index} not restarted: {s.reason}"
+                            continue
                         # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
                         if now - s.started < _FAST_DEATH_S:
                             s.fast_deaths += 1
@@ -333,12 +358,13 @@ def run_study(
                             note = f"worker {s.index} keeps dying; see {s.log_path}"
                             continue
                         s.restarts += 1
-                        _start(s, name, env)
+                        _start(s, name, env, max_infra_errors)
                     alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
                     live.update(_table(name, p, slots, now - start, note))
                     if not alive:
                         if not p.done and any(s.given_up for s in slots):
-                            exit_code = 1
+                            infra = [s for s in slots if s.last_code == INFRA_EXIT_CODE]
+                            exit_code = INFRA_EXIT_CODE if infra else 1
                         break
                     if deadline is not None and now > deadline:
                         note = "time limit reached: stopping the workers"
@@ -358,6 +384,8 @@ def run_study(
                 if s.log is not None:
                     s.log.close()
     p = snapshot()
+    if exit_code == INFRA_EXIT_CODE:
+        note = ""  # the error line below says it
     console.print(_table(name, p, slots, time.monotonic() - start, note))
     if p.done:
         removed = prune_checkpoints(study, spec)
@@ -373,6 +401,15 @@ def run_study(
             console.print(str(e))
     elif exit_code == 130:
         console.print(f"stopped; resume with `vivit-hpo run {name}` or `vivit-hpo worker {name}`")
+    elif exit_code == INFRA_EXIT_CODE:
+        reasons = "; ".join(
+            f"worker {s.index} not restarted: {s.reason}" for s in slots if s.reason
+        )
+        console.print(
+            f"error: no worker left before study {name!r} is done; {reasons}; once that is "
+            f"fixed, `vivit-hpo run {name}` resumes its trials",
+            soft_wrap=True,
+        )
     storage.engine.dispose()
     restarts = sum(s.restarts for s in slots)
     return RunResult(exit_code=exit_code, progress=p, restarts=restarts)

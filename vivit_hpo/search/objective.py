@@ -24,6 +24,10 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
 - interrupted (SIGINT, SIGTERM or SIGHUP to the worker): FAIL with ``fail_reason``, and a
   WAITING copy with the same parameters is enqueued at once; it resumes from the last epoch's
   checkpoint.
+- an infrastructure error (:func:`~vivit_hpo.infra.infrastructure_error`: a GPU error, a
+  data file missing on this node, a full disk, no permission): the node's fault, not the
+  config's, so it is re-enqueued like an interrupted trial (outcome ``REQUEUED``, the reason in
+  ``fail_reason``; the retry does not inherit it) and spends no budget. The worker counts them.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (:class:`~vivit_hpo.search.record.RetryStaleTrial`: reports
   inherited, the pruner's rung state not). The retry renames ``trial-<old>/`` to
@@ -56,6 +60,7 @@ from optuna.trial import FrozenTrial, TrialState
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
+from vivit_hpo.infra import check_data_here, infrastructure_error
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
     FAIL_REASON,
@@ -164,7 +169,7 @@ class StopControl:
 @dataclass(frozen=True)
 class TrialOutcome:
     number: int
-    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, REQUEUED, LOST
+    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, REQUEUED (the node's fault), LOST
     value: float | None
     reason: str
     epochs: int
@@ -271,6 +276,7 @@ class TrialRunner:
         if self._data is None or self._data[0] != cfg:
             self._data = None  # free the old set before loading another
             paths = ensure_data(self.spec, self.study_name)
+            check_data_here(paths)  # missing here is the node's fault, not a bad data file
             self._data = (cfg, load_sessions(paths, cfg))
         return self._data[1]
 
@@ -333,6 +339,43 @@ class TrialRunner:
         except OSError as e:
             _log.warning("trial %d: epoch %d not recorded: %s", number, epoch, e)
 
+    def _requeue(
+        self, study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], what: str
+    ) -> None:
+        """Record ``attrs`` (``fail_reason`` among them), fail the trial and enqueue its retry,
+        which resumes from the trial's last checkpoint (kept: the retry renames the folder)."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            record_attrs(trial, attrs)
+
+        def requeue() -> None:
+            with (
+                claim_lock(self.storage, study.study_name),
+                contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError),
+            ):
+                retry_trial(study, self.storage, trial._trial_id, what)
+
+        retrying(requeue, what=f"re-enqueue trial {trial.number}")
+
+    def _infra_outcome(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        reason: str,
+        attrs: dict[str, Any],
+        epochs: int,
+        start: float,
+    ) -> TrialOutcome:
+        """The node failed the trial (:func:`infrastructure_error`): re-enqueue it, unspent."""
+        _log.warning("trial %d: infrastructure error, re-enqueued: %s", trial.number, reason)
+        if self.device.type == "cuda":
+            with contextlib.suppress(Exception):  # a broken context may fail this too
+                torch.cuda.empty_cache()
+        why = f"infrastructure error (re-enqueued): {reason}"
+        self._requeue(study, trial, {**attrs, FAIL_REASON: why}, "hit an infrastructure error")
+        return TrialOutcome(
+            trial.number, "REQUEUED", None, reason, epochs, time.perf_counter() - start
+        )
+
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
         shutil.rmtree(self._trial_dir(number) / "checkpoints", ignore_errors=True)
@@ -341,6 +384,9 @@ class TrialRunner:
 
     def run(self, study: optuna.Study, trial: optuna.Trial) -> TrialOutcome:
         """Sample, check, train and tell one claimed trial (already RUNNING).
+
+        An infrastructure error ends it ``REQUEUED``: failed and re-enqueued (see
+        :func:`~vivit_hpo.infra.infrastructure_error`).
 
         Raises:
             KeyboardInterrupt: the worker was asked to stop; the trial has been failed and
@@ -355,10 +401,9 @@ class TrialRunner:
             # Before anyone may call it stale: hand it back once the database answers again
             # (stale checks wait a grace period after an outage, so this comes first).
             _log.warning("trial %d given up: %s", trial.number, e)
-            self._requeue(study, trial, f"lost its heartbeat: {e}")
-            return TrialOutcome(
-                trial.number, "REQUEUED", None, str(e), 0, time.perf_counter() - start
-            )
+            why = {FAIL_REASON: f"lost its heartbeat: {e}"}
+            self._requeue(study, trial, why, "lost its heartbeat")
+            return TrialOutcome(trial.number, "LOST", None, str(e), 0, time.perf_counter() - start)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process failed this trial as stale (our heartbeat could not reach the
             # database for longer than the grace period); its retry carries on.
@@ -373,23 +418,14 @@ class TrialRunner:
             )
         except KeyboardInterrupt:
             reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
-            self._requeue(study, trial, reason)
+            self._requeue(study, trial, {FAIL_REASON: reason}, "was interrupted")
             raise
-
-    def _requeue(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-        """Fail the trial with ``reason`` and enqueue its retry, which resumes from the last
-        checkpoint; nothing happens if another process has failed it meanwhile."""
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            record_attrs(trial, {FAIL_REASON: reason})
-
-        def requeue() -> None:
-            with (
-                claim_lock(self.storage, study.study_name),
-                contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError),
-            ):
-                retry_trial(study, self.storage, trial._trial_id, reason)
-
-        retrying(requeue, what=f"re-enqueue trial {trial.number}")
+        except Exception as e:
+            # The node's fault outside training (the trial's folder cannot be made, say).
+            infra = infrastructure_error(e)
+            if infra is None:
+                raise
+            return self._infra_outcome(study, trial, infra, {}, 0, start)
 
     def _run(
         self, study: optuna.Study, trial: optuna.Trial, frozen: FrozenTrial, start: float
@@ -484,9 +520,13 @@ class TrialRunner:
                 record_attrs(trial, end)
             raise
         except Exception as e:
+            # The node's fault (a GPU error, data missing here, a full disk): not the config's.
+            infra = None if is_oom(e) else infrastructure_error(e)
+            if infra is not None:
+                return self._infra_outcome(study, trial, infra, {**attrs, **end}, epochs, start)
             # Out of memory and a diverging loss are properties of the sampled region: the trial
             # ends PRUNED with its constraint violated, which TPE sorts into its "bad" group
-            # (it ignores FAIL). Any other error is the code's or the machine's: FAIL.
+            # (it ignores FAIL). Any other error is the code's: FAIL.
             learnable = True
             if is_oom(e):
                 why = f"out of memory: {str(e).splitlines()[0][:300]}"

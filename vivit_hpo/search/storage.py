@@ -64,6 +64,7 @@ _log = logging.getLogger(__name__)
 ENV_STORAGE = "VIVIT_HPO_STORAGE"
 ENV_HOME = "VIVIT_HPO_HOME"
 DEFAULT_DB = "vivit-hpo.db"
+CONNECT_WAIT_S = 60.0  # how long a process waits, at its start, for a server that is down
 _FIX = "pass --storage postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -215,7 +216,9 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite(parsed, create=raw == default_storage_url())
     else:
-        _check_postgres(parsed)
+        # A worker (re)started during an outage waits for the server a while; a wrong name,
+        # user or password is not transient and fails at once.
+        retrying(lambda: _check_postgres(parsed), what="connect", max_wait_s=CONNECT_WAIT_S)
     callback = RetryStaleTrial(max_retry) if heartbeat_interval else None
     try:
         return retrying(

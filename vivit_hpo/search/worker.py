@@ -14,6 +14,12 @@ Run as many as there are devices, on any machine that reaches the database
    for stale trials every heartbeat interval) so that a trial whose worker dies is retried; it
    exits when nothing is running or waiting.
 
+A trial that fails because of this node (:mod:`vivit_hpo.infra`: a GPU error, data
+missing here, a full disk) is re-enqueued, not spent; after ``max_infra_errors`` of them in a
+row (a trial that trains resets the count) the worker stops (``stopped_by`` ``infrastructure``,
+the reason in ``infra_reason``): the node must be fixed, and its trials resume elsewhere. A worker
+that cannot read the study's data files here stops the same way before it claims any trial.
+
 The budget counts trials that ended (COMPLETE, PRUNED, infeasible, FAIL without a retry) or are
 running or waiting; a failure that was retried is counted once, through its retry.
 """
@@ -33,7 +39,8 @@ from typing import IO
 import optuna
 import torch
 
-from vivit_hpo.errors import ConfigError
+from vivit_hpo.errors import ConfigError, DataUnavailableError
+from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, check_data_here
 from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
@@ -45,6 +52,7 @@ from vivit_hpo.search.storage import (
     retrying,
 )
 from vivit_hpo.search.study import (
+    ensure_data,
     load_study,
     progress,
     prune_checkpoints,
@@ -62,7 +70,9 @@ class WorkerSummary:
     trials: int = 0
     states: Counter[str] = field(default_factory=Counter)
     outcomes: list[TrialOutcome] = field(default_factory=list)
-    stopped_by: str = ""  # budget, n_trials, timeout, signal
+    stopped_by: str = ""  # budget, n_trials, timeout, signal, infrastructure
+    infra_reason: str = ""  # the last infrastructure error, when stopped_by is infrastructure
+    infra_errors: int = 0  # infrastructure errors in a row when it stopped
 
 
 _GPU_LOCKS: list[IO[str]] = []  # held for the life of the process
@@ -209,6 +219,7 @@ def run_worker(
     device: str = "auto",
     *,
     install_signals: bool = True,
+    max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
 ) -> WorkerSummary:
     """Pull and run trials of ``study_name`` until the study's budget is spent.
 
@@ -219,12 +230,19 @@ def run_worker(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``cuda:any`` (a GPU no other worker
             on this machine holds); every CUDA device is locked, see :func:`claim_gpu`.
         install_signals: turn SIGINT, SIGTERM and SIGHUP into a clean stop (main thread only).
+        max_infra_errors: stop after this many infrastructure errors in a row (>= 1).
 
     Returns:
         What this worker ran and why it stopped. A stop by signal fails the running trial and
         re-enqueues it to resume from its last checkpoint.
     """
     storage, spec = open_study_storage(study_name, storage_url)
+    try:
+        # The study's files were there when it was created: missing here is this node's fault.
+        check_data_here(ensure_data(spec, study_name))
+    except DataUnavailableError as e:
+        storage.engine.dispose()
+        return WorkerSummary(stopped_by="infrastructure", infra_reason=str(e))
     if device == "auto" and torch.cuda.is_available():
         device = "cuda"
     if device.startswith("cuda"):
@@ -249,6 +267,7 @@ def run_worker(
     timeout = spec.budget.timeout_minutes
     deadline = time.monotonic() + timeout * 60 if timeout else None
     summary = WorkerSummary()
+    in_row = 0  # infrastructure errors since the last trial that trained
     _log.info(
         "worker for study %r on %s: budget %d trials, heartbeat every %d s",
         study_name,
@@ -306,6 +325,14 @@ def run_worker(
                 outcome.seconds,
                 why,
             )
+            if outcome.state == "REQUEUED":
+                in_row += 1
+                if in_row >= max_infra_errors:
+                    summary.stopped_by = "infrastructure"
+                    summary.infra_reason, summary.infra_errors = outcome.reason, in_row
+                    break
+            elif outcome.state not in ("INFEASIBLE", "LOST"):  # it trained here: the node works
+                in_row = 0
     except KeyboardInterrupt:
         summary.stopped_by = "signal"
         _log.warning("stopped; the running trial was re-enqueued to resume from its checkpoint")

@@ -58,9 +58,11 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` through a temporary file and a rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(dict(state), tmp)
+        # Through a Python file, not a path: a full disk then raises the OS's own error
+        # (ENOSPC, EFBIG), chained under torch's writer error, instead of an iostream error.
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
