@@ -64,7 +64,7 @@ _log = logging.getLogger(__name__)
 ENV_STORAGE = "VIVIT_HPO_STORAGE"
 ENV_HOME = "VIVIT_HPO_HOME"
 DEFAULT_DB = "vivit-hpo.db"
-CONNECT_WAIT_S = 60.0  # how long a process waits, at its start, for a server that is down
+CONNECT_WAIT_S = 60.0  # how long a worker waits, at its start, for a server that is down
 _FIX = "pass --storage postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -193,6 +193,7 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int | None = None,
+    connect_wait_s: float = 0.0,
 ) -> optuna.storages.RDBStorage:
     """Open (and, for a new database, initialise) the study storage.
 
@@ -202,6 +203,8 @@ def open_storage(
         heartbeat_interval: seconds between a running trial's heartbeats; None: no heartbeat.
         grace_period: seconds without a heartbeat after which a trial is stale and failed.
         max_retry: how often a stale trial is retried (re-enqueued with its parameters).
+        connect_wait_s: how long to wait for a PostgreSQL server that does not answer (a
+            worker started during an outage: :data:`CONNECT_WAIT_S`); 0: fail at once.
 
     Returns:
         An ``RDBStorage``; with a heartbeat, stale trials are retried by
@@ -216,9 +219,8 @@ def open_storage(
     if parsed.get_backend_name() == "sqlite":
         _check_sqlite(parsed, create=raw == default_storage_url())
     else:
-        # A worker (re)started during an outage waits for the server a while; a wrong name,
-        # user or password is not transient and fails at once.
-        retrying(lambda: _check_postgres(parsed), what="connect", max_wait_s=CONNECT_WAIT_S)
+        # A wrong name, user or password is not transient and fails at once.
+        retrying(lambda: _check_postgres(parsed), what="connect", max_wait_s=connect_wait_s)
     callback = RetryStaleTrial(max_retry) if heartbeat_interval else None
     try:
         return retrying(

@@ -45,6 +45,7 @@ from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
 from vivit_hpo.search.storage import (
+    CONNECT_WAIT_S,
     Heartbeat,
     StaleCheck,
     claim_lock,
@@ -153,7 +154,8 @@ def open_study_storage(
     Raises:
         StorageError: bad URL or unreachable database. StudyError: no such study.
     """
-    plain = open_storage(storage_url)
+    # A worker (re)started during an outage waits for the server; `run` restarts its workers.
+    plain = open_storage(storage_url, connect_wait_s=CONNECT_WAIT_S)
     try:
         spec = read_spec(plain, study_name)
     finally:
