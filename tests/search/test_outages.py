@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 from search_helpers import CuttableProxy, finish, start_worker, wait_for, worker_env
 
 from vivit_hpo.bench.pgserver import PostgresServer
-from vivit_hpo.search.record import FAIL_REASON
+from vivit_hpo.search.chaos import overlapping_epochs
+from vivit_hpo.search.record import FAIL_REASON, read_epochs
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import StaleCheck, open_storage, retrying
 from vivit_hpo.search.study import create_study, load_study, progress
@@ -234,3 +235,12 @@ def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it
     assert trials[retry.number].state == TrialState.COMPLETE
     assert trials[retry.number].user_attrs.get("resumed_from_trial") == victim.number
     assert "is stale" in logs[1].read_text()
+    # Who trained each epoch: the cut-off worker's last epoch ended before the retry's first.
+    records = [r for f in tmp_path.glob("artifacts/**/epochs.jsonl") for r in read_epochs(f.parent)]
+    chain = sorted(
+        (r for r in records if r.trial in (victim.number, retry.number)), key=lambda r: r.start
+    )
+    assert {r.trial for r in chain} == {victim.number, retry.number}, chain
+    assert overlapping_epochs(chain, {retry.number: victim.number}) == []
+    first_of_retry = min(r.start for r in chain if r.trial == retry.number)
+    assert max(r.end for r in chain if r.trial == victim.number) <= first_of_retry

@@ -215,3 +215,6 @@ def test_base_values_are_the_base_configs_own_where_the_space_has_them() -> None
     got = base_values(space, base)
     assert got == {"patch": 4, "stride": 4, "frames": 4, "mlp": 4, "lr": 3e-4}
     assert isinstance(got["mlp"], int)  # the choice itself, not the config's 4.0
+    # A base patch that is not a choice: patch is drawn, and so is the stride it bounds.
+    base["model"]["core"]["kernel_size"] = [3, 3, 3]
+    assert "patch" not in base_values(space, base) and "stride" not in base_values(space, base)

@@ -301,13 +301,13 @@ def base_values(space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> dict
 
     A parameter gets the base config's value at its ``to`` keys when they all hold the same
     value and the parameter can take it (one of its choices, inside its range, under its
-    ``le`` bound); a parameter whose base value it cannot take, or that is inactive (``when``),
-    is left out (a trial enqueued with these values has the sampler draw those).
+    ``le`` bound); a parameter whose base value it cannot take, that is inactive (``when``), or
+    whose ``le`` bound was itself left out, is left out (a trial enqueued with these values has the sampler draw those).
     """
     values: dict[str, Any] = {}
     for name, p in space.items():
-        if not _active(p, values):
-            continue
+        if not _active(p, values) or (p.le is not None and p.le not in values):
+            continue  # inactive, or bounded by a parameter that the sampler will draw
         try:
             got = {repr(_get(base, key)): _get(base, key) for key in p.to}
         except (KeyError, IndexError, TypeError):
