@@ -130,38 +130,38 @@ def show(
 @group.command("best")
 def best(name: Name, storage: StorageURL = None) -> None:
     """The best trial: its score, parameters and what it cost."""
+    from vivit_hpo.search.record import TrialRecord
     from vivit_hpo.search.storage import open_storage
     from vivit_hpo.search.study import best_trial, load_study
 
     study = load_study(open_storage(storage), name)
-    t = best_trial(study)
-    a = t.user_attrs
-    table = Table(title=f"study {name}: best trial #{t.number}", show_header=False)
+    r = TrialRecord.of(best_trial(study))
+    table = Table(title=f"study {name}: best trial #{r.number}", show_header=False)
     table.add_column("key")
     table.add_column("value")
-    table.add_row("val BPS (mean over sessions)", f"{t.value:+.5f}")
-    table.add_row("best epoch", str(a.get("best_epoch")))
-    for k, v in (a.get("val_bps_per_session") or {}).items():
+    table.add_row("val BPS (mean over sessions)", f"{r.value:+.5f}")
+    table.add_row("best epoch", str(r.best_epoch))
+    for k, v in (r.val_bps_per_session or {}).items():
         table.add_row(f"  {k}", f"{v:+.5f}")
-    if a.get("test_bps") is not None:
-        table.add_row("test BPS of that checkpoint", f"{a['test_bps']:+.5f}")
-        for k, v in (a.get("test_bps_per_session") or {}).items():
+    if r.test_bps is not None:
+        table.add_row("test BPS of that checkpoint", f"{r.test_bps:+.5f}")
+        for k, v in (r.test_bps_per_session or {}).items():
             table.add_row(f"  {k}", f"{v:+.5f}")
-    elif a.get("test_bps_error"):
-        table.add_row("test BPS", f"not scored: {a['test_bps_error']}")
-    table.add_row("parameters", _params(a.get("values") or t.params))
-    if a.get("params_count") is not None:
-        table.add_row("model parameters", f"{a['params_count']:,}")
-    if a.get("flops_per_sample") is not None:
-        table.add_row("training FLOPs/sample", f"{a['flops_per_sample']:.3g}")
-    if a.get("samples_per_s") is not None:
-        table.add_row("samples/s", f"{a['samples_per_s']:,.0f}")
-    if a.get("bins_per_s") is not None:
-        table.add_row("target bins/s", f"{a['bins_per_s']:,.0f}")
-    if a.get("peak_memory_mb") is not None:
-        table.add_row("peak memory", f"{a['peak_memory_mb']:,.0f} MiB")
-    table.add_row("host / device", f"{a.get('host')} / {a.get('device')}")
-    table.add_row("trial folder", str(a.get("trial_dir")))
+    elif r.test_bps_error:
+        table.add_row("test BPS", f"not scored: {r.test_bps_error}")
+    table.add_row("parameters", _params(r.params))
+    if r.params_count is not None:
+        table.add_row("model parameters", f"{r.params_count:,}")
+    if r.flops_per_sample is not None:
+        table.add_row("training FLOPs/sample", f"{r.flops_per_sample:.3g}")
+    if r.samples_per_s is not None:
+        table.add_row("samples/s", f"{r.samples_per_s:,.0f}")
+    if r.bins_per_s is not None:
+        table.add_row("target bins/s", f"{r.bins_per_s:,.0f}")
+    if r.peak_memory_mb is not None:
+        table.add_row("peak memory", f"{r.peak_memory_mb:,.0f} MiB")
+    table.add_row("host / device", f"{r.host} / {r.device}")
+    table.add_row("trial folder", str(r.run_dir))
     console.print(table)
 
 

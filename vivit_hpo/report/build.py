@@ -24,13 +24,8 @@ from vivit_hpo.report.checkpoint import RunAnalysis, analyze_run
 from vivit_hpo.report.data import importance_info
 from vivit_hpo.report.html import Section, render_page
 from vivit_hpo.report.sections import analysis_sections, headline, study_sections
-from vivit_hpo.report.snapshot import (
-    RUN_DIR_ATTRS,
-    StudySnapshot,
-    parse_oracle,
-    take_snapshot,
-    trial_attr,
-)
+from vivit_hpo.report.snapshot import StudySnapshot, parse_oracle, take_snapshot
+from vivit_hpo.search.record import TrialRecord
 
 __all__ = [
     "DASHBOARD_SECTIONS",
@@ -134,8 +129,7 @@ def _best_run_dir(snap: StudySnapshot) -> Path | None:
             folder = None
         if folder is not None and folder.is_dir():
             return folder
-    raw = trial_attr(best, RUN_DIR_ATTRS)
-    return Path(raw) if isinstance(raw, str) else None
+    return TrialRecord.of(best).run_dir
 
 
 def write_study_report(

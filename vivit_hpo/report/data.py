@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -21,13 +21,25 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial
 
 from vivit_hpo.report.snapshot import (
-    PARAMS_ATTRS,
     STATUSES,
     StudySnapshot,
     objective,
-    trial_attr,
     trial_status,
     trial_value,
+)
+from vivit_hpo.search.record import (
+    BEST_EPOCH,
+    BINS_PER_S,
+    DEVICE,
+    EPOCHS_RUN,
+    FLOPS_PER_SAMPLE,
+    HOST,
+    PARAMS_COUNT,
+    PEAK_MEMORY_MB,
+    SAMPLES_PER_S,
+    TEST_BPS,
+    TRIAL_DIR,
+    TrialRecord,
 )
 
 __all__ = [
@@ -60,21 +72,23 @@ __all__ = [
     "trial_hours",
 ]
 
-# Trial user attributes worth showing next to the best trial (as the search records them).
-_BEST_ATTRS = (
-    "test_bps",
-    "params_count",
-    "n_params",
-    "flops_per_sample",
-    "samples_per_s",
-    "bins_per_s",
-    "peak_memory_mb",
-    "best_epoch",
-    "epochs_run",
-    "device",
-    "host",
-    "trial_dir",
-)
+
+def _best_attrs(r: TrialRecord) -> dict[str, Any]:
+    """What the best trial recorded that is worth showing next to it, by attribute name."""
+    shown = {
+        TEST_BPS: r.test_bps,
+        PARAMS_COUNT: r.params_count,
+        FLOPS_PER_SAMPLE: r.flops_per_sample,
+        SAMPLES_PER_S: r.samples_per_s,
+        BINS_PER_S: r.bins_per_s,
+        PEAK_MEMORY_MB: r.peak_memory_mb,
+        BEST_EPOCH: r.best_epoch,
+        EPOCHS_RUN: r.epochs_run,
+        DEVICE: r.device,
+        HOST: r.host,
+        TRIAL_DIR: None if r.run_dir is None else str(r.run_dir),
+    }
+    return {k: v for k, v in shown.items() if v is not None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,7 +137,7 @@ def trial_hours(trial: FrozenTrial, now: datetime) -> float:
 
 
 def _device_kind(trial: FrozenTrial) -> str:
-    device = str(trial.user_attrs.get("device", "")).lower()
+    device = (TrialRecord.of(trial).device or "").lower()
     if device.startswith("cuda"):
         return "gpu"
     if device.startswith("cpu"):
@@ -184,9 +198,7 @@ def summary_info(snap: StudySnapshot, best_config_text: str | None = None) -> Su
         best_number=None if best is None else best.number,
         best_value=None if best is None else trial_value(best),
         best_params={} if best is None else dict(best.params),
-        best_attrs={}
-        if best is None
-        else {k: best.user_attrs[k] for k in _BEST_ATTRS if k in best.user_attrs},
+        best_attrs={} if best is None else _best_attrs(TrialRecord.of(best)),
         best_config_text=best_config_text,
         oracle_mean=float(np.mean(list(oracle.values()))) if oracle else None,
     )
@@ -357,8 +369,9 @@ def parallel_info(snap: StudySnapshot) -> ParallelInfo:
     """
     done = snap.feasible_complete()
     space = _spec_space(snap.spec())
-    use_values = bool(done) and all(isinstance(t.user_attrs.get("values"), dict) for t in done)
-    rows = [dict(t.user_attrs["values"]) if use_values else t.params for t in done]
+    values = [v for t in done if (v := TrialRecord.of(t).values) is not None]
+    use_values = bool(done) and len(values) == len(done)
+    rows = values if use_values else [t.params for t in done]
     names = sorted({p for r in rows for p in r})
     if use_values:
         names.sort(key=lambda n: list(space).index(n) if n in space else len(space))
@@ -518,23 +531,23 @@ class CostInfo:
     panels: tuple[CostPanel, ...]
 
 
-# (user attribute names, axis label, lower is better)
-COST_ATTRS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
-    (PARAMS_ATTRS, "parameters", True),
-    (("flops_per_sample",), "training FLOPs per sample", True),
-    (("samples_per_s",), "training samples/s", False),
+# (user attribute name, its value in a trial's record, axis label, lower is better)
+COST_ATTRS: tuple[tuple[str, Callable[[TrialRecord], float | None], str, bool], ...] = (
+    (PARAMS_COUNT, lambda r: r.params_count, "parameters", True),
+    (FLOPS_PER_SAMPLE, lambda r: r.flops_per_sample, "training FLOPs per sample", True),
+    (SAMPLES_PER_S, lambda r: r.samples_per_s, "training samples/s", False),
 )
 
 
 def cost_info(snap: StudySnapshot) -> CostInfo:
     """One panel per cost attribute that the complete trials recorded."""
-    done = snap.feasible_complete()
+    done = [(t, TrialRecord.of(t)) for t in snap.feasible_complete()]
     panels = []
-    for names, label, lower in COST_ATTRS:
+    for attr, cost, label, lower in COST_ATTRS:
         pts = [
             (t.number, float(c), objective(t))
-            for t in done
-            if isinstance(c := trial_attr(t, names), int | float) and math.isfinite(c)
+            for t, r in done
+            if (c := cost(r)) is not None and math.isfinite(c)
         ]
         if not pts:
             continue
@@ -543,7 +556,7 @@ def cost_info(snap: StudySnapshot) -> CostInfo:
         positive = all(c > 0 for c in costs)
         panels.append(
             CostPanel(
-                attr=names[0],
+                attr=attr,
                 label=label,
                 log_x=positive and max(costs) / min(costs) > 20,
                 numbers=tuple(numbers),
@@ -576,18 +589,14 @@ def sessions_info(snap: StudySnapshot, top: int = 5) -> SessionsInfo:
     """Per-session validation BPS (``val_bps_per_session``) of the ``top`` best complete trials."""
     done = snap.feasible_complete()
     ranked = sorted(done, key=objective, reverse=snap.maximize)
-    chosen = [t for t in ranked if isinstance(t.user_attrs.get("val_bps_per_session"), dict)][:top]
+    records = [TrialRecord.of(t) for t in ranked]
+    chosen = [(r.number, per) for r in records if (per := r.val_bps_per_session) is not None][:top]
     oracle = snap.oracle_per_session()
-    sessions = sorted(
-        {s for t in chosen for s in t.user_attrs["val_bps_per_session"]} | set(oracle)
-    )
-    rows = []
-    for t in chosen:
-        per = t.user_attrs["val_bps_per_session"]
-        rows.append(tuple(float(per[s]) if s in per else math.nan for s in sessions))
+    sessions = sorted({s for _, per in chosen for s in per} | set(oracle))
+    rows = [tuple(per.get(s, math.nan) for s in sessions) for _, per in chosen]
     return SessionsInfo(
         sessions=tuple(sessions),
-        numbers=tuple(t.number for t in chosen),
+        numbers=tuple(n for n, _ in chosen),
         bps=tuple(rows),
         oracle=tuple(oracle.get(s) for s in sessions),
     )
@@ -793,7 +802,7 @@ def baseline_info(snap: StudySnapshot, compare: StudySnapshot | None = None) -> 
                 numbers=tuple(t.number for t in trials),
                 values=tuple(values),
                 n_params=tuple(
-                    float(p) if isinstance(p := trial_attr(t, PARAMS_ATTRS), int | float) else None
+                    None if (p := TrialRecord.of(t).params_count) is None else float(p)
                     for t in trials
                 ),
                 best_number=trials[i].number,

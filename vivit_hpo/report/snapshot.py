@@ -23,14 +23,11 @@ from vivit_hpo.errors import StorageError
 from vivit_hpo.search.record import status
 
 __all__ = [
-    "PARAMS_ATTRS",
-    "RUN_DIR_ATTRS",
     "STATUSES",
     "StudySnapshot",
     "objective",
     "parse_oracle",
     "take_snapshot",
-    "trial_attr",
     "trial_status",
     "trial_value",
 ]
@@ -122,16 +119,6 @@ def trial_value(trial: FrozenTrial) -> float | None:
     if trial.values is None or len(trial.values) == 0:
         return None
     return float(trial.values[0])
-
-
-# The same quantity under the names the search has used for it.
-PARAMS_ATTRS = ("params_count", "n_params")
-RUN_DIR_ATTRS = ("trial_dir", "run_dir")
-
-
-def trial_attr(trial: FrozenTrial, names: tuple[str, ...]) -> Any:
-    """The first of ``names`` that the trial has as a user attribute, else None."""
-    return next((trial.user_attrs[n] for n in names if n in trial.user_attrs), None)
 
 
 def parse_oracle(raw: Any) -> dict[str, float]:

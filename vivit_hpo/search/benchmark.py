@@ -43,7 +43,7 @@ from vivit_hpo.search.benchmark_curves import (
     best_so_far,
     summarize,
 )
-from vivit_hpo.search.record import status
+from vivit_hpo.search.record import TrialRecord
 from vivit_hpo.search.spec import DataSpec, PrunerSpec, SamplerSpec, StudySpec, spec_to_text
 from vivit_hpo.search.study import materialise_synth, retried_numbers
 
@@ -88,13 +88,14 @@ def finished_trials(trials: Sequence[FrozenTrial]) -> list[FinishedTrial]:
         if t.state == TrialState.FAIL and t.number in retried:
             continue
         start = t.datetime_start or t.datetime_complete
+        r = TrialRecord.of(t)
         out.append(
             FinishedTrial(
-                number=t.number,
-                state=status(t),
-                epochs=max(t.intermediate_values, default=0),
+                number=r.number,
+                state=r.status,
+                epochs=r.epochs,
                 seconds=(t.datetime_complete - start).total_seconds(),
-                value=t.value if t.state == TrialState.COMPLETE else None,
+                value=r.value,
                 finished=(t.datetime_complete - first).total_seconds(),
             )
         )
@@ -126,20 +127,21 @@ def _read_run(strategy: str, seed: int, name: str, trials: Sequence[FrozenTrial]
     states: dict[str, int] = {}
     for t in done:
         states[t.state] = states.get(t.state, 0) + 1
+    records = [TrialRecord.of(t) for t in trials]
     complete = [
-        t
-        for t in trials
-        if status(t) == "complete" and t.value is not None and math.isfinite(t.value)
+        r
+        for r in records
+        if r.status == "complete" and r.value is not None and math.isfinite(r.value)
     ]
     winner = None
     if complete:
-        w = max(complete, key=lambda t: (t.value, -t.number))
+        w = max(complete, key=lambda r: (r.value, -r.number))
         winner = {
             "number": w.number,
-            "params": dict(w.user_attrs.get("values") or w.params),
+            "params": w.params,
             "val_bps": w.value,
-            "test_bps": w.user_attrs.get("test_bps"),
-            "baseline": bool(w.user_attrs.get("baseline")),
+            "test_bps": w.test_bps,
+            "baseline": w.baseline,
         }
     return StrategyRun(
         strategy=strategy,

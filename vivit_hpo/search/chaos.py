@@ -52,7 +52,13 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from vivit_hpo.bench.pgserver import PostgresServer
-from vivit_hpo.search.record import EpochRecord, read_epochs, status
+from vivit_hpo.search.record import (
+    FAIL_REASON,
+    FAILED_TRIAL,
+    EpochRecord,
+    read_epochs,
+    status,
+)
 from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
@@ -579,7 +585,7 @@ def run_chaos(
 
 
 def _root_of(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    return {t.number: int(t.system_attrs.get("failed_trial", t.number)) for t in trials}
+    return {t.number: int(t.system_attrs.get(FAILED_TRIAL, t.number)) for t in trials}
 
 
 def _best_in_metrics(folder: Path) -> tuple[float | None, list[int]]:
@@ -683,7 +689,7 @@ def _checks(
     retried = retried_numbers(trials)
     lost = [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
     why = "; ".join(
-        f"#{t.number}: {t.user_attrs.get('fail_reason') or 'no heartbeat, out of retries'}"
+        f"#{t.number}: {t.user_attrs.get(FAIL_REASON) or 'no heartbeat, out of retries'}"
         for t in lost
     )
     checks.append(Check("lost", not lost, why or "0 trials lost"))

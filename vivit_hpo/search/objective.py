@@ -63,10 +63,34 @@ from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
+    BASELINE,
+    BEST_EPOCH,
+    BINS_PER_S,
+    DEVICE,
+    EPOCHS_RUN,
+    EXTRA_OVERRIDES,
     FAIL_REASON,
     FEASIBLE,
+    FLOPS_PER_SAMPLE,
+    HOST,
     INFEASIBLE_REASON,
+    PARAMS_COUNT,
+    PEAK_MEMORY_MB,
+    PID,
     PRUNE_REASON,
+    RESUMED_FROM_EPOCH,
+    RESUMED_FROM_TRIAL,
+    RETRY_HISTORY,
+    RUN_CONFIG,
+    SAMPLES_PER_S,
+    STOPPED_EARLY,
+    TEST_BPS,
+    TEST_BPS_ERROR,
+    TEST_BPS_PER_SESSION,
+    THREADS,
+    TRIAL_DIR,
+    VAL_BPS_PER_SESSION,
+    VALUES,
     EpochRecord,
     append_epoch,
     retry_of,
@@ -292,7 +316,7 @@ class TrialRunner:
         """The trial's folder; a retry takes over (renames) its predecessor's, checkpoints and
         all: one rename, however large the checkpoints (the trials share one folder)."""
         out = self._trial_dir(trial.number)
-        history = frozen.system_attrs.get("retry_history") or []
+        history = frozen.system_attrs.get(RETRY_HISTORY) or []
         if history and not (out / "checkpoints" / "last.pt").is_file():
             for prev in reversed(history):
                 src = self._trial_dir(int(prev))
@@ -300,7 +324,7 @@ class TrialRunner:
                     if out.exists():
                         shutil.rmtree(out)  # no checkpoint in it: nothing to keep
                     src.rename(out)
-                    record_attrs(trial, {"resumed_from_trial": int(prev)})
+                    record_attrs(trial, {RESUMED_FROM_TRIAL: int(prev)})
                     break
         out.mkdir(parents=True, exist_ok=True)
         return out
@@ -431,14 +455,14 @@ class TrialRunner:
         self, study: optuna.Study, trial: optuna.Trial, frozen: FrozenTrial, start: float
     ) -> TrialOutcome:
         n = trial.number
-        attrs: dict[str, Any] = {"host": self.host, "device": self._device_name()}
-        attrs["pid"] = os.getpid()
+        attrs: dict[str, Any] = {HOST: self.host, DEVICE: self._device_name()}
+        attrs[PID] = os.getpid()
         if self.device.type == "cpu":
-            attrs["threads"] = torch.get_num_threads()
+            attrs[THREADS] = torch.get_num_threads()
 
         # 1. Parameters and the cheap checks: nothing is trained for an infeasible config.
-        extra = dict(trial.user_attrs.get("extra_overrides") or {})
-        baseline = bool(trial.user_attrs.get("baseline"))
+        extra = dict(trial.user_attrs.get(EXTRA_OVERRIDES) or {})
+        baseline = bool(trial.user_attrs.get(BASELINE))
         try:
             values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")
             reason = infeasible_reason(
@@ -452,18 +476,18 @@ class TrialRunner:
             )
         except Infeasible as e:
             values, reason = {}, str(e)
-        attrs["values"] = values
+        attrs[VALUES] = values
         if reason is not None:
             record_attrs(trial, {**attrs, INFEASIBLE_REASON: reason})
             self._set_feasible(trial, False)
             self._tell(study, trial, TrialState.PRUNED)
             return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
         cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
-        attrs["run_config"] = cfg.to_dict()
+        attrs[RUN_CONFIG] = cfg.to_dict()
 
         # 2. Train, reporting every epoch (the worker runs the heartbeat alongside).
         run_dir = self._prepare_dir(trial, frozen)
-        attrs["trial_dir"] = str(run_dir)
+        attrs[TRIAL_DIR] = str(run_dir)
         end: dict[str, Any] = {}
         epochs = 0
         try:
@@ -471,10 +495,10 @@ class TrialRunner:
                 data = self._sessions(cfg.data)
                 trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
             shape = trainer.data.input_shape(data.metas[0].name)
-            attrs["params_count"] = count_parameters(trainer.model)
-            attrs["flops_per_sample"] = float(flops_per_sample(cfg.model, shape))
+            attrs[PARAMS_COUNT] = count_parameters(trainer.model)
+            attrs[FLOPS_PER_SAMPLE] = float(flops_per_sample(cfg.model, shape))
             if trainer.epoch:
-                attrs["resumed_from_epoch"] = trainer.epoch
+                attrs[RESUMED_FROM_EPOCH] = trainer.epoch
             record_attrs(trial, attrs)
             peak = 0.0
             reports = trainer.epochs()
@@ -488,14 +512,16 @@ class TrialRunner:
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)
                 end.update(
-                    samples_per_s=report.samples_per_s,
-                    bins_per_s=report.bins_per_s,
-                    peak_memory_mb=peak,
+                    {
+                        SAMPLES_PER_S: report.samples_per_s,
+                        BINS_PER_S: report.bins_per_s,
+                        PEAK_MEMORY_MB: peak,
+                    }
                 )
-                end["epochs_run"] = report.epoch
+                end[EPOCHS_RUN] = report.epoch
                 if report.is_best:
-                    end["best_epoch"] = report.epoch
-                    end["val_bps_per_session"] = report.val_bps_per_session
+                    end[BEST_EPOCH] = report.epoch
+                    end[VAL_BPS_PER_SESSION] = report.val_bps_per_session
                 retrying(
                     functools.partial(trial.report, report.val_bps, report.epoch),
                     what=f"report epoch {report.epoch} of trial {n}",
@@ -552,8 +578,8 @@ class TrialRunner:
         # 3. Done: the best epoch's score is the value.
         value = trainer.best_bps
         if trainer.best_epoch is not None:
-            end["best_epoch"] = trainer.best_epoch
-        end["stopped_early"] = trainer.stopped_early
+            end[BEST_EPOCH] = trainer.best_epoch
+        end[STOPPED_EARLY] = trainer.stopped_early
         if not math.isfinite(value):
             why = f"no finite validation BPS after {trainer.epoch} epochs"
             record_attrs(trial, {**end, FAIL_REASON: why})
@@ -577,9 +603,9 @@ class TrialRunner:
             scores = evaluate(model, data, "test", batch_size)
         except Exception as e:  # the trial's value stands; the attribute says what went wrong
             _log.warning("trial in %s: test split not scored: %s", run_dir, e)
-            return {"test_bps_error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
         per_session = {name: float(s.bps) for name, s in scores.items()}
         return {
-            "test_bps": float(sum(per_session.values()) / len(per_session)),
-            "test_bps_per_session": per_session,
+            TEST_BPS: float(sum(per_session.values()) / len(per_session)),
+            TEST_BPS_PER_SESSION: per_session,
         }

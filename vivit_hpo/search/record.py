@@ -1,8 +1,9 @@
-"""A trial's record: what it ended as, and what a retry of it carries.
+"""A trial's record: what it ended as, what it measured, and what a retry of it carries.
 
 The objective writes a trial's story into Optuna's own fields (state, value, constraints) and a
-few user attributes (the names below); this module is the one place that reads them back, for
-the study commands, the progress table and the report.
+few user attributes (the names below); this module is the one place that reads them back:
+:class:`TrialRecord` is the typed view of one trial that the study commands, the progress
+table, the search benchmark and the report read instead of attribute names.
 
 How the states map (see :mod:`vivit_hpo.search.objective` for who writes what):
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,14 +34,40 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "BASELINE",
+    "BEST_EPOCH",
+    "BINS_PER_S",
+    "DEVICE",
     "EPOCHS_FILE",
+    "EPOCHS_RUN",
+    "EXTRA_OVERRIDES",
+    "FAILED_TRIAL",
     "FAIL_REASON",
     "FEASIBLE",
+    "FLOPS_PER_SAMPLE",
+    "HOST",
     "INFEASIBLE_REASON",
+    "PARAMS_COUNT",
+    "PEAK_MEMORY_MB",
+    "PID",
     "PRUNE_REASON",
+    "RESUMED_FROM_EPOCH",
+    "RESUMED_FROM_TRIAL",
+    "RETRY_HISTORY",
+    "RUN_CONFIG",
+    "SAMPLES_PER_S",
+    "STOPPED_EARLY",
+    "TEST_BPS",
+    "TEST_BPS_ERROR",
+    "TEST_BPS_PER_SESSION",
+    "THREADS",
+    "TRIAL_DIR",
+    "VALUES",
+    "VAL_BPS_PER_SESSION",
     "EpochRecord",
     "RetryStaleTrial",
     "Status",
+    "TrialRecord",
     "append_epoch",
     "read_epochs",
     "retry_of",
@@ -47,16 +75,51 @@ __all__ = [
 ]
 
 FEASIBLE = "feasible"  # the constraint key: > 0 violated
+
+# User attributes. Why the trial ended (one of them, or none):
 FAIL_REASON = "fail_reason"
 INFEASIBLE_REASON = "infeasible_reason"
 PRUNE_REASON = "prune_reason"
 EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per finished epoch
+# Set when the trial is enqueued (vivit_hpo.search.study), read by the objective:
+BASELINE = "baseline"  # the spec's base config, never pruned
+EXTRA_OVERRIDES = "extra_overrides"  # run-config overrides of this trial alone
+# Written by the objective when training starts:
+HOST = "host"
+DEVICE = "device"  # "cpu", or "cuda:i (<name>)"
+PID = "pid"
+THREADS = "threads"  # CPU trials only
+VALUES = "values"  # the search-space values, whatever Optuna parameters sampled them
+RUN_CONFIG = "run_config"  # the resolved run config, as a mapping
+TRIAL_DIR = "trial_dir"  # the trial's run folder
+PARAMS_COUNT = "params_count"
+FLOPS_PER_SAMPLE = "flops_per_sample"
+RESUMED_FROM_TRIAL = "resumed_from_trial"  # a retry that took over its predecessor's folder
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+# Written when it ends (and when it is interrupted):
+SAMPLES_PER_S = "samples_per_s"
+BINS_PER_S = "bins_per_s"
+PEAK_MEMORY_MB = "peak_memory_mb"
+EPOCHS_RUN = "epochs_run"
+BEST_EPOCH = "best_epoch"  # the epoch of the kept checkpoint (the value's epoch)
+VAL_BPS_PER_SESSION = "val_bps_per_session"  # at the best epoch
+STOPPED_EARLY = "stopped_early"
+TEST_BPS = "test_bps"  # the best checkpoint on the test split, mean over sessions
+TEST_BPS_PER_SESSION = "test_bps_per_session"
+TEST_BPS_ERROR = "test_bps_error"  # why the test split could not be scored
+# Optuna's retry bookkeeping (system attributes): the first trial of the chain, and every
+# trial this one replaces, oldest first.
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
+
+# Names that studies made by earlier versions used for the same quantity (the report reads them).
+_OLD_NAMES = {PARAMS_COUNT: "n_params", TRIAL_DIR: "run_dir"}
 
 Status = Literal["complete", "pruned", "infeasible", "failed", "running", "waiting"]
 
 # What a retry must not inherit: why its predecessor ended, and the pruner's bookkeeping of the
 # predecessor's rungs (a retry with those lands in a bracket whose next check may never come).
-_STALE_USER_ATTRS = (FAIL_REASON, PRUNE_REASON, "resumed_from_trial", "resumed_from_epoch")
+_STALE_USER_ATTRS = (FAIL_REASON, PRUNE_REASON, RESUMED_FROM_TRIAL, RESUMED_FROM_EPOCH)
 _STALE_SYSTEM_PREFIXES = ("completed_rung_", "constraints")
 
 
@@ -75,6 +138,137 @@ def status(t: FrozenTrial) -> Status:
     return "complete" if t.state == TrialState.COMPLETE else "pruned"
 
 
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
+
+
+def _integer(x: Any) -> int | None:
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _text(x: Any) -> str | None:
+    return x if isinstance(x, str) else None
+
+
+def _per_session(x: Any) -> dict[str, float] | None:
+    if not isinstance(x, Mapping):
+        return None
+    return {str(k): v for k, n in x.items() if (v := _number(n)) is not None}
+
+
+def _attr(attrs: Mapping[str, Any], name: str) -> Any:
+    """Attribute ``name``, else its old name (if it has one)."""
+    return attrs[name] if name in attrs else attrs.get(_OLD_NAMES.get(name, name))
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the study commands and the report read it: Optuna's fields and the
+    attributes the objective writes, typed. A field is None when the trial has not recorded
+    it (not yet, or not of that type); :meth:`of` never raises on a foreign study's trial.
+
+    Attributes:
+        number: the trial number.
+        status: what it ended as (:func:`status`).
+        value: the objective (mean validation BPS of the best epoch) of a COMPLETE trial; None
+            otherwise (Optuna gives a pruned trial its last report as a value: not a result).
+        params: the search-space values (``values``) if it has them, else Optuna's parameters.
+        values: the ``values`` attribute alone (None when the trial has none).
+        reason: why it ended: its infeasible, fail or prune reason, in that order.
+        fail_reason: the fail reason alone (a retried trial's: a prune reason written just
+            before its worker was lost is not why it failed).
+        epochs: the last epoch it reported, so far while it runs (a retry inherits the
+            reports of the trial it replaces).
+        epochs_run: the epochs the objective recorded when the trial ended.
+        best_epoch: the epoch of the kept checkpoint.
+        val_bps_per_session: validation BPS by session at the best epoch.
+        test_bps, test_bps_per_session: that checkpoint on the test split.
+        test_bps_error: why the test split was not scored.
+        run_dir: the trial's run folder (``trial_dir``).
+        run_config: the resolved run config (``RunConfig.to_dict()``).
+        baseline: the spec's base config, enqueued first.
+        host, device: where it ran.
+        params_count, flops_per_sample, samples_per_s, bins_per_s, peak_memory_mb: its costs.
+        resumed_from_trial, resumed_from_epoch: what a retry resumed.
+        failed_trial: the first trial of the retry chain (None unless this is a retry).
+        retry_history: the trials this one retries, oldest first.
+    """
+
+    number: int
+    status: Status
+    value: float | None
+    params: dict[str, Any]
+    values: dict[str, Any] | None
+    reason: str | None
+    fail_reason: str | None
+    epochs: int
+    epochs_run: int | None
+    best_epoch: int | None
+    val_bps_per_session: dict[str, float] | None
+    test_bps: float | None
+    test_bps_per_session: dict[str, float] | None
+    test_bps_error: str | None
+    run_dir: Path | None
+    run_config: dict[str, Any] | None
+    baseline: bool
+    host: str | None
+    device: str | None
+    params_count: int | None
+    flops_per_sample: float | None
+    samples_per_s: float | None
+    bins_per_s: float | None
+    peak_memory_mb: float | None
+    resumed_from_trial: int | None
+    resumed_from_epoch: int | None
+    failed_trial: int | None
+    retry_history: tuple[int, ...]
+
+    @classmethod
+    def of(cls, t: FrozenTrial) -> TrialRecord:
+        """The record of trial ``t``."""
+        a = t.user_attrs
+        values = a.get(VALUES)
+        values = dict(values) if isinstance(values, Mapping) else None
+        config = a.get(RUN_CONFIG)
+        run_dir = _attr(a, TRIAL_DIR)
+        why = (a.get(k) for k in (INFEASIBLE_REASON, FAIL_REASON, PRUNE_REASON))
+        reason = next((w for w in why if w), None)
+        return cls(
+            number=t.number,
+            status=status(t),
+            value=t.value if t.state == TrialState.COMPLETE else None,
+            params=dict(values or t.params),
+            values=values,
+            reason=None if reason is None else str(reason),
+            fail_reason=str(a[FAIL_REASON]) if a.get(FAIL_REASON) else None,
+            epochs=max(t.intermediate_values, default=0),
+            epochs_run=_integer(a.get(EPOCHS_RUN)),
+            best_epoch=_integer(a.get(BEST_EPOCH)),
+            val_bps_per_session=_per_session(a.get(VAL_BPS_PER_SESSION)),
+            test_bps=_number(a.get(TEST_BPS)),
+            test_bps_per_session=_per_session(a.get(TEST_BPS_PER_SESSION)),
+            test_bps_error=_text(a.get(TEST_BPS_ERROR)),
+            run_dir=Path(run_dir) if isinstance(run_dir, str) else None,
+            run_config=dict(config) if isinstance(config, Mapping) else None,
+            baseline=bool(a.get(BASELINE)),
+            host=_text(a.get(HOST)),
+            device=_text(a.get(DEVICE)),
+            params_count=_integer(_attr(a, PARAMS_COUNT)),
+            flops_per_sample=_number(a.get(FLOPS_PER_SAMPLE)),
+            samples_per_s=_number(a.get(SAMPLES_PER_S)),
+            bins_per_s=_number(a.get(BINS_PER_S)),
+            peak_memory_mb=_number(a.get(PEAK_MEMORY_MB)),
+            resumed_from_trial=_integer(a.get(RESUMED_FROM_TRIAL)),
+            resumed_from_epoch=_integer(a.get(RESUMED_FROM_EPOCH)),
+            failed_trial=_integer(t.system_attrs.get(FAILED_TRIAL)),
+            retry_history=tuple(
+                n for x in t.system_attrs.get(RETRY_HISTORY) or () if (n := _integer(x)) is not None
+            ),
+        )
+
+
 def retry_of(t: FrozenTrial) -> FrozenTrial:
     """A WAITING copy of ``t`` that resumes it: its parameters, attributes and reports, with
     Optuna's retry bookkeeping (``failed_trial``, ``retry_history``) but none of the attributes
@@ -82,8 +276,8 @@ def retry_of(t: FrozenTrial) -> FrozenTrial:
     system_attrs: dict[str, Any] = {
         k: v for k, v in t.system_attrs.items() if not k.startswith(_STALE_SYSTEM_PREFIXES)
     }
-    system_attrs["failed_trial"] = t.system_attrs.get("failed_trial", t.number)
-    system_attrs["retry_history"] = [*(t.system_attrs.get("retry_history") or []), t.number]
+    system_attrs[FAILED_TRIAL] = t.system_attrs.get(FAILED_TRIAL, t.number)
+    system_attrs[RETRY_HISTORY] = [*(t.system_attrs.get(RETRY_HISTORY) or []), t.number]
     return optuna.create_trial(
         state=TrialState.WAITING,
         params=t.params,
@@ -103,7 +297,7 @@ class RetryStaleTrial:
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        tries = len(trial.system_attrs.get("retry_history") or []) + 1
+        tries = len(trial.system_attrs.get(RETRY_HISTORY) or []) + 1
         if self.max_retry is not None and tries > self.max_retry:
             return
         study.add_trial(retry_of(trial))

@@ -302,7 +302,8 @@ def base_values(space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> dict
     A parameter gets the base config's value at its ``to`` keys when they all hold the same
     value and the parameter can take it (one of its choices, inside its range, under its
     ``le`` bound); a parameter whose base value it cannot take, that is inactive (``when``), or
-    whose ``le`` bound was itself left out, is left out (a trial enqueued with these values has the sampler draw those).
+    whose ``le`` bound was itself left out, is left out (a trial enqueued with these values has
+    the sampler draw those).
     """
     values: dict[str, Any] = {}
     for name, p in space.items():

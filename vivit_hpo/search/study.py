@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
-from vivit_hpo.search.record import FAIL_REASON, INFEASIBLE_REASON, PRUNE_REASON, status
+from vivit_hpo.search.record import BASELINE, EXTRA_OVERRIDES, TrialRecord, status
 from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
@@ -186,7 +186,7 @@ def enqueue_baseline(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     for the others. A search then never ends worse than the config it starts from."""
     values = base_values(spec.space, spec.base_tree())
     study.enqueue_trial(
-        to_optuna_params(spec.space, values), user_attrs={"baseline": True}, skip_if_exists=False
+        to_optuna_params(spec.space, values), user_attrs={BASELINE: True}, skip_if_exists=False
     )
     return values
 
@@ -222,9 +222,9 @@ def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
     """``{failed trial number: number of the trial that retries it}``."""
     out: dict[int, int] = {}
     for t in trials:
-        history = t.system_attrs.get("retry_history") or []
+        history = TrialRecord.of(t).retry_history
         if history:
-            out[int(history[-1])] = t.number
+            out[history[-1]] = t.number
     return out
 
 
@@ -304,18 +304,14 @@ class TrialRow:
     seconds: float | None
 
 
-def _reason(t: FrozenTrial, retried: dict[int, int]) -> str:
-    a = t.user_attrs
-    if t.number in retried and t.state == TrialState.FAIL:
-        why = a.get(FAIL_REASON) or "worker lost (no heartbeat)"
-        return f"{why}; retried as #{retried[t.number]}"
-    for key in (INFEASIBLE_REASON, FAIL_REASON, PRUNE_REASON):
-        if a.get(key):
-            return str(a[key])
-    resumed = a.get("resumed_from_epoch")
-    if resumed:
-        return f"resumed after epoch {resumed} of #{a.get('resumed_from_trial')}"
-    return "the base config (baseline)" if a.get("baseline") else ""
+def _reason(r: TrialRecord, retried_as: int | None) -> str:
+    if retried_as is not None:
+        return f"{r.fail_reason or 'worker lost (no heartbeat)'}; retried as #{retried_as}"
+    if r.reason:
+        return r.reason
+    if r.resumed_from_epoch:
+        return f"resumed after epoch {r.resumed_from_epoch} of #{r.resumed_from_trial}"
+    return "the base config (baseline)" if r.baseline else ""
 
 
 def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
@@ -323,10 +319,12 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
     retried = retried_numbers(trials)
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
-        if t.state == TrialState.FAIL and t.number in retried:
+        r = TrialRecord.of(t)
+        retried_as = retried.get(t.number) if t.state == TrialState.FAIL else None
+        if retried_as is not None:
             state = "RETRIED"
         else:
-            state = {"complete": "COMPLETE", "failed": "FAIL"}.get(status(t), status(t).upper())
+            state = {"complete": "COMPLETE", "failed": "FAIL"}.get(r.status, r.status.upper())
         seconds = (
             (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start
@@ -334,14 +332,14 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
         )
         rows.append(
             TrialRow(
-                number=t.number,
+                number=r.number,
                 state=state,
-                value=t.value if t.state == TrialState.COMPLETE else None,
-                test_value=t.user_attrs.get("test_bps"),
-                epochs=max(t.intermediate_values, default=0),
-                best_epoch=t.user_attrs.get("best_epoch"),
-                params=dict(t.user_attrs.get("values") or t.params),
-                reason=_reason(t, retried),
+                value=r.value,
+                test_value=r.test_bps,
+                epochs=r.epochs,
+                best_epoch=r.best_epoch,
+                params=r.params,
+                reason=_reason(r, retried_as),
                 seconds=seconds,
             )
         )
@@ -408,8 +406,9 @@ def export_best(
             ``run_dir`` exists.
     """
     best = best_trial(study)
-    cfg = best.user_attrs.get("run_config")
-    if not isinstance(cfg, dict):
+    record = TrialRecord.of(best)
+    cfg = record.run_config
+    if cfg is None:
         raise StudyError(f"trial {best.number} has no stored run config; was it run by vivit-hpo?")
     if run_dir is not None:
         folder = trial_dir(spec, study.study_name, best.number, uid=study_uid(study))
@@ -417,7 +416,7 @@ def export_best(
     paths = " ".join(f"--data {p}" for p in ensure_data(spec, study.study_name))
     header = (
         f"# Best trial #{best.number} of study {study.study_name!r}: mean validation BPS "
-        f"{best.value:.5f} (best epoch {best.user_attrs.get('best_epoch')}).\n"
+        f"{best.value:.5f} (best epoch {record.best_epoch}).\n"
         f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
     )
     from vivit_hpo.training.checkpoint import atomic_write_text  # torch: only when exporting
@@ -476,7 +475,7 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
             trial_config(spec.base_tree(), {}, extra)
         except ConfigError as e:
             raise SpecError(f"--set: {e}".replace("trial config: ", "")) from e
-    user_attrs = {"extra_overrides": extra} if extra else None
+    user_attrs = {EXTRA_OVERRIDES: extra} if extra else None
     retrying(
         lambda: study.enqueue_trial(optuna_params, user_attrs=user_attrs, skip_if_exists=False),
         what="enqueue a trial",
