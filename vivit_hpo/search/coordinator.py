@@ -52,12 +52,11 @@ from vivit_hpo.search.study import (
     StudyProgress,
     best_trial,
     create_study,
-    load_study,
     progress,
     prune_checkpoints,
     read_spec,
 )
-from vivit_hpo.search.worker import open_study_storage
+from vivit_hpo.search.worker import open_study
 
 __all__ = ["RunResult", "run_study", "worker_devices"]
 
@@ -280,10 +279,10 @@ def run_study(
     Returns:
         The exit code and the final counts.
     """
-    spec = _prepare(name, spec_path, storage_url, baseline=baseline)
+    _prepare(name, spec_path, storage_url, baseline=baseline)
     url = resolve_storage_url(storage_url)
-    storage, spec = open_study_storage(name, storage_url)
-    study = load_study(storage, name)
+    opened = open_study(name, storage_url)
+    storage, study, spec = opened.storage, opened.study, opened.spec
     budget = effective_n_trials(spec)
     logs = spec.artifact_path(name, "logs")
     env = dict(os.environ)
@@ -410,6 +409,6 @@ def run_study(
             f"fixed, `vivit-hpo run {name}` resumes its trials",
             soft_wrap=True,
         )
-    storage.engine.dispose()
+    opened.close()
     restarts = sum(s.restarts for s in slots)
     return RunResult(exit_code=exit_code, progress=p, restarts=restarts)

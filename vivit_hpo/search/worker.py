@@ -61,7 +61,14 @@ from vivit_hpo.search.study import (
     study_uid,
 )
 
-__all__ = ["WorkerSummary", "claim_gpu", "claim_trial", "open_study_storage", "run_worker"]
+__all__ = [
+    "OpenStudy",
+    "WorkerSummary",
+    "claim_gpu",
+    "claim_trial",
+    "open_study",
+    "run_worker",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -146,15 +153,30 @@ def claim_gpu(device: str, device_count: int, lock_dir: Path | None = None) -> s
     )
 
 
-def open_study_storage(
-    study_name: str, storage_url: str | None
-) -> tuple[optuna.storages.RDBStorage, StudySpec]:
-    """Open the storage with the heartbeat settings of the study's spec.
+@dataclass(frozen=True)
+class OpenStudy:
+    """A study as a worker or ``run`` holds it for its whole life: the storage (with the
+    spec's heartbeat), the study (with the spec's sampler and pruner), the spec and its uid."""
+
+    storage: optuna.storages.RDBStorage
+    study: optuna.Study
+    spec: StudySpec
+    uid: str | None
+
+    def close(self) -> None:
+        self.storage.engine.dispose()
+
+
+def open_study(study_name: str, storage_url: str | None) -> OpenStudy:
+    """Open study ``study_name`` once for this process (see :class:`OpenStudy`).
+
+    The spec stored in the study says how its storage is opened (the heartbeat), so it is read
+    first, through a plain connection that is closed at once. A process started during an
+    outage waits for the server (:data:`~vivit_hpo.search.storage.CONNECT_WAIT_S`).
 
     Raises:
         StorageError: bad URL or unreachable database. StudyError: no such study.
     """
-    # A worker (re)started during an outage waits for the server; `run` restarts its workers.
     plain = open_storage(storage_url, connect_wait_s=CONNECT_WAIT_S)
     try:
         spec = read_spec(plain, study_name)
@@ -167,7 +189,14 @@ def open_study_storage(
         grace_period=hb.grace_s,
         max_retry=hb.max_retry,
     )
-    return storage, spec
+    study = retrying(
+        lambda: load_study(
+            storage, study_name, sampler=build_sampler(spec), pruner=build_pruner(spec)
+        ),
+        what="load the study",
+    )
+    uid = retrying(lambda: study_uid(study), what="read the study's uid")
+    return OpenStudy(storage, study, spec, uid)
 
 
 def claim_trial(
@@ -238,12 +267,13 @@ def run_worker(
         What this worker ran and why it stopped. A stop by signal fails the running trial and
         re-enqueues it to resume from its last checkpoint.
     """
-    storage, spec = open_study_storage(study_name, storage_url)
+    opened = open_study(study_name, storage_url)
+    storage, study, spec = opened.storage, opened.study, opened.spec
     try:
         # The study's files were there when it was created: missing here is this node's fault.
         check_data_here(ensure_data(spec, study_name))
     except DataUnavailableError as e:
-        storage.engine.dispose()
+        opened.close()
         return WorkerSummary(stopped_by="infrastructure", infra_reason=str(e))
     if device == "auto" and torch.cuda.is_available():
         device = "cuda"
@@ -253,18 +283,11 @@ def run_worker(
     stop = StopControl()
     if install_signals:
         stop.install()
-    study = retrying(
-        lambda: load_study(
-            storage, study_name, sampler=build_sampler(spec), pruner=build_pruner(spec)
-        ),
-        what="load the study",
-    )
-    uid = retrying(lambda: study_uid(study), what="read the study's uid")
     # The first load of every trial, outside the claim lock: the study's cache then only fetches
     # what changed, and the claims that hold the lock stay short however large the study.
     retrying(lambda: study.get_trials(deepcopy=False), what="load the study's trials")
     stale = StaleCheck(storage)
-    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=uid)
+    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=opened.uid)
     budget = effective_n_trials(spec)
     timeout = spec.budget.timeout_minutes
     deadline = time.monotonic() + timeout * 60 if timeout else None
@@ -342,5 +365,5 @@ def run_worker(
         removed = prune_checkpoints(study, spec)
         if removed:
             _log.info("study finished: removed the checkpoints of %d trials", len(removed))
-    storage.engine.dispose()
+    opened.close()
     return summary
