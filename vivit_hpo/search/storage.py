@@ -138,10 +138,12 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
         # more. One stays open between calls; the other two are opened when needed and closed
         # when returned (overflow), so an idle or training worker holds ~1. 50 workers on 8
         # nodes then hold ~50 in steady state and at most 150 if every worker's three uses
-        # coincided; a stock server allows 100 (97 without superuser_reserved_connections),
-        # which the claim lock makes unlikely to reach (the waiters for the lock hold 2 each
-        # only during a claim, a few queries). The old 4 + 4 per process allowed 400. Beyond
-        # that, or with a smaller server, put PgBouncer in transaction mode in front (README).
+        # coincided, which they do not: a worker waiting for the claim lock holds one (its
+        # main thread is blocked in the wait), the holder two, the heartbeat runs only during
+        # a trial. Measured at 50 workers: mean 51, peak 72, at most 2 per worker
+        # (benchmarks/NOTES.md); a stock server allows 100 (97 without the superuser's
+        # reserve). The old 4 + 4 per process allowed 400. Beyond that, or with a smaller
+        # server, put PgBouncer in transaction mode in front (README).
         return {
             "pool_pre_ping": True,  # a connection killed by a server restart is replaced
             "pool_size": 1,
