@@ -203,3 +203,28 @@ class CuttableProxy:
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+def hold_claim_lock_in_child(url: str, name: str, idle_s: float, conn: Any) -> None:
+    """In a child process: take the claim lock of study ``name`` (idle timeout ``idle_s``), send
+    ``"held"`` on the pipe ``conn``, hold it until ``"release"`` arrives, then send how the lock's
+    transaction ended: ``"released"``, or ``"lost transient=<is_transient>: <error>"``."""
+    from vivit_hpo.search.storage import (
+        ClaimTimeouts,
+        claim_lock,
+        describe,
+        is_transient,
+        open_storage,
+    )
+
+    storage = open_storage(url)
+    try:
+        with claim_lock(storage, name, timeouts=ClaimTimeouts(idle_s=idle_s, wait_s=60.0)):
+            conn.send("held")
+            conn.poll(600)
+    except Exception as e:
+        conn.send(f"lost transient={is_transient(e)}: {describe(e)}")
+    else:
+        conn.send("released")
+    finally:
+        storage.engine.dispose()

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import signal
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from search_helpers import worker_env
+from search_helpers import finish, hold_claim_lock_in_child, start_worker, worker_env
 
 from vivit_hpo.errors import StorageError
+from vivit_hpo.search.bench_connections import sampling
 from vivit_hpo.search.bench_coordinator import _spec_text, bench_worker, summarize
 from vivit_hpo.search.storage import (
+    ClaimTimeouts,
+    claim_lock,
     default_storage_url,
     is_transient,
     mask_url,
@@ -176,3 +186,115 @@ def test_embedded_sqlite_is_shared_by_three_processes(
     assert all(t.intermediate_values for t in trials)
     s = summarize(rows)
     assert set(s["overall"]) >= {"ask (claim + sample)", "tell", "total per trial"}
+
+
+LockHolder = tuple[mp.Process, Connection, str]
+
+
+@pytest.fixture()
+def lock_holder(pg_url: str) -> Iterator[Callable[[float], LockHolder]]:
+    """``lock_holder(idle_s)`` starts a process that holds a fresh study name's claim lock with
+    that idle timeout.
+
+    It returns the process, the pipe to it (``send("release")`` lets it go; it then sends how
+    the lock's transaction ended) and the study name; the process is resumed and killed after
+    the test.
+    """
+    ctx = mp.get_context("spawn")
+    procs: list[mp.Process] = []
+
+    def start(idle_s: float) -> LockHolder:
+        ours, theirs = ctx.Pipe()
+        name = f"lock-{uuid.uuid4().hex[:10]}"
+        proc = ctx.Process(target=hold_claim_lock_in_child, args=(pg_url, name, idle_s, theirs))
+        proc.start()
+        procs.append(proc)
+        assert ours.poll(120) and ours.recv() == "held"
+        return proc, ours, name
+
+    yield start
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.join(30)
+
+
+@pytest.mark.postgres
+def test_a_stopped_holder_loses_the_claim_lock(
+    lock_holder: Callable[[float], LockHolder], pg_url: str
+) -> None:
+    # A hung worker (SIGSTOP) inside the claim: the server ends its session after the holder's
+    # idle timeout (2 s), so another worker gets the lock before its own 30 s lock_timeout.
+    proc, pipe, name = lock_holder(2.0)
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    storage = open_storage(pg_url)
+    try:
+        with claim_lock(storage, name, timeouts=ClaimTimeouts(idle_s=60.0, wait_s=30.0)):
+            pass
+    finally:
+        storage.engine.dispose()
+    os.kill(proc.pid, signal.SIGCONT)
+    pipe.send("release")
+    assert pipe.poll(60)
+    ended = pipe.recv()
+    # The holder finds out when it commits, with an error that retrying treats as transient.
+    assert ended.startswith("lost transient=True"), ended
+
+
+@pytest.mark.postgres
+def test_a_waiter_past_lock_timeout_gets_a_transient_error(
+    lock_holder: Callable[[float], LockHolder], pg_url: str
+) -> None:
+    # A holder stuck for longer than the waiter's lock_timeout (its own idle timeout is long).
+    _, pipe, name = lock_holder(60.0)
+    storage = open_storage(pg_url)
+    short = ClaimTimeouts(idle_s=60.0, wait_s=0.5)
+
+    def claim() -> str:
+        with claim_lock(storage, name, timeouts=short):
+            return "claimed"
+
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as got:
+            claim()
+        assert getattr(got.value.orig, "pgcode", None) == "55P03", got.value  # lock_not_available
+        assert is_transient(got.value)
+        # So retrying keeps claiming until the holder lets go.
+        attempts: list[int] = []
+        threading.Timer(1.0, pipe.send, ("release",)).start()
+        assert retrying(lambda: attempts.append(1) or claim(), what="claim", first_delay_s=0.2) == (
+            "claimed"
+        )
+        assert len(attempts) >= 2
+        assert pipe.poll(30) and pipe.recv() == "released"
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_workers_hold_one_connection_and_never_more_than_three(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    """The pool's bound, sampled on the server while three real workers run a study: at most
+    three connections per worker (main thread, heartbeat, claim lock), and one most of the time
+    (the other two are closed when returned, not kept open)."""
+    spec_path = write_spec(budget={"n_trials": 6}, epochs=2)
+    storage = open_storage(pg_url)
+    from vivit_hpo.search.spec import load_spec
+    from vivit_hpo.search.study import create_study
+
+    create_study(storage, study_name, load_spec(spec_path))
+    storage.engine.dispose()
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
+    with sampling(pg_url, [p.pid for p in procs], every=0.1) as samples:
+        codes = finish(procs, 240, logs)
+    assert codes == [0, 0, 0]
+    held = {p.pid: [s.per_pid[p.pid] for s in samples if p.pid in s.per_pid] for p in procs}
+    assert all(len(counts) >= 5 for counts in held.values()), held  # each seen while it ran
+    assert max(sum(s.per_pid.values()) for s in samples) <= 3 * len(procs)
+    for counts in held.values():
+        assert max(counts) <= 3, counts
+        assert statistics.median(counts) == 1, counts

@@ -24,11 +24,13 @@ import fcntl
 import hashlib
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,9 +47,11 @@ from vivit_hpo.search.record import RetryStaleTrial
 
 __all__ = [
     "CONNECTIVITY",
+    "ClaimTimeouts",
     "Connectivity",
     "Heartbeat",
     "StaleCheck",
+    "application_name",
     "claim_lock",
     "default_storage_url",
     "describe",
@@ -121,12 +125,36 @@ def _parse(url: str) -> URL:
     raise StorageError(f"storage {mask_url(parsed)}: unsupported database {backend!r}; {_FIX}")
 
 
+def application_name(pid: int | None = None) -> str:
+    """``vivit-hpo:<host>:<pid>``: which process on which node holds a connection.
+
+    Every connection of this package carries it (this process's pid unless ``pid`` is given),
+    so ``pg_stat_activity`` tells a study's connections apart (the prefix), maps each to its
+    worker (host and pid) and shows who holds the claim lock. PostgreSQL keeps 63 bytes of it,
+    so a long host name is cut before the pid is.
+    """
+    host = socket.gethostname().split(".")[0][:40]
+    return f"vivit-hpo:{host}:{os.getpid() if pid is None else pid}"
+
+
 def _engine_kwargs(url: URL) -> dict[str, Any]:
     if url.get_backend_name() == "postgresql":
+        # Connections per process: a worker uses at most three at once, its main thread's
+        # storage calls, its heartbeat thread's and the claim lock's transaction (held while
+        # the main thread counts and creates trials on the other), so the pool never needs
+        # more. One stays open between calls; the other two are opened when needed and closed
+        # when returned (overflow), so an idle or training worker holds ~1. 50 workers on 8
+        # nodes then hold ~50 in steady state and at most 150 if every worker's three uses
+        # coincided, which they do not: a worker waiting for the claim lock holds one (its
+        # main thread is blocked in the wait), the holder two, the heartbeat runs only during
+        # a trial. Measured at 50 workers: mean 51, peak 72, at most 2 per worker
+        # (benchmarks/NOTES.md); a stock server allows 100 (97 without the superuser's
+        # reserve). The old 4 + 4 per process allowed 400. Beyond that, or with a smaller
+        # server, put PgBouncer in transaction mode in front (README).
         return {
             "pool_pre_ping": True,  # a connection killed by a server restart is replaced
-            "pool_size": 4,  # the worker's main thread, its heartbeat and the claim lock
-            "max_overflow": 4,
+            "pool_size": 1,
+            "max_overflow": 2,
             "pool_recycle": 1800,
             "pool_timeout": 60,
             "connect_args": {
@@ -135,7 +163,7 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
                 "keepalives_count": 3,
-                "application_name": "vivit-hpo",
+                "application_name": application_name(),
             },
         }
     # SQLite: the busy timeout makes concurrent writers wait for the lock instead of failing.
@@ -246,8 +274,20 @@ def open_storage(
 
 
 # SQLSTATEs a retry can cure: connection exceptions (class 08), too many connections, a server
-# shutting down, crashing or starting up, serialization failures and deadlocks.
-_TRANSIENT_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "40001", "40P01")
+# shutting down, crashing or starting up, serialization failures and deadlocks, a lock not
+# obtained within lock_timeout (the claim lock's waiters) and a session the server ended for
+# idling in a transaction (a claim lock held past its idle timeout).
+_TRANSIENT_SQLSTATES = (
+    "08",
+    "53300",
+    "57P01",
+    "57P02",
+    "57P03",
+    "40001",
+    "40P01",
+    "55P03",
+    "25P03",
+)
 # libpq's connection errors carry no SQLSTATE; these say the URL is wrong, not the server down.
 _PERMANENT_CONNECT = (
     "does not exist",  # database, role
@@ -468,17 +508,110 @@ def _lock_key(study_name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# A claim is a few queries, but under load (50 workers, a busy server) it may take seconds: an
+# idle timeout shorter than the longest claim would end the lock's session under a live claim.
+_MIN_CLAIM_IDLE_S = 30.0
+_DEFAULT_GRACE_S = 90.0  # the spec's default heartbeat grace, for storages opened without one
+
+
+@dataclass(frozen=True)
+class ClaimTimeouts:
+    """How long the PostgreSQL claim lock waits, and how long a silent holder keeps it.
+
+    Set with ``SET LOCAL`` (``set_config(name, value, true)``) in the lock's own transaction, so
+    they bind that transaction only and work through PgBouncer in transaction mode, where a
+    session setting would stay on a server connection that other clients then get.
+
+    Attributes:
+        idle_s: ``idle_in_transaction_session_timeout``: the server ends the session of a
+            holder that sent nothing for this long inside the lock's transaction (a hung or
+            SIGSTOPped worker), which releases the lock. The lock's connection is idle while
+            the worker's other connection runs the claim's queries, so this must exceed the
+            longest claim; a claim that outlives it fails on commit (transiently: it is retried,
+            and a trial it created meanwhile is found stale after the grace period).
+        wait_s: ``lock_timeout``: a waiter gives up (SQLSTATE 55P03, transient, so
+            :func:`retrying` claims again) instead of queueing forever behind a holder that is
+            stuck in a query rather than idle.
+        keepalive_idle_s, keepalive_interval_s, keepalive_count: the server's TCP keepalives
+            (``tcp_keepalives_*``) on the lock's connection: a holder whose node vanished
+            (power, network) is found dead after about ``idle + interval * count`` seconds,
+            sooner than ``idle_s``.
+    """
+
+    idle_s: float
+    wait_s: float
+    keepalive_idle_s: int = 10
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
+
+    def __post_init__(self) -> None:
+        # PostgreSQL reads the timeouts in whole ms, and 0 would switch them off.
+        for name in ("idle_s", "wait_s"):
+            if not getattr(self, name) >= 0.001:
+                raise ValueError(f"ClaimTimeouts.{name}={getattr(self, name)!r}: must be >= 0.001")
+        for name in ("keepalive_idle_s", "keepalive_interval_s"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"ClaimTimeouts.{name}={getattr(self, name)!r}: must be >= 1")
+        if self.keepalive_count < 1:
+            raise ValueError(f"ClaimTimeouts.keepalive_count={self.keepalive_count}: must be >= 1")
+
+    @classmethod
+    def for_storage(cls, storage: optuna.storages.RDBStorage) -> ClaimTimeouts:
+        """The defaults: a silent holder keeps the lock for the heartbeat grace period.
+
+        After the grace period a hung worker's trial is failed as stale anyway, so holding the
+        lock no longer than that loses nothing (at least 30 s, so that a slow claim is not cut
+        short). A waiter waits twice as long, so that behind one hung holder it gets the lock
+        when the server ends the holder's session, rather than an error.
+        """
+        interval = storage.heartbeat_interval
+        grace = storage.grace_period or (2 * interval if interval else None) or _DEFAULT_GRACE_S
+        idle = max(float(grace), _MIN_CLAIM_IDLE_S)
+        return cls(idle_s=idle, wait_s=2 * idle)
+
+    def settings(self) -> dict[str, str]:
+        """The ``SET LOCAL`` settings, as PostgreSQL reads them (ms for the timeouts)."""
+        return {
+            "idle_in_transaction_session_timeout": str(round(self.idle_s * 1000)),
+            "lock_timeout": str(round(self.wait_s * 1000)),
+            "tcp_keepalives_idle": str(self.keepalive_idle_s),
+            "tcp_keepalives_interval": str(self.keepalive_interval_s),
+            "tcp_keepalives_count": str(self.keepalive_count),
+        }
+
+
 @contextlib.contextmanager
-def claim_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
+def claim_lock(
+    storage: optuna.storages.RDBStorage,
+    study_name: str,
+    *,
+    timeouts: ClaimTimeouts | None = None,
+) -> Iterator[None]:
     """Serialise "count the study's trials, then claim or create one" across all workers.
 
     PostgreSQL: a transaction-scoped advisory lock (released on commit, or when a killed
-    worker's connection drops). SQLite: an ``flock`` on a file beside the database (one machine).
-    Held for a few queries only; the sampler runs outside it.
+    worker's connection drops), in a transaction bounded by ``timeouts`` (default
+    :meth:`ClaimTimeouts.for_storage`): a dead, hung or vanished holder loses the lock, and a
+    waiter gives up with a transient error instead of waiting forever. SQLite: an ``flock`` on
+    a file beside the database (one machine; ``timeouts`` do not apply). Held for a few queries
+    only; the sampler runs outside it.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the lock was not obtained within ``wait_s``, or the
+            server ended the lock's session (the holder was idle past ``idle_s``); both are
+            :func:`is_transient`.
     """
     engine = storage.engine
     if engine.dialect.name == "postgresql":
+        limits = timeouts or ClaimTimeouts.for_storage(storage)
         with engine.begin() as conn:
+            # set_config(name, value, true) is SET LOCAL with bind parameters; one statement for
+            # all, before the lock is requested, so that lock_timeout bounds the wait for it.
+            params: dict[str, str] = {}
+            for i, (name, value) in enumerate(limits.settings().items()):
+                params |= {f"n{i}": name, f"v{i}": value}
+            calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(params) // 2))
+            conn.execute(sqlalchemy.text(f"SELECT {calls}"), params)
             conn.execute(
                 sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(study_name)}
             )
