@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -47,6 +48,7 @@ from vivit_hpo.search.record import RetryStaleTrial
 
 __all__ = [
     "CONNECTIVITY",
+    "ClaimLockBusy",
     "ClaimTimeouts",
     "Connectivity",
     "Heartbeat",
@@ -215,6 +217,22 @@ def _check_postgres(url: URL) -> None:
         engine.dispose()
 
 
+@contextlib.contextmanager
+def _initialising(url: URL) -> Iterator[None]:
+    """Serialise the opening of an SQLite storage between processes: Optuna creates its tables
+    on first use, and two processes creating them at once collide."""
+    if url.get_backend_name() != "sqlite":
+        yield
+        return
+    lock = Path(str(url.database)).expanduser().with_suffix(".init.lock")
+    with open(lock, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -250,17 +268,24 @@ def open_storage(
         # A wrong name, user or password is not transient and fails at once.
         retrying(lambda: _check_postgres(parsed), what="connect", max_wait_s=connect_wait_s)
     callback = RetryStaleTrial(max_retry) if heartbeat_interval else None
-    try:
-        return retrying(
-            lambda: optuna.storages.RDBStorage(
+
+    def make() -> optuna.storages.RDBStorage:
+        with _initialising(parsed):
+            return optuna.storages.RDBStorage(
                 parsed.render_as_string(hide_password=False),
                 engine_kwargs=_engine_kwargs(parsed),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
-            ),
-            what="open the storage",
-        )
+            )
+
+    try:
+        try:
+            return retrying(make, what="open the storage")
+        except sqlalchemy.exc.IntegrityError:
+            # Another process created the tables at the same moment (PostgreSQL); they are
+            # there now, and opening again finds them.
+            return retrying(make, what="open the storage")
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
         raise StorageError(
             f"storage {mask_url(parsed)}: cannot initialise Optuna's tables ({e.__class__.__name__}"
@@ -337,7 +362,7 @@ def is_transient(exc: BaseException) -> bool:
         verdict = _driver_verdict(cur)
         if verdict is not None:
             return verdict
-        if isinstance(cur, sqlalchemy.exc.TimeoutError):
+        if isinstance(cur, sqlalchemy.exc.TimeoutError | ClaimLockBusy):
             return True  # the pool was exhausted for a while
         cur = cur.__cause__ or cur.__context__
     return False
@@ -514,6 +539,11 @@ _MIN_CLAIM_IDLE_S = 30.0
 _DEFAULT_GRACE_S = 90.0  # the spec's default heartbeat grace, for storages opened without one
 
 
+class ClaimLockBusy(Exception):
+    """The claim lock stayed held by another worker for ``ClaimTimeouts.wait_s`` (transient:
+    :func:`retrying` claims again)."""
+
+
 @dataclass(frozen=True)
 class ClaimTimeouts:
     """How long the PostgreSQL claim lock waits, and how long a silent holder keeps it.
@@ -529,9 +559,11 @@ class ClaimTimeouts:
             the worker's other connection runs the claim's queries, so this must exceed the
             longest claim; a claim that outlives it fails on commit (transiently: it is retried,
             and a trial it created meanwhile is found stale after the grace period).
-        wait_s: ``lock_timeout``: a waiter gives up (SQLSTATE 55P03, transient, so
-            :func:`retrying` claims again) instead of queueing forever behind a holder that is
-            stuck in a query rather than idle.
+        wait_s: how long a waiter keeps trying the lock (``pg_try_advisory_xact_lock`` with
+            back-off, holding no connection between tries) before it gives up with
+            :class:`ClaimLockBusy` (transient, so :func:`retrying` claims again), instead of
+            waiting forever behind a holder that is stuck in a query rather than idle; also the
+            ``lock_timeout`` of anything else the lock's transaction waits for.
         keepalive_idle_s, keepalive_interval_s, keepalive_count: the server's TCP keepalives
             (``tcp_keepalives_*``) on the lock's connection: a holder whose node vanished
             (power, network) is found dead after about ``idle + interval * count`` seconds,
@@ -596,27 +628,42 @@ def claim_lock(
     a file beside the database (one machine; ``timeouts`` do not apply). Held for a few queries
     only; the sampler runs outside it.
 
+    Waiters try the lock with back-off and hold no connection in between, so a queue of
+    workers at a claim storm (all of them starting at once) costs the server nothing.
+
     Raises:
-        sqlalchemy.exc.OperationalError: the lock was not obtained within ``wait_s``, or the
-            server ended the lock's session (the holder was idle past ``idle_s``); both are
-            :func:`is_transient`.
+        ClaimLockBusy: the lock was not obtained within ``wait_s``.
+        sqlalchemy.exc.OperationalError: the server ended the lock's session (the holder was
+            idle past ``idle_s``). Both are :func:`is_transient`.
     """
     engine = storage.engine
     if engine.dialect.name == "postgresql":
         limits = timeouts or ClaimTimeouts.for_storage(storage)
-        with engine.begin() as conn:
-            # set_config(name, value, true) is SET LOCAL with bind parameters; one statement for
-            # all, before the lock is requested, so that lock_timeout bounds the wait for it.
-            params: dict[str, str] = {}
-            for i, (name, value) in enumerate(limits.settings().items()):
-                params |= {f"n{i}": name, f"v{i}": value}
-            calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(params) // 2))
-            conn.execute(sqlalchemy.text(f"SELECT {calls}"), params)
-            conn.execute(
-                sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(study_name)}
-            )
-            yield
-        return
+        # set_config(name, value, true) is SET LOCAL with bind parameters, all in one statement.
+        params: dict[str, str] = {}
+        for i, (name, value) in enumerate(limits.settings().items()):
+            params |= {f"n{i}": name, f"v{i}": value}
+        calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(params) // 2))
+        key = {"k": _lock_key(study_name)}
+        deadline = time.monotonic() + limits.wait_s
+        delay = 0.02
+        while True:
+            with engine.begin() as conn:
+                conn.execute(sqlalchemy.text(f"SELECT {calls}"), params)
+                if conn.execute(
+                    sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), key
+                ).scalar():
+                    yield
+                    return
+            # Held by another worker: wait without a connection (the transaction has ended and
+            # its connection is back in the pool), so that workers queueing for the lock hold
+            # no server connections, through PgBouncer or not.
+            if time.monotonic() + delay > deadline:
+                raise ClaimLockBusy(
+                    f"the claim lock of study {study_name!r} stayed held for {limits.wait_s:.0f} s"
+                )
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(2 * delay, 0.5)
     path = Path(str(engine.url.database)).with_suffix(".claim.lock")
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
