@@ -13,10 +13,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 from search_helpers import CuttableProxy, finish, start_worker, wait_for, worker_env
 
-from vivit_hpo.bench.pgserver import PostgresServer
+from vivit_hpo.bench.pgserver import PostgresServer, postgres_server
 from vivit_hpo.search.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
 from vivit_hpo.search.spec import load_spec
@@ -244,3 +245,12 @@ def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it
     assert overlapping_epochs(chain, {retry.number: victim.number}) == []
     first_of_retry = min(r.start for r in chain if r.trial == retry.number)
     assert max(r.end for r in chain if r.trial == victim.number) <= first_of_retry
+
+
+def test_sessions_run_in_utc_whatever_the_servers_time_zone() -> None:
+    # Heartbeats are stored in the session's zone: a local zone's DST jump would age them all.
+    with postgres_server(settings={"timezone": "'America/New_York'"}) as server:
+        storage = open_storage(server.url(), heartbeat_interval=1, grace_period=3)
+        with storage.engine.connect() as conn:
+            assert conn.execute(sqlalchemy.text("SHOW TimeZone")).scalar() == "UTC"
+        storage.engine.dispose()

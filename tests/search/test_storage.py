@@ -240,11 +240,11 @@ def test_a_stopped_holder_loses_the_claim_lock(
     pipe.send("release")
     assert pipe.poll(60)
     ended = pipe.recv()
-    # The holder finds out when it commits, with an error that retrying treats as transient.
-    assert ended.startswith("lost transient=True"), ended
+    # Its release fails (the session is gone): logged, not raised, since the claim's own writes
+    # committed on other connections and raising would have the worker claim a second trial.
+    assert ended == "released", ended
 
 
-@pytest.mark.postgres
 def _expect_busy(claim: Callable[[], str], out: list[BaseException]) -> None:
     try:
         claim()
@@ -252,6 +252,7 @@ def _expect_busy(claim: Callable[[], str], out: list[BaseException]) -> None:
         out.append(e)
 
 
+@pytest.mark.postgres
 def test_a_waiter_past_lock_timeout_gets_a_transient_error(
     lock_holder: Callable[[float], LockHolder], pg_url: str
 ) -> None:
@@ -344,3 +345,29 @@ def test_processes_opening_a_new_sqlite_storage_at_once_all_succeed(tmp_path: Pa
         ]
         errors = [p.communicate()[1] for p in procs if p.wait() != 0]
         assert not errors, errors[0][-2000:]
+
+
+def test_a_stopped_holder_of_the_sqlite_claim_lock_blocks_nobody_for_ever(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.db'}"
+    code = (
+        "import sys, time; from vivit_hpo.search.storage import claim_lock, open_storage; "
+        "cm = claim_lock(open_storage(sys.argv[1]), 's'); cm.__enter__(); "
+        "print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)  # Ctrl-Z, a debugger: the lock stays held
+        storage = open_storage(url)
+        with (
+            pytest.raises(ClaimLockBusy) as got,
+            claim_lock(storage, "s", timeouts=ClaimTimeouts(idle_s=60.0, wait_s=1.0)),
+        ):
+            pass
+        assert is_transient(got.value)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait()
+    with claim_lock(storage, "s", timeouts=ClaimTimeouts(idle_s=60.0, wait_s=1.0)):
+        pass  # free again once the holder is gone

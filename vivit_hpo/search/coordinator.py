@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import subprocess
@@ -42,6 +43,7 @@ from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
 from vivit_hpo.search.storage import (
     StaleCheck,
     claim_lock,
+    describe,
     mask_url,
     open_storage,
     resolve_storage_url,
@@ -59,6 +61,8 @@ from vivit_hpo.search.study import (
 from vivit_hpo.search.worker import open_study
 
 __all__ = ["RunResult", "run_study", "worker_devices"]
+
+_log = logging.getLogger(__name__)
 
 _STOP_WAIT_S = 120.0  # how long stopped workers get to re-enqueue their trials
 _FAST_DEATH_S = 15.0  # a worker that dies sooner than this after starting counts towards giving up
@@ -332,7 +336,10 @@ def run_study(
                             with claim_lock(storage, name):
                                 stale(study)
 
-                        retrying(fail_stale, what="fail stale trials")
+                        try:
+                            retrying(fail_stale, what="fail stale trials")
+                        except Exception as e:  # the workers check too; try again next time
+                            _log.warning("stale check failed: %s", describe(e))
                         last_stale = now
                     p = snapshot()
                     for s in slots:
@@ -378,6 +385,10 @@ def run_study(
             console.print("stopping the workers (their running trials will resume later) ...")
             _stop_all(slots)
             exit_code = 130
+        except BaseException:
+            # Workers run in sessions of their own: never leave them running without us.
+            _stop_all(slots)
+            raise
         finally:
             for s in slots:
                 if s.log is not None:

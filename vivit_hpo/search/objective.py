@@ -104,8 +104,8 @@ from vivit_hpo.search.space import (
     trial_config,
 )
 from vivit_hpo.search.spec import StudySpec
-from vivit_hpo.search.storage import claim_lock, retrying
-from vivit_hpo.search.study import ensure_data, trial_dir
+from vivit_hpo.search.storage import claim_lock, describe, retrying
+from vivit_hpo.search.study import ensure_data, retried_numbers, trial_dir
 from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
 
 __all__ = [
@@ -124,6 +124,7 @@ _log = logging.getLogger(__name__)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LOST_SIGNAL = signal.SIGUSR1  # StopControl.abandon's own, raised in the process itself
 
 
 class TrialLost(BaseException):
@@ -146,29 +147,30 @@ class StopControl:
         self.lost: str | None = None  # why the running trial was given up (see abandon)
         self._interruptible = False
         self._installed = False
-        self._abandoning = False
 
     def install(self) -> None:
         """Install the handlers (main thread only)."""
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        signal.signal(LOST_SIGNAL, self._handle_lost)
         self._installed = True
 
     def abandon(self, reason: str) -> None:
         """Give up the running trial (from any thread): :class:`TrialLost` is raised in the
-        main thread at once while it trains, else when it next enters :meth:`interruptible`."""
+        main thread at once while it trains, else when it next enters :meth:`interruptible`.
+        Its own signal, so that a stop signal arriving meanwhile is never taken for it."""
         self.lost = reason
-        if self._interruptible and self._installed:
-            self._abandoning = True
-            _thread.interrupt_main(signal.SIGINT)  # runs _handle in the main thread
+        if self._installed:
+            _thread.interrupt_main(LOST_SIGNAL)  # runs _handle_lost in the main thread
+
+    def _handle_lost(self, signum: int, frame: FrameType | None) -> None:
+        # Only abandon()'s (a stray SIGUSR1 with no trial given up is ignored); outside
+        # training, interruptible() raises it next time.
+        if self.lost is not None and self._interruptible:
+            self._interruptible = False
+            raise TrialLost(self.lost)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._abandoning:  # abandon()'s own interrupt, not a signal from outside
-            self._abandoning = False
-            if self._interruptible:
-                self._interruptible = False
-                raise TrialLost(self.lost)
-            return  # training had already ended; interruptible() raises it next time
         first = not self.requested
         self.requested = True
         if first:
@@ -247,12 +249,20 @@ def retry_trial(
     """Fail a RUNNING trial and enqueue its :func:`~vivit_hpo.search.record.retry_of` copy
     (parameters, reports and retry bookkeeping; no stale reasons or pruner state).
 
+    Idempotent, so that :func:`retrying` may run it again: a trial already FAIL without any
+    retry (the enqueue, or its commit answer, was lost after the FAIL committed) gets its retry
+    now. Call it under the claim lock, so that no other process retries the trial meanwhile.
+
     Returns:
-        The failed trial's number, or None if the trial was no longer RUNNING.
+        The failed trial's number, or None if the trial ended otherwise or has a retry already.
     """
-    if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-        return None
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
     frozen = storage.get_trial(trial_id)
+    if frozen.state != TrialState.FAIL or frozen.number in retried_numbers(
+        study.get_trials(deepcopy=False)
+    ):
+        return None
     study.add_trial(retry_of(frozen))
     _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
     return frozen.number
@@ -372,10 +382,7 @@ class TrialRunner:
             record_attrs(trial, attrs)
 
         def requeue() -> None:
-            with (
-                claim_lock(self.storage, study.study_name),
-                contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError),
-            ):
+            with claim_lock(self.storage, study.study_name):
                 retry_trial(study, self.storage, trial._trial_id, what)
 
         retrying(requeue, what=f"re-enqueue trial {trial.number}")
@@ -426,7 +433,14 @@ class TrialRunner:
             # (stale checks wait a grace period after an outage, so this comes first).
             _log.warning("trial %d given up: %s", trial.number, e)
             why = {FAIL_REASON: f"lost its heartbeat: {e}"}
-            self._requeue(study, trial, why, "lost its heartbeat")
+            try:
+                self._requeue(study, trial, why, "lost its heartbeat")
+            except Exception as err:  # the outage outlasted the retries
+                _log.warning(
+                    "trial %d not handed back (%s); a stale check will retry it",
+                    trial.number,
+                    describe(err),
+                )
             return TrialOutcome(trial.number, "LOST", None, str(e), 0, time.perf_counter() - start)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process failed this trial as stale (our heartbeat could not reach the

@@ -276,9 +276,11 @@ class HeartbeatSpec(_Frozen):
 
     @model_validator(mode="after")
     def _grace(self) -> HeartbeatSpec:
-        if self.grace_s <= self.interval_s:
+        # A worker gives its trial up after grace - interval seconds without a beat written
+        # (storage.Heartbeat): at 3x, that is two missed beats, so one slow beat never does it.
+        if self.grace_s < 3 * self.interval_s:
             raise ValueError(
-                f"grace_s={self.grace_s} must exceed interval_s={self.interval_s} (use >= 3x)"
+                f"grace_s={self.grace_s} must be at least 3 x interval_s={self.interval_s}"
             )
         return self
 

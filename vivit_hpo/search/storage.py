@@ -217,6 +217,16 @@ def _check_postgres(url: URL) -> None:
         engine.dispose()
 
 
+def _utc_session(dbapi_conn: Any, record: Any) -> None:
+    """Every session in UTC. Optuna stores heartbeats as ``timestamp without time zone`` in the
+    session's time zone: in a local zone a DST jump would make every heartbeat an hour old (or
+    young), and workers with different zones would disagree on their age."""
+    cur = dbapi_conn.cursor()
+    cur.execute("SET TIME ZONE 'UTC'")
+    cur.close()
+    dbapi_conn.commit()  # a SET inside a transaction that is rolled back would be undone
+
+
 @contextlib.contextmanager
 def _initialising(url: URL) -> Iterator[None]:
     """Serialise the opening of an SQLite storage between processes: Optuna creates its tables
@@ -281,11 +291,15 @@ def open_storage(
 
     try:
         try:
-            return retrying(make, what="open the storage")
+            storage = retrying(make, what="open the storage")
         except sqlalchemy.exc.IntegrityError:
             # Another process created the tables at the same moment (PostgreSQL); they are
             # there now, and opening again finds them.
-            return retrying(make, what="open the storage")
+            storage = retrying(make, what="open the storage")
+        if parsed.get_backend_name() == "postgresql":
+            sqlalchemy.event.listen(storage.engine, "connect", _utc_session)
+            storage.engine.dispose()  # the connections opened so far predate the listener
+        return storage
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
         raise StorageError(
             f"storage {mask_url(parsed)}: cannot initialise Optuna's tables ({e.__class__.__name__}"
@@ -463,6 +477,7 @@ class StaleCheck:
         grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
         self.grace_s = float(grace)
         self._unbeaten: dict[int, float] = {}  # trial id -> when first seen without a beat
+        self._to_retry: list[int] = []  # failed as stale, retry not yet enqueued
 
     def _running(self, study_id: int) -> tuple[list[tuple[int, Any]], Any, float | None]:
         """(trial id, last heartbeat) of the RUNNING trials, the database's now, and the
@@ -516,15 +531,19 @@ class StaleCheck:
             try:
                 if study._storage.set_trial_state_values(tid, state=TrialState.FAIL):
                     failed.append(tid)
+                    self._to_retry.append(tid)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another process failed it first, or it just finished
             self._unbeaten.pop(tid, None)
+        # Failed here but not yet handed to the callback (a call that broke off in between is
+        # completed by the next one, which the claim's retry makes).
         callback = self.storage.get_heartbeat_stale_trial_callback()
-        for tid in failed:
-            frozen = study._storage.get_trial(tid)
+        while self._to_retry:
+            frozen = study._storage.get_trial(self._to_retry[0])
             _log.warning("trial %d is stale (its worker is gone); failed it", frozen.number)
             if callback is not None:
                 callback(study, copy.deepcopy(frozen))
+            self._to_retry.pop(0)
         return failed
 
 
@@ -637,40 +656,80 @@ def claim_lock(
             idle past ``idle_s``). Both are :func:`is_transient`.
     """
     engine = storage.engine
+    limits = timeouts or ClaimTimeouts.for_storage(storage)
     if engine.dialect.name == "postgresql":
-        limits = timeouts or ClaimTimeouts.for_storage(storage)
-        # set_config(name, value, true) is SET LOCAL with bind parameters, all in one statement.
-        params: dict[str, str] = {}
-        for i, (name, value) in enumerate(limits.settings().items()):
-            params |= {f"n{i}": name, f"v{i}": value}
-        calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(params) // 2))
-        key = {"k": _lock_key(study_name)}
-        deadline = time.monotonic() + limits.wait_s
-        delay = 0.02
-        while True:
-            with engine.begin() as conn:
-                conn.execute(sqlalchemy.text(f"SELECT {calls}"), params)
-                if conn.execute(
-                    sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), key
-                ).scalar():
-                    yield
-                    return
-            # Held by another worker: wait without a connection (the transaction has ended and
-            # its connection is back in the pool), so that workers queueing for the lock hold
-            # no server connections, through PgBouncer or not.
-            if time.monotonic() + delay > deadline:
-                raise ClaimLockBusy(
-                    f"the claim lock of study {study_name!r} stayed held for {limits.wait_s:.0f} s"
-                )
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(2 * delay, 0.5)
+        yield from _pg_claim_lock(engine, study_name, limits)
+        return
     path = Path(str(engine.url.database)).with_suffix(".claim.lock")
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        # Tried with back-off too: a worker stopped (Ctrl-Z, a debugger) while it holds the lock
+        # must not block every other worker, and `run`, for ever.
+        for delay in _backoff(limits.wait_s, study_name):
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(delay)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _backoff(wait_s: float, study_name: str) -> Iterator[float]:
+    """Jittered delays between tries of the claim lock, doubling up to 0.5 s; raises
+    :class:`ClaimLockBusy` once ``wait_s`` would be exceeded."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    while True:
+        jittered = delay * random.uniform(0.5, 1.5)
+        if time.monotonic() + jittered > deadline:
+            raise ClaimLockBusy(
+                f"the claim lock of study {study_name!r} stayed held for {wait_s:.0f} s"
+            )
+        yield jittered
+        delay = min(2 * delay, 0.5)
+
+
+def _pg_claim_lock(
+    engine: sqlalchemy.engine.Engine, study_name: str, limits: ClaimTimeouts
+) -> Iterator[None]:
+    # set_config(name, value, true) is SET LOCAL with bind parameters, all in one statement.
+    params: dict[str, str] = {}
+    for i, (name, value) in enumerate(limits.settings().items()):
+        params |= {f"n{i}": name, f"v{i}": value}
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(params) // 2))
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)")
+    key = {"k": _lock_key(study_name)}
+    for delay in _backoff(limits.wait_s, study_name):
+        conn = engine.connect()
+        try:
+            tx = conn.begin()
+            conn.execute(sqlalchemy.text(f"SELECT {calls}"), params)
+            if not conn.execute(try_lock, key).scalar():
+                # Held by another worker: wait without a connection (it goes back to the pool),
+                # so that workers queueing for the lock hold no server connections.
+                tx.rollback()
+                conn.close()
+                time.sleep(delay)
+                continue
+            try:
+                yield
+            except BaseException:
+                tx.rollback()
+                raise
+            try:
+                tx.commit()
+            except Exception as e:
+                # The claim's own writes committed on other connections; only the lock's empty
+                # transaction failed, and the lock went with its session. Raising would make
+                # the caller claim a second trial.
+                if not is_transient(e):
+                    raise
+                _log.warning("claim lock: the release failed (%s); it is gone anyway", describe(e))
+            return
+        finally:
+            conn.close()  # a no-op when already closed
 
 
 class Heartbeat:
@@ -722,8 +781,12 @@ class Heartbeat:
             _log.log(level, "heartbeat of trial id %d failed: %s", self.trial_id, describe(e))
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
             self._beat()
+            # After a failed beat, try again sooner: the watchdog counts from the last success.
+            failing = time.monotonic() - self._last_beat > self.interval
+            wait = min(self.interval, 2.0) if failing else self.interval
 
     def _watch(self) -> None:
         assert self.lost_after_s is not None and self.on_lost is not None
