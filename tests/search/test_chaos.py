@@ -57,7 +57,7 @@ def test_a_study_survives_kills_restarts_and_outages(
         sim_dir,
         tmp_path / "unused",  # the driver puts the artifacts in its sandbox
         epochs=6,
-        budget={"n_trials": 10},
+        budget={"n_trials": 12},
         sampler={"name": "random", "seed": 0},
         pruner={"name": "none"},  # every trial trains its 6 epochs: the events land mid-study
         space={

@@ -145,14 +145,15 @@ class ChaosResult:
 
 
 def bounded_plan(grace_s: float, *, brief_s: float = 3.0, gap_s: float = 3.0) -> list[ChaosEvent]:
-    """The suite's schedule: a kill, an outage longer than the grace period, a kill, a SIGTERM
-    and restart of ``run``, a brief outage."""
+    """The suite's schedule: a kill, an outage longer than the grace period, a kill, a brief
+    outage, and a SIGTERM and restart of ``run`` last (stopping the workers takes a while, and
+    the study must not be done before every event has landed)."""
     return [
         ChaosEvent("kill"),
         ChaosEvent("outage", gap_s, duration_s=grace_s * 1.5 + 2.0),
         ChaosEvent("kill", gap_s),
-        ChaosEvent("restart", gap_s),
         ChaosEvent("outage", gap_s, duration_s=brief_s),
+        ChaosEvent("restart", gap_s),
     ]
 
 

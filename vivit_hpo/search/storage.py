@@ -181,12 +181,15 @@ def _check_sqlite(url: URL, *, create: bool) -> None:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = sqlite3.connect(path, timeout=120.0)
-        try:
-            # WAL is a property of the file, so setting it once serves every later connection.
-            con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            con.close()
+        # Under the init lock: switching a new file to WAL while another process does the same
+        # fails at once with "database is locked" (the busy timeout does not cover it).
+        with _initialising(url):
+            con = sqlite3.connect(path, timeout=120.0)
+            try:
+                # WAL is a property of the file, so setting it once serves every later connection.
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
     except sqlite3.Error as e:
         raise StorageError(
             f"storage {mask_url(url)}: cannot open the SQLite file ({e}); {_FIX}"
