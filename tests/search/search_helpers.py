@@ -13,32 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
+
+from vivit_hpo.search.spec import load_spec
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import create_study, load_study
+from vivit_hpo.search.tiny import tiny_base
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # A tiny ViViT on the suite's 16x16 simulated sessions: an epoch is a fraction of a second.
-TINY_BASE: dict[str, Any] = {
-    "model": {
-        "core": {
-            "embed_dim": 16,
-            "num_heads": 2,
-            "num_spatial_blocks": 1,
-            "num_temporal_blocks": 1,
-            "kernel_size": [2, 4, 4],
-            "stride": [2, 4, 4],
-            "num_registers": 1,
-        },
-        "modulator": {"hidden_dim": 4},
-    },
-    "data": {"num_lags": 6},
-    "train": {
-        "batch_size": 16,
-        "steps_per_epoch": 4,
-        "max_val_batches": 2,
-        "warmup_epochs": 0,
-        "early_stopping_patience": None,
-        "lr": 3e-3,
-    },
-}
+TINY_BASE: dict[str, Any] = tiny_base()
 
 # Cube tubelets on 6 lags: patch 8 is longer than the lags (infeasible), and embed_dim 24 with
 # 4 heads gives 6-dim heads that 2D RoPE cannot split (infeasible).
@@ -67,6 +52,18 @@ def tiny_spec_tree(sim_dir: Path, artifacts: Path, **changes: Any) -> dict[str, 
     }
     tree.update(changes)
     return tree
+
+
+def create(url: str, name: str, spec_path: Path) -> optuna.Study:
+    """Create study ``name`` from the spec file on ``url``, and load it."""
+    storage = open_storage(url)
+    create_study(storage, name, load_spec(spec_path))
+    return load_study(storage, name)
+
+
+def logs_text(paths: list[Path], tail: int = 6000) -> str:
+    """The last ``tail`` characters of each worker log that exists, for assertion messages."""
+    return "\n".join(p.read_text()[-tail:] for p in paths if p.exists())
 
 
 def worker_env(storage_url: str, home: Path) -> dict[str, str]:

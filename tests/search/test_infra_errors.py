@@ -22,14 +22,13 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
-from search_helpers import finish, start_worker, wait_for, worker_env
+from search_helpers import create, finish, start_worker, wait_for, worker_env
 
 from vivit_hpo.errors import DataError, DataUnavailableError
 from vivit_hpo.infra import INFRA_EXIT_CODE, check_data_here, infrastructure_error
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
-    create_study,
     enqueue,
     load_study,
     progress,
@@ -43,12 +42,6 @@ pytestmark = pytest.mark.postgres
 
 ONE_LR = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
 K = 2  # --max-infra-errors of the tests' workers
-
-
-def _create(pg_url: str, name: str, spec_path: Path) -> optuna.Study:
-    storage = open_storage(pg_url)
-    create_study(storage, name, load_spec(spec_path))
-    return load_study(storage, name)
 
 
 def _own_data(sim_dir: Path, tmp_path: Path) -> list[Path]:
@@ -106,7 +99,7 @@ def test_data_missing_at_start_stops_the_worker_before_any_trial(
     sim_dir: Path,
 ) -> None:
     files = _own_data(sim_dir, tmp_path)
-    study = _create(pg_url, study_name, _data_spec(write_spec, files))
+    study = create(pg_url, study_name, _data_spec(write_spec, files))
     away = tmp_path / "away.h5"
     files[0].rename(away)  # the node lacks the file (a mount missing) after the study was made
     log = tmp_path / "w.log"
@@ -127,7 +120,7 @@ def test_data_gone_mid_study_requeues_trials_and_a_later_worker_finishes(
 ) -> None:
     files = _own_data(sim_dir, tmp_path)
     spec_path = _data_spec(write_spec, files, epochs=6)  # time to remove the file mid-trial
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     spec = load_spec(spec_path)
     enqueue(study, spec, ["lr=3e-3"])
     enqueue(study, spec, ["lr=3e-3", "data.num_lags=8"])  # another data config: loads again
@@ -199,7 +192,7 @@ def test_a_full_disk_failing_the_checkpoint_requeues_the_trial(
             stack.enter_context(_tmpfs(artifacts, "4m"))
         else:
             preexec = _limit_file_size
-        study = _create(pg_url, study_name, spec_path)
+        study = create(pg_url, study_name, spec_path)
         if how == "tmpfs":
             _fill(artifacts, leave=16 * 2**10)  # room for the run's small files, not a checkpoint
         log = tmp_path / "w.log"
@@ -231,7 +224,7 @@ def test_run_does_not_restart_a_worker_stopped_by_the_node(
 ) -> None:
     files = _own_data(sim_dir, tmp_path)
     spec = _data_spec(write_spec, files)
-    _create(pg_url, study_name, spec)
+    create(pg_url, study_name, spec)
     files[1].unlink()
     env = worker_env(pg_url, tmp_path)
     env["COLUMNS"] = "400"  # the table's lines unwrapped

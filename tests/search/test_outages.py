@@ -15,30 +15,27 @@ import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from search_helpers import CuttableProxy, finish, start_worker, wait_for, worker_env
+from search_helpers import (
+    CuttableProxy,
+    create,
+    finish,
+    logs_text,
+    start_worker,
+    wait_for,
+    worker_env,
+)
 
 from vivit_hpo.bench.pgserver import PostgresServer, postgres_server
 from vivit_hpo.search.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
-from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import StaleCheck, open_storage, retrying
-from vivit_hpo.search.study import create_study, load_study, progress
+from vivit_hpo.search.study import load_study, progress
 
 pytestmark = pytest.mark.postgres
 
 # Every config feasible; long enough to be running when an outage starts (24 tiny epochs).
 FEASIBLE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
 LONG = {"epochs": 24, "pruner": {"name": "none"}, "space": FEASIBLE}
-
-
-def _create(url: str, name: str, spec_path: Path) -> optuna.Study:
-    storage = open_storage(url)
-    create_study(storage, name, load_spec(spec_path))
-    return load_study(storage, name)
-
-
-def _logs(paths: list[Path]) -> str:
-    return "\n".join(p.read_text()[-6000:] for p in paths if p.exists())
 
 
 def _reported(study: optuna.Study, n: int = 2, trials: int = 1) -> bool:
@@ -57,7 +54,7 @@ def test_a_trial_claimed_but_never_beaten_is_failed_and_retried(
     spec_path = write_spec(
         budget={"n_trials": 2}, epochs=2, pruner={"name": "none"}, space=FEASIBLE
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     # A process claims a trial (RUNNING in the database) and is killed before its first beat.
     claimer = subprocess.Popen(
         [
@@ -77,7 +74,7 @@ def test_a_trial_claimed_but_never_beaten_is_failed_and_retried(
     log = tmp_path / "w.log"
     # Without the check the worker waits for the orphan forever and never exits.
     codes = finish([start_worker(study_name, pg_url, tmp_path, log)], 180, [log])
-    assert codes == [0], _logs([log])
+    assert codes == [0], logs_text([log])
     trials = {t.number: t for t in study.get_trials()}
     assert trials[orphan].state == TrialState.FAIL
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == orphan]
@@ -132,13 +129,13 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(
     spec_path = write_spec(
         budget={"n_trials": 1}, epochs=2, pruner={"name": "none"}, space=FEASIBLE
     )
-    _create(url, "late", spec_path)
+    create(url, "late", spec_path)
     private_pg.stop()
     log = tmp_path / "w.log"
     worker = start_worker("late", url, tmp_path, log)
     wait_for(lambda: "connect failed" in log.read_text(), 60, "the worker to find no server")
     private_pg.start()
-    assert finish([worker], 180, [log]) == [0], _logs([log])
+    assert finish([worker], 180, [log]) == [0], logs_text([log])
     assert [t.state for t in load_study(open_storage(url), "late").get_trials()] == [
         TrialState.COMPLETE
     ]
@@ -151,15 +148,15 @@ def test_a_brief_outage_changes_nothing(
     spec_path = write_spec(
         budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 8, "max_retry": 2}, **LONG
     )
-    study = _create(url, "brief", spec_path)
+    study = create(url, "brief", spec_path)
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     procs = [start_worker("brief", url, tmp_path, log) for log in logs]
     wait_for(lambda: _reported(study), 120, "a running trial's reports")
     private_pg.stop()
     time.sleep(3)  # shorter than the 7 s after which a worker gives its trial up
     private_pg.start()
-    assert finish(procs, 300, logs) == [0, 0], _logs(logs)
-    text = _logs(logs)
+    assert finish(procs, 300, logs) == [0, 0], logs_text(logs)
+    text = logs_text(logs)
     assert "storage: " in text or "heartbeat of trial" in text, text  # the outage was seen
     assert "given up" not in text and "is stale" not in text, text
     trials = load_study(open_storage(url), "brief").get_trials()
@@ -173,15 +170,15 @@ def test_a_long_outage_hands_every_running_trial_back_to_resume(
     spec_path = write_spec(
         budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 6, "max_retry": 2}, **LONG
     )
-    study = _create(url, "long", spec_path)
+    study = create(url, "long", spec_path)
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     procs = [start_worker("long", url, tmp_path, log) for log in logs]
     wait_for(lambda: _reported(study, n=2, trials=2), 180, "two running trials with reports")
     private_pg.stop()
     time.sleep(12)  # longer than the grace period: no heartbeat for 12 s
     private_pg.start()
-    assert finish(procs, 400, logs) == [0, 0], _logs(logs)
-    text = _logs(logs)
+    assert finish(procs, 400, logs) == [0, 0], logs_text(logs)
+    text = logs_text(logs)
     # Each worker gave its trial up and handed it back itself; none was failed as stale.
     assert text.count("given up") == 2 and "is stale" not in text, text
     trials = load_study(open_storage(url), "long").get_trials()
@@ -204,7 +201,7 @@ def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it
     spec_path = write_spec(
         budget={"n_trials": 2}, heartbeat={"interval_s": 1, "grace_s": 6, "max_retry": 2}, **LONG
     )
-    study = _create(url, "cut", spec_path)
+    study = create(url, "cut", spec_path)
     proxy = CuttableProxy(private_pg.port)
     logs = [tmp_path / "cut.log", tmp_path / "other.log"]
     cut_off = start_worker("cut", proxy.url("postgres"), tmp_path, logs[0], "--n-trials", "1")
@@ -230,7 +227,7 @@ def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it
     stopped = logs[0].read_text()
     assert "stopping trial id" in stopped, stopped  # before the retry started
     proxy.restore()
-    assert finish([cut_off, other], 300, logs) == [0, 0], _logs(logs)
+    assert finish([cut_off, other], 300, logs) == [0, 0], logs_text(logs)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[victim.number].state == TrialState.FAIL
     assert trials[retry.number].state == TrialState.COMPLETE

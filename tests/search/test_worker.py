@@ -16,14 +16,11 @@ import pytest
 import yaml
 from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
-from search_helpers import claim_gpu_in_child, finish, start_worker, wait_for
+from search_helpers import claim_gpu_in_child, create, finish, logs_text, start_worker, wait_for
 
 from vivit_hpo.search.spec import load_spec
-from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
-    create_study,
     enqueue,
-    load_study,
     progress,
     study_uid,
     trial_dir,
@@ -32,16 +29,6 @@ from vivit_hpo.search.study import (
 from vivit_hpo.search.worker import run_worker
 
 pytestmark = pytest.mark.postgres
-
-
-def _create(pg_url: str, name: str, spec_path: Path) -> optuna.Study:
-    storage = open_storage(pg_url)
-    create_study(storage, name, load_spec(spec_path))
-    return load_study(storage, name)
-
-
-def _logs(paths: list[Path]) -> str:
-    return "\n".join(p.read_text()[-4000:] for p in paths if p.exists())
 
 
 def test_three_workers_finish_the_budget_once_each(
@@ -58,15 +45,15 @@ def test_three_workers_finish_the_budget_once_each(
         },
         pruner={"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     procs = [start_worker(study_name, pg_url, tmp_path, log) for log in logs]
     codes = finish(procs, 240, logs)
-    assert codes == [0, 0, 0], _logs(logs)
+    assert codes == [0, 0, 0], logs_text(logs)
 
     trials = study.get_trials()
     rows = trial_rows(trials)
-    assert len(trials) == 9, _logs(logs)
+    assert len(trials) == 9, logs_text(logs)
     assert sorted(t.number for t in trials) == list(range(9))  # none twice, none lost
     states = Counter(r.state for r in rows)
     assert set(states) <= {"COMPLETE", "PRUNED"}, rows
@@ -109,7 +96,7 @@ def test_killed_worker_trial_is_retried_and_resumed(
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
         },
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     a = start_worker(study_name, pg_url, tmp_path, logs[0])
 
@@ -123,7 +110,7 @@ def test_killed_worker_trial_is_retried_and_resumed(
     a.send_signal(signal.SIGKILL)
     a.wait()
     b = start_worker(study_name, pg_url, tmp_path, logs[1])
-    assert finish([b], 240, logs) == [0], _logs(logs)
+    assert finish([b], 240, logs) == [0], logs_text(logs)
 
     trials = {t.number: t for t in study.get_trials()}
     dead = trials[victim.number]
@@ -156,7 +143,7 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
         pruner={"name": "none"},
         feasibility={"max_memory_gb": 1000},  # let the OOM trial past the cheap check
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     spec = load_spec(spec_path)
     base = {"patch": 2, "stride": 2, "embed_dim": 16, "heads": 2}
     enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e6"])
@@ -166,7 +153,7 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=3e-3"])
     log = tmp_path / "w.log"
     proc = start_worker(study_name, pg_url, tmp_path, log, preexec_fn=_limit_data)
-    assert finish([proc], 240, [log]) == [0], _logs([log])
+    assert finish([proc], 240, [log]) == [0], logs_text([log])
 
     t = {x.number: x for x in study.get_trials()}
     # A diverging loss and running out of memory are the sampled region's: PRUNED with the
@@ -202,10 +189,10 @@ def test_a_grid_study_runs_to_its_last_point(
             "heads": {"choices": [2, 4], "to": "model.core.num_heads"},
         },
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     log = tmp_path / "w.log"
     proc = start_worker(study_name, pg_url, tmp_path, log)
-    assert finish([proc], 180, [log]) == [0], _logs([log])
+    assert finish([proc], 180, [log]) == [0], logs_text([log])
     trials = study.get_trials()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), trials
     points = {(t.params["lr"], t.params["heads"]) for t in trials}
@@ -222,7 +209,7 @@ def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
         pruner={"name": "none"},
         space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     log = tmp_path / "w.log"
     proc = start_worker(study_name, pg_url, tmp_path, log)
     wait_for(
@@ -231,9 +218,9 @@ def test_sighup_checkpoints_the_trial_and_its_retry_resumes(
         "a first report",
     )
     proc.send_signal(signal.SIGHUP)  # the terminal closed, or a scheduler's hang-up
-    assert finish([proc], 60, [log]) == [130], _logs([log])
+    assert finish([proc], 60, [log]) == [130], logs_text([log])
     (first, retry) = study.get_trials()
-    assert first.state == TrialState.FAIL, _logs([log])
+    assert first.state == TrialState.FAIL, logs_text([log])
     assert first.user_attrs["fail_reason"].startswith("interrupted"), first.user_attrs
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
     assert "stop requested (SIGHUP)" in log.read_text()
@@ -300,7 +287,7 @@ def test_checkpoints_behind_the_best_go_while_the_study_runs(
     tree = yaml.safe_load(spec_path.read_text())
     tree["artifacts"]["keep_best"] = 1
     spec_path.write_text(yaml.safe_dump(tree))
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     # 3 of the study's 10 trials: it is far from finished, so no end-of-study pruning ran.
     summary = run_worker(study_name, pg_url, 3, "cpu", install_signals=False)
     assert summary.stopped_by == "n_trials" and summary.states["COMPLETE"] == 3
@@ -322,7 +309,7 @@ def test_the_baseline_is_never_pruned(
         epochs=3,
         pruner={"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
     )
-    study = _create(pg_url, study_name, spec_path)
+    study = create(pg_url, study_name, spec_path)
     spec = load_spec(spec_path)
     good = ["patch=2", "stride=2", "embed_dim=16", "heads=2", "lr=3e-3"]
     for _ in range(2):

@@ -33,6 +33,8 @@ from typing import Any
 import sqlalchemy
 import yaml
 
+from vivit_hpo.search.tiny import tiny_base
+
 __all__ = ["Sample", "main", "sample_connections", "sampling", "summarize"]
 
 _SAMPLER_NAME = "connections-bench"  # the sampler's own connection, outside the vivit-hpo prefix
@@ -158,30 +160,7 @@ def _spec(workers: int, trials_per_worker: int, steps: int, artifacts: Path) -> 
         "data": {
             "synth": {"sessions": 1, "neurons": 8, "frames": 3000, "size": [16, 16], "seed": 0}
         },
-        "base": {
-            "config": {
-                "model": {
-                    "core": {
-                        "embed_dim": 16,
-                        "num_heads": 2,
-                        "num_spatial_blocks": 1,
-                        "num_temporal_blocks": 1,
-                        "kernel_size": [2, 4, 4],
-                        "stride": [2, 4, 4],
-                        "num_registers": 1,
-                    },
-                    "modulator": {"hidden_dim": 4},
-                },
-                "data": {"num_lags": 6},
-                "train": {
-                    "batch_size": 16,
-                    "steps_per_epoch": steps,
-                    "max_val_batches": 2,
-                    "warmup_epochs": 0,
-                    "early_stopping_patience": None,
-                },
-            }
-        },
+        "base": {"config": tiny_base(steps_per_epoch=steps)},
         "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
         "epochs": 1,
         "baseline": False,

@@ -68,6 +68,7 @@ from vivit_hpo.search.study import (
     trial_dir,
     trial_rows,
 )
+from vivit_hpo.search.tiny import tiny_base
 
 __all__ = [
     "ChaosEvent",
@@ -179,35 +180,12 @@ def tiny_spec_tree(
     grace_s: int = 8,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """A study spec of tiny ViViTs (an epoch is about a second on a CPU core) on the session
+    """A study spec of tiny ViViTs (:func:`~vivit_hpo.search.tiny.tiny_base`) on the session
     files in ``data_dir``; the driver sets the artifacts folder."""
-    core = {
-        "embed_dim": 16,
-        "num_heads": 2,
-        "num_spatial_blocks": 1,
-        "num_temporal_blocks": 1,
-        "kernel_size": [2, 4, 4],
-        "stride": [2, 4, 4],
-        "num_registers": 1,
-    }
-    train = {
-        "batch_size": 16,
-        "steps_per_epoch": 4,
-        "max_val_batches": 2,
-        "warmup_epochs": 0,
-        "early_stopping_patience": None,
-        "lr": 3e-3,
-    }
     return {
         "description": "chaos",
         "data": {"paths": [str(data_dir)]},
-        "base": {
-            "config": {
-                "model": {"core": core, "modulator": {"hidden_dim": 4}},
-                "data": {"num_lags": 6},
-                "train": train,
-            }
-        },
+        "base": {"config": tiny_base()},
         "space": {
             "embed_dim": {"choices": [16, 24], "to": "model.core.embed_dim"},
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},

@@ -505,14 +505,13 @@ class StaleCheck:
     def stale_ids(self, study: optuna.Study) -> list[int]:
         """The ids of the study's stale trials (see the class); none while not yet sound."""
         rows, now, uptime = self._running(study._study_id)
-        clock = time.monotonic()
+        clock, connected = time.monotonic(), CONNECTIVITY.connected_for()
         # A window of observation starts again whenever this process lost the database.
-        since = clock - CONNECTIVITY.connected_for()
         unbeaten = {tid for tid, beat in rows if beat is None}
-        self._unbeaten = {tid: max(self._unbeaten.get(tid, clock), since) for tid in unbeaten}
-        if CONNECTIVITY.connected_for() < self.grace_s or (
-            uptime is not None and uptime < self.grace_s
-        ):
+        self._unbeaten = {
+            tid: max(self._unbeaten.get(tid, clock), clock - connected) for tid in unbeaten
+        }
+        if connected < self.grace_s or (uptime is not None and uptime < self.grace_s):
             return []
         now = now.replace(tzinfo=None)
         stale = [
