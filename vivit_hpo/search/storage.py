@@ -805,7 +805,7 @@ class Heartbeat:
                 return
 
     def __enter__(self) -> Heartbeat:
-        retrying(lambda: self.storage.record_heartbeat(self.trial_id), what="first heartbeat")
+        # The first beat was written by the claim, under the claim lock (worker.claim_trial).
         self._last_beat = time.monotonic()
         for t in self._threads:
             t.start()
