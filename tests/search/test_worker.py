@@ -18,6 +18,7 @@ from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
 from search_helpers import claim_gpu_in_child, create, finish, logs_text, start_worker, wait_for
 
+from vivit_hpo.search.space import to_optuna_params
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.study import (
     enqueue,
@@ -329,3 +330,30 @@ def test_the_baseline_is_never_pruned(
     baseline = study.get_trials()[3]
     assert baseline.state == TrialState.COMPLETE, baseline.user_attrs
     assert sorted(baseline.intermediate_values) == [1, 2, 3]
+
+
+def test_the_baseline_sets_the_bar_at_each_rung(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    # Successive halving keeps the first trial to reach a rung. Asked too, the baseline is that
+    # first trial, and a worse one after it is pruned at the rung instead of promoted.
+    spec_path = write_spec(
+        budget={"n_trials": 2},
+        epochs=2,
+        pruner={
+            "name": "successive_halving",
+            "options": {"min_resource": 1, "reduction_factor": 3},
+        },
+    )
+    study = create(pg_url, study_name, spec_path)
+    spec = load_spec(spec_path)
+    good = ["patch=2", "stride=2", "embed_dim=16", "heads=2", "lr=3e-3"]
+    values = {"patch": 2, "stride": 2, "embed_dim": 16, "heads": 2, "lr": 3e-3}
+    study.enqueue_trial(
+        to_optuna_params(spec.space, values), user_attrs={"baseline": True}, skip_if_exists=False
+    )
+    enqueue(study, spec, [*good[:-1], "lr=1e-3", "train.lr=1e-7"])
+    assert run_worker(study_name, pg_url, 2, "cpu", install_signals=False).trials == 2
+    baseline, worse = study.get_trials()
+    assert baseline.state == TrialState.COMPLETE and "completed_rung_0" in baseline.system_attrs
+    assert worse.state == TrialState.PRUNED, worse.user_attrs

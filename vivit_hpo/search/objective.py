@@ -8,7 +8,8 @@ The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` 
   epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at. That
   checkpoint's test BPS is stored beside it (``test_bps``).
 - PRUNED: the pruner stopped it (``prune_reason``). The baseline trial (the base config,
-  enqueued first with the user attribute ``baseline``) is never pruned.
+  enqueued first with the user attribute ``baseline``) is never pruned, but its values count
+  against the others at every rung.
 - infeasible: PRUNED before any training step, with ``infeasible_reason`` and the constraint
   ``feasible`` = 1 (violated). Optuna 5's TPE sorts every trial with a violated constraint into
   its "bad" group whatever its state, so it learns to avoid those regions; PRUNED (not COMPLETE
@@ -542,9 +543,12 @@ class TrialRunner:
                 )
                 if self.stop.requested:
                     raise KeyboardInterrupt
-                # The baseline (the base config) is never pruned: it is the result the search
-                # must at least match, so it trains to the end like a hand-written run.
-                if not baseline and retrying(trial.should_prune, what=f"should_prune trial {n}"):
+                # Every trial asks the pruner, so that the baseline's values stand at each rung
+                # (Hyperband records a trial's rung value only when asked). The baseline is never
+                # pruned: it is the result the search must at least match, so it trains to the
+                # end like a hand-written run.
+                prune = retrying(trial.should_prune, what=f"should_prune trial {n}")
+                if prune and not baseline:
                     why = (
                         f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
                         f"val BPS {report.val_bps:+.4f}"
