@@ -29,7 +29,7 @@ def _spec(tmp_path: Path) -> Path:
         "epochs": 2,
         "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 2}},
         "pruner": {"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
-        "budget": {"n_trials": 3},
+        "budget": {"n_trials": 5},  # the test runs 3 (--trials)
         "heartbeat": {"interval_s": 2, "grace_s": 20, "max_retry": 1},
     }
     path = tmp_path / "bench.yaml"
@@ -56,7 +56,7 @@ def test_bench_search_measures_each_strategy(tmp_path: Path) -> None:
     got = _bench(
         tmp_path,
         *("--spec", str(_spec(tmp_path)), "--strategies", "default,random"),
-        *("--seeds", "1", "--workers", "1", "--out", str(out)),
+        *("--seeds", "1", "--workers", "1", "--trials", "3", "--out", str(out)),
     )
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
     doc = json.loads((out / "search_bench.json").read_text())
@@ -83,6 +83,10 @@ def test_bench_search_measures_each_strategy(tmp_path: Path) -> None:
         assert bool(first.user_attrs.get("baseline")) == (strategy == "default")
     by_name = {r["strategy"]: r for r in doc["summary"]}
     assert by_name["random"]["epochs_ratio"] == pytest.approx(1.0)
+    # The rungs' evidence comes from the trials no pruner stopped: random's complete ones.
+    agreement = doc["rank_agreement"]
+    assert agreement["strategies"] == ["random"]
+    assert agreement["trials"] == doc["runs"]["random"][0]["states"].get("complete", 0)
     page = (out / "search_bench.html").read_text()
     assert "plotly" in page and "default (median of 1)" in page and "random (median of 1)" in page
     assert "search benchmark" in got.stdout and "random" in got.stdout

@@ -8,6 +8,7 @@ from vivit_hpo.search.benchmark_curves import (
     FinishedTrial,
     best_so_far,
     cost_to_reach,
+    rank_agreement,
     summarize,
 )
 
@@ -62,3 +63,19 @@ def test_a_reference_at_or_below_zero_bps_is_the_target_itself() -> None:
     target, rows = summarize({"random": [{"curve": best_so_far(trials), "test_bps": None}]})
     assert target == pytest.approx(-0.1)  # not 0.9 x -0.1, which random never reached
     assert rows[0].epochs_to_target == 4 and rows[0].epochs_ratio == pytest.approx(1.0)
+
+
+def test_rank_agreement_of_each_epoch_with_the_final_value() -> None:
+    # Epoch 1 ranks the four trials backwards, epoch 2 as they end; epoch 3 has too few trials.
+    finals = [0.1, 0.2, 0.3, 0.4]
+    reports = [
+        {1: 0.4, 2: 0.05},
+        {1: 0.3, 2: 0.1},
+        {1: 0.2, 2: 0.2, 3: 0.3},
+        {1: 0.1, 2: 0.3, 3: 0.4},
+    ]
+    got = rank_agreement(reports, finals)
+    assert got == {1: pytest.approx(-1.0), 2: pytest.approx(1.0)}
+    tied = rank_agreement([{1: 0.0}, {1: 0.0}, {1: 1.0}, {1: 2.0}], finals)
+    assert tied[1] == pytest.approx(0.9487, abs=1e-4)  # ties share their mean rank
+    assert rank_agreement([{1: 0.5}] * 4, finals) == {1: None}  # a constant epoch ranks nothing

@@ -267,7 +267,7 @@ def bench_app() -> typer.Typer:
     """The ``bench`` commands that need only torch: ``step`` and ``clips``."""
     app = typer.Typer(
         no_args_is_help=True,
-        help="Benchmarks: the training step, clips against windows.",
+        help="Benchmarks: the training step, clips against windows, search strategies, chaos.",
         add_completion=False,
         pretty_exceptions_enable=False,
     )

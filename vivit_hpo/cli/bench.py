@@ -30,19 +30,29 @@ def search(
     ] = "default,random,tpe,random-hyperband",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Studies per strategy.")] = 3,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Workers per study.")] = 2,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials", min=1, help="Trials per study (default: the spec's budget.n_trials)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="Device of every worker.")] = "cpu",
     storage: StorageURL = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for search_bench.json, .html, data, trials.")
     ] = Path("search-bench"),
 ) -> None:
-    """Run the spec's search with each strategy and seed, to the spec's budget; compare the
-    epochs and worker-seconds each needs to reach 90% of random search's best, and the winners'
-    test BPS (against the oracle on simulated data)."""
+    """Run the spec's search with each strategy and seed, to the spec's budget (or --trials);
+    compare the epochs and worker-seconds each needs to reach 90% of random search's best, and
+    the winners' test BPS (against the oracle on simulated data)."""
     from vivit_hpo.search.benchmark import run_benchmark
     from vivit_hpo.search.spec import load_spec
 
     parsed = load_spec(spec)
+    if trials is not None:
+        parsed = parsed.model_copy(
+            update={"budget": parsed.budget.model_copy(update={"n_trials": trials})}
+        )
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     run_benchmark(
         parsed,

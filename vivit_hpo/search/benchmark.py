@@ -41,6 +41,7 @@ from vivit_hpo.search.benchmark_curves import (
     FinishedTrial,
     SummaryRow,
     best_so_far,
+    rank_agreement,
     summarize,
 )
 from vivit_hpo.search.record import TrialRecord
@@ -115,6 +116,8 @@ class StrategyRun:
     wall_seconds: float
     curve: Curve
     winner: dict[str, Any] | None  # number, params, val_bps, test_bps
+    # Per complete trial: (epoch -> validation BPS, its value), for rank_agreement.
+    reports: tuple[tuple[dict[int, float], float], ...] = ()
 
     @property
     def test_bps(self) -> float | None:
@@ -153,6 +156,11 @@ def _read_run(strategy: str, seed: int, name: str, trials: Sequence[FrozenTrial]
         wall_seconds=max((t.finished for t in done), default=0.0),
         curve=curve,
         winner=winner,
+        reports=tuple(
+            (dict(t.intermediate_values), float(t.value))
+            for t in trials
+            if t.number in {r.number for r in complete} and t.value is not None
+        ),
     )
 
 
@@ -221,6 +229,10 @@ def run_benchmark(
         reference=ref,
         oracle=oracle,
     )
+    # Where a first rung can fall: how each epoch ranks the trials no pruner stopped.
+    unpruned = [s for s in strategies if strategy_spec(spec, s, 0).pruner.name == "none"]
+    pairs = [p for s in unpruned for r in runs[s] for p in r.reports]
+    agreement = rank_agreement([p[0] for p in pairs], [p[1] for p in pairs])
     doc = {
         "spec": spec.description,
         "budget": spec.budget.model_dump(),
@@ -233,11 +245,24 @@ def run_benchmark(
         "target_val_bps": target,
         "oracle_test_bps": oracle,
         "summary": [asdict(r) for r in rows],
+        "rank_agreement": {
+            "strategies": unpruned,
+            "trials": len(pairs),
+            "spearman_by_epoch": agreement,
+        },
         "runs": {k: [{**asdict(r), "curve": asdict(r.curve)} for r in v] for k, v in runs.items()},
     }
     (out / "search_bench.json").write_text(json.dumps(doc, indent=1))
     (out / "search_bench.html").write_text(_html(runs, target, oracle))
     console.print(summary_table(rows, target, ref))
+    if agreement:
+        shown = ", ".join(
+            f"{e}: {'-' if c is None else format(c, '.2f')}" for e, c in agreement.items()
+        )
+        console.print(
+            f"rank agreement of each epoch's val BPS with the final value ({len(pairs)} complete "
+            f"trials of {', '.join(unpruned)}; Spearman): {shown}"
+        )
     return doc
 
 

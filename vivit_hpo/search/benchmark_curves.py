@@ -22,6 +22,7 @@ __all__ = [
     "SummaryRow",
     "best_so_far",
     "cost_to_reach",
+    "rank_agreement",
     "summarize",
 ]
 
@@ -169,3 +170,58 @@ def summarize(
         )
         for r in rows
     ]
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (None where either side is constant)."""
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+def rank_agreement(
+    reports: Sequence[Mapping[int, float]], finals: Sequence[float], *, min_trials: int = 4
+) -> dict[int, float | None]:
+    """How well each epoch's validation BPS ranks trials as their final value does.
+
+    Measured on trials that trained to the end (no pruner chose them), this tells where a
+    pruner's first rung can fall: an epoch whose ranking agrees with the final one prunes the
+    trials that would have ended worst.
+
+    Args:
+        reports: per trial, epoch -> validation BPS.
+        finals: per trial, its value (the best epoch's validation BPS).
+        min_trials: epochs reported by fewer trials are left out.
+
+    Returns:
+        epoch -> Spearman's rank correlation between that epoch's BPS and the final value.
+    """
+    out: dict[int, float | None] = {}
+    epochs = sorted({e for r in reports for e in r})
+    for e in epochs:
+        pairs = [
+            (r[e], f)
+            for r, f in zip(reports, finals, strict=True)
+            if e in r and math.isfinite(r[e]) and math.isfinite(f)
+        ]
+        if len(pairs) >= min_trials:
+            out[e] = _spearman([a for a, _ in pairs], [b for _, b in pairs])
+    return out
