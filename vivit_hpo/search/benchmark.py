@@ -117,7 +117,7 @@ class StrategyRun:
     curve: Curve
     winner: dict[str, Any] | None  # number, params, val_bps, test_bps
     # Per complete trial: (epoch -> validation BPS, its value), for rank_agreement.
-    reports: tuple[tuple[dict[int, float], float], ...] = ()
+    reports: tuple[tuple[dict[int, float], float], ...]
 
     @property
     def test_bps(self) -> float | None:
@@ -136,6 +136,7 @@ def _read_run(strategy: str, seed: int, name: str, trials: Sequence[FrozenTrial]
         for r in records
         if r.status == "complete" and r.value is not None and math.isfinite(r.value)
     ]
+    completed = {r.number for r in complete}
     winner = None
     if complete:
         w = max(complete, key=lambda r: (r.value, -r.number))
@@ -159,7 +160,7 @@ def _read_run(strategy: str, seed: int, name: str, trials: Sequence[FrozenTrial]
         reports=tuple(
             (dict(t.intermediate_values), float(t.value))
             for t in trials
-            if t.number in {r.number for r in complete} and t.value is not None
+            if t.number in completed and t.value is not None
         ),
     )
 
