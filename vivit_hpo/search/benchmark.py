@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -270,20 +271,30 @@ def run_benchmark(
 def summary_table(rows: Sequence[SummaryRow], target: float | None, reference: str) -> Table:
     """The printed table: cost to reach the target against the reference, and the winners."""
     goal = "-" if target is None else f"{target:+.4f}"
-    table = Table(title=f"search benchmark: cost to reach val BPS {goal} (90% of {reference})")
+    # Short two-line headers and simple rules: the table fits an 80-column terminal.
+    table = Table(
+        title=f"search benchmark: cost to reach val BPS {goal} (90% of {reference})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for col in (
         "strategy",
-        "runs",
         "reached",
-        "final val BPS",
+        "best\nval",
         "epochs",
-        f"x {reference}",
-        "worker-s",
-        f"x {reference} ",
-        "winner test BPS",
-        "of oracle",
+        "x ref",
+        "worker\nsec",
+        "x ref",
+        "winner\ntest",
+        "of\noracle",
     ):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
+        table.add_column(
+            col,
+            justify="left" if col == "strategy" else "right",
+            min_width=max(len(line) for line in col.split("\n")),
+            no_wrap=True,
+        )
 
     def f(x: float | None, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
@@ -291,14 +302,13 @@ def summary_table(rows: Sequence[SummaryRow], target: float | None, reference: s
     for r in rows:
         table.add_row(
             r.strategy,
-            str(r.runs),
-            str(r.reached),
-            f(r.final_best, "+.4f"),
+            f"{r.reached}/{r.runs}",
+            f(r.final_best, "+.3f"),
             f(r.epochs_to_target, ".0f"),
             f(r.epochs_ratio, ".2f"),
             f(r.seconds_to_target, ".0f"),
             f(r.seconds_ratio, ".2f"),
-            f(r.test_bps, "+.4f"),
+            f(r.test_bps, "+.3f"),
             f(r.test_fraction_of_oracle, ".0%"),
         )
     return table
