@@ -34,8 +34,10 @@ from pydantic import (
 from vivit_hpo.errors import ConfigError
 
 __all__ = [
+    "CNN2DConfig",
     "CNNConfig",
     "DataConfig",
+    "LNConfig",
     "ModelConfig",
     "ModulatorConfig",
     "ReadoutConfig",
@@ -109,12 +111,55 @@ class CNNConfig(_Frozen):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class CNN2DConfig(_Frozen):
+    """The field's classic yardstick: a 2-D CNN with the stimulus lags as input channels.
+
+    As in Lurz et al. 2021 and the Sensorium baselines: the first layer sees all ``num_lags``
+    frames at once (one ``kernels[0]`` x ``kernels[0]`` filter over lags x channels), the
+    others are per-frame 2-D convolutions; each layer is conv, batch norm and ELU. ``laplace``
+    weighs a smoothness (normalised Laplace) penalty on the first layer's filters.
+    """
+
+    kind: Literal["cnn2d"] = "cnn2d"
+    channels: tuple[int, ...] = (32, 32, 32)  # one conv layer each
+    kernels: tuple[int, ...] = (9, 7, 7)  # spatial kernel of each layer (the first spans the lags)
+    batch_norm: bool = True
+    laplace: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CNN2DConfig:
+        if not self.channels or len(self.kernels) != len(self.channels):
+            raise ValueError(
+                f"channels {self.channels} and kernels {self.kernels} need one entry per "
+                "layer, at least one layer"
+            )
+        if min(self.channels) < 1 or min(self.kernels) < 1:
+            raise ValueError(f"channels {self.channels} and kernels {self.kernels} must be >= 1")
+        return self
+
+
+class LNConfig(_Frozen):
+    """A linear-nonlinear (LN) model: ``filters`` linear spatio-temporal filters of
+    ``num_lags`` frames and ``kernel`` x ``kernel`` pixels, no nonlinearity; with the Gaussian
+    readout each unit's rate is the readout's output nonlinearity of a weighted sum of the
+    filters at its own position (a Poisson GLM with a rank-``filters`` filter per unit).
+    Ridge is the optimiser's weight decay; ``laplace`` weighs a spatial smoothness penalty."""
+
+    kind: Literal["ln"] = "ln"
+    filters: int = Field(4, ge=1)
+    kernel: int = Field(15, ge=1)
+    laplace: float = Field(0.1, ge=0)
+
+
 class ReadoutConfig(_Frozen):
     """Per-session Gaussian readout, applied at every time step the core outputs."""
 
     init_sigma: float = Field(0.2, gt=0)  # initial spread, in normalised [-1, 1] coordinates
     bias_init: Literal["mean_rate", "zero"] = "mean_rate"
     gamma_features: float = Field(0.0, ge=0)  # L1 penalty on readout features
+    # The output nonlinearity: softplus, exp (a GLM's canonical link) or ELU + 1 (the
+    # Sensorium baselines').
+    output: Literal["softplus", "exp", "elu1"] = "softplus"
 
 
 class ModulatorConfig(_Frozen):
@@ -133,11 +178,14 @@ def _core_kind(value: Any) -> str:
 
 
 CoreConfig = Annotated[
-    Annotated[ViViTConfig, Tag("vivit")] | Annotated[CNNConfig, Tag("cnn")],
+    Annotated[ViViTConfig, Tag("vivit")]
+    | Annotated[CNNConfig, Tag("cnn")]
+    | Annotated[CNN2DConfig, Tag("cnn2d")]
+    | Annotated[LNConfig, Tag("ln")],
     Discriminator(
         _core_kind,
         custom_error_type="invalid_core_kind",
-        custom_error_message="kind must be 'vivit' or 'cnn'",
+        custom_error_message="kind must be 'vivit', 'cnn', 'cnn2d' or 'ln'",
     ),
 ]
 
@@ -223,7 +271,7 @@ class RunConfig(_Frozen):
         return self.model_dump(mode="json")
 
 
-_CORE_TAGS = ("vivit", "cnn")
+_CORE_TAGS = ("vivit", "cnn", "cnn2d", "ln")
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:

@@ -4,7 +4,15 @@ import pytest
 import torch
 from model_helpers import assert_all_grads, meta, tiny_vivit
 
-from vivit_hpo.config import CNNConfig, ModelConfig, ModulatorConfig, ViViTConfig, load_run_config
+from vivit_hpo.config import (
+    CNN2DConfig,
+    CNNConfig,
+    LNConfig,
+    ModelConfig,
+    ModulatorConfig,
+    ViViTConfig,
+    load_run_config,
+)
 from vivit_hpo.data import ClipGeometry
 from vivit_hpo.errors import ConfigError, DataError
 from vivit_hpo.models import build_model, collect_attention, count_parameters
@@ -31,8 +39,10 @@ def _inputs(m, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
         ModelConfig(core=tiny_vivit(), modulator=ModulatorConfig(hidden_dim=4)),
         ModelConfig(core=tiny_vivit(pos_embed="learned", parallel=False)),
         ModelConfig(core=CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3))),
+        ModelConfig(core=CNN2DConfig(channels=(4, 6), kernels=(5, 3))),
+        ModelConfig(core=LNConfig(filters=3, kernel=5)),
     ],
-    ids=["vivit", "vivit-learned", "cnn"],
+    ids=["vivit", "vivit-learned", "cnn", "cnn2d", "ln"],
 )
 def test_sessions_of_different_sizes_through_one_model(cfg: ModelConfig) -> None:
     model = build_model(cfg, SESSIONS, L).train()
@@ -149,10 +159,17 @@ def test_state_dict_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "core",
-    [tiny_vivit(patch_dropout=0.3), CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3))],
-    ids=["vivit", "cnn"],
+    [
+        tiny_vivit(patch_dropout=0.3),
+        CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3)),
+        CNN2DConfig(channels=(4, 6), kernels=(5, 3)),
+        LNConfig(filters=3, kernel=5),
+    ],
+    ids=["vivit", "cnn", "cnn2d", "ln"],
 )
-def test_clip_predictions_are_causal_end_to_end(core: ViViTConfig | CNNConfig) -> None:
+def test_clip_predictions_are_causal_end_to_end(
+    core: ViViTConfig | CNNConfig | CNN2DConfig | LNConfig,
+) -> None:
     # Core, modulator and readout together: changing frame f (and its behaviour) changes no
     # prediction of a bin before f, and does change the predictions from f on.
     stride = core.stride[0] if isinstance(core, ViViTConfig) else 1

@@ -28,8 +28,9 @@ def test_init() -> None:
     assert (_readout(bias_init="zero").bias == 0).all()
 
 
-def test_bias_init_gives_the_mean_rates() -> None:
-    r = _readout().eval()
+@pytest.mark.parametrize("output", ["softplus", "exp", "elu1"])
+def test_bias_init_gives_the_mean_rates(output: str) -> None:
+    r = _readout(output=output).eval()
     with torch.no_grad():
         r.features.zero_()
     rates = r(torch.randn(3, 8, 2, 5, 6))

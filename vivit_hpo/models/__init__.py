@@ -1,4 +1,4 @@
-"""Encoding models: ViViT and CNN cores, Gaussian readouts, a behaviour modulator.
+"""Encoding models: ViViT, CNN and LN cores, Gaussian readouts, a behaviour modulator.
 
 ``build_model(cfg, sessions, num_lags)`` is the entry point; the cost helpers
 (``flops_per_sample``, ``estimate_memory_bytes``, ``check_feasible``) work from shapes alone.
@@ -16,6 +16,7 @@ from vivit_hpo.models.budget import (
     flops_per_sample,
 )
 from vivit_hpo.models.cnn import CNNCore
+from vivit_hpo.models.cnn2d import CNN2DCore, LNCore
 from vivit_hpo.models.encoder import EncodingModel, build_model, collect_attention
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout
@@ -23,10 +24,12 @@ from vivit_hpo.models.vivit import AttentionMaps, ViViTCore
 
 __all__ = [
     "AttentionMaps",
+    "CNN2DCore",
     "CNNCore",
     "ConvGRUModulator",
     "EncodingModel",
     "GaussianReadout",
+    "LNCore",
     "ViViTCore",
     "attention_backend",
     "build_model",

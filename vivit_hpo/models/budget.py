@@ -11,8 +11,9 @@ import math
 import torch
 from torch import nn
 
-from vivit_hpo.config import CNNConfig, ModelConfig, ViViTConfig
+from vivit_hpo.config import CNN2DConfig, CNNConfig, LNConfig, ModelConfig, ViViTConfig
 from vivit_hpo.models.cnn import CNNCore, cnn_layers
+from vivit_hpo.models.cnn2d import CNN2DCore, LNCore, cnn2d_layers
 from vivit_hpo.models.layers import mlp_hidden_dim, mlp_in_dim
 from vivit_hpo.models.vivit import ViViTCore, check_grid, num_kept_tokens, tubelet_grid
 
@@ -21,9 +22,23 @@ __all__ = ["check_feasible", "count_parameters", "estimate_memory_bytes", "flops
 InputShape = tuple[int, int, int, int]  # (C, L, H, W)
 _OPTIMIZER_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + AdamW's two fp32 moments
 
+CoreCfg = ViViTConfig | CNNConfig | CNN2DConfig | LNConfig
 
-def _core_cfg(cfg: ModelConfig | ViViTConfig | CNNConfig) -> ViViTConfig | CNNConfig:
+
+def _core_cfg(cfg: ModelConfig | CoreCfg) -> CoreCfg:
     return cfg.core if isinstance(cfg, ModelConfig) else cfg
+
+
+def _conv_layers(
+    core: CoreCfg, c: int, length: int
+) -> list[tuple[int, int, tuple[int, int, int], int]]:
+    """Every convolution of a convolutional core as (in, out, kernel, halvings of H and W)."""
+    if isinstance(core, CNNConfig):
+        return cnn_layers(core, c)
+    if isinstance(core, CNN2DConfig):
+        return [(cin, cout, k, 0) for cin, cout, k in cnn2d_layers(core, c, length)]
+    assert isinstance(core, LNConfig)
+    return [(c, core.filters, (length, core.kernel, core.kernel), 0)]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -31,14 +46,13 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def check_feasible(
-    cfg: ModelConfig | ViViTConfig | CNNConfig, input_shape: InputShape
-) -> str | None:
+def check_feasible(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> str | None:
     """Why a core of ``cfg`` cannot take inputs of ``input_shape`` (C, L, H, W); None if it can.
 
     ViViT reasons: frames smaller than the tubelet, fewer lags than the temporal kernel, fewer
     than 2 temporal tokens, a head dim that 2D RoPE cannot split. CNN reasons: no stages,
-    non-positive channel counts or kernel sizes.
+    non-positive channel counts or kernel sizes. The 2-D CNN and the LN take any input (their
+    first layer spans the L lags; the config checks its own channels and kernels).
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
@@ -46,6 +60,8 @@ def check_feasible(
         return f"input shape (C, L, H, W) = {tuple(input_shape)} has an empty axis"
     if isinstance(core, ViViTConfig):
         return check_grid(core, (length, h, w))
+    if not isinstance(core, CNNConfig):
+        return None
     if not core.channels:
         return "cnn core has no stages; give at least one entry in channels"
     if min(core.channels) < 1:
@@ -96,42 +112,47 @@ def _halved(n: int, level: int) -> int:
     return n
 
 
-def _cnn_forward_flops(cfg: CNNConfig, input_shape: InputShape) -> float:
+def _conv_forward_flops(cfg: CoreCfg, input_shape: InputShape) -> float:
     c, length, h, w = input_shape
     total = 0
-    for cin, cout, (kt, kh, kw), level in cnn_layers(cfg, c):
+    for cin, cout, (kt, kh, kw), level in _conv_layers(cfg, c, length):
         total += 2 * cin * kt * kh * kw * cout * length * _halved(h, level) * _halved(w, level)
     return float(total)
 
 
-def flops_per_sample(cfg: ModelConfig | ViViTConfig | CNNConfig, input_shape: InputShape) -> float:
+def flops_per_sample(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> float:
     """Training FLOPs per sample of the core: 3 x the forward matmul/conv/attention FLOPs.
 
     Counted from shapes (a multiply-add is 2 FLOPs), like the reference benchmark's
     ``flops_per_sample``: tokenizer conv, every block's projections and MLP, and attention
     (``4 N^2 D`` per sequence, causal counted in full). Norms, activations, RoPE and the
     readout/modulator are left out (small next to the core). Patch dropout is applied (training
-    FLOPs use the kept tokens). For the CNN: every convolution, norms left out.
+    FLOPs use the kept tokens). For the CNN cores and the LN: every convolution, at every one
+    of the sample's L frames, norms left out.
     """
     core = _core_cfg(cfg)
     if isinstance(core, ViViTConfig):
         return 3.0 * _vivit_forward_flops(core, input_shape)
-    return 3.0 * _cnn_forward_flops(core, input_shape)
+    return 3.0 * _conv_forward_flops(core, input_shape)
 
 
-def _core_parameters(core: ViViTConfig | CNNConfig, input_shape: InputShape) -> int:
+def _core_parameters(core: CoreCfg, input_shape: InputShape) -> int:
     c, length, h, w = input_shape
+    module: nn.Module
     with torch.device("meta"):  # shapes only, no memory
-        module: nn.Module = (
-            ViViTCore(core, c, (length, h, w))
-            if isinstance(core, ViViTConfig)
-            else CNNCore(core, c)
-        )
+        if isinstance(core, ViViTConfig):
+            module = ViViTCore(core, c, (length, h, w))
+        elif isinstance(core, CNNConfig):
+            module = CNNCore(core, c)
+        elif isinstance(core, CNN2DConfig):
+            module = CNN2DCore(core, c, length)
+        else:
+            module = LNCore(core, c, length)
     return count_parameters(module)
 
 
 def estimate_memory_bytes(
-    cfg: ModelConfig | ViViTConfig | CNNConfig,
+    cfg: ModelConfig | CoreCfg,
     input_shape: InputShape,
     batch_size: int,
     *,
@@ -142,12 +163,12 @@ def estimate_memory_bytes(
     ``16 bytes x core parameters`` (fp32 weights, grads, AdamW moments) plus the activations
     kept for the backward pass, counted per token (ViViT: about ``10 D + M + 2 hidden``
     elements per token per block, D the width, M the MLP input width; with gradient
-    checkpointing the block inputs plus one block's activations) or per conv layer (CNN:
-    ``C_in + 3 C_out`` elements per position), times ``activation_bytes`` (2: bf16 autocast,
-    4: fp32) and the batch size, plus the fp32 input batch. It assumes a fused attention kernel
-    (no N x N matrices kept), and leaves out readouts, the modulator, the allocator's slack and
-    the CUDA context. It is an estimate for ranking and refusing configurations, not a
-    measurement: check it against ``torch.cuda.max_memory_allocated``.
+    checkpointing the block inputs plus one block's activations) or per conv layer (the CNN
+    cores and the LN: ``C_in + 3 C_out`` elements per position), times ``activation_bytes``
+    (2: bf16 autocast, 4: fp32) and the batch size, plus the fp32 input batch. It assumes a fused
+    attention kernel (no N x N matrices kept), and leaves out readouts, the modulator, the
+    allocator's slack and the CUDA context. It is an estimate for ranking and refusing
+    configurations, not a measurement: check it against ``torch.cuda.max_memory_allocated``.
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
@@ -167,7 +188,7 @@ def estimate_memory_bytes(
     else:
         elements = sum(
             (cin + 3 * cout) * length * _halved(h, level) * _halved(w, level)
-            for cin, cout, _, level in cnn_layers(core, c)
+            for cin, cout, _, level in _conv_layers(core, c, length)
         )
     return int(
         params * _OPTIMIZER_BYTES_PER_PARAM + inputs + batch_size * elements * activation_bytes

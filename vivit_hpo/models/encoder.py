@@ -3,7 +3,8 @@
 The model takes a clip of F frames (:mod:`vivit_hpo.data.clips`) and predicts every bin that one
 of the core's temporal tokens ends on with at least ``num_lags`` frames of history in the clip:
 ``(B, C, F, H, W) -> (B, P, N)`` rates. The core is causal in time (the ViViT when
-``causal: true``, the CNN always), so each prediction depends on frames up to its own bin only.
+``causal: true``, the CNN cores and the LN always), so each prediction depends on frames up to
+its own bin only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vivit_hpo.data.types import SessionMeta
 from vivit_hpo.errors import ConfigError, DataError
 from vivit_hpo.models.budget import check_feasible
 from vivit_hpo.models.cnn import CNNCore
+from vivit_hpo.models.cnn2d import CNN2DCore, LNCore
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout, module_keys
 from vivit_hpo.models.vivit import AttentionMaps, ViViTCore, temporal_tokens
@@ -36,7 +38,8 @@ __all__ = [
 
 def clip_geometry(cfg: RunConfig) -> ClipGeometry:
     """The clips a run trains and is evaluated on: ``data.clip_frames`` rounded to the core's
-    temporal stride (the CNN predicts every bin; None: one target per window)."""
+    temporal stride (the CNN cores and the LN predict every bin; None: one target per
+    window)."""
     core = cfg.model.core
     stride = core.stride[0] if core.kind == "vivit" else 1
     return ClipGeometry.make(cfg.data.num_lags, cfg.data.clip_frames, stride)
@@ -91,13 +94,15 @@ class EncodingModel(nn.Module):
     frames: its last token only).
 
     Args:
-        cfg: model config (``cfg.core.kind`` picks the ViViT or the CNN core).
+        cfg: model config (``cfg.core.kind`` picks the ViViT, the 3-D CNN, the lags-as-channels
+            2-D CNN or the LN core).
         sessions: the sessions to read out (frame sizes, units and K may all differ; the
             channel count C must be the same).
         clips: the clip geometry (an ``int`` L: one target per window of L frames).
 
     Attributes:
-        core: ``ViViTCore`` or ``CNNCore``, output (B, D, T', H', W').
+        core: ``ViViTCore``, ``CNNCore``, ``CNN2DCore`` or ``LNCore``, output
+            (B, D, T', H', W').
         readouts: ``nn.ModuleDict`` of :class:`GaussianReadout`; keys are session names made
             safe for ModuleDict (see ``readout.module_keys``); use :meth:`readout` by name.
         modulator: :class:`ConvGRUModulator`, or None when disabled or no session has behaviour.
@@ -113,13 +118,18 @@ class EncodingModel(nn.Module):
         self.num_lags = num_lags = self.clips.num_lags
         self.in_channels = _check_sessions(cfg, sessions, num_lags)
         self.sessions = {s.name: s for s in sessions}
-        self.core: ViViTCore | CNNCore
-        if cfg.core.kind == "vivit":
+        self.core: ViViTCore | CNNCore | CNN2DCore | LNCore
+        core = cfg.core
+        if core.kind == "vivit":
             frames = self.clips.frames
             max_input = (frames, max(s.height for s in sessions), max(s.width for s in sessions))
-            self.core = ViViTCore(cfg.core, self.in_channels, max_input)
+            self.core = ViViTCore(core, self.in_channels, max_input)
+        elif core.kind == "cnn":
+            self.core = CNNCore(core, self.in_channels)
+        elif core.kind == "cnn2d":
+            self.core = CNN2DCore(core, self.in_channels, num_lags)
         else:
-            self.core = CNNCore(cfg.core, self.in_channels)
+            self.core = LNCore(core, self.in_channels, num_lags)
         dim = self.core.out_dim
         self._keys = module_keys(self.sessions)
         self.readouts = nn.ModuleDict(
@@ -204,8 +214,12 @@ class EncodingModel(nn.Module):
             readout.constrain_()
 
     def regularizer(self, session: str) -> Tensor:
-        """Scalar penalty to add to the loss of a batch of ``session`` (readout feature L1)."""
-        return self.readout(session).regularizer()
+        """Scalar penalty to add to the loss of a batch of ``session``: the readout's feature
+        L1, and the first layer's smoothness penalty of the 2-D CNN and LN cores."""
+        penalty = self.readout(session).regularizer()
+        if isinstance(self.core, CNN2DCore | LNCore):
+            penalty = penalty + self.core.regularizer()
+        return penalty
 
 
 def build_model(

@@ -4,7 +4,7 @@ Each unit n has a position ``mu_n`` in the feature map's normalised coordinates 
 the grid, ``(x, y)`` = (column, row) as ``F.grid_sample`` reads it), a spread ``sigma_n`` (one per
 axis), a feature vector ``w_n`` (D,) and a bias ``b_n``::
 
-    rate_n = softplus(w_n . f(p_n) + b_n) + 1e-6
+    rate_n = g(w_n . f(p_n) + b_n) + 1e-6,   g = softplus (default), exp or ELU + 1
 
 where ``f(p)`` is the bilinearly interpolated feature vector at ``p``, read at every time step
 of the input. In training ``p_n = mu_n + sigma_n * eps`` with ``eps ~ N(0, I)`` drawn per sample
@@ -30,15 +30,42 @@ from torch import Tensor, nn
 from vivit_hpo.config import ReadoutConfig
 from vivit_hpo.errors import ConfigError
 
-__all__ = ["MU_INIT_RANGE", "RATE_FLOOR", "GaussianReadout", "inverse_softplus", "module_keys"]
+__all__ = [
+    "MU_INIT_RANGE",
+    "RATE_FLOOR",
+    "GaussianReadout",
+    "inverse_output",
+    "inverse_softplus",
+    "module_keys",
+    "output_nonlinearity",
+]
 
 MU_INIT_RANGE = 0.5  # initial positions are uniform in [-0.5, 0.5]^2, the central half
 RATE_FLOOR = 1e-6  # keeps log(rate) finite when softplus underflows
+_EXP_MAX = 20.0  # exp's input is capped here: e^20 spikes per bin is never a real rate
 
 
 def inverse_softplus(y: Tensor) -> Tensor:
     """x with softplus(x) = y, for y > 0 (stable for small and large y)."""
     return y + torch.log(-torch.expm1(-y))
+
+
+def output_nonlinearity(kind: str, x: Tensor) -> Tensor:
+    """The readout's output nonlinearity ``g`` (``softplus``, ``exp`` or ``elu1``), > -1e-6."""
+    if kind == "exp":
+        return torch.exp(x.clamp_max(_EXP_MAX))
+    if kind == "elu1":
+        return F.elu(x) + 1.0
+    return F.softplus(x)
+
+
+def inverse_output(kind: str, y: Tensor) -> Tensor:
+    """x with ``output_nonlinearity(kind, x) = y``, for y > 0."""
+    if kind == "exp":
+        return torch.log(y)
+    if kind == "elu1":
+        return torch.where(y >= 1.0, y - 1.0, torch.log(y))
+    return inverse_softplus(y)
 
 
 def module_keys(names: Iterable[str]) -> dict[str, str]:
@@ -94,6 +121,7 @@ class GaussianReadout(nn.Module):
         h, w = grid if grid is not None else (0, 0)
         self.limit = tuple(max(0.0, 1.0 - 1.02 / n) if n else 1.0 for n in (w, h))
         self.gamma_features = cfg.gamma_features
+        self.output = cfg.output
         self.mu = nn.Parameter(torch.empty(num_units, 2).uniform_(-MU_INIT_RANGE, MU_INIT_RANGE))
         self.sigma = nn.Parameter(torch.full((num_units, 2), cfg.init_sigma))
         # Small enough that the initial rates sit at the bias (the core output has unit RMS).
@@ -108,7 +136,7 @@ class GaussianReadout(nn.Module):
                 )
             rates = torch.tensor(mean_rates, dtype=torch.float32).clamp_min(1e-4)
             with torch.no_grad():
-                self.bias.copy_(inverse_softplus((rates - RATE_FLOOR).clamp_min(1e-4)))
+                self.bias.copy_(inverse_output(cfg.output, (rates - RATE_FLOOR).clamp_min(1e-4)))
 
     def positions(self, batch_size: int, sample: bool) -> Tensor:
         """(B, N, 2) read positions: mu jittered by sigma when ``sample``, else mu."""
@@ -143,7 +171,7 @@ class GaussianReadout(nn.Module):
         )  # (B, D*P, 1, N)
         feats = feats.view(b, d, p, -1)  # (B, D, P, N)
         pre = torch.einsum("bdpn,nd->bpn", feats, self.features.to(feats.dtype))  # (B, P, N)
-        return F.softplus(pre.float() + self.bias) + RATE_FLOOR
+        return output_nonlinearity(self.output, pre.float() + self.bias) + RATE_FLOOR
 
     def regularizer(self) -> Tensor:
         """``gamma_features * mean(|features|)`` (a scalar; 0 when gamma is 0).

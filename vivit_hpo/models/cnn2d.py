@@ -1,0 +1,135 @@
+"""The field's yardsticks: the lags-as-channels 2-D CNN and the linear-nonlinear (LN) core.
+
+Both see a sample's ``num_lags`` frames through one first layer whose kernel spans all the lags
+(a ``(L, k, k)`` convolution padded causally in time): on a clip it computes, at every frame t,
+the 2-D convolution of frames ``t - L + 1 .. t`` stacked as channels, which is the classic
+model's input layer (Lurz et al. 2021, the Sensorium baselines, neuralpredictors'
+``Stacked2dCore``). Every later layer of the CNN is a per-frame 2-D convolution. So each output
+at frame t depends on frames ``t - L + 1 .. t`` only, as the data contract asks, and a clip
+predicts every one of its bins (time is never strided).
+
+Batch norm (the CNN's default, as in those baselines) pools its training statistics over the
+batch's frames, which in clip mode include later frames of the same clip; evaluation uses the
+running statistics and is strictly causal, so no score sees a future frame.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vivit_hpo.config import CNN2DConfig, LNConfig
+from vivit_hpo.models.cnn import CausalConv3d
+
+__all__ = ["CNN2DCore", "LNCore", "cnn2d_layers", "laplace_l2"]
+
+# The discrete 2-D Laplacian (neuralpredictors' ``laplace3x3``).
+_LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+
+
+def laplace_l2(weight: Tensor) -> Tensor:
+    """Normalised Laplace penalty ``||Laplace * w||^2 / ||w||^2`` of conv filters.
+
+    Args:
+        weight: (..., k_h, k_w) filters; every leading index is one 2-D filter.
+
+    Returns:
+        A scalar: small for spatially smooth filters, whatever their scale (neuralpredictors'
+        ``LaplaceL2norm``, the Laplace regulariser of the lags-as-channels CNN).
+    """
+    kh, kw = weight.shape[-2:]
+    w = weight.reshape(-1, 1, kh, kw)
+    lap = F.conv2d(w, _LAPLACE.to(w)[None, None], padding=1)  # (n, 1, kh, kw)
+    return lap.pow(2).sum() / w.pow(2).sum().clamp_min(1e-12)
+
+
+def cnn2d_layers(
+    cfg: CNN2DConfig, in_channels: int, num_lags: int
+) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """Every convolution of the CNN as (in, out, (k_t, k_h, k_w)), in order (for cost counts)."""
+    layers = []
+    prev, k_t = in_channels, num_lags
+    for ch, k in zip(cfg.channels, cfg.kernels, strict=True):
+        layers.append((prev, ch, (k_t, k, k)))
+        prev, k_t = ch, 1
+    return layers
+
+
+class CNN2DCore(nn.Module):
+    """Lags-as-channels 2-D CNN: conv, batch norm, ELU per layer (see the module docstring).
+
+    Args:
+        cfg: the CNN2D config.
+        in_channels: C of the stimulus.
+        num_lags: L, the frames the first layer spans.
+
+    Attributes:
+        out_dim: channels[-1].
+    """
+
+    def __init__(self, cfg: CNN2DConfig, in_channels: int, num_lags: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = cfg.channels[-1]
+        self.time_kernel, self.time_stride = 1, 1  # one output step per frame
+        layers: list[nn.Module] = []
+        for cin, cout, kernel in cnn2d_layers(cfg, in_channels, num_lags):
+            layers.append(CausalConv3d(cin, cout, kernel, bias=not cfg.batch_norm))
+            if cfg.batch_norm:
+                layers.append(nn.BatchNorm3d(cout))
+            layers.append(nn.ELU())
+        self.layers = nn.Sequential(*layers)
+        first = self.layers[0]
+        assert isinstance(first, CausalConv3d)
+        self.first = first.conv
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of the feature map: the frame's own ("same" padding throughout)."""
+        return height, width
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, D, T, H, W)."""
+        out: Tensor = self.layers(x)
+        return out
+
+    def regularizer(self) -> Tensor:
+        """``laplace`` x the first layer's normalised Laplace penalty (per lag and channel)."""
+        return self.cfg.laplace * laplace_l2(self.first.weight)
+
+
+class LNCore(nn.Module):
+    """The LN model's linear stage: ``filters`` spatio-temporal filters over the lags.
+
+    No bias (the readout has one) and no nonlinearity: the readout's output nonlinearity is the
+    model's only one, so each unit's rate is a nonlinearity of a linear function of its
+    stimulus history.
+
+    Args:
+        cfg: the LN config.
+        in_channels: C of the stimulus.
+        num_lags: L, the frames each filter spans.
+
+    Attributes:
+        out_dim: ``filters``.
+    """
+
+    def __init__(self, cfg: LNConfig, in_channels: int, num_lags: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.out_dim = cfg.filters
+        self.time_kernel, self.time_stride = 1, 1
+        self.filter = CausalConv3d(in_channels, cfg.filters, (num_lags, cfg.kernel, cfg.kernel))
+
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of the feature map: the frame's own."""
+        return height, width
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, filters, T, H, W), linear in ``x``."""
+        out: Tensor = self.filter(x)
+        return out
+
+    def regularizer(self) -> Tensor:
+        """``laplace`` x the filters' normalised Laplace penalty (spatial smoothness)."""
+        return self.cfg.laplace * laplace_l2(self.filter.conv.weight)
