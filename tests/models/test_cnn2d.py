@@ -22,8 +22,9 @@ LN = LNConfig(filters=3, kernel=5)
 def test_cnn2d_shapes_and_gradients() -> None:
     core = CNN2DCore(CNN, 2, L).train()
     out = core(torch.randn(3, 2, 9, 11, 8))
-    assert out.shape == (3, 6, 9, 11, 8)  # every frame, the frame's own grid
+    assert out.shape == (3, 6, 9 - L + 1, 11, 8)  # every frame with L of history, full grid
     assert core.out_dim == 6 and core.output_grid(11, 8) == (11, 8)
+    assert (core.time_kernel, core.time_stride) == (L, 1)
     (out.pow(2).mean() + core.regularizer()).backward()
     assert_all_grads(core)
 
@@ -35,18 +36,19 @@ def test_the_first_layer_is_a_2d_conv_of_the_lags_as_channels() -> None:
     w = core.first.weight  # (4, C, L, 3, 3)
     w2d = w.flatten(1, 2)  # (4, C*L, 3, 3): channel-major, then lag
     assert core.first.bias is not None
-    full = core.first(F.pad(x, (1, 1, 1, 1, L - 1, 0)))  # (B, 4, T, H, W)
+    out = core.layers[0](x)  # (B, 4, T - L + 1, H, W)
+    assert out.shape[2] == 8 - L + 1
     for t in range(L - 1, 8):
         window = x[:, :, t - L + 1 : t + 1].flatten(1, 2)  # (B, C*L, H, W)
         expected = F.conv2d(window, w2d, core.first.bias, padding=1)
-        torch.testing.assert_close(full[:, :, t], expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[:, :, t - L + 1], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_ln_is_linear_in_the_stimulus() -> None:
     core = LNCore(LN, 1, L)
     x, y = torch.randn(2, 1, 7, 9, 9), torch.randn(2, 1, 7, 9, 9)
     torch.testing.assert_close(core(2 * x - 3 * y), 2 * core(x) - 3 * core(y), atol=1e-5, rtol=1e-4)
-    assert core(x).shape == (2, 3, 7, 9, 9)
+    assert core(x).shape == (2, 3, 7 - L + 1, 9, 9)
     assert count_parameters(core) == 3 * L * 5 * 5  # no bias: the readout has one
 
 
@@ -54,14 +56,16 @@ def test_ln_is_linear_in_the_stimulus() -> None:
 def test_causal_in_time_within_the_lags(core: torch.nn.Module) -> None:
     core.eval()
     x = torch.randn(1, 1, 12, 9, 9)
-    base = core(x)
-    for f in (2, 6):
+    base = core(x)  # output j ends on frame j + L - 1
+    ends = torch.arange(base.shape[2]) + L - 1
+    for f in (2, 6, 9):
         x2 = x.clone()
         x2[:, :, f] += 1.0
-        diff = (core(x2) - base).abs().amax(dim=(0, 1, 3, 4))  # (T,)
-        assert (diff[:f] == 0).all(), "an output saw a later frame"
-        assert (diff[f : f + L] > 0).all(), "an output within the lags missed a frame"
-        assert (diff[f + L :] == 0).all(), "an output saw a frame older than num_lags"
+        diff = (core(x2) - base).abs().amax(dim=(0, 1, 3, 4))  # (T - L + 1,)
+        assert (diff[ends < f] == 0).all(), "an output saw a later frame"
+        within = (ends >= f) & (ends < f + L)
+        assert within.any() and (diff[within] > 0).all(), "an output missed a frame in its lags"
+        assert (diff[ends >= f + L] == 0).all(), "an output saw a frame older than num_lags"
 
 
 def test_laplace_penalty_prefers_smooth_filters_whatever_their_scale() -> None:

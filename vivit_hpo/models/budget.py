@@ -31,14 +31,16 @@ def _core_cfg(cfg: ModelConfig | CoreCfg) -> CoreCfg:
 
 def _conv_layers(
     core: CoreCfg, c: int, length: int
-) -> list[tuple[int, int, tuple[int, int, int], int]]:
-    """Every convolution of a convolutional core as (in, out, kernel, halvings of H and W)."""
+) -> list[tuple[int, int, tuple[int, int, int], int, int]]:
+    """Every convolution of a convolutional core on L = ``length`` frames as (in, out, kernel,
+    halvings of H and W, output frames): the 3-D CNN keeps L frames, the 2-D CNN's and the LN's
+    lag-spanning first layer leaves one."""
     if isinstance(core, CNNConfig):
-        return cnn_layers(core, c)
+        return [(*layer, length) for layer in cnn_layers(core, c)]
     if isinstance(core, CNN2DConfig):
-        return [(cin, cout, k, 0) for cin, cout, k in cnn2d_layers(core, c, length)]
+        return [(cin, cout, k, 0, 1) for cin, cout, k in cnn2d_layers(core, c, length)]
     assert isinstance(core, LNConfig)
-    return [(c, core.filters, (length, core.kernel, core.kernel), 0)]
+    return [(c, core.filters, (length, core.kernel, core.kernel), 0, 1)]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -115,8 +117,8 @@ def _halved(n: int, level: int) -> int:
 def _conv_forward_flops(cfg: CoreCfg, input_shape: InputShape) -> float:
     c, length, h, w = input_shape
     total = 0
-    for cin, cout, (kt, kh, kw), level in _conv_layers(cfg, c, length):
-        total += 2 * cin * kt * kh * kw * cout * length * _halved(h, level) * _halved(w, level)
+    for cin, cout, (kt, kh, kw), level, frames in _conv_layers(cfg, c, length):
+        total += 2 * cin * kt * kh * kw * cout * frames * _halved(h, level) * _halved(w, level)
     return float(total)
 
 
@@ -127,8 +129,8 @@ def flops_per_sample(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> flo
     ``flops_per_sample``: tokenizer conv, every block's projections and MLP, and attention
     (``4 N^2 D`` per sequence, causal counted in full). Norms, activations, RoPE and the
     readout/modulator are left out (small next to the core). Patch dropout is applied (training
-    FLOPs use the kept tokens). For the CNN cores and the LN: every convolution, at every one
-    of the sample's L frames, norms left out.
+    FLOPs use the kept tokens). For the CNN cores and the LN: every convolution at every output
+    frame (the 3-D CNN's L, the 2-D CNN's and the LN's one), norms left out.
     """
     core = _core_cfg(cfg)
     if isinstance(core, ViViTConfig):
@@ -187,8 +189,8 @@ def estimate_memory_bytes(
         elements += 3 * g["t"] * g["s"] * g["d"]  # tokens, final norm, output grid
     else:
         elements = sum(
-            (cin + 3 * cout) * length * _halved(h, level) * _halved(w, level)
-            for cin, cout, _, level in _conv_layers(core, c, length)
+            (cin + 3 * cout) * frames * _halved(h, level) * _halved(w, level)
+            for cin, cout, _, level, frames in _conv_layers(core, c, length)
         )
     return int(
         params * _OPTIMIZER_BYTES_PER_PARAM + inputs + batch_size * elements * activation_bytes

@@ -29,6 +29,9 @@ class CausalConv3d(nn.Module):
         kernel: (k_t, k_h, k_w).
         spatial_stride: stride over H and W (time is never strided).
         bias: add a bias (False before a norm).
+        pad_time: pad ``k_t - 1`` frames at the front (T outputs); False: "valid" in time, the
+            ``T - k_t + 1`` outputs whose kernel lies inside the input (the first ends on frame
+            ``k_t - 1``), causal all the same.
     """
 
     def __init__(
@@ -38,10 +41,13 @@ class CausalConv3d(nn.Module):
         kernel: tuple[int, int, int],
         spatial_stride: int = 1,
         bias: bool = False,
+        *,
+        pad_time: bool = True,
     ) -> None:
         super().__init__()
         kt, kh, kw = kernel
-        self.pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2, kt - 1, 0)
+        front = kt - 1 if pad_time else 0
+        self.pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2, front, 0)
         self.conv = nn.Conv3d(
             in_channels,
             out_channels,
@@ -51,7 +57,8 @@ class CausalConv3d(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, T, H, W) -> (B, C_out, T, ceil(H / s), ceil(W / s))."""
+        """(B, C_in, T, H, W) -> (B, C_out, T, ceil(H / s), ceil(W / s)) (``T - k_t + 1``
+        steps without ``pad_time``)."""
         return self.conv(F.pad(x, self.pad))
 
 

@@ -1,12 +1,14 @@
 """The field's yardsticks: the lags-as-channels 2-D CNN and the linear-nonlinear (LN) core.
 
 Both see a sample's ``num_lags`` frames through one first layer whose kernel spans all the lags
-(a ``(L, k, k)`` convolution padded causally in time): on a clip it computes, at every frame t,
-the 2-D convolution of frames ``t - L + 1 .. t`` stacked as channels, which is the classic
-model's input layer (Lurz et al. 2021, the Sensorium baselines, neuralpredictors'
-``Stacked2dCore``). Every later layer of the CNN is a per-frame 2-D convolution. So each output
-at frame t depends on frames ``t - L + 1 .. t`` only, as the data contract asks, and a clip
-predicts every one of its bins (time is never strided).
+(a ``(L, k, k)`` convolution, "valid" in time): on a clip of F frames it computes, at every
+frame t from ``L - 1`` on, the 2-D convolution of frames ``t - L + 1 .. t`` stacked as channels,
+which is the classic model's input layer (Lurz et al. 2021, the Sensorium baselines,
+neuralpredictors' ``Stacked2dCore``). Every later layer of the CNN is a per-frame 2-D
+convolution. So the core's ``F - L + 1`` output steps are exactly the clip's targets (a window
+of L frames: one), each depending on frames ``t - L + 1 .. t`` only, as the data contract asks:
+to the encoder these are temporal tokens of kernel L and stride 1, and no frame without a full
+history is computed.
 
 Batch norm (the CNN's default, as in those baselines) pools its training statistics over the
 batch's frames, which in clip mode include later frames of the same clip; evaluation uses the
@@ -47,7 +49,8 @@ def laplace_l2(weight: Tensor) -> Tensor:
 def cnn2d_layers(
     cfg: CNN2DConfig, in_channels: int, num_lags: int
 ) -> list[tuple[int, int, tuple[int, int, int]]]:
-    """Every convolution of the CNN as (in, out, (k_t, k_h, k_w)), in order (for cost counts)."""
+    """Every convolution of the CNN as (in, out, (k_t, k_h, k_w)), in order (for cost counts):
+    the first spans the L lags, the others one frame."""
     layers = []
     prev, k_t = in_channels, num_lags
     for ch, k in zip(cfg.channels, cfg.kernels, strict=True):
@@ -72,10 +75,10 @@ class CNN2DCore(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = cfg.channels[-1]
-        self.time_kernel, self.time_stride = 1, 1  # one output step per frame
+        self.time_kernel, self.time_stride = num_lags, 1  # one output step per full history
         layers: list[nn.Module] = []
         for cin, cout, kernel in cnn2d_layers(cfg, in_channels, num_lags):
-            layers.append(CausalConv3d(cin, cout, kernel, bias=not cfg.batch_norm))
+            layers.append(CausalConv3d(cin, cout, kernel, bias=not cfg.batch_norm, pad_time=False))
             if cfg.batch_norm:
                 layers.append(nn.BatchNorm3d(cout))
             layers.append(nn.ELU())
@@ -89,7 +92,7 @@ class CNN2DCore(nn.Module):
         return height, width
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) -> (B, D, T, H, W)."""
+        """(B, C, T, H, W) -> (B, D, T - L + 1, H, W)."""
         out: Tensor = self.layers(x)
         return out
 
@@ -118,15 +121,16 @@ class LNCore(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.out_dim = cfg.filters
-        self.time_kernel, self.time_stride = 1, 1
-        self.filter = CausalConv3d(in_channels, cfg.filters, (num_lags, cfg.kernel, cfg.kernel))
+        self.time_kernel, self.time_stride = num_lags, 1
+        kernel = (num_lags, cfg.kernel, cfg.kernel)
+        self.filter = CausalConv3d(in_channels, cfg.filters, kernel, pad_time=False)
 
     def output_grid(self, height: int, width: int) -> tuple[int, int]:
         """(H', W') of the feature map: the frame's own."""
         return height, width
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) -> (B, filters, T, H, W), linear in ``x``."""
+        """(B, C, T, H, W) -> (B, filters, T - L + 1, H, W), linear in ``x``."""
         out: Tensor = self.filter(x)
         return out
 
