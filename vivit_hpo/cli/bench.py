@@ -1,6 +1,7 @@
-"""``vivit-hpo bench step|clips|search|chaos``: the training step, clips against windows (see
-vivit_hpo.bench), search strategies against random search (vivit_hpo.search.benchmark), and the
-chaos soak (vivit_hpo.search.chaos)."""
+"""``vivit-hpo bench step|clips|search|models|chaos``: the training step, clips against windows
+(see vivit_hpo.bench), search strategies against random search (vivit_hpo.search.benchmark), the
+searched ViViT against the yardsticks (vivit_hpo.bench.models), and the chaos soak
+(vivit_hpo.search.chaos)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,36 @@ def chaos(
     console.print(f"wrote {out / 'chaos.json'}")
     if not soak.ok:
         raise typer.Exit(1)
+
+
+@group.command("models")
+def models(
+    spec: Annotated[
+        Path, typer.Option("--spec", help="Study spec YAML with `baselines` (the yardsticks).")
+    ],
+    minutes: Annotated[
+        float, typer.Option("--minutes", min=0.01, help="Wall time of the search and of each.")
+    ],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Workers of the search.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="Device of every worker.")] = "cpu",
+    storage: StorageURL = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for bench_models.json, data, trials.")
+    ] = Path("models-bench"),
+) -> None:
+    """The spec's ViViT search for M minutes (N workers), then each yardstick of its
+    `baselines` trained alone for M minutes on the same cores; test BPS of the best ViViT and
+    of each, against the oracle on simulated data."""
+    from vivit_hpo.bench.models import run_models_bench
+    from vivit_hpo.search.spec import load_spec
+
+    run_models_bench(
+        load_spec(spec),
+        minutes=minutes,
+        workers=workers,
+        out=out,
+        console=console,
+        device=device,
+        storage_url=storage,
+    )
+    console.print(f"wrote {out / 'bench_models.json'}")

@@ -27,6 +27,30 @@ def _params(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
+def _standings(study: Any, storage: Any, name: str) -> Table | None:
+    """The best ViViT beside each yardstick (the spec's ``baselines``); None without any."""
+    from vivit_hpo.search.study import oracle_test_bps, read_spec, standings
+
+    rows = standings(
+        study.get_trials(deepcopy=False), oracle_test_bps(read_spec(storage, name), name)
+    )
+    if not rows:
+        return None
+    table = Table(title="the best ViViT and the yardsticks (test split)", title_justify="left")
+    for col in ("model", "#", "test BPS", "of oracle", "train time", "parameters"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(
+            r.label if r.state == "complete" else f"{r.label} ({r.state})",
+            "-" if r.number is None else str(r.number),
+            "-" if r.test_bps is None else f"{r.test_bps:+.4f}",
+            "-" if r.fraction_of_oracle is None else f"{r.fraction_of_oracle:.0%}",
+            "-" if r.seconds is None else f"{r.seconds:.0f} s",
+            "-" if r.params_count is None else f"{r.params_count:,}",
+        )
+    return table
+
+
 @group.command("create")
 def create(
     name: Name,
@@ -53,6 +77,9 @@ def create(
     st = open_storage(storage)
     create_study(st, name, parsed)
     first = ", the base config first" if parsed.baseline and parsed.sampler.name != "grid" else ""
+    if parsed.baselines:
+        names = ", ".join(Path(p).stem for p in parsed.baselines)
+        first += f", and the yardstick(s) {names}"
     console.print(
         f"created study {name!r} in {mask_url(resolve_storage_url(storage))}: "
         f"{effective_n_trials(parsed)} trials of up to {parsed.epochs} epochs, "
@@ -104,7 +131,8 @@ def show(
     from vivit_hpo.search.storage import open_storage
     from vivit_hpo.search.study import load_study, trial_rows
 
-    study = load_study(open_storage(storage), name)
+    st = open_storage(storage)
+    study = load_study(st, name)
     rows = trial_rows(study.get_trials(deepcopy=False))
     if last is not None:
         rows = rows[-last:]
@@ -125,6 +153,9 @@ def show(
             r.reason,
         )
     console.print(table)
+    beside = _standings(study, st, name)
+    if beside is not None:
+        console.print(beside)
 
 
 @group.command("best")
@@ -134,12 +165,13 @@ def best(name: Name, storage: StorageURL = None) -> None:
     from vivit_hpo.search.storage import open_storage
     from vivit_hpo.search.study import best_trial, load_study
 
-    study = load_study(open_storage(storage), name)
+    st = open_storage(storage)
+    study = load_study(st, name)
     r = TrialRecord.of(best_trial(study))
     table = Table(title=f"study {name}: best trial #{r.number}", show_header=False)
     table.add_column("key")
     table.add_column("value")
-    table.add_row("val BPS (mean over sessions)", f"{r.value:+.5f}")
+    table.add_row("val BPS (mean over sessions)", f"{r.value or 0.0:+.5f}")
     table.add_row("best epoch", str(r.best_epoch))
     for k, v in (r.val_bps_per_session or {}).items():
         table.add_row(f"  {k}", f"{v:+.5f}")
@@ -163,6 +195,9 @@ def best(name: Name, storage: StorageURL = None) -> None:
     table.add_row("host / device", f"{r.host} / {r.device}")
     table.add_row("trial folder", str(r.run_dir))
     console.print(table)
+    beside = _standings(study, st, name)
+    if beside is not None:
+        console.print(beside)
 
 
 @group.command("export-best")

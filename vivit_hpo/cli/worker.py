@@ -54,6 +54,14 @@ def worker(
         ),
     ] = None,
     max_infra_errors: MaxInfraErrors = DEFAULT_MAX_INFRA_ERRORS,
+    finish_by: Annotated[
+        float | None,
+        typer.Option(
+            "--finish-by",
+            help="Unix time: claim no trial after it, and end the running trial with its best "
+            "epoch when the next epoch would end after it (`bench models` sets it).",
+        ),
+    ] = None,
 ) -> None:
     """Pull trials of study NAME until its budget is spent (run one per GPU, on any machine).
 
@@ -67,7 +75,9 @@ def worker(
         import torch
 
         torch.set_num_threads(threads)
-    summary = run_worker(name, storage, n_trials, device, max_infra_errors=max_infra_errors)
+    summary = run_worker(
+        name, storage, n_trials, device, max_infra_errors=max_infra_errors, finish_by=finish_by
+    )
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.states.items())) or "none"
     logging.getLogger("vivit_hpo").info(
         "worker done (%s): %d trial(s): %s", summary.stopped_by, summary.trials, states

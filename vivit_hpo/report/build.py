@@ -104,9 +104,12 @@ def _with_oracle(snap: StudySnapshot) -> StudySnapshot:
     from vivit_hpo.data import oracle_bps
 
     oracle: dict[str, float] = {}
+    test: dict[str, float] = {}
     for p in study_data_paths(snap):
-        oracle.update(parse_oracle(oracle_bps(p)))
-    return replace(snap, oracle=oracle) if oracle else snap
+        raw = oracle_bps(p)
+        oracle.update(parse_oracle(raw))
+        test.update(parse_oracle(raw, "test"))
+    return replace(snap, oracle=oracle, oracle_test=test) if oracle or test else snap
 
 
 def _best_run_dir(snap: StudySnapshot) -> Path | None:

@@ -41,6 +41,7 @@ from vivit_hpo.search.record import (
     TRIAL_DIR,
     TrialRecord,
 )
+from vivit_hpo.search.study import Standing
 
 __all__ = [
     "AblationInfo",
@@ -172,6 +173,16 @@ def _budget_items(spec: Mapping[str, Any], snap: StudySnapshot) -> tuple[BudgetI
         limit = float(minutes) / 60.0 if isinstance(minutes, int | float) else None
         items.append(BudgetItem("wall clock, first start to last end", wall, limit, "h"))
     return tuple(items)
+
+
+def standings_info(snap: StudySnapshot) -> list[Standing]:
+    """The best ViViT beside each yardstick (the spec's ``baselines``) on the test split, with
+    the fraction of the test oracle where the data are simulated; empty without yardsticks."""
+    from vivit_hpo.search.study import standings
+
+    oracle = snap.oracle_test
+    mean = float(np.mean(list(oracle.values()))) if oracle else None
+    return standings(snap.trials, mean, maximize=snap.maximize)
 
 
 def summary_info(snap: StudySnapshot, best_config_text: str | None = None) -> SummaryInfo:

@@ -23,6 +23,7 @@ from vivit_hpo.report.data import (
     importance_info,
     parallel_info,
     sessions_info,
+    standings_info,
     summary_info,
 )
 from vivit_hpo.report.html import Section, Table
@@ -307,6 +308,37 @@ def baseline_section(snap: StudySnapshot, compare: StudySnapshot | None) -> Sect
     return sec
 
 
+def yardstick_section(snap: StudySnapshot) -> Section | None:
+    """The best ViViT beside the lab's yardsticks (the spec's ``baselines``), or None."""
+    rows = standings_info(snap)
+    if not rows:
+        return None
+    sec = Section(
+        "yardsticks",
+        "The best ViViT and the yardsticks",
+        "Test BPS of the search's best trial (never a yardstick) and of each yardstick's trial, "
+        "trained on the same data with the same epoch budget.",
+    )
+    sec.add(
+        Table(
+            ("model", "trial", "state", "test BPS", "of oracle", "training time", "parameters"),
+            tuple(
+                (
+                    r.label,
+                    "-" if r.number is None else str(r.number),
+                    r.state,
+                    fmt(r.test_bps),
+                    "-" if r.fraction_of_oracle is None else f"{r.fraction_of_oracle:.0%}",
+                    "-" if r.seconds is None else f"{r.seconds:.0f} s",
+                    "-" if r.params_count is None else f"{r.params_count:,}",
+                )
+                for r in rows
+            ),
+        )
+    )
+    return sec
+
+
 def study_sections(
     snap: StudySnapshot,
     *,
@@ -328,7 +360,8 @@ def study_sections(
         cost_section(snap),
         sessions_section(snap),
     ]
-    for extra in (ablation_section(snap), baseline_section(snap, compare)):
+    extras = (yardstick_section(snap), ablation_section(snap), baseline_section(snap, compare))
+    for extra in extras:
         if extra is not None:
             sections.append(extra)
     return sections

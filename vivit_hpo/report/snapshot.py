@@ -49,6 +49,8 @@ class StudySnapshot:
         taken_at: when the snapshot was taken (a running trial's duration ends here).
         oracle: validation oracle BPS per session of simulated data (from the data folder's
             ``oracle.json``), merged with the study's ``oracle_bps`` user attribute, if any.
+        oracle_test: test-split oracle BPS per session (``oracle.json``), for the test BPS of
+            the best trial and the yardsticks.
     """
 
     name: str
@@ -57,6 +59,7 @@ class StudySnapshot:
     trials: tuple[FrozenTrial, ...]
     taken_at: datetime
     oracle: dict[str, float] = field(default_factory=dict)
+    oracle_test: dict[str, float] = field(default_factory=dict)
 
     @property
     def maximize(self) -> bool:
@@ -98,12 +101,11 @@ class StudySnapshot:
         return [t for t in self.trials if trial_status(t) == "complete" and _finite(trial_value(t))]
 
     def best_trial(self) -> FrozenTrial | None:
-        """The best complete trial by the study direction, or None when there is none."""
-        done = self.feasible_complete()
-        if not done:
-            return None
-        sign = 1.0 if self.maximize else -1.0
-        return max(done, key=lambda t: sign * objective(t))
+        """The search's best complete trial by the study direction (never a yardstick: see
+        :func:`~vivit_hpo.search.study.best_of`), or None when there is none."""
+        from vivit_hpo.search.study import best_of
+
+        return best_of(self.trials, maximize=self.maximize)
 
 
 def _direction_name(direction: StudyDirection) -> str:
@@ -121,14 +123,14 @@ def trial_value(trial: FrozenTrial) -> float | None:
     return float(trial.values[0])
 
 
-def parse_oracle(raw: Any) -> dict[str, float]:
-    """``{session: bps}`` from ``{session: bps}`` or ``{session: {split: bps}}`` (``val``)."""
+def parse_oracle(raw: Any, split: str = "val") -> dict[str, float]:
+    """``{session: bps}`` from ``{session: bps}`` or ``{session: {split: bps}}`` (``split``)."""
     if not isinstance(raw, Mapping):
         return {}
     out: dict[str, float] = {}
     for session, value in raw.items():
         if isinstance(value, Mapping):
-            value = value.get("val")
+            value = value.get(split)
         if isinstance(value, int | float) and math.isfinite(value):
             out[str(session)] = float(value)
     return out

@@ -59,7 +59,7 @@ from vivit_hpo.search.record import (
     read_epochs,
     status,
 )
-from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
+from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
     progress,
@@ -375,7 +375,7 @@ class _Driver:
 
     def done(self) -> bool:
         trials = self.trials()
-        return trials is not None and progress(trials, effective_n_trials(self.spec)).done
+        return trials is not None and progress(trials, study_n_trials(self.spec)).done
 
     def busy_pids(self) -> list[int]:
         """Pids of workers whose RUNNING trial has reported at least one epoch."""
@@ -542,7 +542,7 @@ def run_chaos(
     states = Counter(r.state for r in trial_rows(trials))
     result = ChaosResult(
         study=name,
-        n_trials=effective_n_trials(spec),
+        n_trials=study_n_trials(spec),
         seconds=round(time.monotonic() - t0, 1),
         finished=finished,
         kills=kills,
@@ -582,7 +582,7 @@ def _checks(
     before: dict[str, tuple[int, int]],
     inputs: list[Path],
 ) -> tuple[list[Check], int]:
-    n_trials = effective_n_trials(d.spec)
+    n_trials = study_n_trials(d.spec)
     p = progress(trials, n_trials)
     checks = [
         Check(

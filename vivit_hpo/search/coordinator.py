@@ -39,7 +39,7 @@ from rich.table import Table
 
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.objective import STOP_SIGNALS
-from vivit_hpo.search.spec import StudySpec, effective_n_trials, load_spec
+from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
 from vivit_hpo.search.storage import (
     StaleCheck,
     claim_lock,
@@ -195,7 +195,13 @@ def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, no
     return Group(*parts)
 
 
-def _start(slot: _Slot, name: str, env: dict[str, str], max_infra_errors: int) -> None:
+def _start(
+    slot: _Slot,
+    name: str,
+    env: dict[str, str],
+    max_infra_errors: int,
+    finish_by: float | None = None,
+) -> None:
     slot.log_path.parent.mkdir(parents=True, exist_ok=True)
     if slot.log is not None:
         slot.log.close()
@@ -207,6 +213,7 @@ def _start(slot: _Slot, name: str, env: dict[str, str], max_infra_errors: int) -
         [
             *(sys.executable, "-m", "vivit_hpo", "worker", name, "--device", slot.device),
             *("--max-infra-errors", str(max_infra_errors)),
+            *(() if finish_by is None else ("--finish-by", repr(finish_by))),
         ],
         stdout=slot.log,
         stderr=subprocess.STDOUT,
@@ -267,6 +274,7 @@ def run_study(
     refresh_s: float = 2.0,
     baseline: bool = True,
     max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
+    finish_by: float | None = None,
 ) -> RunResult:
     """Create or load study ``name``, run one worker per entry of ``devices``, and watch them.
 
@@ -279,6 +287,10 @@ def run_study(
         refresh_s: seconds between table refreshes and worker checks.
         baseline: creating the study, enqueue its base config first (unless the spec says no).
         max_infra_errors: each worker's ``--max-infra-errors``.
+        finish_by: each worker's ``--finish-by`` (``time.time()``): running trials end with
+            their best epoch when their next epoch would end after it. ``budget.timeout_minutes``
+            alone stops the workers at the limit, and their running trials are failed and
+            re-enqueued to resume later: a result later, none now.
 
     Returns:
         The exit code and the final counts.
@@ -287,7 +299,7 @@ def run_study(
     url = resolve_storage_url(storage_url)
     opened = open_study(name, storage_url)
     storage, study, spec = opened.storage, opened.study, opened.spec
-    budget = effective_n_trials(spec)
+    budget = study_n_trials(spec)
     logs = spec.artifact_path(name, "logs")
     env = dict(os.environ)
     env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
@@ -327,7 +339,7 @@ def run_study(
                 transient=True,
             ) as live:
                 for s in slots:
-                    _start(s, name, env, max_infra_errors)
+                    _start(s, name, env, max_infra_errors, finish_by)
                 while not stop.is_set():
                     now = time.monotonic()
                     if now - last_stale >= stale_every:
@@ -364,7 +376,7 @@ def run_study(
                             note = f"worker {s.index} keeps dying; see {s.log_path}"
                             continue
                         s.restarts += 1
-                        _start(s, name, env, max_infra_errors)
+                        _start(s, name, env, max_infra_errors, finish_by)
                     alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
                     live.update(_table(name, p, slots, now - start, note))
                     if not alive:

@@ -9,15 +9,20 @@ random configurations; TPE's constant liar keeps their later suggestions apart.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from vivit_hpo.errors import SpecError
+from vivit_hpo.search.record import is_yardstick
 from vivit_hpo.search.spec import StudySpec, effective_n_trials
 
 __all__ = [
+    "SearchOnlyPruner",
+    "SearchOnlySampler",
     "build_pruner",
     "build_sampler",
     "hyperband_min_resource",
@@ -58,7 +63,110 @@ class _WorkerGridSampler(optuna.samplers.GridSampler):
         return None
 
 
+class _SearchView:
+    """A study as the sampler and the pruner see it: without its yardstick trials.
+
+    A yardstick (the spec's ``baselines``) has no parameters of the space; left in, a COMPLETE
+    one would empty the intersection search space of multivariate TPE (every later trial then
+    sampled independently), count as one of TPE's startup trials and take a place in TPE's
+    "good" group, and a percentile pruner would compare trials with its reports."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if not is_yardstick(t)]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+
+def _view(study: optuna.Study) -> optuna.Study:
+    return _SearchView(study)  # type: ignore[return-value]  # duck-typed: what samplers read
+
+
+class SearchOnlySampler(optuna.samplers.BaseSampler):
+    """The spec's sampler, shown the search's trials only (:class:`_SearchView`); a yardstick
+    trial samples nothing (it trains a fixed run config)."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if is_yardstick(trial):
+            return {}
+        return self.inner.infer_relative_search_space(_view(study), trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if is_yardstick(trial) or not search_space:
+            return {}
+        return self.inner.sample_relative(_view(study), trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.inner.sample_independent(_view(study), trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if not is_yardstick(trial):
+            self.inner.before_trial(_view(study), trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        if not is_yardstick(trial):
+            self.inner.after_trial(_view(study), trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+class SearchOnlyPruner(optuna.pruners.BasePruner):
+    """The spec's pruner, comparing the search's trials only (:class:`_SearchView`). Not used
+    for Hyperband: Optuna finds its brackets by its type, and it compares only the trials that
+    asked it at a rung, which a yardstick never does."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self.inner.prune(_view(study), trial)
+
+
 def build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler (:func:`_build_sampler`), shown the search's trials only
+    (:class:`SearchOnlySampler`: no yardstick)."""
+    return SearchOnlySampler(_build_sampler(spec, first_trial))
+
+
+def _build_sampler(spec: StudySpec, first_trial: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler: ``tpe`` (Optuna 5 defaults: multivariate, constant liar; grouped when
     the space is conditional; :func:`tpe_startup_trials` random trials first), ``random``,
     ``grid`` (categorical parameters only), ``gp`` or ``cmaes``; ``sampler.options`` are passed
@@ -125,6 +233,15 @@ def hyperband_min_resource(spec: StudySpec, reduction_factor: int) -> int:
 
 
 def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner (:func:`_build_pruner`); all but Hyperband compare the search's
+    trials only (:class:`SearchOnlyPruner`: no yardstick)."""
+    pruner = _build_pruner(spec)
+    if isinstance(pruner, optuna.pruners.HyperbandPruner):
+        return pruner
+    return SearchOnlyPruner(pruner)
+
+
+def _build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """The spec's pruner, with epochs as the resource (intermediate step = epoch, 1-based).
 
     ``hyperband`` (min_resource :func:`hyperband_min_resource`, max_resource = the per-trial

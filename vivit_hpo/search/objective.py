@@ -58,9 +58,9 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from vivit_hpo.config import DataConfig
+from vivit_hpo.config import DataConfig, RunConfig, parse_run_config
 from vivit_hpo.data import SessionSet, load_sessions
-from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
+from vivit_hpo.errors import ConfigError, NonFiniteLossError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
@@ -84,6 +84,7 @@ from vivit_hpo.search.record import (
     RETRY_HISTORY,
     RUN_CONFIG,
     SAMPLES_PER_S,
+    STOPPED_AT_DEADLINE,
     STOPPED_EARLY,
     TEST_BPS,
     TEST_BPS_ERROR,
@@ -92,6 +93,8 @@ from vivit_hpo.search.record import (
     TRIAL_DIR,
     VAL_BPS_PER_SESSION,
     VALUES,
+    YARDSTICK,
+    YARDSTICK_CONFIG,
     EpochRecord,
     append_epoch,
     retry_of,
@@ -269,6 +272,17 @@ def retry_trial(
     return frozen.number
 
 
+def _yardstick_config(tree: Any, name: str) -> RunConfig:
+    """The run config a yardstick trial stored when it was enqueued.
+
+    Raises:
+        ConfigError: none stored, or not a valid run config.
+    """
+    if not isinstance(tree, dict):
+        raise ConfigError(f"yardstick {name}: no run config stored; recreate the study")
+    return parse_run_config(tree, f"yardstick {name}")
+
+
 class TrialRunner:
     """Runs trials of one study in one worker process.
 
@@ -280,6 +294,10 @@ class TrialRunner:
             interrupted trial; the worker runs the heartbeat).
         stop: the worker's signal state.
         uid: the study's uid (:func:`~vivit_hpo.search.study.study_uid`): its trial folders.
+        finish_by: a wall-clock time (``time.time()``): a trial whose next epoch would end
+            after it stops after this one and completes with its best epoch so far
+            (``stopped_at_deadline``), so that a search given M minutes ends its running trials
+            with a result by then (``vivit-hpo bench models``). None: trials run their budget.
     """
 
     def __init__(
@@ -291,8 +309,10 @@ class TrialRunner:
         storage: optuna.storages.RDBStorage,
         stop: StopControl,
         uid: str | None,
+        finish_by: float | None = None,
     ) -> None:
         self.spec = spec
+        self.finish_by = finish_by
         self.study_name = study_name
         self.uid = uid
         self.device = resolve_device(device)
@@ -476,28 +496,40 @@ class TrialRunner:
             attrs[THREADS] = torch.get_num_threads()
 
         # 1. Parameters and the cheap checks: nothing is trained for an infeasible config.
-        extra = dict(trial.user_attrs.get(EXTRA_OVERRIDES) or {})
+        # A yardstick samples nothing: it trains the run config stored when it was enqueued
+        # (checked against the data when the study was created), and is never pruned.
+        yardstick = trial.user_attrs.get(YARDSTICK)
         baseline = bool(trial.user_attrs.get(BASELINE))
-        try:
-            values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")
-            reason = infeasible_reason(
-                self.spec,
-                self.base,
-                values,
-                self.shapes,
-                memory_cap_bytes=self.memory_cap,
-                device_type=self.device.type,
-                extra=extra,
-            )
-        except Infeasible as e:
-            values, reason = {}, str(e)
-        attrs[VALUES] = values
-        if reason is not None:
-            record_attrs(trial, {**attrs, INFEASIBLE_REASON: reason})
-            self._set_feasible(trial, False)
-            self._tell(study, trial, TrialState.PRUNED)
-            return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
-        cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
+        if yardstick:
+            try:
+                cfg = _yardstick_config(trial.user_attrs.get(YARDSTICK_CONFIG), str(yardstick))
+            except VivitHpoError as e:
+                record_attrs(trial, {**attrs, FAIL_REASON: str(e)})
+                self._tell(study, trial, TrialState.FAIL)
+                return TrialOutcome(n, "FAIL", None, str(e), 0, time.perf_counter() - start)
+            attrs[VALUES] = {}
+        else:
+            extra = dict(trial.user_attrs.get(EXTRA_OVERRIDES) or {})
+            try:
+                values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")
+                reason = infeasible_reason(
+                    self.spec,
+                    self.base,
+                    values,
+                    self.shapes,
+                    memory_cap_bytes=self.memory_cap,
+                    device_type=self.device.type,
+                    extra=extra,
+                )
+            except Infeasible as e:
+                values, reason = {}, str(e)
+            attrs[VALUES] = values
+            if reason is not None:
+                record_attrs(trial, {**attrs, INFEASIBLE_REASON: reason})
+                self._set_feasible(trial, False)
+                self._tell(study, trial, TrialState.PRUNED)
+                return TrialOutcome(n, "INFEASIBLE", None, reason, 0, time.perf_counter() - start)
+            cfg = trial_config(self.base, to_overrides(self.spec.space, values), extra)
         attrs[RUN_CONFIG] = cfg.to_dict()
 
         # 2. Train, reporting every epoch (the worker runs the heartbeat alongside).
@@ -543,6 +575,11 @@ class TrialRunner:
                 )
                 if self.stop.requested:
                     raise KeyboardInterrupt
+                if self._past_deadline(time.time() - began):
+                    end[STOPPED_AT_DEADLINE] = True
+                    break
+                if yardstick:
+                    continue  # not the search's: the pruner never sees it (factory)
                 # Every trial asks the pruner, so that the baseline's values stand at each rung
                 # (Hyperband records a trial's rung value only when asked). The baseline is never
                 # pruned: it is the result the search must at least match, so it trains to the
@@ -609,6 +646,10 @@ class TrialRunner:
         self._set_feasible(trial, True)
         self._tell(study, trial, TrialState.COMPLETE, value)
         return TrialOutcome(n, "COMPLETE", value, "", epochs, time.perf_counter() - start)
+
+    def _past_deadline(self, epoch_seconds: float) -> bool:
+        """True when another epoch as long as the last would end after ``finish_by``."""
+        return self.finish_by is not None and time.time() + epoch_seconds > self.finish_by
 
     def _test_scores(self, run_dir: Path, data: SessionSet, batch_size: int) -> dict[str, Any]:
         """The kept best checkpoint's test BPS (``test_bps``, ``test_bps_per_session``), so that

@@ -56,6 +56,7 @@ __all__ = [
     "RETRY_HISTORY",
     "RUN_CONFIG",
     "SAMPLES_PER_S",
+    "STOPPED_AT_DEADLINE",
     "STOPPED_EARLY",
     "TEST_BPS",
     "TEST_BPS_ERROR",
@@ -64,11 +65,14 @@ __all__ = [
     "TRIAL_DIR",
     "VALUES",
     "VAL_BPS_PER_SESSION",
+    "YARDSTICK",
+    "YARDSTICK_CONFIG",
     "EpochRecord",
     "RetryStaleTrial",
     "Status",
     "TrialRecord",
     "append_epoch",
+    "is_yardstick",
     "read_epochs",
     "retry_of",
     "status",
@@ -84,6 +88,11 @@ EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per f
 # Set when the trial is enqueued (vivit_hpo.search.study), read by the objective:
 BASELINE = "baseline"  # the spec's base config, never pruned
 EXTRA_OVERRIDES = "extra_overrides"  # run-config overrides of this trial alone
+# A yardstick (the spec's `baselines`: a lab's own model, e.g. a 2-D CNN or an LN model): the
+# name (the run config's file stem) and its resolved run config. It samples nothing, is never
+# pruned, and the sampler and pruner never see it (vivit_hpo.search.factory).
+YARDSTICK = "yardstick"
+YARDSTICK_CONFIG = "yardstick_config"
 # Written by the objective when training starts:
 HOST = "host"
 DEVICE = "device"  # "cpu", or "cuda:i (<name>)"
@@ -104,6 +113,7 @@ EPOCHS_RUN = "epochs_run"
 BEST_EPOCH = "best_epoch"  # the epoch of the kept checkpoint (the value's epoch)
 VAL_BPS_PER_SESSION = "val_bps_per_session"  # at the best epoch
 STOPPED_EARLY = "stopped_early"
+STOPPED_AT_DEADLINE = "stopped_at_deadline"  # ended with its best epoch at the worker's finish-by
 TEST_BPS = "test_bps"  # the best checkpoint on the test split, mean over sessions
 TEST_BPS_PER_SESSION = "test_bps_per_session"
 TEST_BPS_ERROR = "test_bps_error"  # why the test split could not be scored
@@ -136,6 +146,11 @@ def status(t: FrozenTrial) -> Status:
     if any(v > 0 for v in t.constraints.values()):
         return "infeasible"
     return "complete" if t.state == TrialState.COMPLETE else "pruned"
+
+
+def is_yardstick(t: FrozenTrial) -> bool:
+    """True for a yardstick trial (the spec's ``baselines``): never the search's result."""
+    return bool(t.user_attrs.get(YARDSTICK))
 
 
 def _number(x: Any) -> float | None:
@@ -189,6 +204,9 @@ class TrialRecord:
         run_dir: the trial's run folder (``trial_dir``).
         run_config: the resolved run config (``RunConfig.to_dict()``).
         baseline: the spec's base config, enqueued first.
+        yardstick: the name of the yardstick this trial trains (the spec's ``baselines``: the
+            run config's file stem); None for the search's own trials.
+        seconds: from its start to its end (None while it runs).
         host, device: where it ran.
         params_count, flops_per_sample, samples_per_s, bins_per_s, peak_memory_mb: its costs.
         resumed_from_trial, resumed_from_epoch: what a retry resumed.
@@ -213,6 +231,8 @@ class TrialRecord:
     run_dir: Path | None
     run_config: dict[str, Any] | None
     baseline: bool
+    yardstick: str | None
+    seconds: float | None
     host: str | None
     device: str | None
     params_count: int | None
@@ -253,6 +273,12 @@ class TrialRecord:
             run_dir=Path(run_dir) if isinstance(run_dir, str) else None,
             run_config=dict(config) if isinstance(config, Mapping) else None,
             baseline=bool(a.get(BASELINE)),
+            yardstick=_text(a.get(YARDSTICK)) or None,
+            seconds=(
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start
+                else None
+            ),
             host=_text(a.get(HOST)),
             device=_text(a.get(DEVICE)),
             params_count=_integer(_attr(a, PARAMS_COUNT)),

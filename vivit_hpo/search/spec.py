@@ -15,6 +15,8 @@
       lr: {low: 1.0e-4, high: 3.0e-3, log: true, to: train.lr}
     epochs: 20                     # per-trial budget (the pruner's max resource)
     baseline: true                 # the base config is the first trial: the winner is at least it
+    baselines: [configs/cnn2d.yaml, configs/ln.yaml]   # yardsticks: a lab's own models, one
+                                   # trial each, beside the search (never its result)
     sampler: {name: tpe, seed: 0, options: {}}
     pruner: {name: hyperband, options: {}}
     objective: {metric: val_bps, direction: maximize}
@@ -23,7 +25,7 @@
     feasibility: {max_memory_gb: null, memory_fraction: 0.9}
     artifacts: {dir: null, keep_best: 3}
 
-Relative ``data.paths`` and ``base.config`` paths are relative to the spec file;
+Relative ``data.paths``, ``base.config`` and ``baselines`` paths are relative to the spec file;
 ``artifacts.dir`` (default ``artifacts``) is relative to ``$VIVIT_HPO_HOME`` or the current
 directory. :func:`load_spec` resolves them to absolute paths and inlines the base config, so the
 spec stored in the study (``study.user_attrs["spec"]``) is self-contained: every worker rebuilds
@@ -82,6 +84,8 @@ __all__ = [
     "parse_spec",
     "spec_from_text",
     "spec_to_text",
+    "study_n_trials",
+    "yardstick_trees",
 ]
 
 
@@ -306,6 +310,9 @@ class StudySpec(_Frozen):
     )
     epochs: int = Field(20, ge=1)
     baseline: bool = True  # enqueue the base config as the first trial (not for a grid)
+    # Run-config files of the yardsticks (a lab's own models): each is trained once, as a
+    # labelled trial beside the search (see yardstick_trees); absolute once loaded.
+    baselines: list[str] = Field(default_factory=list)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
@@ -333,6 +340,35 @@ class StudySpec(_Frozen):
             seen[name] = p
         return space
 
+    @field_validator("baselines")
+    @classmethod
+    def _distinct_stems(cls, paths: list[str]) -> list[str]:
+        stems: dict[str, str] = {}
+        for path in paths:
+            stem = Path(path).stem
+            if stem in stems:
+                raise ValueError(
+                    f"{path} and {stems[stem]} have the same name {stem!r}; a yardstick is "
+                    "named by its file's stem: rename one"
+                )
+            stems[stem] = path
+        return paths
+
+    def finish_tree(self, tree: dict[str, Any], where: str) -> dict[str, Any]:
+        """A run-config mapping made a trial's: parsed (every key present), with the per-trial
+        epoch budget in ``train.epochs`` and full-state checkpoints only at the end unless the
+        tree sets ``train.checkpoint_every``.
+
+        Raises:
+            ConfigError: not a valid run config (one line naming ``where``).
+        """
+        explicit_ckpt = "checkpoint_every" in tree.get("train", {})
+        out = parse_run_config(tree, where).to_dict()
+        out["train"]["epochs"] = self.epochs
+        if not explicit_ckpt:
+            out["train"]["checkpoint_every"] = self.epochs
+        return out
+
     def base_tree(self) -> dict[str, Any]:
         """The resolved base run config as a full mapping (every key present).
 
@@ -343,14 +379,7 @@ class StudySpec(_Frozen):
         cfg = self.base.config
         if not isinstance(cfg, dict) and cfg is not None:
             raise SpecError(f"base.config = {cfg!r}: not resolved; load the spec with load_spec")
-        tree = apply_overrides(cfg or {}, self.base.overrides)
-        explicit_ckpt = "checkpoint_every" in tree.get("train", {})
-        run = parse_run_config(tree, "base")
-        out = run.to_dict()
-        out["train"]["epochs"] = self.epochs
-        if not explicit_ckpt:
-            out["train"]["checkpoint_every"] = self.epochs
-        return out
+        return self.finish_tree(apply_overrides(cfg or {}, self.base.overrides), "base")
 
     def artifacts_root(self) -> Path:
         """The artifacts root, resolved: ``$VIVIT_HPO_ARTIFACTS`` (on a machine that mounts the
@@ -410,6 +439,11 @@ def _resolve(tree: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
             base["config"] = read_yaml(path)
         except ConfigError as e:
             raise SpecError(f"base.config: {e}") from e
+    if isinstance(tree.get("baselines"), list):
+        tree["baselines"] = [
+            str(p) if Path(str(p)).is_absolute() else os.path.normpath(spec_dir / str(p))
+            for p in tree["baselines"]
+        ]
     arts = tree.get("artifacts")
     if isinstance(arts, dict) and isinstance(arts.get("dir"), str):
         d = Path(arts["dir"]).expanduser()
@@ -461,6 +495,28 @@ def spec_from_text(text: str, where: str = "stored spec") -> StudySpec:
     return parse_spec(tree or {}, where, check=False)
 
 
+def yardstick_trees(spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """The run config of each yardstick (``baselines``), by name (the file's stem), read from
+    its file and made a trial's (:meth:`StudySpec.finish_tree`: the study's epoch budget).
+
+    Raises:
+        SpecError: a file that is missing or not a valid run config (one line naming it).
+    """
+    out = {}
+    for path in spec.baselines:
+        try:
+            out[Path(path).stem] = spec.finish_tree(read_yaml(Path(path)), path)
+        except ConfigError as e:
+            raise SpecError(f"baselines: {e}") from e
+    return out
+
+
+def study_n_trials(spec: StudySpec) -> int:
+    """The study's trials in all: the search's (:func:`effective_n_trials`) and one per
+    yardstick (``baselines``), which the search's budget does not pay for."""
+    return effective_n_trials(spec) + len(spec.baselines)
+
+
 # -- deep checks ---------------------------------------------------------------------------------
 
 _MAX_ENUMERATED = 20_000
@@ -495,6 +551,25 @@ def _check_sampler(spec: StudySpec, where: str) -> None:
             ) from e
 
 
+def _check_yardsticks(spec: StudySpec, shapes: list[tuple[int, int, int]], where: str) -> None:
+    """Each yardstick's run config is valid and its model takes every session's frames."""
+    from vivit_hpo.models import check_feasible
+
+    try:
+        trees = yardstick_trees(spec)
+    except SpecError as e:
+        raise SpecError(f"{where}: {e}") from e
+    for path, tree in zip(spec.baselines, trees.values(), strict=True):
+        cfg = parse_run_config(tree, path)
+        for c, h, w in shapes:
+            reason = check_feasible(cfg.model, (c, cfg.data.num_lags, h, w))
+            if reason is not None:
+                raise SpecError(
+                    f"{where}: baselines: {path}: cannot take the study's {h}x{w} frames "
+                    f"({c} channel(s), {cfg.data.num_lags} lags): {reason}"
+                )
+
+
 def check_spec(spec: StudySpec, where: str = "spec") -> None:
     """The checks beyond the schema: base config, targets, sampler/pruner options, feasibility.
 
@@ -517,6 +592,7 @@ def check_spec(spec: StudySpec, where: str = "spec") -> None:
     _check_targets(spec, base, where)
     _check_sampler(spec, where)
     shapes = input_shapes(spec)
+    _check_yardsticks(spec, shapes, where)
     size = space_size(spec.space)
     combos = (
         enumerate_space(spec.space)

@@ -25,34 +25,48 @@ from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
-from vivit_hpo.search.record import BASELINE, EXTRA_OVERRIDES, TrialRecord, status
+from vivit_hpo.search.record import (
+    BASELINE,
+    EXTRA_OVERRIDES,
+    YARDSTICK,
+    YARDSTICK_CONFIG,
+    TrialRecord,
+    is_yardstick,
+    status,
+)
 from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
     check_study_name,
-    effective_n_trials,
     spec_from_text,
     spec_to_text,
+    study_n_trials,
+    yardstick_trees,
 )
 from vivit_hpo.search.storage import retrying
 
 __all__ = [
+    "Standing",
     "StudyError",
     "StudyProgress",
     "TrialRow",
+    "best_of",
     "best_trial",
     "create_study",
     "delete_study",
     "enqueue",
     "enqueue_baseline",
+    "enqueue_yardsticks",
     "ensure_data",
     "export_best",
     "list_studies",
     "load_study",
     "materialise_synth",
+    "oracle_test_bps",
     "progress",
     "prune_checkpoints",
     "read_spec",
+    "standings",
     "study_uid",
     "trial_dir",
     "trial_rows",
@@ -171,9 +185,10 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex[:12])
         study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
-        study.set_user_attr("n_trials", effective_n_trials(spec))
+        study.set_user_attr("n_trials", study_n_trials(spec))
         if spec.baseline and spec.sampler.name != "grid":
             enqueue_baseline(study, spec)
+        enqueue_yardsticks(study, spec)
     except Exception:
         optuna.delete_study(study_name=name, storage=storage)
         raise
@@ -189,6 +204,23 @@ def enqueue_baseline(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
         to_optuna_params(spec.space, values), user_attrs={BASELINE: True}, skip_if_exists=False
     )
     return values
+
+
+def enqueue_yardsticks(study: optuna.Study, spec: StudySpec) -> list[str]:
+    """Enqueue one trial per yardstick of the spec (``baselines``): no parameters, the user
+    attributes ``yardstick`` (its name) and ``yardstick_config`` (its run config, with the
+    study's epoch budget), which the objective trains as it is. Stored in the trial, so that a
+    worker on any machine trains it without the file. Returns the names enqueued.
+
+    Raises:
+        SpecError: a yardstick's file is missing or not a valid run config.
+    """
+    trees = yardstick_trees(spec)
+    for name, tree in trees.items():
+        study.enqueue_trial(
+            {}, user_attrs={YARDSTICK: name, YARDSTICK_CONFIG: tree}, skip_if_exists=False
+        )
+    return list(trees)
 
 
 def delete_study(
@@ -261,17 +293,13 @@ def progress(trials: Sequence[FrozenTrial], n_trials: int) -> StudyProgress:
     """Count a study's trials (pure: pass ``study.get_trials(deepcopy=False)``)."""
     retried = retried_numbers(trials)
     c: Counter[str] = Counter()
-    best: FrozenTrial | None = None
     for t in trials:
         if t.state == TrialState.FAIL and t.number in retried:
             c["retried"] += 1
             continue
         c["logical"] += 1
-        st = status(t)
-        c[st] += 1
-        better = best is None or (t.value or -math.inf) > (best.value or -math.inf)
-        if st == "complete" and t.value is not None and better:
-            best = t
+        c[status(t)] += 1
+    best = best_of(trials)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     return StudyProgress(
@@ -311,6 +339,8 @@ def _reason(r: TrialRecord, retried_as: int | None) -> str:
         return r.reason
     if r.resumed_from_epoch:
         return f"resumed after epoch {r.resumed_from_epoch} of #{r.resumed_from_trial}"
+    if r.yardstick:
+        return f"yardstick {r.yardstick} (not searched)"
     return "the base config (baseline)" if r.baseline else ""
 
 
@@ -371,23 +401,109 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     return out
 
 
+def _searched_complete(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The search's feasible COMPLETE trials with a finite value: no yardstick."""
+    return [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and not is_infeasible(t)
+        and not is_yardstick(t)
+        and t.value is not None
+        and math.isfinite(t.value)
+    ]
+
+
+def best_of(trials: Sequence[FrozenTrial], *, maximize: bool = True) -> FrozenTrial | None:
+    """The search's best trial (pure): the feasible COMPLETE trial with the best value, the
+    lowest number on a tie; never a yardstick (``baselines``), whatever it scores. The one
+    rule every command, the live table and the report use (not Optuna's ``best_trial``, which
+    would pick a yardstick that scores higher). None when no such trial has completed."""
+    done = _searched_complete(trials)
+    if not done:
+        return None
+    sign = 1.0 if maximize else -1.0
+    return max(done, key=lambda t: (sign * float(t.value or 0.0), -t.number))
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The feasible COMPLETE trial with the highest validation BPS.
+    """The search's best trial (:func:`best_of`) of ``study``.
 
     Raises:
-        StudyError: no trial has completed yet.
+        StudyError: no trial of the search has completed yet.
     """
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not is_infeasible(t) and t.value is not None and math.isfinite(t.value)
-    ]
-    if not done:
+    best = best_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if best is None:
         raise StudyError(
             f"study {study.study_name!r} has no complete trial yet; run "
             f"`vivit-hpo worker {study.study_name}` and try again"
         )
-    return max(done, key=lambda t: (t.value, -t.number))
+    return best
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One row of the comparison of the best ViViT with the yardsticks."""
+
+    label: str  # "best ViViT" or the yardstick's name
+    number: int | None  # its trial (None: not finished yet)
+    state: str  # complete, or what the yardstick's trial is doing / ended as
+    test_bps: float | None
+    fraction_of_oracle: float | None
+    seconds: float | None  # training time (the trial's start to its end)
+    params_count: int | None
+
+
+def standings(
+    trials: Sequence[FrozenTrial], oracle: float | None, *, maximize: bool = True
+) -> list[Standing]:
+    """The best ViViT (:func:`best_of`) beside each yardstick of the study (pure): test BPS,
+    its fraction of the oracle's test BPS where the data has one, training seconds. Empty for a
+    study without yardsticks. A yardstick retried after a lost worker shows its last trial."""
+    yard: dict[str, TrialRecord] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        r = TrialRecord.of(t)
+        if r.yardstick and (r.yardstick not in yard or t.state != TrialState.FAIL):
+            yard[r.yardstick] = r
+    if not yard:
+        return []
+
+    def row(label: str, r: TrialRecord | None) -> Standing:
+        if r is None:
+            return Standing(label, None, "none", None, None, None, None)
+        frac = None
+        if r.test_bps is not None and oracle is not None and oracle > 0:
+            frac = r.test_bps / oracle
+        return Standing(label, r.number, r.status, r.test_bps, frac, r.seconds, r.params_count)
+
+    best = best_of(trials, maximize=maximize)
+    out = [row("best ViViT", None if best is None else TrialRecord.of(best))]
+    return out + [row(name, r) for name, r in yard.items()]
+
+
+def oracle_test_bps(spec: StudySpec, study_name: str) -> float | None:
+    """The oracle's test BPS (mean over sessions) where the study's data are simulated: the
+    ``oracle.json`` the simulator writes beside the sessions; None otherwise."""
+    import json
+
+    folders = {p if p.is_dir() else p.parent for p in _data_paths(spec, study_name)}
+    scores: list[float] = []
+    for folder in folders:
+        path = folder / "oracle.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        scores += [float(s["test"]) for s in doc.values() if isinstance(s, dict) and "test" in s]
+    return sum(scores) / len(scores) if scores else None
+
+
+def _data_paths(spec: StudySpec, study_name: str) -> list[Path]:
+    if spec.data.paths is not None:
+        return [Path(p) for p in spec.data.paths]
+    return [spec.artifact_path(study_name, "data")]
 
 
 def export_best(
@@ -511,7 +627,8 @@ def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
 
     Workers call it after each trial they finish, so a long study keeps only the best
     checkpoints on disk all along; call it under the study's claim lock while workers run, so
-    that no trial is failed and re-enqueued meanwhile. A failed trial whose retry has not
+    that no trial is failed and re-enqueued meanwhile. A yardstick keeps its checkpoints. A
+    failed trial whose retry has not
     finished keeps its checkpoints: the retry resumes from them.
     """
     trials = study.get_trials(deepcopy=False)
@@ -524,16 +641,10 @@ def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
             n = retried[n]
         return n != t.number and n in by_number and not by_number[n].state.is_finished()
 
-    complete = sorted(
-        (
-            t
-            for t in trials
-            if t.state == TrialState.COMPLETE and t.value is not None and not is_infeasible(t)
-        ),
-        key=lambda t: t.value or -math.inf,
-        reverse=True,
-    )
+    complete = sorted(_searched_complete(trials), key=lambda t: t.value or -math.inf, reverse=True)
+    # The yardsticks' checkpoints stay: one per yardstick, the search's result's reference.
     keep = {t.number for t in complete[: spec.artifacts.keep_best]}
+    keep |= {t.number for t in trials if is_yardstick(t) and t.state == TrialState.COMPLETE}
     uid = study_uid(study)
     removed = []
     for t in trials:

@@ -43,7 +43,7 @@ from vivit_hpo.errors import ConfigError, DataUnavailableError
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, check_data_here
 from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
-from vivit_hpo.search.spec import StudySpec, effective_n_trials
+from vivit_hpo.search.spec import StudySpec, study_n_trials
 from vivit_hpo.search.storage import (
     CONNECT_WAIT_S,
     Heartbeat,
@@ -251,6 +251,7 @@ def run_worker(
     *,
     install_signals: bool = True,
     max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
+    finish_by: float | None = None,
 ) -> WorkerSummary:
     """Pull and run trials of ``study_name`` until the study's budget is spent.
 
@@ -262,6 +263,9 @@ def run_worker(
             on this machine holds); every CUDA device is locked, see :func:`claim_gpu`.
         install_signals: turn SIGINT, SIGTERM and SIGHUP into a clean stop (main thread only).
         max_infra_errors: stop after this many infrastructure errors in a row (>= 1).
+        finish_by: a wall-clock time (``time.time()``): no trial is claimed after it, and the
+            running one completes with its best epoch when its next epoch would end after it
+            (see :class:`~vivit_hpo.search.objective.TrialRunner`).
 
     Returns:
         What this worker ran and why it stopped. A stop by signal fails the running trial and
@@ -287,8 +291,10 @@ def run_worker(
     # what changed, and the claims that hold the lock stay short however large the study.
     retrying(lambda: study.get_trials(deepcopy=False), what="load the study's trials")
     stale = StaleCheck(storage)
-    runner = TrialRunner(spec, study_name, device, storage=storage, stop=stop, uid=opened.uid)
-    budget = effective_n_trials(spec)
+    runner = TrialRunner(
+        spec, study_name, device, storage=storage, stop=stop, uid=opened.uid, finish_by=finish_by
+    )
+    budget = study_n_trials(spec)
     timeout = spec.budget.timeout_minutes
     deadline = time.monotonic() + timeout * 60 if timeout else None
     summary = WorkerSummary()
@@ -309,6 +315,9 @@ def run_worker(
                 summary.stopped_by = "n_trials"
                 break
             if deadline is not None and time.monotonic() > deadline:
+                summary.stopped_by = "timeout"
+                break
+            if finish_by is not None and time.time() > finish_by:
                 summary.stopped_by = "timeout"
                 break
             got = retrying(
