@@ -157,6 +157,22 @@ class ModelConfig(_Frozen):
     core: CoreConfig = Field(default_factory=ViViTConfig)
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
     modulator: ModulatorConfig = Field(default_factory=ModulatorConfig)
+    # ViViT only: a per-session MLP of the behaviour (K -> D), pooled per temporal token, added
+    # to every spatial token of that step before the spatial blocks (ViV1T).
+    behavior_tokens: bool = False
+    # A shared MLP maps the pupil position (behaviour channels named like pupil_x/pupil_y, see
+    # models.shifter) at each read-out step to a (dx, dy) shift of every unit's readout position.
+    shifter: bool = False
+    shifter_hidden: int = Field(8, ge=1)  # hidden width of the shifter MLP
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.behavior_tokens and not isinstance(self.core, ViViTConfig):
+            raise ValueError(
+                f"behavior_tokens needs a ViViT core (core.kind={self.core.kind!r}); "
+                "set model.behavior_tokens=false or use the modulator"
+            )
+        return self
 
 
 class DataConfig(_Frozen):
