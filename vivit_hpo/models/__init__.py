@@ -19,6 +19,7 @@ from vivit_hpo.models.cnn import CNNCore
 from vivit_hpo.models.encoder import EncodingModel, build_model, collect_attention
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout
+from vivit_hpo.models.shifter import Shifter
 from vivit_hpo.models.vivit import AttentionMaps, ViViTCore
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ConvGRUModulator",
     "EncodingModel",
     "GaussianReadout",
+    "Shifter",
     "ViViTCore",
     "attention_backend",
     "build_model",
