@@ -281,7 +281,8 @@ def collect_attention(model: EncodingModel | ViViTCore, stim: Tensor) -> Attenti
 
     Runs in eval mode (no patch dropout, no dropout; the model's mode is restored afterwards)
     with the math attention path, so the maps are exact probabilities. The core alone decides
-    attention, so no session or behaviour is needed.
+    attention, so no session or behaviour is needed (with ``behavior_tokens`` the maps are
+    those of the core without the behaviour embedding added).
     """
     core = model.core if isinstance(model, EncodingModel) else model
     if not isinstance(core, ViViTCore):
