@@ -78,9 +78,20 @@ class ViViTConfig(_Frozen):
     pos_embed: Literal["rope", "learned", "sinusoidal"] = "rope"
     causal: bool = True  # causal temporal attention
     grad_checkpointing: bool = False
+    token_norm: bool = False  # a norm (``norm``) on the tokens right after the tubelet tokenizer
+    qk_norm: bool = False  # a norm (``norm``) on each head's q and k before RoPE and attention
+    # Causal conv stem at full resolution before the tokenizer, one conv + norm + GELU per entry
+    # (its output channels); () for none. The tokenizer then takes stem_channels[-1] channels.
+    stem_channels: tuple[int, ...] = ()
+    stem_kernel: Triple = (3, 3, 3)  # (T, H, W) kernel of each stem conv
 
     @model_validator(mode="after")
     def _check(self) -> ViViTConfig:
+        if any(c < 1 for c in self.stem_channels) or min(self.stem_kernel) < 1:
+            raise ValueError(
+                f"stem_channels {self.stem_channels} and stem_kernel {self.stem_kernel} must be "
+                ">= 1 everywhere; use stem_channels=[] for no stem"
+            )
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} does not divide embed_dim={self.embed_dim}; "
@@ -194,6 +205,22 @@ class ModelConfig(_Frozen):
     core: CoreConfig = Field(default_factory=ViViTConfig)
     readout: ReadoutConfig = Field(default_factory=ReadoutConfig)
     modulator: ModulatorConfig = Field(default_factory=ModulatorConfig)
+    # ViViT only: a per-session MLP of the behaviour (K -> D), pooled per temporal token, added
+    # to every spatial token of that step before the spatial blocks (ViV1T).
+    behavior_tokens: bool = False
+    # A shared MLP maps the pupil position (behaviour channels named like pupil_x/pupil_y, see
+    # models.shifter) at each read-out step to a (dx, dy) shift of every unit's readout position.
+    shifter: bool = False
+    shifter_hidden: int = Field(8, ge=1)  # hidden width of the shifter MLP
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.behavior_tokens and not isinstance(self.core, ViViTConfig):
+            raise ValueError(
+                f"behavior_tokens needs a ViViT core (core.kind={self.core.kind!r}); "
+                "set model.behavior_tokens=false or use the modulator"
+            )
+        return self
 
 
 class DataConfig(_Frozen):

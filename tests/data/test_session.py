@@ -339,6 +339,7 @@ def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:
     assert (meta.num_units, meta.height, meta.width, meta.num_behavior) == (4, 8, 8, 2)
     assert meta.frame_rate == 120.0
     assert data.session("mine").behavior_names == ("speed", "pupil")
+    assert meta.behavior_names == ("speed", "pupil")  # the model's shifter reads them here
     tr = data.sample_bins("mine", "train")
     y, m = raw["robs"][tr].astype(float), raw["dfs"][tr] > 0
     want = (y * m).sum(0) / m.sum(0)

@@ -37,6 +37,7 @@ def meta(
     width: int = 10,
     behavior: int = 0,
     channels: int = 1,
+    behavior_names: tuple[str, ...] = (),
 ) -> SessionMeta:
     return SessionMeta(
         name=name,
@@ -47,7 +48,27 @@ def meta(
         num_behavior=behavior,
         frame_rate=60.0,
         mean_rates=tuple(0.05 * (i + 1) for i in range(units)),
+        behavior_names=behavior_names,
     )
+
+
+def assert_causal(core: nn.Module, x: torch.Tensor, frame: int, ends: list[int]) -> None:
+    """Changing ``frame`` of ``x`` (B, C, T, H, W) leaves every temporal token of the core's
+    output (B, D, T_p, H', W') that ends before it unchanged, and changes those from it on.
+
+    Args:
+        ends: the last frame of each of the T_p temporal tokens.
+    """
+    x2 = x.clone()
+    x2[:, :, frame] = torch.randn_like(x2[:, :, frame])
+    with torch.no_grad():
+        diff = (core(x2) - core(x)).abs().amax(dim=(0, 1, 3, 4))  # (T_p,)
+    assert diff.shape[0] == len(ends)
+    for j, end in enumerate(ends):
+        if end < frame:
+            assert diff[j] == 0, f"token {j} (frames up to {end}) saw frame {frame}"
+        else:
+            assert diff[j] > 0, f"token {j} (frames up to {end}) ignores frame {frame}"
 
 
 def assert_all_grads(model: nn.Module, *, allow_zero: tuple[str, ...] = ()) -> None:

@@ -25,7 +25,14 @@ def _measured_forward_flops(core: torch.nn.Module, shape: tuple[int, ...]) -> in
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"parallel": False}, {"mlp": "gelu", "num_registers": 0}]
+    "overrides",
+    [
+        {},
+        {"parallel": False},
+        {"mlp": "gelu", "num_registers": 0},
+        {"stem_channels": (3, 4), "stem_kernel": (2, 3, 3)},  # full-resolution convs counted
+        {"qk_norm": True, "token_norm": True, "parallel": False},  # norms: no matmul FLOPs
+    ],
 )
 def test_vivit_flops_match_a_flop_counter(monkeypatch: pytest.MonkeyPatch, overrides: dict) -> None:
     # The math path runs attention as matmuls, which the counter sees on CPU.
@@ -112,3 +119,27 @@ def test_check_feasible_reasons() -> None:
     assert "no stages" in (check_feasible(CNNConfig(channels=()), (1, 4, 5, 5)) or "")
     assert ">= 1" in (check_feasible(CNNConfig(channels=(4, 0)), (1, 4, 5, 5)) or "")
     assert ">= 1" in (check_feasible(CNNConfig(kernel_size=(0, 3, 3)), (1, 4, 5, 5)) or "")
+
+
+def test_costs_of_the_inductive_biases() -> None:
+    base = tiny_vivit()
+    f0, m0 = flops_per_sample(base, SHAPE), estimate_memory_bytes(base, SHAPE, 4)
+    stem = tiny_vivit(stem_channels=(4,), stem_kernel=(3, 3, 3))
+    # One 3x3x3 conv 1 -> 4 at every (t, h, w) of the input; the tokenizer takes 4 channels.
+    _, length, h, w = SHAPE
+    tokens = 4 * 6 * 4  # (T_p, H_p, W_p) of SHAPE
+    extra = 3 * (2 * 27 * 4 * length * h * w + 2 * (4 - 1) * 2 * 3 * 3 * 32 * tokens)
+    assert flops_per_sample(stem, SHAPE) == f0 + extra
+    params = count_parameters(ViViTCore(stem, 1)) - count_parameters(ViViTCore(base, 1))
+    assert estimate_memory_bytes(stem, SHAPE, 4) > m0 + 16 * params
+    for flag in ("qk_norm", "token_norm"):
+        cfg = tiny_vivit(**{flag: True})
+        assert flops_per_sample(cfg, SHAPE) == f0  # norms are left out of the FLOPs
+        assert count_parameters(ViViTCore(cfg, 1)) > count_parameters(ViViTCore(base, 1))
+        assert estimate_memory_bytes(cfg, SHAPE, 4) > m0
+    tokens_on = ModelConfig(core=base, behavior_tokens=True)
+    assert estimate_memory_bytes(tokens_on, SHAPE, 4) > estimate_memory_bytes(
+        ModelConfig(core=base), SHAPE, 4
+    )
+    assert check_feasible(stem, SHAPE) is None
+    assert check_feasible(ModelConfig(core=base, shifter=True), SHAPE) is None

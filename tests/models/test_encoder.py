@@ -25,6 +25,12 @@ SESSIONS = [
     meta("train", units=3, height=9, width=12, behavior=0),  # a name ModuleDict would refuse
     meta("c", units=2, height=11, width=11, behavior=1),
 ]
+# A session whose behaviour names a pupil position (the simulator's eye_x, eye_y).
+EYES = meta(
+    "eyes", units=4, height=13, width=10, behavior=3, behavior_names=("run", "eye_x", "eye_y")
+)
+NO_EYES = meta("no_eyes", units=3, height=9, width=12, behavior=2, behavior_names=("run", "pupil"))
+BIASES = tiny_vivit(stem_channels=(3,), token_norm=True, qk_norm=True)
 
 
 def _inputs(m, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -157,28 +163,35 @@ def test_state_dict_round_trip() -> None:
     torch.testing.assert_close(a(stim, "big.one", beh), b(stim, "big.one", beh))
 
 
+CNN = CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3))
+
+
 @pytest.mark.parametrize(
-    "core",
+    "cfg",
     [
-        tiny_vivit(patch_dropout=0.3),
-        CNNConfig(channels=(4, 8), stem_kernel=(3, 3, 3)),
-        CNN2DConfig(channels=(4, 6), kernels=(5, 3)),
-        LNConfig(filters=3, kernel=5),
+        ModelConfig(core=tiny_vivit(patch_dropout=0.3)),
+        ModelConfig(core=CNN),
+        ModelConfig(core=CNN2DConfig(channels=(4, 6), kernels=(5, 3))),
+        ModelConfig(core=LNConfig(filters=3, kernel=5)),
+        ModelConfig(core=BIASES, behavior_tokens=True, shifter=True),
+        ModelConfig(core=CNN, shifter=True),
     ],
-    ids=["vivit", "cnn", "cnn2d", "ln"],
+    ids=["vivit", "cnn", "cnn2d", "ln", "vivit-biases", "cnn-shifter"],
 )
-def test_clip_predictions_are_causal_end_to_end(
-    core: ViViTConfig | CNNConfig | CNN2DConfig | LNConfig,
-) -> None:
-    # Core, modulator and readout together: changing frame f (and its behaviour) changes no
-    # prediction of a bin before f, and does change the predictions from f on.
+def test_clip_predictions_are_causal_end_to_end(cfg: ModelConfig) -> None:
+    # Core, modulator, behaviour tokens, shifter and readout together: changing frame f (and
+    # its behaviour) changes no prediction of a bin before f, and does change those from f on.
+    core = cfg.core
     stride = core.stride[0] if isinstance(core, ViViTConfig) else 1
     geom = ClipGeometry.make(L, L + 4 * stride, stride)
-    model = build_model(ModelConfig(core=core), SESSIONS, geom).eval()
+    model = build_model(cfg, [*SESSIONS, EYES], geom).eval()
     assert model.modulator is not None
     with torch.no_grad():
         model.modulator.gain.weight.normal_()
-    m = SESSIONS[0]
+        if model.shifter is not None:
+            model.shifter.net[2].weight.normal_()
+    assert (model.shifter is not None) == cfg.shifter
+    m = EYES
     stim = torch.rand(2, 1, geom.frames, m.height, m.width)
     beh = torch.randn(2, geom.frames, m.num_behavior)
     with torch.no_grad():
@@ -202,3 +215,75 @@ def test_clips_need_a_causal_core() -> None:
         load_run_config(None, ["model.core.causal=false", "data.num_lags=8", "data.clip_frames=32"])
     # One target per window stays available for the non-causal ablation.
     assert not load_run_config(None, ["model.core.causal=false"]).model.core.causal
+
+
+def _loss(model: torch.nn.Module, sessions: list) -> torch.Tensor:
+    loss = torch.zeros(())
+    for m in sessions:
+        stim, beh = _inputs(m)
+        rates = model(stim, m.name, beh)
+        assert rates.shape == (2, 1, m.num_units)
+        assert (rates > 0).all() and torch.isfinite(rates).all()
+        loss = loss + torch.nn.functional.poisson_nll_loss(
+            rates, torch.ones_like(rates), log_input=False
+        )
+    return loss
+
+
+@pytest.mark.parametrize("core", [BIASES, CNN], ids=["vivit", "cnn"])
+def test_behavior_tokens_and_shifter_shapes_and_grads(core: ViViTConfig | CNNConfig) -> None:
+    vivit = isinstance(core, ViViTConfig)
+    cfg = ModelConfig(core=core, behavior_tokens=vivit, shifter=True)
+    sessions = [EYES, NO_EYES, SESSIONS[1]]
+    model = build_model(cfg, sessions, L).train()
+    _loss(model, sessions).backward()
+    assert_all_grads(model, allow_zero=("modulator.",))
+    assert model.pupil == {"eyes": (1, 2)} and model.shifter is not None
+    if vivit:
+        assert model.behavior_embed is not None
+        assert sorted(model.behavior_embed.keys()) == ["eyes", "no_eyes"]  # not `train`
+    else:
+        assert model.behavior_embed is None
+    core_params, head = model.param_groups()
+    assert {id(p) for p in core_params + head} == {id(p) for p in model.parameters()}
+    assert {id(p) for p in model.shifter.parameters()} <= {id(p) for p in head}
+
+
+def test_behavior_tokens_carry_behaviour_into_the_core() -> None:
+    off = ModulatorConfig(enabled=False)
+    model = build_model(ModelConfig(core=BIASES, modulator=off, behavior_tokens=True), SESSIONS, L)
+    model.eval()
+    m = SESSIONS[0]
+    stim, beh = _inputs(m)
+    assert beh is not None
+    with torch.no_grad():
+        assert not torch.allclose(model(stim, m.name, beh), model(stim, m.name, beh + 1))
+    with pytest.raises(DataError, match="3 behaviour channels"):
+        model(stim, m.name, None)
+    stim, _ = _inputs(SESSIONS[1])  # no behaviour: nothing added, none needed
+    assert model(stim, "train", None).shape == (2, 1, 3)
+    with pytest.raises(ConfigError, match="behavior_tokens needs a ViViT core"):
+        load_run_config(None, ["model.core.kind=cnn", "model.behavior_tokens=true"])
+
+
+def test_shifter_moves_the_readout_by_the_pupil_only() -> None:
+    off = ModulatorConfig(enabled=False)
+    cfg = ModelConfig(core=tiny_vivit(), modulator=off, shifter=True, shifter_hidden=3)
+    model = build_model(cfg, [EYES, NO_EYES], L).eval()
+    assert model.shifter is not None and model.pupil == {"eyes": (1, 2)}
+    with torch.no_grad():
+        model.shifter.net[2].weight.normal_()
+    for m, moves in ((EYES, [False, True, True]), (NO_EYES, [False, False])):
+        stim, beh = _inputs(m)
+        assert beh is not None
+        with torch.no_grad():
+            base = model(stim, m.name, beh)
+            for channel, expected in enumerate(moves):
+                b2 = beh.clone()
+                b2[:, :, channel] += 1.0
+                assert (not torch.equal(model(stim, m.name, b2), base)) == expected, channel
+    stim, _ = _inputs(EYES)
+    with pytest.raises(DataError, match="3 behaviour channels"):
+        model(stim, "eyes", None)
+    # No session names a pupil position: no shifter.
+    assert build_model(cfg, [NO_EYES, SESSIONS[1]], L).shifter is None

@@ -132,3 +132,34 @@ def test_module_keys() -> None:
     assert keys[""] == "s_"
     assert len(set(keys.values())) == len(keys)
     torch.nn.ModuleDict({k: torch.nn.Identity() for k in keys.values()})  # all are valid keys
+
+
+def test_shift_moves_every_unit_like_moving_mu() -> None:
+    r = _readout().eval()
+    x = torch.randn(2, 8, 3, 5, 6)
+    zero = torch.zeros(2, 3, 2)
+    torch.testing.assert_close(r(x, shift=zero), r(x), atol=1e-6, rtol=1e-6)
+    shift = torch.tensor([0.1, -0.2]).expand(2, 3, 2)
+    moved = GaussianReadout(4, 8, ReadoutConfig(), RATES).eval()
+    moved.load_state_dict(r.state_dict())
+    with torch.no_grad():
+        moved.mu.add_(torch.tensor([0.1, -0.2]))
+    torch.testing.assert_close(r(x, shift=shift), moved(x), atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"expected \(2, 3, 2\)"):
+        r(x, shift=torch.zeros(2, 2))
+
+
+def test_shift_is_per_sample_and_step_and_gets_a_gradient() -> None:
+    r = _readout().train()
+    x = torch.randn(1, 8, 1, 5, 6).expand(2, -1, 3, -1, -1)  # one frame, repeated
+    shift = torch.zeros(2, 3, 2)
+    shift[1, 2] = 0.3
+    shift.requires_grad_(True)
+    rates = r(x, sample=False, shift=shift)
+    assert rates.shape == (2, 3, 4) and torch.isfinite(rates).all()
+    torch.testing.assert_close(rates[0, 0], rates[1, 0])  # same input, same (no) shift
+    assert not torch.allclose(rates[1, 2], rates[1, 1])  # only step 2 of sample 1 moved
+    (rates.sum() + r(x, shift=shift).sum()).backward()  # the second one jittered
+    assert shift.grad is not None and shift.grad.abs().sum() > 0
+    for name, p in r.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from model_helpers import assert_all_grads, tiny_vivit
+from model_helpers import assert_all_grads, assert_causal, tiny_vivit
 
 from vivit_hpo.models.encoder import collect_attention
 from vivit_hpo.models.layers import DropPath
@@ -58,6 +58,11 @@ def test_tokenizer_last_token_ends_on_last_frame() -> None:
         {"pos_embed": "learned", "num_registers": 0},
         {"pos_embed": "sinusoidal", "parallel": False, "mlp": "gelu"},
         {"causal": False, "kernel_size": (2, 4, 4), "stride": (1, 4, 4)},
+        {"token_norm": True},
+        {"qk_norm": True},
+        {"qk_norm": True, "parallel": False, "norm": "layer", "pos_embed": "learned"},
+        {"stem_channels": (4, 6)},
+        {"stem_channels": (3,), "stem_kernel": (2, 3, 2), "token_norm": True, "qk_norm": True},
     ],
 )
 def test_core_shapes_grads_and_finite(overrides: dict) -> None:
@@ -96,17 +101,112 @@ def _token_ends(t: int, kt: int, st: int, tp: int) -> list[int]:
 def test_causality(pos_embed: str, frame: int) -> None:
     cfg = tiny_vivit(pos_embed=pos_embed, dropout=0.1, drop_path=0.1)
     core = ViViTCore(cfg, 1, max_input=SIZE).eval()
+    assert_causal(core, _x(), frame, _token_ends(SIZE[0], 2, 2, 4))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"token_norm": True},
+        {"qk_norm": True},
+        {"stem_channels": (3, 4)},
+        {"stem_channels": (3,), "stem_kernel": (4, 3, 3), "token_norm": True, "qk_norm": True},
+    ],
+)
+@pytest.mark.parametrize("frame", [1, 4, 6])
+def test_inductive_biases_keep_causality(overrides: dict, frame: int) -> None:
+    # The stem convolves over time at full resolution: padded on the left only, a token still
+    # sees no frame after its own last one.
+    core = ViViTCore(tiny_vivit(**overrides), 1).eval()
+    assert_causal(core, _x(), frame, _token_ends(SIZE[0], 2, 2, 4))
+
+
+def test_inductive_biases_are_off_by_default() -> None:
+    # Existing studies and checkpoints are unchanged: no new modules or parameters by default.
+    core = ViViTCore(tiny_vivit(), 1)
+    assert core.stem is None and core.token_norm is None
+    assert all(
+        isinstance(b.q_norm, torch.nn.Identity) and isinstance(b.k_norm, torch.nn.Identity)
+        for b in [*core.spatial, *core.temporal]
+    )
+    names = [n for n, _ in core.named_parameters()]
+    assert not [n for n in names if "stem" in n or "token_norm" in n or "q_norm" in n]
+
+
+def test_stem_feeds_the_tokenizer_at_full_resolution() -> None:
+    core = ViViTCore(tiny_vivit(stem_channels=(3, 5)), 1)
+    assert core.stem is not None and core.tokenizer.proj.in_channels == 5
     x = _x()
-    x2 = x.clone()
-    x2[:, :, frame] = torch.randn_like(x2[:, :, frame])
-    with torch.no_grad():
-        diff = (core(x2) - core(x)).abs().amax(dim=(0, 1, 3, 4))  # (T_p,)
-    ends = _token_ends(SIZE[0], 2, 2, diff.shape[0])
-    for j, end in enumerate(ends):
-        if end < frame:
-            assert diff[j] == 0, f"token {j} (frames up to {end}) saw frame {frame}"
+    assert core.stem(x).shape == (2, 5, *SIZE)
+    assert core(x).shape == (2, 32, 4, 6, 4)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_q_and_k(parallel: bool) -> None:
+    # With QK-norm the logits depend on the directions of q and k only: scaling the q and k
+    # projections changes nothing; without it, it sharpens the attention.
+    x = torch.randn(3, 7, 32)
+    for qk_norm in (True, False):
+        cfg = tiny_vivit(parallel=parallel, qk_norm=qk_norm)
+        block = (ParallelBlock if parallel else SequentialBlock)(
+            32,
+            2,
+            mlp_ratio=2.0,
+            mlp="gelu",
+            norm="rms",
+            dropout=0.0,
+            drop_path=0.0,
+            causal=True,
+            qk_norm=cfg.qk_norm,
+        ).eval()
+        proj = block.in_proj if isinstance(block, ParallelBlock) else block.qkv
+        with torch.no_grad():
+            base = block(x)
+            proj.weight[: 2 * 32] *= 7.0  # the q and k rows
+            scaled = block(x)
+        if qk_norm:
+            torch.testing.assert_close(scaled, base, atol=1e-5, rtol=1e-5)
         else:
-            assert diff[j] > 0, f"token {j} (frames up to {end}) ignores frame {frame}"
+            assert not torch.allclose(scaled, base, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+def test_qk_norm_gives_the_same_features_on_every_backend(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    # QK-norm runs before the backend call, so every backend (and the attention-map path) sees
+    # the same normed q and k.
+    core = ViViTCore(tiny_vivit(qk_norm=True, num_spatial_blocks=2), 1).eval()
+    x = _x()
+    with torch.no_grad():
+        monkeypatch.setenv("VIVIT_HPO_ATTENTION", "math")
+        reference = core(x)
+        monkeypatch.setenv("VIVIT_HPO_ATTENTION", backend)
+        torch.testing.assert_close(core(x), reference, atol=1e-5, rtol=1e-5)
+        feats, maps = core(x, return_attention=True)
+    torch.testing.assert_close(feats, reference, atol=1e-5, rtol=1e-5)
+    for m in maps.spatial + maps.temporal:
+        torch.testing.assert_close(m.sum(-1), torch.ones(m.shape[:-1]))
+    assert (maps.temporal[0].triu(1) == 0).all()
+
+
+def test_context_is_added_per_temporal_token_and_stays_causal() -> None:
+    core = ViViTCore(tiny_vivit(), 1).eval()
+    x = _x()
+    ctx = torch.randn(2, 4, 32)
+    with torch.no_grad():
+        base = core(x, context=ctx)
+        assert base.shape == (2, 32, 4, 6, 4) and not torch.allclose(base, core(x))
+        torch.testing.assert_close(core(x, context=torch.zeros(2, 4, 32)), core(x))
+        ctx2 = ctx.clone()
+        ctx2[:, 2] += 1.0  # temporal token 2's context: tokens 0 and 1 never see it
+        diff = (core(x, context=ctx2) - base).abs().amax(dim=(0, 1, 3, 4))
+    assert (diff[:2] == 0).all() and (diff[2:] > 0).all()
+    with pytest.raises(ValueError, match=r"expected \(B, T_p, D\)"):
+        core(x, context=torch.zeros(2, 3, 32))
+    ctx.requires_grad_(True)
+    core.train()(x, context=ctx).pow(2).mean().backward()
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
 
 
 def test_non_causal_core_leaks_the_future() -> None:

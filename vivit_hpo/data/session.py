@@ -389,6 +389,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         mean_rates=tuple(float(x) for x in mean_rates),
         behavior_mean=beh_mean,
         behavior_std=beh_std,
+        behavior_names=names,
     )
     return Session(
         meta=meta,

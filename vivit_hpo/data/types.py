@@ -25,6 +25,7 @@ class SessionMeta:
     # standardised with them, for this session's recordings and for new stimuli alike.
     behavior_mean: tuple[float, ...] = ()
     behavior_std: tuple[float, ...] = ()
+    behavior_names: tuple[str, ...] = ()  # K names (the shifter finds the pupil position)
 
 
 @dataclass

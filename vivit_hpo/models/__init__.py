@@ -20,6 +20,7 @@ from vivit_hpo.models.cnn2d import CNN2DCore, LNCore
 from vivit_hpo.models.encoder import EncodingModel, build_model, collect_attention
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout
+from vivit_hpo.models.shifter import Shifter
 from vivit_hpo.models.vivit import AttentionMaps, ViViTCore
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "EncodingModel",
     "GaussianReadout",
     "LNCore",
+    "Shifter",
     "ViViTCore",
     "attention_backend",
     "build_model",

@@ -6,6 +6,7 @@ configuration before training it.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -90,11 +91,23 @@ def _vivit_shapes(cfg: ViViTConfig, input_shape: InputShape) -> dict[str, int]:
     }
 
 
+def _stem_layers(cfg: ViViTConfig, in_channels: int) -> list[tuple[int, int]]:
+    """(in, out) channels of each conv of the ViViT's stem (empty without one)."""
+    chans = (in_channels, *cfg.stem_channels)
+    return list(itertools.pairwise(chans))
+
+
 def _vivit_forward_flops(cfg: ViViTConfig, input_shape: InputShape) -> float:
     g = _vivit_shapes(cfg, input_shape)
     d, t, s_k, r = g["d"], g["t"], g["s_kept"], g["r"]
     kt, kh, kw = cfg.kernel_size
-    tokenizer = 2 * g["c"] * kt * kh * kw * d * t * g["s"]
+    _, length, h, w = input_shape
+    st, sh, sw = cfg.stem_kernel
+    stem = sum(
+        2 * cin * st * sh * sw * cout * length * h * w for cin, cout in _stem_layers(cfg, g["c"])
+    )
+    tok_in = cfg.stem_channels[-1] if cfg.stem_channels else g["c"]
+    tokenizer = 2 * tok_in * kt * kh * kw * d * t * g["s"]
     # Matmuls per token are the same for parallel and sequential blocks:
     # q, k, v and the MLP input (D -> 3D + M), attention and MLP outputs (D + hidden -> D).
     per_token = 2 * d * (3 * d + g["mlp_in"]) + 2 * (d + g["hidden"]) * d
@@ -105,7 +118,7 @@ def _vivit_forward_flops(cfg: ViViTConfig, input_shape: InputShape) -> float:
     n_s = s_k + r
     spatial = cfg.num_spatial_blocks * t * (n_s * per_token + attn(n_s))
     temporal = cfg.num_temporal_blocks * s_k * (t * per_token + attn(t))
-    return float(tokenizer + spatial + temporal)
+    return float(stem + tokenizer + spatial + temporal)
 
 
 def _halved(n: int, level: int) -> int:
@@ -126,11 +139,13 @@ def flops_per_sample(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> flo
     """Training FLOPs per sample of the core: 3 x the forward matmul/conv/attention FLOPs.
 
     Counted from shapes (a multiply-add is 2 FLOPs), like the reference benchmark's
-    ``flops_per_sample``: tokenizer conv, every block's projections and MLP, and attention
-    (``4 N^2 D`` per sequence, causal counted in full). Norms, activations, RoPE and the
-    readout/modulator are left out (small next to the core). Patch dropout is applied (training
-    FLOPs use the kept tokens). For the CNN cores and the LN: every convolution at every output
-    frame (the 3-D CNN's L, the 2-D CNN's and the LN's one), norms left out.
+    ``flops_per_sample``: the stem convs (at full resolution), tokenizer conv, every block's
+    projections and MLP, and attention (``4 N^2 D`` per sequence, causal counted in full).
+    Norms (token norm and QK-norm included), activations, RoPE and the readout, modulator,
+    behaviour embedding and shifter are left out (small next to the core). Patch dropout is
+    applied (training FLOPs use the kept tokens). For the CNN cores and the LN: every
+    convolution at every output frame (the 3-D CNN's L, the 2-D CNN's and the LN's one), norms
+    left out.
     """
     core = _core_cfg(cfg)
     if isinstance(core, ViViTConfig):
@@ -165,12 +180,14 @@ def estimate_memory_bytes(
     ``16 bytes x core parameters`` (fp32 weights, grads, AdamW moments) plus the activations
     kept for the backward pass, counted per token (ViViT: about ``10 D + M + 2 hidden``
     elements per token per block, D the width, M the MLP input width; with gradient
-    checkpointing the block inputs plus one block's activations) or per conv layer (the CNN
-    cores and the LN: ``C_in + 3 C_out`` elements per position), times ``activation_bytes``
-    (2: bf16 autocast, 4: fp32) and the batch size, plus the fp32 input batch. It assumes a fused
-    attention kernel (no N x N matrices kept), and leaves out readouts, the modulator, the
-    allocator's slack and the CUDA context. It is an estimate for ranking and refusing
-    configurations, not a measurement: check it against ``torch.cuda.max_memory_allocated``.
+    checkpointing the block inputs plus one block's activations; QK-norm adds ``2 D``, the
+    token norm and behaviour tokens one token tensor each, a stem ``C_in + 3 C_out`` per stem
+    conv and full-resolution position) or per conv layer (the CNN cores and the LN:
+    ``C_in + 3 C_out`` elements per position), times ``activation_bytes`` (2: bf16 autocast,
+    4: fp32) and the batch size, plus the fp32 input batch. It assumes a fused attention kernel
+    (no N x N matrices kept), and leaves out readouts, the modulator, the allocator's slack and
+    the CUDA context. It is an estimate for ranking and refusing configurations, not a
+    measurement: check it against ``torch.cuda.max_memory_allocated``.
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
@@ -178,7 +195,8 @@ def estimate_memory_bytes(
     inputs = batch_size * c * length * h * w * 4
     if isinstance(core, ViViTConfig):
         g = _vivit_shapes(core, input_shape)
-        per_token_block = 10 * g["d"] + g["mlp_in"] + 2 * g["hidden"]
+        # 2 D more per token with QK-norm: the normed q and k are kept for the backward pass.
+        per_token_block = (12 if core.qk_norm else 10) * g["d"] + g["mlp_in"] + 2 * g["hidden"]
         n_spatial = g["t"] * (g["s_kept"] + g["r"])
         n_temporal = g["s_kept"] * g["t"]
         blocks = [n_spatial] * core.num_spatial_blocks + [n_temporal] * core.num_temporal_blocks
@@ -187,6 +205,10 @@ def estimate_memory_bytes(
         else:
             elements = sum(n * per_token_block for n in blocks)
         elements += 3 * g["t"] * g["s"] * g["d"]  # tokens, final norm, output grid
+        extra = int(core.token_norm) + int(isinstance(cfg, ModelConfig) and cfg.behavior_tokens)
+        elements += extra * g["t"] * g["s"] * g["d"]  # normed tokens, tokens + behaviour
+        # conv output, norm, GELU kept per stem layer, plus its input
+        elements += sum((cin + 3 * cout) * length * h * w for cin, cout in _stem_layers(core, c))
     else:
         elements = sum(
             (cin + 3 * cout) * frames * _halved(h, level) * _halved(w, level)

@@ -24,6 +24,7 @@ from vivit_hpo.models.cnn import CNNCore
 from vivit_hpo.models.cnn2d import CNN2DCore, LNCore
 from vivit_hpo.models.modulator import ConvGRUModulator
 from vivit_hpo.models.readout import GaussianReadout, module_keys
+from vivit_hpo.models.shifter import Shifter, pupil_channels
 from vivit_hpo.models.vivit import AttentionMaps, ViViTCore, temporal_tokens
 
 __all__ = [
@@ -91,7 +92,9 @@ class EncodingModel(nn.Module):
 
     ``rates = readout_session(modulator(core(stim), behavior))`` at each temporal token that
     ends with at least ``num_lags`` frames of history in the clip (a window of ``num_lags``
-    frames: its last token only).
+    frames: its last token only). With ``cfg.behavior_tokens`` the core also takes
+    ``behavior_embed_session(behavior)`` per temporal token; with ``cfg.shifter`` the readout
+    positions move by ``shifter(pupil position)`` at each read-out step.
 
     Args:
         cfg: model config (``cfg.core.kind`` picks the ViViT, the 3-D CNN, the lags-as-channels
@@ -106,6 +109,10 @@ class EncodingModel(nn.Module):
         readouts: ``nn.ModuleDict`` of :class:`GaussianReadout`; keys are session names made
             safe for ModuleDict (see ``readout.module_keys``); use :meth:`readout` by name.
         modulator: :class:`ConvGRUModulator`, or None when disabled or no session has behaviour.
+        behavior_embed: ``nn.ModuleDict`` of per-session MLPs K -> D (``cfg.behavior_tokens``,
+            sessions with behaviour only), or None.
+        shifter: :class:`Shifter`, or None when off or no session names a pupil position.
+        pupil: {session name: (x, y) behaviour channel indices} of the shifted sessions.
         sessions: {name: SessionMeta}.
     """
 
@@ -148,6 +155,18 @@ class EncodingModel(nn.Module):
         self.modulator: ConvGRUModulator | None = None
         if cfg.modulator.enabled and behavior_dims:
             self.modulator = ConvGRUModulator(dim, cfg.modulator, behavior_dims)
+        self.behavior_embed: nn.ModuleDict | None = None
+        if cfg.behavior_tokens and behavior_dims:
+            self.behavior_embed = nn.ModuleDict(
+                {self._keys[n]: _behavior_mlp(k, dim) for n, k in behavior_dims.items()}
+            )
+        self.pupil: dict[str, tuple[int, int]] = {}
+        if cfg.shifter:
+            for s in sessions:
+                found = pupil_channels(s.behavior_names) if s.num_behavior else None
+                if found is not None and len(s.behavior_names) == s.num_behavior:
+                    self.pupil[s.name] = found
+        self.shifter = Shifter(cfg.shifter_hidden) if self.pupil else None
 
     def readout(self, session: str) -> GaussianReadout:
         """The readout of ``session`` (DataError for an unknown session)."""
@@ -189,22 +208,46 @@ class EncodingModel(nn.Module):
                 f"(B, {self.in_channels}, F, H, W)"
             )
         first = self.first_target(stim.shape[2])
-        features = self.core(stim)  # (B, D, T', H', W')
+        beh = None
+        if behavior is not None:
+            beh = pool_time(behavior, self.core.time_kernel, self.core.time_stride)  # (B, T', K)
+        key = self._keys[session]
+        if self.behavior_embed is not None and key in self.behavior_embed:
+            assert isinstance(self.core, ViViTCore)
+            context = self.behavior_embed[key](self._session_behavior(session, beh))
+            features = self.core(stim, context=context)  # (B, D, T', H', W')
+        else:
+            features = self.core(stim)  # (B, D, T', H', W')
         if self.modulator is not None and self.modulator.modulates(session):
-            beh = None
-            if behavior is not None:
-                beh = pool_time(behavior, self.core.time_kernel, self.core.time_stride)
             feats = self.modulator(features, beh, session, first)  # (B, D, P, H', W')
         else:
             feats = features[:, :, first:]  # (B, D, P, H', W')
-        rates: Tensor = readout(feats)  # (B, P, N)
+        shift = None
+        if self.shifter is not None and session in self.pupil:
+            pupil = self._session_behavior(session, beh)[:, first:, list(self.pupil[session])]
+            shift = self.shifter(pupil)  # (B, P, 2)
+        rates: Tensor = readout(feats, shift=shift)  # (B, P, N)
         return rates
 
+    def _session_behavior(self, session: str, beh: Tensor | None) -> Tensor:
+        """The pooled behaviour (B, T', K) of a session that has K > 0 channels (DataError when
+        it is missing or has the wrong K)."""
+        k = self.sessions[session].num_behavior
+        if beh is None or beh.shape[-1] != k:
+            got = "None" if beh is None else tuple(beh.shape)
+            raise DataError(
+                f"session {session!r} has {k} behaviour channels: pass behavior of shape "
+                f"(B, F, {k}), got pooled {got}"
+            )
+        return beh
+
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(core parameters, readout + modulator parameters), for separate learning rates."""
+        """(core parameters, per-session and behaviour parameters: readouts, modulator,
+        behaviour embeddings, shifter), for separate learning rates."""
         head = list(self.readouts.parameters())
-        if self.modulator is not None:
-            head += list(self.modulator.parameters())
+        for part in (self.modulator, self.behavior_embed, self.shifter):
+            if part is not None:
+                head += list(part.parameters())
         return list(self.core.parameters()), head
 
     def constrain_(self) -> None:
@@ -220,6 +263,17 @@ class EncodingModel(nn.Module):
         if isinstance(self.core, CNN2DCore | LNCore):
             penalty = penalty + self.core.regularizer()
         return penalty
+
+
+def _behavior_mlp(k: int, dim: int) -> nn.Sequential:
+    """Per-session behaviour embedding ``K -> D -> D`` (GELU), small so the core starts close
+    to the one without behaviour."""
+    mlp = nn.Sequential(nn.Linear(k, dim), nn.GELU(), nn.Linear(dim, dim))
+    for layer in (mlp[0], mlp[2]):
+        assert isinstance(layer, nn.Linear)
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+        nn.init.zeros_(layer.bias)
+    return mlp
 
 
 def build_model(
@@ -241,7 +295,8 @@ def collect_attention(model: EncodingModel | ViViTCore, stim: Tensor) -> Attenti
 
     Runs in eval mode (no patch dropout, no dropout; the model's mode is restored afterwards)
     with the math attention path, so the maps are exact probabilities. The core alone decides
-    attention, so no session or behaviour is needed.
+    attention, so no session or behaviour is needed (with ``behavior_tokens`` the maps are
+    those of the core without the behaviour embedding added).
     """
     core = model.core if isinstance(model, EncodingModel) else model
     if not isinstance(core, ViViTCore):

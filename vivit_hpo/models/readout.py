@@ -10,11 +10,12 @@ where ``f(p)`` is the bilinearly interpolated feature vector at ``p``, read at e
 of the input. In training ``p_n = mu_n + sigma_n * eps`` with ``eps ~ N(0, I)`` drawn per sample
 and per unit (each sample of the batch sees its own jitter, as neuralpredictors does; its time
 steps share it); in evaluation ``p_n = mu_n``. A jittered position past the border reads the
-border (``padding_mode="border"``). ``mu`` itself is kept between the centres of the feature
-map's outer cells (``|mu| < 1 - 1 / size`` per axis, where bilinear sampling has a gradient) by
-:meth:`constrain_`, which the trainer calls after every optimiser step: a position clamped only
-in the forward pass would leave a unit that drifted past the border without a gradient to come
-back.
+border (``padding_mode="border"``). An optional ``shift`` (B, P, 2), the shifter's output for
+each sample and read-out step, moves every unit's position by the same (dx, dy). ``mu`` itself
+is kept between the centres of the feature map's outer cells (``|mu| < 1 - 1 / size`` per
+axis, where bilinear sampling has a gradient) by :meth:`constrain_`, which the trainer calls
+after every optimiser step: a position clamped only in the forward pass would leave a unit that
+drifted past the border without a gradient to come back.
 """
 
 from __future__ import annotations
@@ -151,25 +152,43 @@ class GaussianReadout(nn.Module):
         for axis, bound in enumerate(self.limit):
             self.mu[:, axis].clamp_(-bound, bound)
 
-    def forward(self, x: Tensor, sample: bool | None = None) -> Tensor:
+    def forward(self, x: Tensor, sample: bool | None = None, shift: Tensor | None = None) -> Tensor:
         """Rates of the units at every time step of ``x``.
 
         Args:
             x: (B, D, P, H, W) features of the P read-out time steps.
             sample: jitter positions; None means ``self.training``.
+            shift: (B, P, 2) (dx, dy) added to every unit's position at each sample and step
+                (the shifter's output); None: no shift.
 
         Returns:
             (B, P, N) positive float32 rates.
         """
         b, d, p = x.shape[:3]
         sample = self.training if sample is None else sample
-        grid = self.positions(b, sample)[:, None].to(x.dtype)  # (B, 1, N, 2)
-        # One grid_sample for every time step: the steps ride along as channels.
-        flat = x.reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
-        feats = F.grid_sample(
-            flat, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )  # (B, D*P, 1, N)
-        feats = feats.view(b, d, p, -1)  # (B, D, P, N)
+        pos = self.positions(b, sample)  # (B, N, 2)
+        if shift is None:
+            grid = pos[:, None].to(x.dtype)  # (B, 1, N, 2)
+            # One grid_sample for every time step: the steps ride along as channels.
+            flat = x.reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
+            feats = F.grid_sample(
+                flat, grid, mode="bilinear", padding_mode="border", align_corners=False
+            )  # (B, D*P, 1, N)
+            feats = feats.view(b, d, p, -1)  # (B, D, P, N)
+        else:
+            if shift.shape != (b, p, 2):
+                raise ValueError(f"shift of shape {tuple(shift.shape)}: expected {(b, p, 2)}")
+            # Each step has its own positions: the steps ride along the batch instead.
+            grid = (pos[:, None] + shift[:, :, None].to(pos.dtype)).to(x.dtype)  # (B, P, N, 2)
+            flat = x.transpose(1, 2).flatten(0, 1)  # (B*P, D, H, W)
+            feats = F.grid_sample(
+                flat,
+                grid.flatten(0, 1)[:, None],
+                mode="bilinear",
+                padding_mode="border",
+                align_corners=False,
+            )  # (B*P, D, 1, N)
+            feats = feats.view(b, p, d, -1).transpose(1, 2)  # (B, D, P, N)
         pre = torch.einsum("bdpn,nd->bpn", feats, self.features.to(feats.dtype))  # (B, P, N)
         return output_nonlinearity(self.output, pre.float() + self.bias) + RATE_FLOOR
 

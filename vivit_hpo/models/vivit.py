@@ -3,10 +3,15 @@
 Data flow (B batch, C channels, T frames, D width, R registers)::
 
     x (B, C, T, H, W)
+      -> [conv stem]                 (B, C_s, T, H, W) causal conv + channel norm + GELU each
       -> TubeletTokenizer            (B, T_p, S, D)    S = H_p * W_p
+      -> [token norm]                (B, T_p, S, D)
       -> [+ absolute pos embed]      (B, T_p, S, D)
+      -> [+ context]                 (B, T_p, S, D)    one (D,) vector per temporal token (the
+                                                       behaviour embedding) on every position
       -> [patch dropout, training]   (B, T_p, S_k, D)  the same kept positions at every time step
       -> spatial blocks              (B*T_p, R + S_k, D)  registers first, 2D RoPE on patches only
+                                                          (QK-norm, when on, before RoPE)
       -> drop registers              (B*T_p, S_k, D)
       -> temporal blocks             (B*S_k, T_p, D)   causal mask when cfg.causal, 1D RoPE
       -> final norm, back to a grid  (B, D, T_p, H_p, W_p)  a dropped position takes the
@@ -38,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vivit_hpo.config import ViViTConfig
 from vivit_hpo.models.attention import attention, attention_weights
+from vivit_hpo.models.cnn import CausalConv3d, ChannelNorm3d
 from vivit_hpo.models.layers import (
     MLP,
     AbsolutePosEmbed,
@@ -53,6 +59,7 @@ from vivit_hpo.models.layers import (
 
 __all__ = [
     "AttentionMaps",
+    "ConvStem",
     "ParallelBlock",
     "SequentialBlock",
     "TubeletTokenizer",
@@ -64,6 +71,7 @@ __all__ = [
     "tubelet_grid",
 ]
 
+Triple = tuple[int, int, int]
 Rope = tuple[Tensor, Tensor]  # (cos, sin), each broadcastable to (B, h, N, d/2)
 AttnSink = list[tuple[Tensor, Tensor]]  # per block: (mean weights (h, N, N), entropy (h,))
 
@@ -150,6 +158,21 @@ class TubeletTokenizer(nn.Module):
         return rearrange(z, "b d t h w -> b t (h w) d"), grid
 
 
+class ConvStem(nn.Sequential):
+    """Small causal convolutions at full resolution before the tokenizer: per entry of
+    ``channels`` a :class:`CausalConv3d` (time padded on the left only, space "same"), a
+    per-position norm over channels and a GELU. (B, C, T, H, W) -> (B, channels[-1], T, H, W).
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], kernel: Triple) -> None:
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            layers += [CausalConv3d(prev, ch, kernel), ChannelNorm3d(ch), nn.GELU()]
+            prev = ch
+        super().__init__(*layers)
+
+
 # --- blocks --------------------------------------------------------------------------------
 
 
@@ -164,11 +187,20 @@ class _AttentionMixin(nn.Module):
     num_heads: int
     causal: bool
     attn_drop: float
+    q_norm: nn.Module
+    k_norm: nn.Module
+
+    def _qk_norms(self, norm: str, head_dim: int, enabled: bool) -> None:
+        # One norm over each head's d channels, shared by the heads (as timm's qk_norm); applied
+        # before RoPE and before any backend, so flash-attn, SDPA, math and the maps all see it.
+        self.q_norm = make_norm(norm, head_dim) if enabled else nn.Identity()
+        self.k_norm = make_norm(norm, head_dim) if enabled else nn.Identity()
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, rope: Rope | None, sink: AttnSink | None
     ) -> Tensor:
-        """(B, h, N, d) each -> (B, h, N, d), RoPE applied to q and k."""
+        """(B, h, N, d) each -> (B, h, N, d), QK-norm (when on) then RoPE applied to q and k."""
+        q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -198,9 +230,11 @@ class ParallelBlock(_AttentionMixin):
         dropout: float,
         drop_path: float,
         causal: bool,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
+        self._qk_norms(norm, dim // num_heads, qk_norm)
         self.mlp_kind = mlp
         self.hidden = mlp_hidden_dim(dim, mlp_ratio, mlp)
         self.mlp_in = mlp_in_dim(self.hidden, mlp)
@@ -236,9 +270,11 @@ class SequentialBlock(_AttentionMixin):
         dropout: float,
         drop_path: float,
         causal: bool,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
+        self._qk_norms(norm, dim // num_heads, qk_norm)
         self.norm1 = make_norm(norm, dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim, bias=False)
@@ -269,6 +305,7 @@ def make_block(cfg: ViViTConfig, *, drop_path: float, causal: bool) -> nn.Module
         dropout=cfg.dropout,
         drop_path=drop_path,
         causal=causal,
+        qk_norm=cfg.qk_norm,
     )
 
 
@@ -332,7 +369,12 @@ class ViViTCore(nn.Module):
         self.head_dim = cfg.embed_dim // cfg.num_heads
         self.num_registers = cfg.num_registers
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.tokenizer = TubeletTokenizer(in_channels, cfg.embed_dim, cfg.kernel_size, cfg.stride)
+        self.stem: ConvStem | None = None
+        if cfg.stem_channels:
+            self.stem = ConvStem(in_channels, cfg.stem_channels, cfg.stem_kernel)
+        tok_in = cfg.stem_channels[-1] if cfg.stem_channels else in_channels
+        self.tokenizer = TubeletTokenizer(tok_in, cfg.embed_dim, cfg.kernel_size, cfg.stride)
+        self.token_norm = make_norm(cfg.norm, cfg.embed_dim) if cfg.token_norm else None
         self.pos_embed: AbsolutePosEmbed | None = None
         if cfg.pos_embed != "rope":
             grid = self.tokenizer.grid(max_input) if max_input is not None else None
@@ -385,20 +427,29 @@ class ViViTCore(nn.Module):
         return block(x, rope, sink)
 
     @overload
-    def forward(self, x: Tensor, return_attention: Literal[False] = ...) -> Tensor: ...
+    def forward(
+        self,
+        x: Tensor,
+        return_attention: Literal[False] = ...,
+        context: Tensor | None = ...,
+    ) -> Tensor: ...
 
     @overload
     def forward(
-        self, x: Tensor, return_attention: Literal[True]
+        self, x: Tensor, return_attention: Literal[True], context: Tensor | None = ...
     ) -> tuple[Tensor, AttentionMaps]: ...
 
     def forward(
-        self, x: Tensor, return_attention: bool = False
+        self, x: Tensor, return_attention: bool = False, context: Tensor | None = None
     ) -> Tensor | tuple[Tensor, AttentionMaps]:
         """(B, C, T, H, W) -> features (B, D, T_p, H_p, W_p).
 
-        With ``return_attention=True`` also returns the :class:`AttentionMaps` (math path, no
-        gradient checkpointing; slower, for analysis).
+        Args:
+            x: the frames.
+            return_attention: also return the :class:`AttentionMaps` (math path, no gradient
+                checkpointing; slower, for analysis).
+            context: (B, T_p, D) added to every spatial token (not the registers) of each
+                temporal step before the spatial blocks (the behaviour embedding); None: nothing.
         """
         drop_patches = self.training and self.cfg.patch_dropout > 0
         if return_attention and drop_patches:
@@ -406,11 +457,21 @@ class ViViTCore(nn.Module):
                 "attention maps with patch dropout would index only the kept tokens; "
                 "call core.eval() first (collect_attention does)"
             )
+        if self.stem is not None:
+            x = self.stem(x)  # (B, C_s, T, H, W)
         tokens, grid = self.tokenizer(x)  # (B, T, S, D)
         t, h, w = grid
         b, s, d = tokens.shape[0], h * w, self.out_dim
+        if self.token_norm is not None:
+            tokens = self.token_norm(tokens)
         if self.pos_embed is not None:
             tokens = tokens + self.pos_embed(grid, x.device).to(tokens.dtype)  # (B, T, S, D)
+        if context is not None:
+            if context.shape != (b, t, d):
+                raise ValueError(
+                    f"context of shape {tuple(context.shape)}: expected (B, T_p, D) = {(b, t, d)}"
+                )
+            tokens = tokens + context[:, :, None, :].to(tokens.dtype)  # (B, T, S, D)
 
         keep: Tensor | None = None
         if drop_patches:
