@@ -26,7 +26,7 @@ TINY = [
     "data.num_lags=6",
     "train.batch_size=16",
     "train.steps_per_epoch=6",
-    "train.max_val_batches=4",
+    "data.max_val_bins=64",
     "train.lr=3e-3",
 ]
 
@@ -145,7 +145,7 @@ def test_short_run_learns(tmp_path_factory: pytest.TempPathFactory) -> None:
         "train.epochs=4",
         "train.steps_per_epoch=60",
         "train.batch_size=64",
-        "train.max_val_batches=null",
+        "data.max_val_bins=null",
         "train.early_stopping_patience=null",
         "model.core.patch_dropout=0.0",
         "data.num_lags=8",

@@ -286,10 +286,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
 
-        # A capped validation scores the same seeded subset of clips, spread over the whole
-        # split, every epoch.
+        # A capped validation scores the same bins every epoch and in every trial of a study:
+        # whole chunks drawn with the split's seed, whatever the clips, batch size or seed.
+        d = self.cfg.data
         scores = evaluate(
-            self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches, seed=t.seed
+            self.model, self.data, "val", t.batch_size, max_bins=d.max_val_bins, seed=d.split_seed
         )
         self.epoch += 1
         per_session = {name: s.bps for name, s in scores.items()}
