@@ -62,6 +62,7 @@ from vivit_hpo.config import DataConfig
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import NonFiniteLossError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
+from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
     BASELINE,
@@ -622,8 +623,6 @@ class TrialRunner:
         except Exception as e:  # the trial's value stands; the attribute says what went wrong
             _log.warning("trial in %s: test split not scored: %s", run_dir, e)
             return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-        per_session = {name: float(s.bps) for name, s in scores.items()}
-        return {
-            TEST_BPS: float(sum(per_session.values()) / len(per_session)),
-            TEST_BPS_PER_SESSION: per_session,
-        }
+        # Sessions without a valid test spike are left out, as in validation.
+        test = mean_over_sessions(scores)
+        return {TEST_BPS: test.bps, TEST_BPS_PER_SESSION: test.per_session}
