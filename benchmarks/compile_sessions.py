@@ -29,7 +29,7 @@ TINY = [
     "data.clip_frames=14",
     "train.epochs=2",
     "train.batch_size=8",
-    "train.max_val_batches=1",
+    "data.max_val_bins=40",
     "train.compile=true",
 ]
 SIZES = [(16, 16), (20, 12), (12, 24), (16, 20), (24, 16), (12, 12), (20, 20), (16, 24)]

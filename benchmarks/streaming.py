@@ -68,7 +68,7 @@ def run_one(path: Path, model: Path, mode: str, steps: int, threads: int) -> dic
 
     torch.set_num_threads(threads)
     sets = [f"data.stream={mode}", "train.epochs=1", f"train.steps_per_epoch={steps}"]
-    sets += ["train.max_val_batches=1"]
+    sets += ["data.max_val_bins=200"]
     cfg = load_run_config(model, sets)
     t0 = time.perf_counter()
     data = load_sessions([path], cfg.data)

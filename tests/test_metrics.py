@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vivit_hpo.metrics import RATE_FLOOR, BPSAccumulator, bits_per_spike
+from vivit_hpo.metrics import RATE_FLOOR, BPSAccumulator, bits_per_spike, mean_over_sessions
 
 LN2 = math.log(2)
 
@@ -110,3 +110,19 @@ def test_empty_and_bad_shapes() -> None:
         acc.update(torch.ones(3, 2), torch.ones(3, 2), torch.ones(2, 2))
     with pytest.raises(ValueError, match=r"expected \(B, 2\)"):
         acc.update(torch.ones(3, 3), torch.ones(3, 3), torch.ones(3, 3))
+
+
+def test_mean_over_sessions_leaves_out_and_names_a_session_without_spikes() -> None:
+    rng = np.random.default_rng(0)
+    scores = {}
+    for name, counts in (("a", rng.poisson(1.0, (50, 3))), ("quiet", np.zeros((50, 2)))):
+        acc = BPSAccumulator(counts.shape[1])
+        t = torch.from_numpy(counts.astype(np.float64))
+        acc.update(torch.full_like(t, 0.8), t, torch.ones_like(t))
+        scores[name] = acc.result()
+    got = mean_over_sessions(scores)
+    assert got.without_spikes == ("quiet",)
+    assert got.per_session == {"a": scores["a"].bps}
+    assert got.bps == scores["a"].bps and got.pooled_bps == pytest.approx(scores["a"].pooled_bps)
+    none = mean_over_sessions({"quiet": scores["quiet"]})
+    assert math.isnan(none.bps) and none.per_session == {} and none.without_spikes == ("quiet",)

@@ -239,6 +239,10 @@ class DataConfig(_Frozen):
     # whose stimuli do not fit in host_memory_gb (None: half the memory available at load).
     stream: Literal["auto", "on", "off"] = "auto"
     host_memory_gb: float | None = Field(None, gt=0)
+    # Validation scored on at most this many target bins per session: whole chunks of the
+    # validation split drawn with split_seed, the same bins for every trial of a study whatever
+    # its clips, batch size or seed. None: the whole validation split.
+    max_val_bins: int | None = Field(None, ge=1)
 
     @field_validator("device_resident", "stream", mode="before")
     @classmethod
@@ -268,7 +272,6 @@ class TrainConfig(_Frozen):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor as a fraction of the peak
     clip_grad_norm: float | None = Field(1.0, gt=0)
     steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training samples
-    max_val_batches: int | None = Field(None, ge=1)
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     keep_best: int = Field(3, ge=1)
@@ -299,6 +302,12 @@ class RunConfig(_Frozen):
 
 
 _CORE_TAGS = ("vivit", "cnn", "cnn2d", "ln")
+# Keys that were removed, and what replaces them.
+_REMOVED_KEYS = {
+    "train.max_val_batches": (
+        "removed; cap validation in bins of the data with data.max_val_bins (null: all of it)"
+    ),
+}
 
 
 def format_validation_error(err: ValidationError, where: str) -> str:
@@ -311,7 +320,7 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     )
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key; check its spelling against the documented keys"
+        msg = _REMOVED_KEYS.get(loc, "unknown key; check its spelling against the documented keys")
     value = first.get("input")
     shown = "" if first["type"] == "extra_forbidden" or isinstance(value, dict) else f" = {value!r}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""

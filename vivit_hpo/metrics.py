@@ -10,6 +10,8 @@ rate λ and counts y::
 
 Units with no valid spike are left out (NaN in ``bps_per_unit``) and counted. A session's BPS is
 the unclamped mean of its units' bps; the pooled value is Σ(LL − LL0) / (ln 2 · Σ y) over units.
+A session with no valid spike at all is likewise left out of the mean over sessions, and named
+(:func:`mean_over_sessions`).
 
 ``ln λ`` is computed as ``ln max(λ, RATE_FLOOR)`` so that a rate of exactly 0 where a spike
 occurred costs a large but finite penalty (about 41 nats per spike at 1e-18) instead of −inf;
@@ -19,12 +21,20 @@ the ``−λ`` term uses λ unchanged. Positive rates above the floor are unaffec
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["RATE_FLOOR", "BPSAccumulator", "SessionScore", "bits_per_spike"]
+__all__ = [
+    "RATE_FLOOR",
+    "BPSAccumulator",
+    "SessionScore",
+    "SplitScore",
+    "bits_per_spike",
+    "mean_over_sessions",
+]
 
 RATE_FLOOR = 1e-18  # spikes per bin; lower bound of λ inside ln λ only
 _LN2 = math.log(2.0)
@@ -159,6 +169,41 @@ class BPSAccumulator:
             num_spikes=total_spikes,
             num_bins=sm.astype(np.int64),
         )
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """The scores of one split over sessions.
+
+    Attributes:
+        bps: mean over the sessions with a valid spike of their BPS (NaN if none has one).
+        pooled_bps: Σ (LL − LL0) / (ln 2 · Σ y) over every unit of those sessions.
+        corr: mean over those sessions of their correlation where it is defined.
+        per_session: session name -> BPS, for the sessions with a valid spike.
+        without_spikes: the sessions left out: no valid spike in the evaluated bins.
+    """
+
+    bps: float
+    pooled_bps: float
+    corr: float
+    per_session: dict[str, float]
+    without_spikes: tuple[str, ...]
+
+
+def mean_over_sessions(scores: Mapping[str, SessionScore]) -> SplitScore:
+    """The study objective's mean over sessions: a session whose evaluated bins hold no valid
+    spike (every unit left out, its BPS NaN) is left out and named, not averaged in as NaN."""
+    kept = {name: s for name, s in scores.items() if s.num_spikes > 0}
+    spikes = sum(s.num_spikes for s in kept.values())
+    pooled = sum(s.pooled_bps * s.num_spikes for s in kept.values()) / spikes if kept else math.nan
+    corrs = np.array([s.corr for s in kept.values()], dtype=np.float64)
+    return SplitScore(
+        bps=float(np.mean([s.bps for s in kept.values()])) if kept else math.nan,
+        pooled_bps=float(pooled),
+        corr=_nanmean(corrs),
+        per_session={name: float(s.bps) for name, s in kept.items()},
+        without_spikes=tuple(name for name in scores if name not in kept),
+    )
 
 
 def bits_per_spike(

@@ -419,7 +419,7 @@ def test_bench_clips_trains_both_modes_for_the_same_budget(
     args = ["bench", "clips", "--model", str(tiny_yaml), "--data", str(sim_dir)]
     args += ["--clip-frames", "14", "--budget-s", "2", "--epochs", "2", "--device", "cpu"]
     args += ["--set", "data.num_lags=6", "--set", "train.batch_size=8"]
-    args += ["--set", "train.max_val_batches=2"]
+    args += ["--set", "data.max_val_bins=80"]
     result = CliRunner().invoke(app, [*args, "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())

@@ -17,8 +17,8 @@ YARD = {
         "core": {"kind": "cnn", "channels": [4], "blocks_per_stage": 1},
         "modulator": {"hidden_dim": 4},
     },
-    "data": {"num_lags": 6},
-    "train": {"batch_size": 16, "max_val_batches": 2, "warmup_epochs": 0},
+    "data": {"num_lags": 6, "max_val_bins": 32},
+    "train": {"batch_size": 16, "warmup_epochs": 0},
 }
 
 

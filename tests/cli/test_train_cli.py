@@ -18,8 +18,8 @@ model:
   core: {embed_dim: 16, num_heads: 2, num_spatial_blocks: 1, num_temporal_blocks: 1,
          kernel_size: [2, 4, 4], stride: [2, 4, 4], num_registers: 1}
   modulator: {hidden_dim: 4}
-data: {num_lags: 6}
-train: {epochs: 2, batch_size: 16, steps_per_epoch: 5, max_val_batches: 3}
+data: {num_lags: 6, max_val_bins: 48}
+train: {epochs: 2, batch_size: 16, steps_per_epoch: 5}
 """
 
 

@@ -237,23 +237,37 @@ def test_eval_clips_predict_every_sample_exactly_once(
         assert set(seen) == want  # every sample
 
 
-def test_capped_validation_is_a_fixed_subset_spread_over_the_split(tmp_path: Path) -> None:
+def test_capped_validation_is_fixed_whole_chunks_spread_over_the_split(tmp_path: Path) -> None:
     write_session(tmp_path / "v.h5", t=4000, n=2, k=None, block_len=40, seed=3)
     data = load_sessions([tmp_path], DataConfig(num_lags=5, val_fraction=0.3))
     every = data.sample_bins("v", "val")
 
-    def capped(seed: int) -> list[int]:
+    def capped(geom: ClipGeometry, batch_size: int, seed: int) -> list[int]:
         out: list[int] = []
-        for batch in data.batches("val", 4, shuffle=False, seed=seed, max_batches=3):
-            out.extend(batch.bins[:, 0].tolist())
+        clipped = data.with_clips(geom)
+        for batch in clipped.batches("val", batch_size, shuffle=False, seed=seed, max_bins=100):
+            b = batch.bins.numpy()
+            out.extend(b[b >= 0].tolist())
         return out
 
-    got = capped(0)
-    assert len(got) == 12  # stops at the cap: 3 batches of 4
-    assert got == capped(0) and got != capped(1)  # fixed for a seed
+    got = capped(ClipGeometry.window(5), 4, 0)
+    assert len(got) == len(set(got)) and 90 <= len(got) <= 100  # each once, at most the cap
     assert set(got) <= set(every.tolist())
-    # Spread over the whole split, not its first batches in time order.
+    # The same bins whatever the clips and the batch size; other bins for another seed.
+    for geom in (ClipGeometry(5, 13, 2), ClipGeometry(5, 17, 4)):
+        other = capped(geom, 3, 0)
+        assert sorted(other) == sorted(got) and len(other) == len(got)
+    assert set(capped(ClipGeometry.window(5), 4, 1)) != set(got)
+    # Whole contiguous chunks of samples (runs of consecutive bins within a segment) ...
+    segs = data.eval_segments("v", "val", 100, 0)
+    assert len(segs) >= 4
+    assert sorted(got) == [t for a, b in segs for t in range(a + 4, b)]
+    # ... spread over the whole split, not its first bins in time order.
     assert max(got) > every[int(0.6 * every.size)] and min(got) < every[int(0.4 * every.size)]
+    # A cap above the split's size keeps all of it.
+    assert data.eval_segments("v", "val", 10**6, 0).tolist() == (
+        data.session("v").split_segments("val").tolist()
+    )
 
 
 def test_training_clips_shuffle_interleave_and_repeat(two_sessions: SessionSet) -> None:

@@ -68,7 +68,7 @@ def test_training_on_a_streamed_session_is_the_same_training(sim_dir: Path) -> N
     sets += ["model.core.stride=[2,4,4]", "model.core.num_spatial_blocks=1"]
     sets += ["model.core.num_temporal_blocks=1", "data.num_lags=6", "data.clip_frames=14"]
     sets += ["train.epochs=1", "train.steps_per_epoch=4", "train.batch_size=8"]
-    sets += ["train.max_val_batches=2"]
+    sets += ["data.max_val_bins=80"]
     reports = []
     for mode in ("off", "on"):
         cfg = load_run_config(None, [*sets, f"data.stream={mode}"])

@@ -206,8 +206,8 @@ def tiny_run(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 },
                 "modulator": {"enabled": False},
             },
-            "data": {"num_lags": 8},
-            "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 4, "max_val_batches": 2},
+            "data": {"num_lags": 8, "max_val_bins": 32},
+            "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 4},
         }
     )
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"

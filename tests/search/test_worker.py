@@ -357,3 +357,36 @@ def test_the_baseline_sets_the_bar_at_each_rung(
     baseline, worse = study.get_trials()
     assert baseline.state == TrialState.COMPLETE and "completed_rung_0" in baseline.system_attrs
     assert worse.state == TrialState.PRUNED, worse.user_attrs
+
+
+def test_every_report_is_the_best_so_far_and_the_last_is_the_value(
+    write_spec: Callable[..., Path],
+    pg_url: str,
+    study_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The validation BPS of epochs 1..3 is scripted: it goes down in the last epoch.
+    import dataclasses
+
+    import vivit_hpo.training.loop as loop
+
+    scripted = iter([0.1, 0.3, 0.2])
+    real = loop.evaluate
+
+    def evaluate(*args: Any, **kwargs: Any) -> Any:
+        bps = next(scripted)
+        return {n: dataclasses.replace(s, bps=bps) for n, s in real(*args, **kwargs).items()}
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    spec_path = write_spec(budget={"n_trials": 1}, epochs=3, pruner={"name": "none"})
+    study = create(pg_url, study_name, spec_path)
+    enqueue(study, load_spec(spec_path), ["patch=2", "stride=2", "embed_dim=16", "heads=2"])
+    assert run_worker(study_name, pg_url, 1, "cpu", install_signals=False).trials == 1
+    (t,) = study.get_trials()
+    assert t.state == TrialState.COMPLETE, t.user_attrs
+    assert t.intermediate_values == {1: 0.1, 2: 0.3, 3: 0.3}  # monotone
+    assert t.intermediate_values[3] == t.value == 0.3
+    # Each epoch's own value stays in the run folder.
+    from vivit_hpo.search.record import read_epochs
+
+    assert [r.val_bps for r in read_epochs(Path(t.user_attrs["trial_dir"]))] == [0.1, 0.3, 0.2]

@@ -24,11 +24,10 @@ TINY_CNN: dict[str, Any] = {
         "core": {"kind": "cnn", "channels": [4], "blocks_per_stage": 1},
         "modulator": {"hidden_dim": 4},
     },
-    "data": {"num_lags": 6},
+    "data": {"num_lags": 6, "max_val_bins": 32},
     "train": {
         "batch_size": 16,
         "steps_per_epoch": 2,
-        "max_val_batches": 2,
         "warmup_epochs": 0,
         "early_stopping_patience": None,
         "epochs": 50,

@@ -9,7 +9,7 @@ import torch
 
 from vivit_hpo.config import load_run_config
 from vivit_hpo.data import load_sessions
-from vivit_hpo.errors import ConfigError, NonFiniteLossError
+from vivit_hpo.errors import ConfigError, DataError, NonFiniteLossError
 from vivit_hpo.training import Trainer, load_run, poisson_loss
 
 TINY = [
@@ -26,7 +26,7 @@ TINY = [
     "data.num_lags=6",
     "train.batch_size=16",
     "train.steps_per_epoch=6",
-    "train.max_val_batches=4",
+    "data.max_val_bins=64",
     "train.lr=3e-3",
 ]
 
@@ -145,7 +145,7 @@ def test_short_run_learns(tmp_path_factory: pytest.TempPathFactory) -> None:
         "train.epochs=4",
         "train.steps_per_epoch=60",
         "train.batch_size=64",
-        "train.max_val_batches=null",
+        "data.max_val_bins=null",
         "train.early_stopping_patience=null",
         "model.core.patch_dropout=0.0",
         "data.num_lags=8",
@@ -154,3 +154,48 @@ def test_short_run_learns(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert all(math.isfinite(r.train_loss) for r in reports)
     assert reports[-1].val_bps > reports[0].val_bps
     assert reports[-1].val_bps > 0.03
+
+
+def _silence_validation(sim_dir: Path, out: Path, names: set[str]) -> Path:
+    """A copy of the simulated sessions with every count of the named ones' validation bins 0."""
+    import shutil
+
+    import h5py
+
+    out.mkdir()
+    for path in sorted(sim_dir.glob("*.h5")):
+        shutil.copy(path, out / path.name)
+    data = load_sessions([out], tiny_config().data)
+    for name in names:
+        s = data.session(name)
+        with h5py.File(s.path, "r+") as f:
+            if "split" not in f:
+                f.create_dataset("split", data=s.split)
+            robs = f["robs"][()]
+            robs[s.split == 1] = 0
+            f["robs"][...] = robs
+    return out
+
+
+def test_a_session_without_validation_spikes_is_left_out_and_named(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    names = load_sessions([sim_dir], tiny_config().data).names
+    silent, other = names[0], names[1]
+    out = _silence_validation(sim_dir, tmp_path / "data", {silent})
+    cfg = tiny_config("train.epochs=1")
+    data = load_sessions([out], cfg.data)
+    (report,) = list(Trainer(cfg, data, device="cpu").epochs())
+    assert report.val_sessions_without_spikes == (silent,)
+    assert set(report.val_bps_per_session) == {other}
+    assert report.val_bps == report.val_bps_per_session[other]
+    assert math.isfinite(report.val_bps) and math.isfinite(report.val_pooled_bps)
+    assert math.isfinite(report.val_corr)
+
+
+def test_no_session_with_validation_spikes_is_a_data_error(sim_dir: Path, tmp_path: Path) -> None:
+    names = load_sessions([sim_dir], tiny_config().data).names
+    out = _silence_validation(sim_dir, tmp_path / "data", set(names))
+    cfg = tiny_config("train.epochs=1")
+    with pytest.raises(DataError, match=r"no valid spike.*" + ", ".join(names)):
+        list(Trainer(cfg, load_sessions([out], cfg.data), device="cpu").epochs())

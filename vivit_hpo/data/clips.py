@@ -30,11 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "CAP_CHUNKS",
     "ClipGeometry",
+    "capped_segments",
     "clip_indices",
     "eval_starts",
     "segments",
-    "spread_subset",
     "target_bins",
     "train_starts",
 ]
@@ -182,10 +183,48 @@ def clip_indices(
     return frames, np.minimum(want, last), valid
 
 
-def spread_subset(n: int, k: int, seed: int) -> np.ndarray:
-    """``min(n, k)`` ascending indices of ``range(n)`` drawn without replacement (seeded): a
-    subset spread over the whole range, the same for the same seed."""
-    if k >= n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+CAP_CHUNKS = 8  # a capped split is cut into chunks of about max_bins / CAP_CHUNKS targets
+
+
+def capped_segments(
+    segs: np.ndarray, num_lags: int, max_bins: int, seed: int | list[int]
+) -> np.ndarray:
+    """Whole contiguous chunks of the targets of ``segs``, at most ``max_bins`` targets in all.
+
+    The targets of each segment are cut into runs of ``ceil(max_bins / CAP_CHUNKS)`` bins (a
+    segment's last run may be shorter); runs are taken in a seeded random order while they fit
+    under the cap, so the chunks are spread over the whole split. Each chunk of targets
+    ``[t0, t1)`` comes back as the pseudo-segment ``[t0 - L + 1, t1)``: its history frames lie in
+    the same segment, and its targets (:func:`target_bins`) are exactly ``t0 .. t1 - 1``, so
+    :func:`eval_starts` tiles them completely whatever the clip geometry. The set depends on the
+    segments, ``num_lags``, ``max_bins`` and ``seed`` only (never on batch size or clips).
+
+    Args:
+        segs: (S, 2+) ``(start, end, ...)`` segments (one split's), in time order.
+        num_lags: L.
+        max_bins: the most target bins kept.
+        seed: seeds ``numpy.random.default_rng``.
+
+    Returns:
+        (S', 2) int64 ``(start, end)`` pseudo-segments in time order (``segs`` themselves when
+        they hold no more than ``max_bins`` targets).
+    """
+    if max_bins < 1:
+        raise ValueError(f"max_bins={max_bins} must be >= 1")
+    size = -(-max_bins // CAP_CHUNKS)
+    chunks = [
+        (t0, min(t0 + size, int(b)))
+        for a, b in segs[:, :2]
+        for t0 in range(int(a) + num_lags - 1, int(b), size)
+    ]
+    if sum(t1 - t0 for t0, t1 in chunks) <= max_bins:
+        return segs[:, :2].astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(chunks))
+    keep, total = [], 0
+    for i in order:
+        n = chunks[i][1] - chunks[i][0]
+        if total + n <= max_bins:
+            keep.append(i)
+            total += n
+    picked = [(chunks[i][0] - num_lags + 1, chunks[i][1]) for i in sorted(keep)]
+    return np.array(picked, dtype=np.int64).reshape(-1, 2)

@@ -42,10 +42,10 @@ from einops import rearrange
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data.clips import (
     ClipGeometry,
+    capped_segments,
     clip_indices,
     eval_starts,
     segments,
-    spread_subset,
     target_bins,
     train_starts,
 )
@@ -454,7 +454,7 @@ class SessionSet:
         self.device_resident: Literal["auto", "on", "off"] = device_resident
         self.device = torch.device(device)
         self._by_name = {s.name: s for s in self.sessions}
-        self._eval: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._eval: dict[tuple[str, str, int | None, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # --- description
     @property
@@ -486,11 +486,27 @@ class SessionSet:
         """(M,) int64 target bins of the samples of ``split`` in session ``name``, ascending."""
         return self.session(name).sample_bins(split, self.num_lags)
 
-    def eval_clips(self, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(starts, ends)`` of the clips that predict every sample of ``split`` once."""
-        key = (name, split)
+    def eval_segments(
+        self, name: str, split: str, max_bins: int | None = None, seed: int = 0
+    ) -> np.ndarray:
+        """The (pseudo-)segments an evaluation of ``split`` in session ``name`` tiles: all of the
+        split's, or with ``max_bins`` a seeded set of whole chunks of at most that many target
+        bins (:func:`~vivit_hpo.data.clips.capped_segments`, seeded by ``seed`` and the
+        session's name), the same whatever the clips or the batch size."""
+        segs = self.session(name).split_segments(split)
+        if max_bins is None:
+            return segs
+        return capped_segments(segs, self.num_lags, max_bins, [seed, zlib.crc32(name.encode())])
+
+    def eval_clips(
+        self, name: str, split: str, max_bins: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)`` of the clips that predict every sample of ``split`` once (of the
+        capped subset with ``max_bins``, see :meth:`eval_segments`)."""
+        key = (name, split, max_bins, seed if max_bins is not None else 0)
         if key not in self._eval:
-            self._eval[key] = eval_starts(self.session(name).split_segments(split), self.clips)
+            segs = self.eval_segments(name, split, max_bins, seed)
+            self._eval[key] = eval_starts(segs, self.clips)
         return self._eval[key]
 
     def num_batches(self, split: str, batch_size: int) -> int:
@@ -654,15 +670,16 @@ class SessionSet:
         shuffle: bool,
         seed: int,
         steps: int | None = None,
-        max_batches: int | None = None,
+        max_bins: int | None = None,
     ) -> Iterator[Batch]:
         """Batches of clips of one split; each batch holds clips of one session only.
 
         With ``shuffle=False`` (evaluation) the sessions come in order, each tiled by
         :meth:`eval_clips` so that every sample of the split is predicted exactly once;
-        ``max_batches`` keeps, per session, a subset of ``max_batches * batch_size`` clips drawn
-        with ``seed`` and spread over the whole split (the same subset for the same seed), and
-        ``steps`` stops after that many batches in all.
+        ``max_bins`` keeps, per session, whole chunks of at most that many samples drawn with
+        ``seed`` and spread over the whole split (:meth:`eval_segments`: the same bins for the
+        same seed whatever the batch size or clip geometry), every sample in them predicted
+        exactly once, and ``steps`` stops after that many batches in all.
 
         With ``shuffle=True`` (training) each session gets :meth:`train_clips_per_pass` clips
         at random starts (without replacement where it has that many), cut into batches, and
@@ -676,9 +693,10 @@ class SessionSet:
             split: "train", "val" or "test".
             batch_size: clips per batch (a session's last batch of a pass may be smaller).
             shuffle: training order (True) or evaluation order (False).
-            seed: the shuffle seed, and the seed of the ``max_batches`` subset.
+            seed: the shuffle seed, and the seed of the ``max_bins`` subset
+                (``DataConfig.split_seed`` for a study's validation).
             steps: see above; None for one pass.
-            max_batches: see above (evaluation only).
+            max_bins: see above (evaluation only).
 
         Yields:
             :class:`Batch` on :attr:`device`.
@@ -691,10 +709,7 @@ class SessionSet:
         if not shuffle:
             done = 0
             for s in self.sessions:
-                starts, ends = self.eval_clips(s.name, split)
-                if max_batches is not None:
-                    keep = spread_subset(starts.size, max_batches * batch_size, seed)
-                    starts, ends = starts[keep], ends[keep]
+                starts, ends = self.eval_clips(s.name, split, max_bins, seed)
                 for i in range(0, starts.size, batch_size):
                     if steps is not None and done >= steps:
                         return

@@ -249,7 +249,7 @@ def history_info(snap: StudySnapshot) -> HistoryInfo:
 
 @dataclass(frozen=True)
 class Curve:
-    """One trial's validation objective per epoch (its intermediate values)."""
+    """One trial's intermediate values: the best validation objective so far, per epoch."""
 
     number: int
     status: str

@@ -102,7 +102,7 @@ def history_figure(info: HistoryInfo) -> go.Figure:
 
 
 def curves_figure(info: CurvesInfo) -> go.Figure:
-    """Validation BPS per epoch of every trial, coloured by what the trial ended as.
+    """Best validation BPS so far per epoch of every trial, coloured by what the trial ended as.
 
     A pruned trial's curve ends with an ``x`` at the epoch where the pruner stopped it.
     """
@@ -136,7 +136,7 @@ def curves_figure(info: CurvesInfo) -> go.Figure:
             )
     fig.update_xaxes(title="epoch", dtick=1)
     fig.update_yaxes(title=_OBJECTIVE)
-    return _layout(fig, "Validation BPS per epoch (x: pruned there)", height=460)
+    return _layout(fig, "Best validation BPS so far per epoch (x: pruned there)", height=460)
 
 
 def parallel_figure(info: ParallelInfo) -> go.Figure:

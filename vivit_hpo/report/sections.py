@@ -136,7 +136,8 @@ def curves_section(snap: StudySnapshot) -> Section:
     sec = Section(
         "curves",
         "Learning curves and pruning",
-        "Validation BPS after each epoch (the intermediate values the pruner sees), coloured by "
+        "Best validation BPS so far after each epoch (the intermediate values the pruner sees, "
+        "ending at the trial's value), coloured by "
         "what the trial ended as; an x marks the epoch at which a pruned trial was stopped.",
     )
     if not info.curves:

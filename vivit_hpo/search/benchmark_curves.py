@@ -198,19 +198,20 @@ def _spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 def rank_agreement(
     reports: Sequence[Mapping[int, float]], finals: Sequence[float], *, min_trials: int = 4
 ) -> dict[int, float | None]:
-    """How well each epoch's validation BPS ranks trials as their final value does.
+    """How well each epoch's report (the best validation BPS so far) ranks trials as their final
+    value does.
 
     Measured on trials that trained to the end (no pruner chose them), this tells where a
     pruner's first rung can fall: an epoch whose ranking agrees with the final one prunes the
     trials that would have ended worst.
 
     Args:
-        reports: per trial, epoch -> validation BPS.
+        reports: per trial, epoch -> its intermediate value, the best validation BPS so far.
         finals: per trial, its value (the best epoch's validation BPS).
         min_trials: epochs reported by fewer trials are left out.
 
     Returns:
-        epoch -> Spearman's rank correlation between that epoch's BPS and the final value.
+        epoch -> Spearman's rank correlation between that epoch's report and the final value.
     """
     out: dict[int, float | None] = {}
     epochs = sorted({e for r in reports for e in r})

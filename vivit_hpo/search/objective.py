@@ -2,11 +2,15 @@
 
 The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` yields one
 :class:`~vivit_hpo.training.EpochReport` per epoch, and :class:`TrialRunner` turns each into
-``trial.report(val_bps, epoch)`` and ``should_prune``. What ends a trial, and how:
+``trial.report(best_val_bps, epoch)`` and ``should_prune``: every report is the best validation
+BPS so far (monotone), the same quantity as the trial's final value, so that the pruner and the
+sampler compare at each rung what the trial would be worth if it stopped there. Each epoch's own
+value stays in the run folder (``epochs.jsonl``' ``val_bps``, ``metrics.json``). What ends a
+trial, and how:
 
 - COMPLETE: the epoch budget (or the trainer's early stopping) is reached; the value is the best
-  epoch's mean validation BPS, the epoch whose checkpoint ``study export-best`` points at. That
-  checkpoint's test BPS is stored beside it (``test_bps``).
+  epoch's mean validation BPS (the last report), the epoch whose checkpoint ``study
+  export-best`` points at. That checkpoint's test BPS is stored beside it (``test_bps``).
 - PRUNED: the pruner stopped it (``prune_reason``). The baseline trial (the base config,
   enqueued first with the user attribute ``baseline``) is never pruned, but its values count
   against the others at every rung.
@@ -62,6 +66,7 @@ from vivit_hpo.config import DataConfig, RunConfig, parse_run_config
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import ConfigError, NonFiniteLossError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
+from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
     BASELINE,
@@ -385,10 +390,14 @@ class TrialRunner:
             value = 0.0 if feasible else 1.0
             retrying(lambda: trial.set_constraint(FEASIBLE, value), what="set constraint")
 
-    def _record_epoch(self, run_dir: Path, number: int, epoch: int, began: float) -> None:
-        """Who trained the epoch (this worker, ``host:pid``) and when, in the run folder; a
-        record that cannot be written never fails the trial."""
-        record = EpochRecord(number, epoch, f"{self.host}:{os.getpid()}", began, time.time())
+    def _record_epoch(
+        self, run_dir: Path, number: int, epoch: int, began: float, val_bps: float
+    ) -> None:
+        """Who trained the epoch (this worker, ``host:pid``), when, and its own validation BPS,
+        in the run folder; a record that cannot be written never fails the trial."""
+        record = EpochRecord(
+            number, epoch, f"{self.host}:{os.getpid()}", began, time.time(), val_bps=val_bps
+        )
         try:
             append_epoch(run_dir, record)
         except OSError as e:
@@ -555,7 +564,7 @@ class TrialRunner:
                     report = next(reports, None)
                 if report is None:
                     break
-                self._record_epoch(run_dir, n, report.epoch, began)
+                self._record_epoch(run_dir, n, report.epoch, began, report.val_bps)
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)
                 end.update(
@@ -569,8 +578,11 @@ class TrialRunner:
                 if report.is_best:
                     end[BEST_EPOCH] = report.epoch
                     end[VAL_BPS_PER_SESSION] = report.val_bps_per_session
+                # The best so far, not this epoch's: the value the trial ends with if it stops
+                # here (trainer.best_bps includes a resumed run's earlier epochs).
+                best = trainer.best_bps
                 retrying(
-                    functools.partial(trial.report, report.val_bps, report.epoch),
+                    functools.partial(trial.report, best, report.epoch),
                     what=f"report epoch {report.epoch} of trial {n}",
                 )
                 if self.stop.requested:
@@ -588,7 +600,7 @@ class TrialRunner:
                 if prune and not baseline:
                     why = (
                         f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
-                        f"val BPS {report.val_bps:+.4f}"
+                        f"best val BPS {best:+.4f}"
                     )
                     record_attrs(trial, {**end, PRUNE_REASON: why})
                     self._set_feasible(trial, True)
@@ -663,8 +675,6 @@ class TrialRunner:
         except Exception as e:  # the trial's value stands; the attribute says what went wrong
             _log.warning("trial in %s: test split not scored: %s", run_dir, e)
             return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-        per_session = {name: float(s.bps) for name, s in scores.items()}
-        return {
-            TEST_BPS: float(sum(per_session.values()) / len(per_session)),
-            TEST_BPS_PER_SESSION: per_session,
-        }
+        # Sessions without a valid test spike are left out, as in validation.
+        test = mean_over_sessions(scores)
+        return {TEST_BPS: test.bps, TEST_BPS_PER_SESSION: test.per_session}

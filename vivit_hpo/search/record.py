@@ -16,7 +16,8 @@ How the states map (see :mod:`vivit_hpo.search.objective` for who writes what):
 - ``running``, ``waiting``: not finished.
 
 Beside the database, a trial's run folder holds :data:`EPOCHS_FILE`, one JSON line per finished
-epoch (:class:`EpochRecord`: trial number, epoch, the worker that trained it, when). A retry takes
+epoch (:class:`EpochRecord`: trial number, epoch, the worker that trained it, when, and the
+epoch's own validation BPS; the intermediate values are the best so far). A retry takes
 its predecessor's folder over, so the file accumulates every epoch of a logical trial across
 retries: who trained what, and when, for the chaos checks.
 """
@@ -331,14 +332,16 @@ class RetryStaleTrial:
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One finished epoch of a trial: which worker (``host:pid``) trained it, and when
-    (wall-clock seconds since the epoch, ``time.time()``)."""
+    """One finished epoch of a trial: which worker (``host:pid``) trained it, when (wall-clock
+    seconds since the epoch, ``time.time()``), and that epoch's own mean validation BPS (the
+    trial's intermediate value is the best so far; None in records written before it was kept)."""
 
     trial: int
     epoch: int
     worker: str
     start: float
     end: float
+    val_bps: float | None = None
 
 
 def append_epoch(run_dir: Path, record: EpochRecord) -> None:

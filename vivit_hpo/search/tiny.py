@@ -24,11 +24,10 @@ _TINY_BASE: dict[str, Any] = {
         },
         "modulator": {"hidden_dim": 4},
     },
-    "data": {"num_lags": 6},
+    "data": {"num_lags": 6, "max_val_bins": 32},
     "train": {
         "batch_size": 16,
         "steps_per_epoch": 4,
-        "max_val_batches": 2,
         "warmup_epochs": 0,
         "early_stopping_patience": None,
         "lr": 3e-3,

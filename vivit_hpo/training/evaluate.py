@@ -34,16 +34,18 @@ def predict(
     split: str,
     batch_size: int,
     *,
-    max_batches: int | None = None,
+    max_bins: int | None = None,
     seed: int = 0,
     keep_rates: bool = True,
 ) -> dict[str, SessionPrediction]:
     """Predicted rates of the samples of ``split``, session by session, with their BPS.
 
     The readout reads at its mean positions (eval mode); the data are batched as the model's
-    clips, on the model's device. ``max_batches`` scores, per session, a seeded subset of
-    ``max_batches * batch_size`` clips spread over the split (a cheap estimate on large
-    sessions; the same subset for the same ``seed``); ``keep_rates=False`` keeps only scores.
+    clips, on the model's device. ``max_bins`` scores, per session, a seeded set of whole
+    chunks of at most ``max_bins`` target bins spread over the split (a cheap estimate on large
+    sessions), every bin in them exactly once: the same bins for the same ``seed`` whatever the
+    model's clips or ``batch_size`` (see :meth:`SessionSet.eval_segments`);
+    ``keep_rates=False`` keeps only scores.
     """
     was_training = model.training
     model.eval()
@@ -55,9 +57,7 @@ def predict(
     rates: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
     bins: dict[str, list[torch.Tensor]] = {name: [] for name in accs}
     seen = dict.fromkeys(accs, 0)
-    batches = prefetch(
-        data.batches(split, batch_size, shuffle=False, seed=seed, max_batches=max_batches)
-    )
+    batches = prefetch(data.batches(split, batch_size, shuffle=False, seed=seed, max_bins=max_bins))
     for batch in batches:
         seen[batch.session] += 1
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -91,11 +91,9 @@ def evaluate(
     split: str,
     batch_size: int,
     *,
-    max_batches: int | None = None,
+    max_bins: int | None = None,
     seed: int = 0,
 ) -> dict[str, SessionScore]:
     """Bits per spike of every session on ``split`` (see :func:`predict`)."""
-    preds = predict(
-        model, data, split, batch_size, max_batches=max_batches, seed=seed, keep_rates=False
-    )
+    preds = predict(model, data, split, batch_size, max_bins=max_bins, seed=seed, keep_rates=False)
     return {name: p.score for name, p in preds.items()}

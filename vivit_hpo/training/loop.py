@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from vivit_hpo.config import RunConfig
 from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.data.stream import prefetch
-from vivit_hpo.errors import ConfigError, NonFiniteLossError
+from vivit_hpo.errors import ConfigError, DataError, NonFiniteLossError
+from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.models import EncodingModel, build_model
 from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.training.checkpoint import (
@@ -66,6 +67,8 @@ class EpochReport:
     train_seconds: float  # the training steps alone
     seconds: float  # the whole epoch, validation included
     is_best: bool
+    # Sessions left out of val_bps (and of val_bps_per_session): no valid validation spike.
+    val_sessions_without_spikes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,17 +289,21 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - start
 
-        # A capped validation scores the same seeded subset of clips, spread over the whole
-        # split, every epoch.
+        # A capped validation scores the same bins every epoch and in every trial of a study:
+        # whole chunks drawn with the split's seed, whatever the clips, batch size or seed.
+        d = self.cfg.data
         scores = evaluate(
-            self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches, seed=t.seed
+            self.model, self.data, "val", t.batch_size, max_bins=d.max_val_bins, seed=d.split_seed
         )
         self.epoch += 1
-        per_session = {name: s.bps for name, s in scores.items()}
-        val_bps = float(sum(per_session.values()) / len(per_session))
-        spikes = sum(s.num_spikes for s in scores.values())
-        pooled = sum(s.pooled_bps * s.num_spikes for s in scores.values()) / max(spikes, 1e-12)
-        corr = float(sum(s.corr for s in scores.values()) / len(scores))
+        # A session whose validation bins hold no valid spike is left out of the mean, and named.
+        val = mean_over_sessions(scores)
+        if not val.per_session:
+            raise DataError(
+                f"no valid spike in the validation bins of any session ({', '.join(scores)}); "
+                "give the files validation blocks with spikes, or raise data.max_val_bins"
+            )
+        per_session, val_bps = val.per_session, val.bps
         if not math.isfinite(val_bps):
             raise NonFiniteLossError(
                 f"validation BPS is {val_bps} at epoch {self.epoch}; the model predicts "
@@ -308,8 +315,8 @@ class Trainer:
             train_loss=float(loss_sum.item() / max(n_batches, 1)),
             val_bps=val_bps,
             val_bps_per_session=per_session,
-            val_pooled_bps=float(pooled),
-            val_corr=corr,
+            val_pooled_bps=val.pooled_bps,
+            val_corr=val.corr,
             samples_per_s=n_samples / train_seconds,
             bins_per_s=n_targets / train_seconds,
             clip_frames=self.clips.frames,
@@ -320,6 +327,7 @@ class Trainer:
             train_seconds=train_seconds,
             seconds=time.perf_counter() - start,
             is_best=is_best,
+            val_sessions_without_spikes=val.without_spikes,
         )
         self.history.append(report.to_dict())
         self.best = sorted([*self.best, (val_bps, self.epoch)], reverse=True)
