@@ -156,8 +156,8 @@ class Trainer:
         self.clips = clip_geometry(cfg)
         self.data = data.to(self.device).with_clips(self.clips)
         self.model: EncodingModel = build_model(cfg.model, data.metas, self.clips).to(self.device)
-        core, readout = self.model.param_groups()
-        self.optimizer = build_optimizer(core, readout, cfg.train, self.device)
+        _, readout = self.model.param_groups()
+        self.optimizer = build_optimizer(self.model.core, readout, cfg.train, self.device)
         if cfg.train.compile:
             # The core alone, in place (its state_dict keys unchanged): the per-session readouts
             # and modulator stay eager, so sessions of other sizes and units do not each add a
