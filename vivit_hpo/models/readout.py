@@ -135,15 +135,20 @@ class GaussianReadout(nn.Module):
         """
         b, d, p = x.shape[:3]
         sample = self.training if sample is None else sample
-        grid = self.positions(b, sample)[:, None].to(x.dtype)  # (B, 1, N, 2)
-        # One grid_sample for every time step: the steps ride along as channels.
-        flat = x.reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
-        feats = F.grid_sample(
-            flat, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )  # (B, D*P, 1, N)
-        feats = feats.view(b, d, p, -1)  # (B, D, P, N)
-        pre = torch.einsum("bdpn,nd->bpn", feats, self.features.to(feats.dtype))  # (B, P, N)
-        return F.softplus(pre.float() + self.bias) + RATE_FLOOR
+        # fp32 even under bf16 autocast: a unit's drive is a sum over D channels, and a bf16
+        # dot product (8 bits of mantissa) would round every rate by up to ~0.4%, a noise the
+        # Poisson loss and the bits per spike then see. The features are read as they come
+        # (bf16-rounded); only the interpolation and the dot product are widened.
+        with torch.autocast(x.device.type, enabled=False):
+            grid = self.positions(b, sample)[:, None].float()  # (B, 1, N, 2)
+            # One grid_sample for every time step: the steps ride along as channels.
+            flat = x.float().reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
+            feats = F.grid_sample(
+                flat, grid, mode="bilinear", padding_mode="border", align_corners=False
+            )  # (B, D*P, 1, N)
+            feats = feats.view(b, d, p, -1)  # (B, D, P, N)
+            pre = torch.einsum("bdpn,nd->bpn", feats, self.features.float())  # (B, P, N)
+            return F.softplus(pre + self.bias.float()) + RATE_FLOOR
 
     def regularizer(self) -> Tensor:
         """``gamma_features * mean(|features|)`` (a scalar; 0 when gamma is 0).
