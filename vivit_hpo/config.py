@@ -123,6 +123,9 @@ class ModulatorConfig(_Frozen):
     enabled: bool = True
     hidden_dim: int = Field(16, ge=1)
     kernel_size: int = Field(3, ge=1)
+    # g of the gain 1 + g * tanh(W_gain h), which stays in [1 - g, 1 + g]; g <= 1 keeps it
+    # non-negative, so behaviour scales a feature but never flips its sign.
+    max_gain: float = Field(1.0, gt=0, le=1)
 
 
 def _core_kind(value: Any) -> str:
