@@ -195,7 +195,9 @@ class TrainConfig(_Frozen):
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor as a fraction of the peak
     clip_grad_norm: float | None = Field(1.0, gt=0)
-    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training samples
+    # Optimiser steps per epoch, so steps_per_epoch * grad_accum batches; None: one pass over
+    # the training samples.
+    steps_per_epoch: int | None = Field(None, ge=1)
     max_val_batches: int | None = Field(None, ge=1)
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)

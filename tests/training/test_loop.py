@@ -154,3 +154,18 @@ def test_short_run_learns(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert all(math.isfinite(r.train_loss) for r in reports)
     assert reports[-1].val_bps > reports[0].val_bps
     assert reports[-1].val_bps > 0.03
+
+
+def test_steps_per_epoch_counts_optimiser_steps(sim_dir: Path) -> None:
+    cfg = tiny_config("train.epochs=1", "train.steps_per_epoch=3", "train.grad_accum=2")
+    seen: list[tuple[int, int]] = []
+    trainer = Trainer(
+        cfg,
+        load_sessions([sim_dir], cfg.data),
+        device="cpu",
+        on_step=lambda i, n: seen.append((i, n)),
+    )
+    assert (trainer.steps_per_epoch, trainer.batches_per_epoch) == (3, 6)
+    list(trainer.epochs())
+    assert trainer.step == 3
+    assert seen == [(i, 6) for i in range(1, 7)]

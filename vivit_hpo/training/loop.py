@@ -169,7 +169,12 @@ class Trainer:
         )
 
         t = cfg.train
-        self.batches_per_epoch = t.steps_per_epoch or self.data.num_train_batches(t.batch_size)
+        # steps_per_epoch counts optimiser steps, as the schedule does: with grad_accum > 1 an
+        # epoch reads grad_accum times as many batches.
+        if t.steps_per_epoch is not None:
+            self.batches_per_epoch = t.steps_per_epoch * t.grad_accum
+        else:
+            self.batches_per_epoch = self.data.num_train_batches(t.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.warmup_steps = round(t.warmup_epochs * self.steps_per_epoch)
