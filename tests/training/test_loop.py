@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vivit_hpo.config import load_run_config
-from vivit_hpo.data import load_sessions
+from vivit_hpo.data import Batch, load_sessions
 from vivit_hpo.errors import ConfigError, NonFiniteLossError
-from vivit_hpo.training import Trainer, load_run, poisson_loss
+from vivit_hpo.training import Trainer, accumulation_group, load_run, poisson_loss
 
 TINY = [
     "model.core.embed_dim=16",
@@ -129,7 +129,7 @@ def test_non_finite_loss_stops_with_a_reason(sim_dir: Path) -> None:
     data = load_sessions([sim_dir], cfg.data)
     trainer = Trainer(cfg, data, device="cpu")
     with torch.no_grad():
-        next(iter(trainer.model.readouts.values())).bias.fill_(float("nan"))
+        trainer.model.readout(data.names[0]).bias.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"lower train\.lr"):
         list(trainer.epochs())
 
@@ -169,3 +169,62 @@ def test_steps_per_epoch_counts_optimiser_steps(sim_dir: Path) -> None:
     list(trainer.epochs())
     assert trainer.step == 3
     assert seen == [(i, 6) for i in range(1, 7)]
+
+
+def test_accumulation_groups_of_an_epoch() -> None:
+    sizes = [accumulation_group(i, 10, 4) for i in range(10)]
+    assert sizes == [4] * 8 + [2] * 2
+    assert [accumulation_group(i, 3, 1) for i in range(3)] == [1, 1, 1]
+
+
+def test_a_short_last_accumulation_group_is_the_mean_of_its_batches(
+    sim_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config(
+        "train.epochs=1",
+        "train.grad_accum=4",
+        "model.core.patch_dropout=0.0",
+        "model.core.drop_path=0.0",
+    )
+    trainer = Trainer(cfg, load_sessions([sim_dir], cfg.data), device="cpu")
+    trainer.batches_per_epoch = 6  # an epoch of a group of 4 batches, then one of 2
+    model = trainer.model
+    for name in trainer.data.names:
+        # No jitter: a batch's gradient is then a function of the weights alone.
+        model.readout(name).sigma.requires_grad_(False).zero_()
+
+    batches: list[Batch] = []
+    steps: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+    train_step, optimizer_step = trainer.train_step, trainer.optimizer_step
+
+    def spy_train(batch: Batch, group: int | None = None) -> torch.Tensor:
+        batches.append(batch)
+        return train_step(batch, group)
+
+    def spy_optimizer() -> torch.Tensor:
+        weights = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        steps.append((weights, grads))
+        return optimizer_step()
+
+    monkeypatch.setattr(trainer, "train_step", spy_train)
+    monkeypatch.setattr(trainer, "optimizer_step", spy_optimizer)
+    list(trainer.epochs())
+    assert len(batches) == 6 and len(steps) == 2
+
+    weights, grads = steps[1]
+    model.load_state_dict(weights)
+    model.train()
+    per_batch = []
+    for b in batches[4:]:
+        model.zero_grad(set_to_none=True)
+        loss = poisson_loss(model(b.stim, b.session, b.behavior), b.robs, b.dfs)
+        (loss + model.regularizer(b.session)).backward()
+        per_batch.append(
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        )
+    assert set(grads) == set(per_batch[0]) | set(per_batch[1])
+    zero = torch.zeros(())
+    for name, g in grads.items():
+        mean = (per_batch[0].get(name, zero) + per_batch[1].get(name, zero)) / 2
+        torch.testing.assert_close(g, mean.expand_as(g), rtol=1e-4, atol=1e-7, msg=name)

@@ -38,7 +38,7 @@ from vivit_hpo.training.checkpoint import (
 from vivit_hpo.training.evaluate import evaluate
 from vivit_hpo.training.schedule import build_optimizer, warmup_cosine
 
-__all__ = ["EpochReport", "Trainer", "poisson_loss", "resolve_device"]
+__all__ = ["EpochReport", "Trainer", "accumulation_group", "poisson_loss", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,16 @@ def poisson_loss(rates: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor) 
     """
     nll = F.poisson_nll_loss(rates, counts, log_input=False, full=False, reduction="none")
     return (nll * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def accumulation_group(index: int, batches: int, grad_accum: int) -> int:
+    """Batches in the gradient-accumulation group of an epoch's ``index``-th (0-based) batch.
+
+    ``grad_accum``, except in the epoch's last group when ``batches`` is not a multiple of it:
+    that group holds what is left, and its gradient is the mean over those batches only.
+    """
+    start = index - index % grad_accum
+    return min(grad_accum, batches - start)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -223,16 +233,19 @@ class Trainer:
             g["lr"] = g["peak_lr"] * scale
         return self.optimizer.param_groups[0]["lr"]
 
-    def train_step(self, batch: Batch) -> torch.Tensor:
+    def train_step(self, batch: Batch, group: int | None = None) -> torch.Tensor:
         """Forward and backward of one batch (gradients accumulate); returns the detached loss.
 
-        The loss is divided by ``grad_accum`` for the backward pass only; no host sync here.
+        The loss is divided by ``group``, the size of the accumulation group the batch is in
+        (None: ``grad_accum``), for the backward pass only, so a group's gradient is the mean
+        of its batches' gradients whatever its size; no host sync here. The loss is computed
+        in fp32, outside autocast.
         """
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             rates = self.model(batch.stim, batch.session, batch.behavior)
         loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
         loss = loss + self.model.regularizer(batch.session)
-        (loss / self.cfg.train.grad_accum).backward()
+        (loss / (group or self.cfg.train.grad_accum)).backward()
         return loss.detach()
 
     def optimizer_step(self) -> torch.Tensor:
@@ -278,7 +291,9 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
-            loss_sum += self.train_step(batch)
+            loss_sum += self.train_step(
+                batch, accumulation_group(i, self.batches_per_epoch, t.grad_accum)
+            )
             n_samples += len(batch)
             n_targets += batch.num_targets
             n_batches += 1
