@@ -199,6 +199,9 @@ class TrainConfig(_Frozen):
     # the training samples.
     steps_per_epoch: int | None = Field(None, ge=1)
     max_val_batches: int | None = Field(None, ge=1)
+    # Decay of an exponential moving average of the weights (e.g. 0.999), updated after every
+    # optimiser step; validation and the best checkpoints use the average. None: off.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     keep_best: int = Field(3, ge=1)

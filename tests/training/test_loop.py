@@ -10,7 +10,7 @@ import torch
 from vivit_hpo.config import load_run_config
 from vivit_hpo.data import Batch, load_sessions
 from vivit_hpo.errors import ConfigError, NonFiniteLossError
-from vivit_hpo.training import Trainer, accumulation_group, load_run, poisson_loss
+from vivit_hpo.training import Trainer, accumulation_group, evaluate, load_run, poisson_loss
 
 TINY = [
     "model.core.embed_dim=16",
@@ -43,7 +43,11 @@ def test_poisson_loss_matches_hand_computation() -> None:
     assert poisson_loss(rates, counts, mask).item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("mode", [[], ["data.clip_frames=14"]], ids=["windows", "clips"])
+@pytest.mark.parametrize(
+    "mode",
+    [[], ["data.clip_frames=14"], ["train.ema_decay=0.9"]],
+    ids=["windows", "clips", "ema"],
+)
 def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path, mode: list[str]) -> None:
     cfg = tiny_config("train.epochs=2", "train.early_stopping_patience=null", *mode)
     data = load_sessions([sim_dir], cfg.data)
@@ -61,10 +65,9 @@ def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path, mode: l
     assert len(again) == 1 and again[0].epoch == 2
     assert again[0].train_loss == reports[1].train_loss
     assert again[0].val_bps == reports[1].val_bps
-    for (name, p), q in zip(
-        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
-    ):
-        assert torch.equal(p, q), name
+    for a, b in ((straight.model, resumed.model), (straight.eval_model, resumed.eval_model)):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name
 
 
 def test_resume_refuses_another_config(sim_dir: Path, tmp_path: Path) -> None:
@@ -228,3 +231,27 @@ def test_a_short_last_accumulation_group_is_the_mean_of_its_batches(
     for name, g in grads.items():
         mean = (per_batch[0].get(name, zero) + per_batch[1].get(name, zero)) / 2
         torch.testing.assert_close(g, mean.expand_as(g), rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_ema_weights_are_validated_and_kept_as_best(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1", "train.ema_decay=0.9")
+    trainer = Trainer(cfg, load_sessions([sim_dir], cfg.data), device="cpu", run_dir=tmp_path)
+    (report,) = list(trainer.epochs())
+    assert trainer.ema is not None and trainer.eval_model is not trainer.model
+    t = cfg.train
+
+    def val_bps(model: torch.nn.Module) -> float:
+        scores = evaluate(
+            model, trainer.data, "val", t.batch_size, max_batches=t.max_val_batches, seed=t.seed
+        )
+        return sum(s.bps for s in scores.values()) / len(scores)
+
+    assert report.val_bps == val_bps(trainer.eval_model)
+    assert report.val_bps != val_bps(trainer.model)
+    # The best checkpoint holds the average, and load_run gives it back as a plain model.
+    _, loaded, _ = load_run(tmp_path)
+    for name, p in trainer.eval_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], p), name
+    assert val_bps(loaded) == report.val_bps
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert set(last["ema"]) == set(last["model"])

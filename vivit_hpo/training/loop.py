@@ -2,9 +2,9 @@
 
 A caller iterates ``Trainer(cfg, data, ...).epochs()``; a study's objective turns each report
 into ``trial.report`` / ``should_prune``, the CLI into a table. Everything a resumed run needs
-(model, optimiser, step count, RNG, epoch, best scores) is in ``checkpoints/last.pt``, written
-after every epoch, so a run that is stopped at any point continues exactly where its last epoch
-ended.
+(model, optimiser, step count, RNG, epoch, best scores, the weights' moving average) is in
+``checkpoints/last.pt``, written after every epoch, so a run that is stopped at any point
+continues exactly where its last epoch ended.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from vivit_hpo.training.checkpoint import (
     save_checkpoint,
     write_run_files,
 )
+from vivit_hpo.training.ema import EMA
 from vivit_hpo.training.evaluate import evaluate
 from vivit_hpo.training.schedule import build_optimizer, warmup_cosine
 
@@ -168,12 +169,18 @@ class Trainer:
         self.model: EncodingModel = build_model(cfg.model, data.metas, self.clips).to(self.device)
         _, readout = self.model.param_groups()
         self.optimizer = build_optimizer(self.model.core, readout, cfg.train, self.device)
+        # The average is copied before compile: a copy of a compiled module is not one to trust.
+        self.ema: EMA | None = None
+        if cfg.train.ema_decay is not None:
+            self.ema = EMA(self.model, cfg.train.ema_decay)
         if cfg.train.compile:
             # The core alone, in place (its state_dict keys unchanged): the per-session readouts
             # and modulator stay eager, so sessions of other sizes and units do not each add a
             # compiled graph; the core's varying frame sizes become dynamic after the first
             # recompile (PyTorch's automatic dynamic shapes).
             self.model.core.compile()
+            if self.ema is not None:
+                self.eval_model.core.compile()
         self.amp = cfg.train.amp == "bf16" or (
             cfg.train.amp == "auto" and self.device.type == "cuda"
         )
@@ -201,6 +208,16 @@ class Trainer:
                 write_run_files(self.run_dir, cfg, data.metas)
 
     # -- public -----------------------------------------------------------------------------
+
+    @property
+    def eval_model(self) -> EncodingModel:
+        """The weights that are validated and kept as best: the moving average when
+        ``train.ema_decay`` is set, else the trained model itself."""
+        if self.ema is not None:
+            average = self.ema.average
+            assert isinstance(average, EncodingModel)
+            return average
+        return self.model
 
     @property
     def best_bps(self) -> float:
@@ -267,6 +284,8 @@ class Trainer:
         self.model.constrain_()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
         return norm.detach()
 
     def _run_epoch(self) -> EpochReport:
@@ -309,7 +328,12 @@ class Trainer:
         # A capped validation scores the same seeded subset of clips, spread over the whole
         # split, every epoch.
         scores = evaluate(
-            self.model, self.data, "val", t.batch_size, max_batches=t.max_val_batches, seed=t.seed
+            self.eval_model,
+            self.data,
+            "val",
+            t.batch_size,
+            max_batches=t.max_val_batches,
+            seed=t.seed,
         )
         self.epoch += 1
         per_session = {name: s.bps for name, s in scores.items()}
@@ -360,6 +384,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng_cpu": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -372,6 +398,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.best = [(float(v), int(e)) for v, e in state["best"]]
@@ -387,9 +415,11 @@ class Trainer:
         state = self._state()
         keep = {e for _, e in self.best[: t.keep_best]}
         if self.epoch in keep:
+            # The weights that were validated: load_run, evaluate and export read them as is.
+            validated = state.get("ema", state["model"])
             save_checkpoint(
                 ckpt_dir / f"best-epoch{self.epoch:03d}.pt",
-                {"model": state["model"], "epoch": self.epoch, "val_bps": val_bps},
+                {"model": validated, "epoch": self.epoch, "val_bps": val_bps},
             )
             for epoch, path in best_checkpoints(ckpt_dir):
                 if epoch not in keep:
