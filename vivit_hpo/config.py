@@ -179,6 +179,9 @@ class ModulatorConfig(_Frozen):
     enabled: bool = True
     hidden_dim: int = Field(16, ge=1)
     kernel_size: int = Field(3, ge=1)
+    # g of the gain 1 + g * tanh(W_gain h), which stays in [1 - g, 1 + g]; g <= 1 keeps it
+    # non-negative, so behaviour scales a feature but never flips its sign.
+    max_gain: float = Field(1.0, gt=0, le=1)
 
 
 def _core_kind(value: Any) -> str:
@@ -271,7 +274,12 @@ class TrainConfig(_Frozen):
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1)  # cosine floor as a fraction of the peak
     clip_grad_norm: float | None = Field(1.0, gt=0)
-    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training samples
+    # Optimiser steps per epoch, so steps_per_epoch * grad_accum batches; None: one pass over
+    # the training samples.
+    steps_per_epoch: int | None = Field(None, ge=1)
+    # Decay of an exponential moving average of the weights (e.g. 0.999), updated after every
+    # optimiser step; validation and the best checkpoints use the average. None: off.
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     keep_best: int = Field(3, ge=1)

@@ -71,3 +71,14 @@ def test_gru_cell_gates() -> None:
     h = torch.zeros(1, 4, 5, 5)
     h1 = cell(torch.randn(1, 3, 5, 5), h)
     assert h1.shape == h.shape and (h1.abs() < 1).all()  # a convex mix of 0 and tanh
+
+
+@pytest.mark.parametrize("max_gain", [1.0, 0.25])
+def test_gain_stays_within_its_bound(max_gain: float) -> None:
+    mod = ConvGRUModulator(8, ModulatorConfig(hidden_dim=4, max_gain=max_gain), {"a": 3})
+    with torch.no_grad():
+        mod.gain.weight.normal_(std=1e3)  # a gain layer driven far into saturation
+    feats = torch.randn(2, 8, 4, 5, 6)
+    gain = mod(feats, 10 * torch.randn(2, 4, 3), "a") / feats
+    assert gain.min() >= 1 - max_gain - 1e-5 and gain.max() <= 1 + max_gain + 1e-5
+    assert gain.min() < 1 - max_gain / 2 and gain.max() > 1 + max_gain / 2  # it does saturate

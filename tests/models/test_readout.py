@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vivit_hpo.config import ReadoutConfig
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models.readout import (
     MU_INIT_RANGE,
+    RATE_FLOOR,
     GaussianReadout,
     inverse_softplus,
     module_keys,
@@ -163,3 +165,21 @@ def test_shift_is_per_sample_and_step_and_gets_a_gradient() -> None:
     assert shift.grad is not None and shift.grad.abs().sum() > 0
     for name, p in r.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dot_product_runs_in_fp32_under_bf16_autocast() -> None:
+    # Wide enough that a bf16 dot product would round the drive well past fp32 tolerance.
+    r = GaussianReadout(6, 64, ReadoutConfig(bias_init="zero")).eval()
+    with torch.no_grad():
+        r.features.normal_()
+    x = torch.randn(2, 64, 3, 5, 6).to(torch.bfloat16)  # what a bf16 core hands over
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = r(x)
+    assert got.dtype == torch.float32
+    # The same bf16-rounded features, read and weighted in fp32 by hand.
+    grid = r.mu.detach()[None, None].expand(2, 1, -1, -1)  # (B, 1, N, 2)
+    flat = x.float().reshape(2, 64 * 3, 5, 6)
+    feats = F.grid_sample(flat, grid, padding_mode="border", align_corners=False)
+    pre = torch.einsum("bdpn,nd->bpn", feats.view(2, 64, 3, 6), r.features.detach())
+    want = F.softplus(pre + r.bias.detach()) + RATE_FLOOR
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

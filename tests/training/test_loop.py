@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vivit_hpo.config import load_run_config
-from vivit_hpo.data import load_sessions
+from vivit_hpo.data import Batch, load_sessions
 from vivit_hpo.errors import ConfigError, DataError, NonFiniteLossError
-from vivit_hpo.training import Trainer, load_run, poisson_loss
+from vivit_hpo.training import Trainer, accumulation_group, evaluate, load_run, poisson_loss
 
 TINY = [
     "model.core.embed_dim=16",
@@ -43,7 +43,11 @@ def test_poisson_loss_matches_hand_computation() -> None:
     assert poisson_loss(rates, counts, mask).item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("mode", [[], ["data.clip_frames=14"]], ids=["windows", "clips"])
+@pytest.mark.parametrize(
+    "mode",
+    [[], ["data.clip_frames=14"], ["train.ema_decay=0.9"]],
+    ids=["windows", "clips", "ema"],
+)
 def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path, mode: list[str]) -> None:
     cfg = tiny_config("train.epochs=2", "train.early_stopping_patience=null", *mode)
     data = load_sessions([sim_dir], cfg.data)
@@ -61,10 +65,9 @@ def test_resume_gives_the_same_next_epoch(sim_dir: Path, tmp_path: Path, mode: l
     assert len(again) == 1 and again[0].epoch == 2
     assert again[0].train_loss == reports[1].train_loss
     assert again[0].val_bps == reports[1].val_bps
-    for (name, p), q in zip(
-        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
-    ):
-        assert torch.equal(p, q), name
+    for a, b in ((straight.model, resumed.model), (straight.eval_model, resumed.eval_model)):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name
 
 
 def test_resume_refuses_another_config(sim_dir: Path, tmp_path: Path) -> None:
@@ -129,7 +132,7 @@ def test_non_finite_loss_stops_with_a_reason(sim_dir: Path) -> None:
     data = load_sessions([sim_dir], cfg.data)
     trainer = Trainer(cfg, data, device="cpu")
     with torch.no_grad():
-        next(iter(trainer.model.readouts.values())).bias.fill_(float("nan"))
+        trainer.model.readout(data.names[0]).bias.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"lower train\.lr"):
         list(trainer.epochs())
 
@@ -199,3 +202,101 @@ def test_no_session_with_validation_spikes_is_a_data_error(sim_dir: Path, tmp_pa
     cfg = tiny_config("train.epochs=1")
     with pytest.raises(DataError, match=r"no valid spike.*" + ", ".join(names)):
         list(Trainer(cfg, load_sessions([out], cfg.data), device="cpu").epochs())
+
+
+def test_steps_per_epoch_counts_optimiser_steps(sim_dir: Path) -> None:
+    cfg = tiny_config("train.epochs=1", "train.steps_per_epoch=3", "train.grad_accum=2")
+    seen: list[tuple[int, int]] = []
+    trainer = Trainer(
+        cfg,
+        load_sessions([sim_dir], cfg.data),
+        device="cpu",
+        on_step=lambda i, n: seen.append((i, n)),
+    )
+    assert (trainer.steps_per_epoch, trainer.batches_per_epoch) == (3, 6)
+    list(trainer.epochs())
+    assert trainer.step == 3
+    assert seen == [(i, 6) for i in range(1, 7)]
+
+
+def test_accumulation_groups_of_an_epoch() -> None:
+    sizes = [accumulation_group(i, 10, 4) for i in range(10)]
+    assert sizes == [4] * 8 + [2] * 2
+    assert [accumulation_group(i, 3, 1) for i in range(3)] == [1, 1, 1]
+
+
+def test_a_short_last_accumulation_group_is_the_mean_of_its_batches(
+    sim_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config(
+        "train.epochs=1",
+        "train.grad_accum=4",
+        "model.core.patch_dropout=0.0",
+        "model.core.drop_path=0.0",
+    )
+    trainer = Trainer(cfg, load_sessions([sim_dir], cfg.data), device="cpu")
+    trainer.batches_per_epoch = 6  # an epoch of a group of 4 batches, then one of 2
+    model = trainer.model
+    for name in trainer.data.names:
+        # No jitter: a batch's gradient is then a function of the weights alone.
+        model.readout(name).sigma.requires_grad_(False).zero_()
+
+    batches: list[Batch] = []
+    steps: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+    train_step, optimizer_step = trainer.train_step, trainer.optimizer_step
+
+    def spy_train(batch: Batch, group: int | None = None) -> torch.Tensor:
+        batches.append(batch)
+        return train_step(batch, group)
+
+    def spy_optimizer() -> torch.Tensor:
+        weights = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        steps.append((weights, grads))
+        return optimizer_step()
+
+    monkeypatch.setattr(trainer, "train_step", spy_train)
+    monkeypatch.setattr(trainer, "optimizer_step", spy_optimizer)
+    list(trainer.epochs())
+    assert len(batches) == 6 and len(steps) == 2
+
+    weights, grads = steps[1]
+    model.load_state_dict(weights)
+    model.train()
+    per_batch = []
+    for b in batches[4:]:
+        model.zero_grad(set_to_none=True)
+        loss = poisson_loss(model(b.stim, b.session, b.behavior), b.robs, b.dfs)
+        (loss + model.regularizer(b.session)).backward()
+        per_batch.append(
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        )
+    assert set(grads) == set(per_batch[0]) | set(per_batch[1])
+    zero = torch.zeros(())
+    for name, g in grads.items():
+        mean = (per_batch[0].get(name, zero) + per_batch[1].get(name, zero)) / 2
+        torch.testing.assert_close(g, mean.expand_as(g), rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_ema_weights_are_validated_and_kept_as_best(sim_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1", "train.ema_decay=0.9")
+    trainer = Trainer(cfg, load_sessions([sim_dir], cfg.data), device="cpu", run_dir=tmp_path)
+    (report,) = list(trainer.epochs())
+    assert trainer.ema is not None and trainer.eval_model is not trainer.model
+    t, d = cfg.train, cfg.data
+
+    def val_bps(model: torch.nn.Module) -> float:
+        scores = evaluate(
+            model, trainer.data, "val", t.batch_size, max_bins=d.max_val_bins, seed=d.split_seed
+        )
+        return sum(s.bps for s in scores.values()) / len(scores)
+
+    assert report.val_bps == val_bps(trainer.eval_model)
+    assert report.val_bps != val_bps(trainer.model)
+    # The best checkpoint holds the average, and load_run gives it back as a plain model.
+    _, loaded, _ = load_run(tmp_path)
+    for name, p in trainer.eval_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], p), name
+    assert val_bps(loaded) == report.val_bps
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert set(last["ema"]) == set(last["model"])

@@ -190,7 +190,7 @@ def run_modes(
             total += report.train_seconds
             bins += report.bins_per_s * report.train_seconds
             clips_seen += report.samples_per_s * report.train_seconds
-            scores = evaluate(trainer.model, trainer.data, "test", run_cfg.train.batch_size)
+            scores = evaluate(trainer.eval_model, trainer.data, "test", run_cfg.train.batch_size)
             test = float(np.mean([s.bps for s in scores.values()]))
             res.train_seconds.append(total)
             res.test_bps.append(test)

@@ -5,7 +5,7 @@ For a session with K > 0 behaviour channels and the core's T' temporal tokens::
     b_t  = W_session behaviour_t             (B, hidden, T')      per-session K -> hidden
     u_t  = W_feat features_t + b_t           (B, hidden, H', W')  b_t broadcast over the grid
     h_t  = ConvGRU(u_t, h_{t-1}), h_0 = 0    (B, hidden, H', W')  shared across sessions
-    gain_t = W_gain h_t                      (B, D, H', W')       zero-initialised
+    gain_t = g * tanh(W_gain h_t)            (B, D, H', W')       W_gain zero-initialised
     out_t  = features_t * (1 + gain_t)       for the read-out steps t >= first
 
 ``behaviour_t`` is the behaviour averaged over the frames of token t (the encoder pools it with
@@ -13,7 +13,9 @@ the core's own temporal tubelets, so it never holds a frame after the token's la
 once over the clip's tokens, causal by construction. The features enter the GRU input so the gain
 can differ across the grid (a behaviour signal alone is the same at every position). ``W_gain``
 starts at zero, so the modulator starts as the identity and training decides how much behaviour
-matters. Sessions without behaviour (K = 0) get no modulation: the features pass through.
+matters. The tanh bounds the gain to [1 - g, 1 + g] (g = ``max_gain`` <= 1): an unbounded
+gain could grow without limit or turn negative and flip a feature's sign. Sessions without
+behaviour (K = 0) get no modulation: the features pass through.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class ConvGRUModulator(nn.Module):
 
     Args:
         feature_dim: D of the core output.
-        cfg: modulator config (hidden_dim, kernel_size).
+        cfg: modulator config (hidden_dim, kernel_size, max_gain).
         behavior_dims: {session name: K}; sessions with K = 0 are left out (no modulation).
     """
 
@@ -77,6 +79,7 @@ class ConvGRUModulator(nn.Module):
         )
         self.feature_proj = nn.Conv3d(feature_dim, hidden, kernel_size=1)
         self.cell = ConvGRUCell(hidden, hidden, cfg.kernel_size)
+        self.max_gain = cfg.max_gain
         self.gain = nn.Conv2d(hidden, feature_dim, kernel_size=1)
         nn.init.zeros_(self.gain.weight)
         if self.gain.bias is not None:
@@ -120,5 +123,6 @@ class ConvGRUModulator(nn.Module):
             if i >= first:
                 states.append(h)
         hs = torch.stack(states, dim=1).flatten(0, 1)  # (B*P, h, H', W')
-        gain = self.gain(hs).unflatten(0, (features.shape[0], t - first))  # (B, P, D, H', W')
+        gain = self.max_gain * torch.tanh(self.gain(hs))  # (B*P, D, H', W') in [-g, g]
+        gain = gain.unflatten(0, (features.shape[0], t - first))  # (B, P, D, H', W')
         return features[:, :, first:] * (1 + gain.transpose(1, 2))  # (B, D, P, H', W')

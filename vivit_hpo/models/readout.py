@@ -167,30 +167,35 @@ class GaussianReadout(nn.Module):
         b, d, p = x.shape[:3]
         sample = self.training if sample is None else sample
         pos = self.positions(b, sample)  # (B, N, 2)
-        if shift is None:
-            grid = pos[:, None].to(x.dtype)  # (B, 1, N, 2)
-            # One grid_sample for every time step: the steps ride along as channels.
-            flat = x.reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
-            feats = F.grid_sample(
-                flat, grid, mode="bilinear", padding_mode="border", align_corners=False
-            )  # (B, D*P, 1, N)
-            feats = feats.view(b, d, p, -1)  # (B, D, P, N)
-        else:
-            if shift.shape != (b, p, 2):
-                raise ValueError(f"shift of shape {tuple(shift.shape)}: expected {(b, p, 2)}")
-            # Each step has its own positions: the steps ride along the batch instead.
-            grid = (pos[:, None] + shift[:, :, None].to(pos.dtype)).to(x.dtype)  # (B, P, N, 2)
-            flat = x.transpose(1, 2).flatten(0, 1)  # (B*P, D, H, W)
-            feats = F.grid_sample(
-                flat,
-                grid.flatten(0, 1)[:, None],
-                mode="bilinear",
-                padding_mode="border",
-                align_corners=False,
-            )  # (B*P, D, 1, N)
-            feats = feats.view(b, p, d, -1).transpose(1, 2)  # (B, D, P, N)
-        pre = torch.einsum("bdpn,nd->bpn", feats, self.features.to(feats.dtype))  # (B, P, N)
-        return output_nonlinearity(self.output, pre.float() + self.bias) + RATE_FLOOR
+        # fp32 even under bf16 autocast: a unit's drive is a sum over D channels, and a bf16
+        # dot product (8 bits of mantissa) would round every rate by up to ~0.4%, a noise the
+        # Poisson loss and the bits per spike then see. The features are read as they come
+        # (bf16-rounded); only the interpolation and the dot product are widened.
+        with torch.autocast(x.device.type, enabled=False):
+            if shift is None:
+                grid = pos[:, None].float()  # (B, 1, N, 2)
+                # One grid_sample for every time step: the steps ride along as channels.
+                flat = x.float().reshape(b, d * p, x.shape[3], x.shape[4])  # (B, D*P, H, W)
+                feats = F.grid_sample(
+                    flat, grid, mode="bilinear", padding_mode="border", align_corners=False
+                )  # (B, D*P, 1, N)
+                feats = feats.view(b, d, p, -1)  # (B, D, P, N)
+            else:
+                if shift.shape != (b, p, 2):
+                    raise ValueError(f"shift of shape {tuple(shift.shape)}: expected {(b, p, 2)}")
+                # Each step has its own positions: the steps ride along the batch instead.
+                grid = (pos[:, None] + shift[:, :, None].to(pos.dtype)).float()  # (B, P, N, 2)
+                flat = x.float().transpose(1, 2).flatten(0, 1)  # (B*P, D, H, W)
+                feats = F.grid_sample(
+                    flat,
+                    grid.flatten(0, 1)[:, None],
+                    mode="bilinear",
+                    padding_mode="border",
+                    align_corners=False,
+                )  # (B*P, D, 1, N)
+                feats = feats.view(b, p, d, -1).transpose(1, 2)  # (B, D, P, N)
+            pre = torch.einsum("bdpn,nd->bpn", feats, self.features.float())  # (B, P, N)
+            return output_nonlinearity(self.output, pre + self.bias.float()) + RATE_FLOOR
 
     def regularizer(self) -> Tensor:
         """``gamma_features * mean(|features|)`` (a scalar; 0 when gamma is 0).

@@ -2,9 +2,9 @@
 
 A caller iterates ``Trainer(cfg, data, ...).epochs()``; a study's objective turns each report
 into ``trial.report`` / ``should_prune``, the CLI into a table. Everything a resumed run needs
-(model, optimiser, step count, RNG, epoch, best scores) is in ``checkpoints/last.pt``, written
-after every epoch, so a run that is stopped at any point continues exactly where its last epoch
-ended.
+(model, optimiser, step count, RNG, epoch, best scores, the weights' moving average) is in
+``checkpoints/last.pt``, written after every epoch, so a run that is stopped at any point
+continues exactly where its last epoch ended.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from vivit_hpo.training.checkpoint import (
     save_checkpoint,
     write_run_files,
 )
+from vivit_hpo.training.ema import EMA
 from vivit_hpo.training.evaluate import evaluate
 from vivit_hpo.training.schedule import build_optimizer, warmup_cosine
 
-__all__ = ["EpochReport", "Trainer", "poisson_loss", "resolve_device"]
+__all__ = ["EpochReport", "Trainer", "accumulation_group", "poisson_loss", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,16 @@ def poisson_loss(rates: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor) 
     return (nll * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def accumulation_group(index: int, batches: int, grad_accum: int) -> int:
+    """Batches in the gradient-accumulation group of an epoch's ``index``-th (0-based) batch.
+
+    ``grad_accum``, except in the epoch's last group when ``batches`` is not a multiple of it:
+    that group holds what is left, and its gradient is the mean over those batches only.
+    """
+    start = index - index % grad_accum
+    return min(grad_accum, batches - start)
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -159,20 +170,31 @@ class Trainer:
         self.clips = clip_geometry(cfg)
         self.data = data.to(self.device).with_clips(self.clips)
         self.model: EncodingModel = build_model(cfg.model, data.metas, self.clips).to(self.device)
-        core, readout = self.model.param_groups()
-        self.optimizer = build_optimizer(core, readout, cfg.train, self.device)
+        _, readout = self.model.param_groups()
+        self.optimizer = build_optimizer(self.model.core, readout, cfg.train, self.device)
+        # The average is copied before compile: a copy of a compiled module is not one to trust.
+        self.ema: EMA | None = None
+        if cfg.train.ema_decay is not None:
+            self.ema = EMA(self.model, cfg.train.ema_decay)
         if cfg.train.compile:
             # The core alone, in place (its state_dict keys unchanged): the per-session readouts
             # and modulator stay eager, so sessions of other sizes and units do not each add a
             # compiled graph; the core's varying frame sizes become dynamic after the first
             # recompile (PyTorch's automatic dynamic shapes).
             self.model.core.compile()
+            if self.ema is not None:
+                self.eval_model.core.compile()
         self.amp = cfg.train.amp == "bf16" or (
             cfg.train.amp == "auto" and self.device.type == "cuda"
         )
 
         t = cfg.train
-        self.batches_per_epoch = t.steps_per_epoch or self.data.num_train_batches(t.batch_size)
+        # steps_per_epoch counts optimiser steps, as the schedule does: with grad_accum > 1 an
+        # epoch reads grad_accum times as many batches.
+        if t.steps_per_epoch is not None:
+            self.batches_per_epoch = t.steps_per_epoch * t.grad_accum
+        else:
+            self.batches_per_epoch = self.data.num_train_batches(t.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.warmup_steps = round(t.warmup_epochs * self.steps_per_epoch)
@@ -189,6 +211,16 @@ class Trainer:
                 write_run_files(self.run_dir, cfg, data.metas)
 
     # -- public -----------------------------------------------------------------------------
+
+    @property
+    def eval_model(self) -> EncodingModel:
+        """The weights that are validated and kept as best: the moving average when
+        ``train.ema_decay`` is set, else the trained model itself."""
+        if self.ema is not None:
+            average = self.ema.average
+            assert isinstance(average, EncodingModel)
+            return average
+        return self.model
 
     @property
     def best_bps(self) -> float:
@@ -221,16 +253,19 @@ class Trainer:
             g["lr"] = g["peak_lr"] * scale
         return self.optimizer.param_groups[0]["lr"]
 
-    def train_step(self, batch: Batch) -> torch.Tensor:
+    def train_step(self, batch: Batch, group: int | None = None) -> torch.Tensor:
         """Forward and backward of one batch (gradients accumulate); returns the detached loss.
 
-        The loss is divided by ``grad_accum`` for the backward pass only; no host sync here.
+        The loss is divided by ``group``, the size of the accumulation group the batch is in
+        (None: ``grad_accum``), for the backward pass only, so a group's gradient is the mean
+        of its batches' gradients whatever its size; no host sync here. The loss is computed
+        in fp32, outside autocast.
         """
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             rates = self.model(batch.stim, batch.session, batch.behavior)
         loss = poisson_loss(rates.float(), batch.robs, batch.dfs)
         loss = loss + self.model.regularizer(batch.session)
-        (loss / self.cfg.train.grad_accum).backward()
+        (loss / (group or self.cfg.train.grad_accum)).backward()
         return loss.detach()
 
     def optimizer_step(self) -> torch.Tensor:
@@ -252,6 +287,8 @@ class Trainer:
         self.model.constrain_()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
         return norm.detach()
 
     def _run_epoch(self) -> EpochReport:
@@ -276,7 +313,9 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(batches):
-            loss_sum += self.train_step(batch)
+            loss_sum += self.train_step(
+                batch, accumulation_group(i, self.batches_per_epoch, t.grad_accum)
+            )
             n_samples += len(batch)
             n_targets += batch.num_targets
             n_batches += 1
@@ -293,7 +332,12 @@ class Trainer:
         # whole chunks drawn with the split's seed, whatever the clips, batch size or seed.
         d = self.cfg.data
         scores = evaluate(
-            self.model, self.data, "val", t.batch_size, max_bins=d.max_val_bins, seed=d.split_seed
+            self.eval_model,
+            self.data,
+            "val",
+            t.batch_size,
+            max_bins=d.max_val_bins,
+            seed=d.split_seed,
         )
         self.epoch += 1
         # A session whose validation bins hold no valid spike is left out of the mean, and named.
@@ -348,6 +392,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng_cpu": torch.get_rng_state(),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -360,6 +406,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.best = [(float(v), int(e)) for v, e in state["best"]]
@@ -375,9 +423,11 @@ class Trainer:
         state = self._state()
         keep = {e for _, e in self.best[: t.keep_best]}
         if self.epoch in keep:
+            # The weights that were validated: load_run, evaluate and export read them as is.
+            validated = state.get("ema", state["model"])
             save_checkpoint(
                 ckpt_dir / f"best-epoch{self.epoch:03d}.pt",
-                {"model": state["model"], "epoch": self.epoch, "val_bps": val_bps},
+                {"model": validated, "epoch": self.epoch, "val_bps": val_bps},
             )
             for epoch, path in best_checkpoints(ckpt_dir):
                 if epoch not in keep:

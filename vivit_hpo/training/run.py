@@ -42,7 +42,8 @@ def load_run(
 ) -> tuple[RunConfig, EncodingModel, list[SessionMeta]]:
     """The config, model (in eval mode) and sessions of a run directory.
 
-    ``which`` is ``best`` (the best epoch by validation BPS) or ``last``.
+    ``which`` is ``best`` (the best epoch by validation BPS) or ``last`` (the weights' moving
+    average at the last epoch when the run kept one, as validation scored it).
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
@@ -58,6 +59,6 @@ def load_run(
     else:
         raise ConfigError(f"which={which!r}: expected 'best' or 'last'")
     model = build_model(cfg.model, metas, clip_geometry(cfg)).to(device)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("ema", state["model"]))
     model.eval()
     return cfg, model, metas
