@@ -299,6 +299,24 @@ def test_training_clips_lie_inside_training_segments(two_sessions: SessionSet) -
     assert 0.7 * data.num_samples("train") <= targets <= 1.1 * data.num_samples("train")
 
 
+def test_every_target_of_a_short_training_segment_is_trained(tmp_path: Path) -> None:
+    # Blocks shorter than a clip (13 < 16 frames) or leaving a remainder (17 = 16 + 1): random
+    # clip starts must still make every target bin, of every phase against the stride, a
+    # trained (unmasked) target over enough draws.
+    lengths = [13, 17, 13, 17, 30, 30]
+    blocks = np.repeat(np.arange(len(lengths)), lengths)
+    arrays = session_arrays(t=blocks.size, n=2, k=None, block_len=None)
+    arrays["blocks"] = blocks.astype(np.int32)
+    arrays["split"] = np.repeat(np.array([0, 0, 0, 0, 1, 2], np.uint8), lengths)
+    write_session(tmp_path / "short.h5", arrays)
+    geom = ClipGeometry.make(4, 16, 3)  # 16 frames, targets at clip offsets 3, 6, 9, 12, 15
+    data = load_sessions([tmp_path / "short.h5"], DataConfig(num_lags=4)).with_clips(geom)
+    trained: set[int] = set()
+    for batch in data.batches("train", 4, shuffle=True, seed=0, steps=300):
+        trained.update(batch.bins[batch.bins >= 0].tolist())  # -1: masked, past the end
+    assert trained == set(data.sample_bins("short", "train").tolist())
+
+
 def test_uint8_frames_are_read_once_without_a_float_copy(tmp_path: Path) -> None:
     t, h, w = 3000, 48, 48
     path = write_session(tmp_path / "s.h5", t=t, n=2, h=h, w=w, k=None, block_len=100)

@@ -15,12 +15,14 @@ the bin its token ends on. ``F`` is rounded down to ``L + m s`` so that the firs
 has exactly L frames of history. ``F = L`` is the one-target-per-window mode: a window of L
 frames predicting its last bin.
 
-Training draws clip starts at random inside the segments (whole clips wherever the segment holds
-one), so random offsets cover every bin over an epoch whatever the stride. Evaluation tiles each
-segment (:func:`eval_starts`) so that every target is predicted exactly once with at least L
-frames of history: chains of clips ``P s`` apart, one chain per stride phase. A clip that runs
-past its segment's end reads the segment's last frame again for the missing frames; the targets
-there are masked out, and the causal core keeps them from touching the others.
+Training draws clip starts at random among every start whose first target lies in the segment
+(:func:`train_starts`; clips running past the end are padded and masked as in evaluation), so
+random offsets cover every target over an epoch whatever the stride and the segment's length.
+Evaluation tiles each segment (:func:`eval_starts`) so that every target is predicted exactly
+once with at least L frames of history: chains of clips ``P s`` apart, one chain per stride
+phase. A clip that runs past its segment's end reads the segment's last frame again for the
+missing frames; the targets there are masked out, and the causal core keeps them from touching
+the others.
 """
 
 from __future__ import annotations
@@ -121,15 +123,18 @@ def target_bins(segs: np.ndarray, num_lags: int) -> np.ndarray:
 def train_starts(segs: np.ndarray, geom: ClipGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Every start a training clip may take: ``(starts, ends)`` (both (K,) int64).
 
-    In a segment that holds a whole clip, every start of a whole clip; in a shorter segment (one
-    with at least one target), its first bin only (the clip is padded, its tail masked).
-    ``ends[i]`` is the end of the segment of ``starts[i]``.
+    Every start whose first target lies inside its segment (``a .. b - L``), as in
+    :func:`eval_starts`: a clip that runs past the segment's end is padded and its targets
+    there masked (:func:`clip_indices`). So every target of every segment, whatever its phase
+    against the stride and however short the segment, is the first target of some start (the
+    start ``t - L + 1``), and random starts train every one over an epoch. ``ends[i]`` is the
+    end of the segment of ``starts[i]``.
     """
     starts, ends = [], []
     for a, b in segs[:, :2]:
-        if b - a < geom.num_lags:
+        last = b - geom.num_lags  # the latest start whose first target is inside the segment
+        if last < a:
             continue
-        last = max(a, b - geom.frames)
         starts.append(np.arange(a, last + 1, dtype=np.int64))
         ends.append(np.full(last + 1 - a, b, dtype=np.int64))
     if not starts:
