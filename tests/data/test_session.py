@@ -34,8 +34,10 @@ def test_sample_mask_keeps_history_inside_blocks_and_splits() -> None:
     assert sample_mask(blocks, one, 3).tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0]
     assert not sample_mask(blocks, one, 5).any()
     # A split boundary inside a block is a segment boundary too.
+    # Training bins within L of another split in the same block are no samples (the guard):
+    # bin 4 is 1 bin before validation bin 5.
     split = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], np.uint8)
-    assert sample_mask(blocks, split, 2).tolist() == [0, 1, 1, 0, 1, 0, 1, 0, 1]
+    assert sample_mask(blocks, split, 2).tolist() == [0, 1, 1, 0, 0, 0, 1, 0, 1]
 
 
 def test_assign_split_is_seeded_and_keeps_blocks_whole() -> None:
@@ -90,6 +92,36 @@ def test_no_window_reaches_into_another_split(tmp_path: Path) -> None:
                 assert (np.diff(read, axis=1) >= 0).all() and (np.diff(read, axis=1) <= 1).all()
                 ok = batch.bins.numpy() >= 0
                 assert (s.split[batch.bins.numpy()[ok]] == code).all()
+
+
+def test_no_training_target_lies_within_num_lags_of_another_split(tmp_path: Path) -> None:
+    # One recording cut into seeded chunks: a training bin just before (or after) a validation
+    # or test chunk is a near copy of its neighbours there, so a guard of L bins keeps it out.
+    L = 12
+    path = write_session(tmp_path / "long.h5", t=6000, n=2, k=None, block_len=None)
+    data = load_sessions([path], DataConfig(num_lags=L, split_chunk_s=10.0))
+    s = data.session("long")
+    assert len(_runs(s.split)) > 3  # training borders other splits on both sides
+    other = np.flatnonzero(s.split != 0)
+    for geom in (ClipGeometry.window(L), ClipGeometry.make(L, 40, 4)):
+        trained = np.unique(
+            np.concatenate(
+                [
+                    b.bins[b.bins >= 0].numpy()
+                    for b in data.with_clips(geom).batches(
+                        "train", 64, shuffle=True, seed=0, steps=200
+                    )
+                ]
+            )
+        )
+        for targets in (data.sample_bins("long", "train"), trained):
+            gap = np.abs(targets[:, None] - other[None, :]).min(1)
+            assert gap.min() > L
+    # No wider than that: the nearest training target is L + 1 bins from another split.
+    tr = data.sample_bins("long", "train")
+    gap = np.abs(tr[:, None] - other[None, :]).min(1)
+    assert gap.min() == L + 1
+    assert data.num_samples("train") == tr.size
 
 
 def test_few_blocks_are_cut_within_blocks() -> None:
@@ -371,10 +403,13 @@ def test_defaults_without_optional_datasets(tmp_path: Path) -> None:
     s = data.session("bare")
     assert bool(s.dfs.all()) and s.behavior is None and (s.blocks == 0).all()
     # One block, no split: still a validation and a test part, and every bin past the first
-    # num_lags - 1 of each segment (a run of one split) is a sample.
+    # num_lags - 1 of each segment (a run of one split) is a sample, but for the guard of a
+    # training run: its first bin and last num_lags bins where it borders another split.
     assert data.num_samples("val") > 0 and data.num_samples("test") > 0
-    assert len(s.segments) == len(_runs(s.split)) > 3
-    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9 * len(s.segments)
+    runs = _runs(s.split)
+    assert len(s.segments) == len(runs) > 3
+    guard = sum((a > 0) + 10 * (b < 400) for a, b in runs if s.split[a] == 0)
+    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9 * len(runs) - guard
 
 
 def test_to_cpu_keeps_batches_identical(two_sessions: SessionSet) -> None:

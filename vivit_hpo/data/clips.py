@@ -98,12 +98,22 @@ class ClipGeometry:
         )
 
 
-def segments(blocks: np.ndarray, split: np.ndarray) -> np.ndarray:
+def segments(blocks: np.ndarray, split: np.ndarray, *, guard_lags: int = 0) -> np.ndarray:
     """(S, 3) int64 ``(start, end, split)`` of every maximal run of equal (block, split) labels.
+
+    With ``guard_lags`` L > 0, a training segment (split 0) that borders another split inside
+    its block (a seeded split's chunk edge, or a file's ``split`` changing inside a block) is
+    trimmed so that none of its targets lies within L bins of that split: a bordering end loses
+    its last L bins, a bordering start its first bin (its first target, L - 1 bins further on,
+    is then L bins past the edge; the frames in between are still its history). The bins cut
+    off belong to no segment: they are neither targets nor history. Autocorrelated stimuli and
+    responses make a training target just before (or after) a validation bin a near copy of it.
+    Block edges are not guarded: blocks are separate recordings (trials) already.
 
     Args:
         blocks: (T,) block id per bin.
         split: (T,) split label per bin.
+        guard_lags: L, the guard (0: none).
     """
     t = blocks.shape[0]
     if t == 0:
@@ -111,7 +121,16 @@ def segments(blocks: np.ndarray, split: np.ndarray) -> np.ndarray:
     change = (blocks[1:] != blocks[:-1]) | (split[1:] != split[:-1])
     starts = np.r_[0, np.flatnonzero(change) + 1]
     ends = np.r_[starts[1:], t]
-    return np.stack([starts, ends, split[starts].astype(np.int64)], axis=1).astype(np.int64)
+    labels = split[starts].astype(np.int64)
+    if guard_lags > 0:
+        # a split edge inside one block, before bin i (i in 1..T-1)
+        inner = np.r_[False, (blocks[1:] == blocks[:-1]) & (split[1:] != split[:-1]), False]
+        train = labels == 0
+        starts = np.where(train & inner[starts], starts + 1, starts)
+        ends = np.where(train & inner[ends], ends - guard_lags, ends)
+        keep = ends > starts
+        starts, ends, labels = starts[keep], ends[keep], labels[keep]
+    return np.stack([starts, ends, labels], axis=1).astype(np.int64)
 
 
 def target_bins(segs: np.ndarray, num_lags: int) -> np.ndarray:

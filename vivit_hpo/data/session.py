@@ -6,7 +6,10 @@ A *segment* is a maximal run of bins with one block id and one split label
 (:func:`~vivit_hpo.data.clips.segments`). A bin t is a *sample* (a target) for ``num_lags`` L
 when its L-frame history lies inside its segment; its split is the split of its segment. So a
 sample never spans two blocks and its frames never reach into another split: the targets of one
-split never enter another, and neither do its frames.
+split never enter another, and neither do its frames. Where a block holds two splits (a seeded
+split's chunks, or a file's ``split`` changing inside a block), the training segment keeps a
+guard of L bins: no training target lies within L bins of a validation or test bin, which the
+stimulus' and the responses' autocorrelation would otherwise make near copies of each other.
 
 A batch holds *clips* (:mod:`vivit_hpo.data.clips`): ``F`` consecutive frames of one segment and
 the targets the model predicts from them. ``F = L`` is the plain one-target-per-window sample.
@@ -77,9 +80,10 @@ _GIB = 2**30
 
 def sample_mask(blocks: np.ndarray, split: np.ndarray, num_lags: int) -> np.ndarray:
     """(T,) bool: True where bin t has its whole ``num_lags`` history inside its segment (one
-    block, one split)."""
+    block, one split; training segments keep a guard of ``num_lags`` bins from another split,
+    see :func:`~vivit_hpo.data.clips.segments`)."""
     mask = np.zeros(blocks.shape[0], dtype=bool)
-    mask[target_bins(segments(blocks, split), num_lags)] = True
+    mask[target_bins(segments(blocks, split, guard_lags=num_lags), num_lags)] = True
     return mask
 
 
@@ -193,7 +197,8 @@ class Session:
         blocks: (T,) int64 block id per bin (numpy, CPU).
         split: (T,) uint8 split label per bin (numpy, CPU).
         segments: (S, 3) int64 ``(start, end, split code)`` of every run of one block and one
-            split (numpy, CPU); samples and clips never cross their edges.
+            split, training runs less their guard (numpy, CPU); samples and clips never cross
+            their edges.
         stim_scale: batches carry ``frames / stim_scale``: 255 for uint8 frames (0..255 becomes
             0..1, the contract's reading of uint8), 1 for float frames (as stored).
     """
@@ -362,7 +367,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         blocks, split, _ = read_split(f, name, cfg)
         frame_rate = read_frame_rate(f)
 
-    segs = segments(blocks, split)
+    segs = segments(blocks, split, guard_lags=cfg.num_lags)
     tr = target_bins(segs[segs[:, 2] == _SPLIT_CODE["train"]], cfg.num_lags)
     beh_mean: tuple[float, ...] = ()
     beh_std: tuple[float, ...] = ()
