@@ -27,6 +27,7 @@ from vivit_hpo.data.clips import segments
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import check_feasible, count_parameters, flops_per_sample
 from vivit_hpo.models.attention import attention_backend
+from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.models.vivit import tubelet_grid
 from vivit_hpo.training import Trainer
 
@@ -195,7 +196,8 @@ def build_ours(
     frames, h, w = input_size
     channels = 1
     cfg = bench_config(cfg, batch_size=batch_size, frames=frames, compile=compile)
-    reason = check_feasible(cfg.model, (channels, cfg.data.num_lags, h, w))
+    geom = clip_geometry(cfg)  # the clip's frames, or num_lags for windows
+    reason = check_feasible(cfg.model, (channels, geom.frames, h, w), num_lags=geom.num_lags)
     if reason is not None:
         raise ConfigError(f"--input {frames} {h} {w} with {label}: {reason}")
     input_shape = (channels, frames, h, w)

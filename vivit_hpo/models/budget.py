@@ -18,7 +18,7 @@ from vivit_hpo.models.vivit import ViViTCore, check_grid, num_kept_tokens, tubel
 
 __all__ = ["check_feasible", "count_parameters", "estimate_memory_bytes", "flops_per_sample"]
 
-InputShape = tuple[int, int, int, int]  # (C, L, H, W)
+InputShape = tuple[int, int, int, int]  # (C, F, H, W); F = L for windows
 _OPTIMIZER_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + AdamW's two fp32 moments
 
 
@@ -32,20 +32,26 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def check_feasible(
-    cfg: ModelConfig | ViViTConfig | CNNConfig, input_shape: InputShape
+    cfg: ModelConfig | ViViTConfig | CNNConfig,
+    input_shape: InputShape,
+    *,
+    num_lags: int | None = None,
 ) -> str | None:
-    """Why a core of ``cfg`` cannot take inputs of ``input_shape`` (C, L, H, W); None if it can.
+    """Why a core of ``cfg`` cannot take inputs of ``input_shape`` (C, F, H, W); None if it can.
+
+    ``F`` is the frames of one sample: ``num_lags`` for windows, the clip's frames in clip mode
+    (:func:`~vivit_hpo.models.encoder.clip_geometry`), with ``num_lags`` given (default F).
 
     ViViT reasons: frames smaller than the tubelet, fewer lags than the temporal kernel, fewer
-    than 2 temporal tokens, a head dim that 2D RoPE cannot split. CNN reasons: no stages,
-    non-positive channel counts or kernel sizes.
+    than 2 temporal tokens over the F frames, a head dim that 2D RoPE cannot split. CNN
+    reasons: no stages, non-positive channel counts or kernel sizes.
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
     if min(c, length, h, w) < 1:
-        return f"input shape (C, L, H, W) = {tuple(input_shape)} has an empty axis"
+        return f"input shape (C, F, H, W) = {tuple(input_shape)} has an empty axis"
     if isinstance(core, ViViTConfig):
-        return check_grid(core, (length, h, w))
+        return check_grid(core, (length, h, w), num_lags)
     if not core.channels:
         return "cnn core has no stages; give at least one entry in channels"
     if min(core.channels) < 1:

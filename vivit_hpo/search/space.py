@@ -411,9 +411,9 @@ def infeasible_reason(
         cfg = trial_config(base, to_overrides(spec.space, values), extra)
     except ConfigError as e:
         return str(e).removeprefix("trial config: ")
-    frames = clip_geometry(cfg).frames
+    frames = clip_geometry(cfg).frames  # a clip's frames, num_lags for windows
     for c, h, w in shapes:
-        reason = check_feasible(cfg.model, (c, cfg.data.num_lags, h, w))
+        reason = check_feasible(cfg.model, (c, frames, h, w), num_lags=cfg.data.num_lags)
         if reason is not None:
             return reason
         if memory_cap_bytes is not None:
