@@ -26,6 +26,12 @@ def _runs(x: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
+def _stored(data: SessionSet, batch: Any) -> np.ndarray:
+    """(B, C, F, H, W) a batch's frames in the file's units (the standardisation undone)."""
+    m = data.session(batch.session).meta
+    return batch.stim.numpy().astype(np.float64) * m.stim_std + m.stim_mean
+
+
 def test_sample_mask_keeps_history_inside_blocks_and_splits() -> None:
     blocks = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0])  # the id 0 comes back: a new block
     one = np.zeros(9, np.uint8)
@@ -87,7 +93,7 @@ def test_no_window_reaches_into_another_split(tmp_path: Path) -> None:
             batches = list(clips.batches(split, 64, shuffle=split == "train", seed=0))
             assert batches
             for batch in batches:
-                read = batch.stim[:, 0, :, 0, 0].numpy().astype(np.int64)  # (B, F) bins read
+                read = np.rint(_stored(data, batch)[:, 0, :, 0, 0]).astype(np.int64)  # (B, F)
                 assert (s.split[read] == code).all()  # no frame of another split
                 assert (np.diff(read, axis=1) >= 0).all() and (np.diff(read, axis=1) <= 1).all()
                 ok = batch.bins.numpy() >= 0
@@ -166,9 +172,9 @@ def test_windows_are_causal_inside_one_block_and_match_the_file(
     for i, t in enumerate(bins.tolist()):
         history = np.arange(t - L + 1, t + 1)
         assert (raw["blocks"][history] == raw["blocks"][t]).all()  # one block
-        frames = batch.stim[i, 0].numpy()  # (L, H, W); frame value encodes its bin
-        np.testing.assert_allclose(frames, raw["stim"][history] / 255.0, rtol=0, atol=1e-7)
-        assert round(float(frames[-1, 0, 0]) * 255) == t % 256  # the last frame is the target bin
+        frames = _stored(data, batch)[i, 0]  # (L, H, W); frame value encodes its bin
+        np.testing.assert_allclose(frames, raw["stim"][history], rtol=0, atol=1e-3)
+        assert round(float(frames[-1, 0, 0])) == t % 256  # the last frame is the target bin
         # Behaviour comes z-scored with the training bins' statistics.
         beh = raw["behavior"][history]
         np.testing.assert_allclose(batch.behavior[i].numpy(), (beh - beh_mean) / beh_std, atol=1e-4)
@@ -191,7 +197,7 @@ def test_clips_predict_every_stride_th_bin_and_mask_past_the_segment(
     seg = next((x, y) for x, y, _ in a.segments if x == 25)
     assert seg == (25, 50)
     batch = data.batch("a", [25, 40])
-    got = np.rint(batch.stim[:, 0, :, 0, 0].numpy() * 255).astype(int)
+    got = np.rint(_stored(data, batch)[:, 0, :, 0, 0]).astype(int)
     assert got[0].tolist() == list(range(25, 41))
     assert got[1].tolist() == list(range(40, 50)) + [49] * 6
     assert batch.bins.tolist() == [[31, 34, 37, 40], [46, 49, -1, -1]]
@@ -372,10 +378,44 @@ def test_float_frames_pass_through_and_channels_are_kept(tmp_path: Path) -> None
     bins = data.sample_bins("f", "train")[:2]
     batch = data.batch("f", bins - 2)
     assert batch.stim.shape == (2, 3, 3, 5, 4) and batch.stim.dtype == torch.float32
-    # float frames are not rescaled: frame value = its bin
-    np.testing.assert_array_equal(
-        batch.stim[:, 1, :, 2, 3].numpy(), bins[:, None] + np.arange(-2, 1)
+    # float frames keep their values up to the standardisation: frame value = its bin
+    np.testing.assert_allclose(
+        _stored(data, batch)[:, 1, :, 2, 3], bins[:, None] + np.arange(-2, 1), atol=1e-3
     )
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_session_stored_at_any_scale_gives_the_same_batches(tmp_path: Path, stream: str) -> None:
+    # One movie stored as uint8 (read as 0..255), float32 0..255 and float32 0..1: each session
+    # is standardised with its own training statistics, so the core sees the same numbers.
+    rng = np.random.default_rng(3)
+    movie = rng.integers(0, 256, (5000, 6, 7), dtype=np.uint8)  # > STIM_STAT_FRAMES train bins
+    stored = {"u8": movie, "f255": movie.astype(np.float32), "f01": movie / np.float32(255)}
+    cfg = DataConfig(num_lags=5, stream=stream)
+    geom = ClipGeometry.make(5, 13, 4)
+    batches = {}
+    for kind, stim in stored.items():
+        arrays = {**session_arrays(t=5000, n=2, h=6, w=7, k=None, block_len=50), "stim": stim}
+        path = write_session(tmp_path / kind / "s.h5", arrays)
+        data = load_sessions([path], cfg).with_clips(geom)
+        batches[kind] = [
+            b.stim
+            for split, shuffle in (("train", True), ("val", False))
+            for b in data.batches(split, 16, shuffle=shuffle, seed=0, steps=5)
+        ]
+        m = data.metas[0]
+        train = np.concatenate(
+            [np.arange(a, b) for a, b in data.session("s").split_segments("train")]
+        )
+        scale = 1 / 255 if kind == "f01" else 1.0
+        assert m.stim_mean == pytest.approx(movie[train].mean() * scale, rel=0.01)
+        assert m.stim_std == pytest.approx(movie[train].std() * scale, rel=0.01)
+    for kind in ("f255", "f01"):
+        assert len(batches[kind]) == len(batches["u8"]) == 10
+        for x, y in zip(batches[kind], batches["u8"], strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    first = batches["u8"][0]
+    assert abs(float(first.mean())) < 0.1 and 0.9 < float(first.std()) < 1.1  # standardised
 
 
 def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:

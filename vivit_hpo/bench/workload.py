@@ -22,7 +22,7 @@ from torch.nn.attention import sdpa_kernel
 
 from vivit_hpo.bench.backends import sdpa_pin
 from vivit_hpo.config import RunConfig
-from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet
+from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet, stimulus_stats
 from vivit_hpo.data.clips import segments
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import check_feasible, count_parameters, flops_per_sample
@@ -102,6 +102,7 @@ def synthetic_session(
     split = np.zeros(num_bins, dtype=np.uint8)
     split[n_train:] = 1
     mean_rates = robs[:n_train].mean(0)
+    stim_mean, stim_std = stimulus_stats(stim, np.arange(n_train))
     meta = SessionMeta(
         name=SYNTHETIC_SESSION,
         num_units=num_units,
@@ -111,6 +112,8 @@ def synthetic_session(
         num_behavior=num_behavior,
         frame_rate=60.0,
         mean_rates=tuple(float(x) for x in mean_rates),
+        stim_mean=stim_mean,
+        stim_std=stim_std,
     )
     return Session(
         meta=meta,

@@ -25,6 +25,11 @@ class SessionMeta:
     # standardised with them, for this session's recordings and for new stimuli alike.
     behavior_mean: tuple[float, ...] = ()
     behavior_std: tuple[float, ...] = ()
+    # The stimulus' mean and standard deviation over the training split's bins (all pixels and
+    # channels, in stored units; see :func:`~vivit_hpo.data.session.stimulus_stats`): batches
+    # carry ``(frames - stim_mean) / stim_std``, whatever the file's dtype or scale.
+    stim_mean: float = 0.0
+    stim_std: float = 1.0
 
 
 @dataclass
@@ -38,7 +43,7 @@ class Batch:
     """
 
     session: str
-    stim: torch.Tensor  # (B, C, F, H, W) float32; uint8 frames scaled to [0, 1]
+    stim: torch.Tensor  # (B, C, F, H, W) float32, standardised with the session's stim_mean/std
     behavior: torch.Tensor | None  # (B, F, K) float32, or None when the session has none
     robs: torch.Tensor  # (B, P, N) float32 counts of the predicted bins
     dfs: torch.Tensor  # (B, P, N) float32 1 where that count is valid (0 past a segment's end)
