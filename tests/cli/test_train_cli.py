@@ -10,6 +10,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
+from vivit_hpo.config import load_run_config
+from vivit_hpo.data import load_sessions
 
 runner = CliRunner()
 
@@ -61,6 +63,14 @@ def test_train_then_evaluate_writes_predictions(sim_dir: Path, tmp_path: Path) -
     metrics = json.loads((run / "metrics.json").read_text())
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert "val BPS" in result.output
+    # Each session's stimulus statistics travel with the run: evaluate and predict standardise
+    # the frames with the numbers the model was trained with.
+    saved = {m["name"]: m for m in json.loads((run / "sessions.json").read_text())}
+    loaded = load_sessions([sim_dir], load_run_config(None, ["data.num_lags=6"]).data)
+    assert set(saved) == set(loaded.names)
+    for meta in loaded.metas:
+        assert saved[meta.name]["stim_mean"] == meta.stim_mean != 0.0
+        assert saved[meta.name]["stim_std"] == meta.stim_std != 1.0
 
     preds = tmp_path / "preds"
     result = runner.invoke(

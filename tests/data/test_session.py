@@ -26,6 +26,12 @@ def _runs(x: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
+def _stored(data: SessionSet, batch: Any) -> np.ndarray:
+    """(B, C, F, H, W) a batch's frames in the file's units (the standardisation undone)."""
+    m = data.session(batch.session).meta
+    return batch.stim.numpy().astype(np.float64) * m.stim_std
+
+
 def test_sample_mask_keeps_history_inside_blocks_and_splits() -> None:
     blocks = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0])  # the id 0 comes back: a new block
     one = np.zeros(9, np.uint8)
@@ -34,8 +40,10 @@ def test_sample_mask_keeps_history_inside_blocks_and_splits() -> None:
     assert sample_mask(blocks, one, 3).tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0]
     assert not sample_mask(blocks, one, 5).any()
     # A split boundary inside a block is a segment boundary too.
+    # Training bins within L of another split in the same block are no samples (the guard):
+    # bin 4 is 1 bin before validation bin 5.
     split = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], np.uint8)
-    assert sample_mask(blocks, split, 2).tolist() == [0, 1, 1, 0, 1, 0, 1, 0, 1]
+    assert sample_mask(blocks, split, 2).tolist() == [0, 1, 1, 0, 0, 0, 1, 0, 1]
 
 
 def test_assign_split_is_seeded_and_keeps_blocks_whole() -> None:
@@ -85,11 +93,41 @@ def test_no_window_reaches_into_another_split(tmp_path: Path) -> None:
             batches = list(clips.batches(split, 64, shuffle=split == "train", seed=0))
             assert batches
             for batch in batches:
-                read = batch.stim[:, 0, :, 0, 0].numpy().astype(np.int64)  # (B, F) bins read
+                read = np.rint(_stored(data, batch)[:, 0, :, 0, 0]).astype(np.int64)  # (B, F)
                 assert (s.split[read] == code).all()  # no frame of another split
                 assert (np.diff(read, axis=1) >= 0).all() and (np.diff(read, axis=1) <= 1).all()
                 ok = batch.bins.numpy() >= 0
                 assert (s.split[batch.bins.numpy()[ok]] == code).all()
+
+
+def test_no_training_target_lies_within_num_lags_of_another_split(tmp_path: Path) -> None:
+    # One recording cut into seeded chunks: a training bin just before (or after) a validation
+    # or test chunk is a near copy of its neighbours there, so a guard of L bins keeps it out.
+    L = 12
+    path = write_session(tmp_path / "long.h5", t=6000, n=2, k=None, block_len=None)
+    data = load_sessions([path], DataConfig(num_lags=L, split_chunk_s=10.0))
+    s = data.session("long")
+    assert len(_runs(s.split)) > 3  # training borders other splits on both sides
+    other = np.flatnonzero(s.split != 0)
+    for geom in (ClipGeometry.window(L), ClipGeometry.make(L, 40, 4)):
+        trained = np.unique(
+            np.concatenate(
+                [
+                    b.bins[b.bins >= 0].numpy()
+                    for b in data.with_clips(geom).batches(
+                        "train", 64, shuffle=True, seed=0, steps=200
+                    )
+                ]
+            )
+        )
+        for targets in (data.sample_bins("long", "train"), trained):
+            gap = np.abs(targets[:, None] - other[None, :]).min(1)
+            assert gap.min() > L
+    # No wider than that: the nearest training target is L + 1 bins from another split.
+    tr = data.sample_bins("long", "train")
+    gap = np.abs(tr[:, None] - other[None, :]).min(1)
+    assert gap.min() == L + 1
+    assert data.num_samples("train") == tr.size
 
 
 def test_few_blocks_are_cut_within_blocks() -> None:
@@ -134,9 +172,9 @@ def test_windows_are_causal_inside_one_block_and_match_the_file(
     for i, t in enumerate(bins.tolist()):
         history = np.arange(t - L + 1, t + 1)
         assert (raw["blocks"][history] == raw["blocks"][t]).all()  # one block
-        frames = batch.stim[i, 0].numpy()  # (L, H, W); frame value encodes its bin
-        np.testing.assert_allclose(frames, raw["stim"][history] / 255.0, rtol=0, atol=1e-7)
-        assert round(float(frames[-1, 0, 0]) * 255) == t % 256  # the last frame is the target bin
+        frames = _stored(data, batch)[i, 0]  # (L, H, W); frame value encodes its bin
+        np.testing.assert_allclose(frames, raw["stim"][history], rtol=0, atol=1e-3)
+        assert round(float(frames[-1, 0, 0])) == t % 256  # the last frame is the target bin
         # Behaviour comes z-scored with the training bins' statistics.
         beh = raw["behavior"][history]
         np.testing.assert_allclose(batch.behavior[i].numpy(), (beh - beh_mean) / beh_std, atol=1e-4)
@@ -159,7 +197,7 @@ def test_clips_predict_every_stride_th_bin_and_mask_past_the_segment(
     seg = next((x, y) for x, y, _ in a.segments if x == 25)
     assert seg == (25, 50)
     batch = data.batch("a", [25, 40])
-    got = np.rint(batch.stim[:, 0, :, 0, 0].numpy() * 255).astype(int)
+    got = np.rint(_stored(data, batch)[:, 0, :, 0, 0]).astype(int)
     assert got[0].tolist() == list(range(25, 41))
     assert got[1].tolist() == list(range(40, 50)) + [49] * 6
     assert batch.bins.tolist() == [[31, 34, 37, 40], [46, 49, -1, -1]]
@@ -313,6 +351,24 @@ def test_training_clips_lie_inside_training_segments(two_sessions: SessionSet) -
     assert 0.7 * data.num_samples("train") <= targets <= 1.1 * data.num_samples("train")
 
 
+def test_every_target_of_a_short_training_segment_is_trained(tmp_path: Path) -> None:
+    # Blocks shorter than a clip (13 < 16 frames) or leaving a remainder (17 = 16 + 1): random
+    # clip starts must still make every target bin, of every phase against the stride, a
+    # trained (unmasked) target over enough draws.
+    lengths = [13, 17, 13, 17, 30, 30]
+    blocks = np.repeat(np.arange(len(lengths)), lengths)
+    arrays = session_arrays(t=blocks.size, n=2, k=None, block_len=None)
+    arrays["blocks"] = blocks.astype(np.int32)
+    arrays["split"] = np.repeat(np.array([0, 0, 0, 0, 1, 2], np.uint8), lengths)
+    write_session(tmp_path / "short.h5", arrays)
+    geom = ClipGeometry.make(4, 16, 3)  # 16 frames, targets at clip offsets 3, 6, 9, 12, 15
+    data = load_sessions([tmp_path / "short.h5"], DataConfig(num_lags=4)).with_clips(geom)
+    trained: set[int] = set()
+    for batch in data.batches("train", 4, shuffle=True, seed=0, steps=300):
+        trained.update(batch.bins[batch.bins >= 0].tolist())  # -1: masked, past the end
+    assert trained == set(data.sample_bins("short", "train").tolist())
+
+
 def test_uint8_frames_are_read_once_without_a_float_copy(tmp_path: Path) -> None:
     t, h, w = 3000, 48, 48
     path = write_session(tmp_path / "s.h5", t=t, n=2, h=h, w=w, k=None, block_len=100)
@@ -336,10 +392,46 @@ def test_float_frames_pass_through_and_channels_are_kept(tmp_path: Path) -> None
     bins = data.sample_bins("f", "train")[:2]
     batch = data.batch("f", bins - 2)
     assert batch.stim.shape == (2, 3, 3, 5, 4) and batch.stim.dtype == torch.float32
-    # float frames are not rescaled: frame value = its bin
-    np.testing.assert_array_equal(
-        batch.stim[:, 1, :, 2, 3].numpy(), bins[:, None] + np.arange(-2, 1)
+    # float frames keep their values up to the standardisation: frame value = its bin
+    np.testing.assert_allclose(
+        _stored(data, batch)[:, 1, :, 2, 3], bins[:, None] + np.arange(-2, 1), atol=1e-3
     )
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_session_stored_at_any_scale_gives_the_same_batches(tmp_path: Path, stream: str) -> None:
+    # One movie stored as uint8 (read as 0..255), float32 0..255 and float32 0..1: each session
+    # is scaled by its own training statistics, so the core sees the same numbers.
+    rng = np.random.default_rng(3)
+    movie = rng.integers(0, 256, (5000, 6, 7), dtype=np.uint8)  # > STIM_STAT_FRAMES train bins
+    stored = {"u8": movie, "f255": movie.astype(np.float32), "f01": movie / np.float32(255)}
+    cfg = DataConfig(num_lags=5, stream=stream)
+    geom = ClipGeometry.make(5, 13, 4)
+    batches = {}
+    for kind, stim in stored.items():
+        arrays = {**session_arrays(t=5000, n=2, h=6, w=7, k=None, block_len=50), "stim": stim}
+        path = write_session(tmp_path / kind / "s.h5", arrays)
+        data = load_sessions([path], cfg).with_clips(geom)
+        batches[kind] = [
+            b.stim
+            for split, shuffle in (("train", True), ("val", False))
+            for b in data.batches(split, 16, shuffle=shuffle, seed=0, steps=5)
+        ]
+        m = data.metas[0]
+        train = np.concatenate(
+            [np.arange(a, b) for a, b in data.session("s").split_segments("train")]
+        )
+        scale = 1 / 255 if kind == "f01" else 1.0
+        assert m.stim_mean == pytest.approx(movie[train].mean() * scale, rel=0.01)
+        assert m.stim_std == pytest.approx(movie[train].std() * scale, rel=0.01)
+    for kind in ("f255", "f01"):
+        assert len(batches[kind]) == len(batches["u8"]) == 10
+        for x, y in zip(batches[kind], batches["u8"], strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    first = batches["u8"][0]
+    # Unit standard deviation, the mean luminance kept as a positive offset (not centred).
+    mean = movie.mean() / movie.std()
+    assert abs(float(first.mean()) - mean) < 0.1 and 0.9 < float(first.std()) < 1.1
 
 
 def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:
@@ -368,10 +460,13 @@ def test_defaults_without_optional_datasets(tmp_path: Path) -> None:
     s = data.session("bare")
     assert bool(s.dfs.all()) and s.behavior is None and (s.blocks == 0).all()
     # One block, no split: still a validation and a test part, and every bin past the first
-    # num_lags - 1 of each segment (a run of one split) is a sample.
+    # num_lags - 1 of each segment (a run of one split) is a sample, but for the guard of a
+    # training run: its first bin and last num_lags bins where it borders another split.
     assert data.num_samples("val") > 0 and data.num_samples("test") > 0
-    assert len(s.segments) == len(_runs(s.split)) > 3
-    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9 * len(s.segments)
+    runs = _runs(s.split)
+    assert len(s.segments) == len(runs) > 3
+    guard = sum((a > 0) + 10 * (b < 400) for a, b in runs if s.split[a] == 0)
+    assert sum(data.num_samples(p) for p in ("train", "val", "test")) == 400 - 9 * len(runs) - guard
 
 
 def test_to_cpu_keeps_batches_identical(two_sessions: SessionSet) -> None:

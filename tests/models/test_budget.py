@@ -115,6 +115,14 @@ def test_check_feasible_reasons() -> None:
     assert "gives 1 temporal token" in (check_feasible(cfg, (1, 4, 16, 16)) or "")
     assert "empty axis" in (check_feasible(cfg, (0, 8, 16, 16)) or "")
     assert check_feasible(ModelConfig(core=cfg), (1, 5, 16, 16)) is None  # 5 frames: 2 tokens
+    # Clips: the token count is of the clip's frames, the temporal kernel must fit in num_lags.
+    quick = tiny_vivit(kernel_size=(8, 4, 4), stride=(8, 4, 4))  # the quick start's tubelet
+    assert "gives 1 temporal token" in (check_feasible(quick, (1, 8, 24, 24)) or "")
+    assert check_feasible(quick, (1, 64, 24, 24), num_lags=8) is None  # 8 tokens
+    long_tubelet = tiny_vivit(kernel_size=(16, 4, 4), stride=(8, 4, 4))
+    assert "num_lags=8 is shorter than the tubelet's temporal kernel 16" in (
+        check_feasible(long_tubelet, (1, 64, 24, 24), num_lags=8) or ""
+    )
     assert check_feasible(CNNConfig(), (1, 4, 5, 5)) is None
     assert "no stages" in (check_feasible(CNNConfig(channels=()), (1, 4, 5, 5)) or "")
     assert ">= 1" in (check_feasible(CNNConfig(channels=(4, 0)), (1, 4, 5, 5)) or "")

@@ -210,6 +210,30 @@ def test_clip_predictions_are_causal_end_to_end(cfg: ModelConfig) -> None:
                 assert diff[after[-1]] > 0, f"frame {f} reaches no prediction"
 
 
+def test_the_quick_start_tubelet_trains_on_clips() -> None:
+    # 24x24 frames, num_lags 8, tubelet (8, 4, 4) every (8, 4, 4): one temporal token per window
+    # (refused), eight per 64-frame clip, each read-out token with 8 frames of history.
+    cfg = ModelConfig(core=tiny_vivit(kernel_size=(8, 4, 4), stride=(8, 4, 4)))
+    m = meta("q", height=24, width=24)
+    with pytest.raises(ConfigError, match="gives 1 temporal token"):
+        build_model(cfg, [m], 8)
+    geom = ClipGeometry.make(8, 64, 8)
+    assert (geom.frames, geom.num_targets) == (64, 8)
+    model = build_model(cfg, [m], geom)
+    stim = torch.rand(2, 1, 64, 24, 24)
+    rates = model(stim, "q")
+    assert rates.shape == (2, 8, m.num_units) and torch.isfinite(rates).all()
+    rates.sum().backward()
+    assert_all_grads(model)
+    model.eval()
+    with torch.no_grad():
+        base = model(stim, "q")
+        late = stim.clone()
+        late[:, :, 8:] = torch.rand_like(late[:, :, 8:])
+        # the first target (clip frame 7) sees frames 0..7 only
+        assert (model(late, "q") - base)[:, 0].abs().max() == 0
+
+
 def test_clips_need_a_causal_core() -> None:
     with pytest.raises(ConfigError, match=r"clips need model.core.causal=true"):
         load_run_config(None, ["model.core.causal=false", "data.num_lags=8", "data.clip_frames=32"])

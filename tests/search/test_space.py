@@ -160,6 +160,25 @@ def test_infeasible_reasons(sim_dir: Path, tmp_path: Path) -> None:
             extra={"model.core.kernel_size": [6, 2, 2], "model.core.stride": [6, 2, 2]},
         )
     )
+    # The quick start's shapes: a tubelet of 8 frames on 8 lags is 1 temporal token per window,
+    # but a clip of 64 frames gives 8; a tubelet longer than num_lags stays refused.
+    quick = {
+        "data.num_lags": 8,
+        "data.clip_frames": 64,
+        "model.core.causal": True,
+        "model.core.kernel_size": [8, 4, 4],
+        "model.core.stride": [8, 4, 4],
+    }
+    v = {"patch": 2, "stride": 2, "embed_dim": 16, "heads": 2, "lr": 1e-3}
+
+    def quick_reason(**changes: object) -> str | None:
+        extra = {**quick, **changes}
+        return infeasible_reason(spec, base, v, [(1, 24, 24)], memory_cap_bytes=None, extra=extra)
+
+    assert quick_reason() is None
+    assert "gives 1 temporal token" in str(quick_reason(**{"data.clip_frames": None}))
+    long_tubelet = {"model.core.kernel_size": [16, 4, 4]}
+    assert "num_lags=8 is shorter than the tubelet" in str(quick_reason(**long_tubelet))
     assert "does not divide" in str(
         infeasible_reason(
             spec,

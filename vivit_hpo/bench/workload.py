@@ -22,11 +22,12 @@ from torch.nn.attention import sdpa_kernel
 
 from vivit_hpo.bench.backends import sdpa_pin
 from vivit_hpo.config import RunConfig
-from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet
+from vivit_hpo.data import Batch, Session, SessionMeta, SessionSet, stimulus_stats
 from vivit_hpo.data.clips import segments
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import check_feasible, count_parameters, flops_per_sample
 from vivit_hpo.models.attention import attention_backend
+from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.models.vivit import tubelet_grid
 from vivit_hpo.training import Trainer
 
@@ -101,6 +102,7 @@ def synthetic_session(
     split = np.zeros(num_bins, dtype=np.uint8)
     split[n_train:] = 1
     mean_rates = robs[:n_train].mean(0)
+    stim_mean, stim_std = stimulus_stats(stim, np.arange(n_train))
     meta = SessionMeta(
         name=SYNTHETIC_SESSION,
         num_units=num_units,
@@ -110,6 +112,8 @@ def synthetic_session(
         num_behavior=num_behavior,
         frame_rate=60.0,
         mean_rates=tuple(float(x) for x in mean_rates),
+        stim_mean=stim_mean,
+        stim_std=stim_std,
     )
     return Session(
         meta=meta,
@@ -195,7 +199,8 @@ def build_ours(
     frames, h, w = input_size
     channels = 1
     cfg = bench_config(cfg, batch_size=batch_size, frames=frames, compile=compile)
-    reason = check_feasible(cfg.model, (channels, cfg.data.num_lags, h, w))
+    geom = clip_geometry(cfg)  # the clip's frames, or num_lags for windows
+    reason = check_feasible(cfg.model, (channels, geom.frames, h, w), num_lags=geom.num_lags)
     if reason is not None:
         raise ConfigError(f"--input {frames} {h} {w} with {label}: {reason}")
     input_shape = (channels, frames, h, w)
@@ -261,7 +266,7 @@ def build_ours(
         label=label,
         step=step,
         batch_size=batch_size,
-        flops_per_sample=flops_per_sample(cfg.model, input_shape),
+        flops_per_sample=flops_per_sample(cfg.model, input_shape, num_lags=geom.num_lags),
         num_params=count_parameters(model),
         info=info,
         close=close,

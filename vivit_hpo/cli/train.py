@@ -167,6 +167,7 @@ def evaluate_cmd(
             )
     if not sessions.num_samples(split):
         raise ConfigError(f"no {split} samples in the given sessions; check their `split`")
+    sessions = sessions.standardised_as(metas)  # the stimulus statistics it was trained with
     preds = predict(model, sessions, split, cfg.train.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     for name, p in preds.items():

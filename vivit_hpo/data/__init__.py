@@ -17,6 +17,7 @@ from vivit_hpo.data.session import (
     assign_split,
     load_session,
     sample_mask,
+    stimulus_stats,
 )
 from vivit_hpo.data.simulate import (
     SynthResult,
@@ -48,6 +49,7 @@ __all__ = [
     "raise_problems",
     "sample_mask",
     "simulate_session",
+    "stimulus_stats",
     "synthesize",
     "validate_file",
 ]

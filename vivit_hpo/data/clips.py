@@ -15,12 +15,14 @@ the bin its token ends on. ``F`` is rounded down to ``L + m s`` so that the firs
 has exactly L frames of history. ``F = L`` is the one-target-per-window mode: a window of L
 frames predicting its last bin.
 
-Training draws clip starts at random inside the segments (whole clips wherever the segment holds
-one), so random offsets cover every bin over an epoch whatever the stride. Evaluation tiles each
-segment (:func:`eval_starts`) so that every target is predicted exactly once with at least L
-frames of history: chains of clips ``P s`` apart, one chain per stride phase. A clip that runs
-past its segment's end reads the segment's last frame again for the missing frames; the targets
-there are masked out, and the causal core keeps them from touching the others.
+Training draws clip starts at random among every start whose first target lies in the segment
+(:func:`train_starts`; clips running past the end are padded and masked as in evaluation), so
+random offsets cover every target over an epoch whatever the stride and the segment's length.
+Evaluation tiles each segment (:func:`eval_starts`) so that every target is predicted exactly
+once with at least L frames of history: chains of clips ``P s`` apart, one chain per stride
+phase. A clip that runs past its segment's end reads the segment's last frame again for the
+missing frames; the targets there are masked out, and the causal core keeps them from touching
+the others.
 """
 
 from __future__ import annotations
@@ -97,12 +99,22 @@ class ClipGeometry:
         )
 
 
-def segments(blocks: np.ndarray, split: np.ndarray) -> np.ndarray:
+def segments(blocks: np.ndarray, split: np.ndarray, *, guard_lags: int = 0) -> np.ndarray:
     """(S, 3) int64 ``(start, end, split)`` of every maximal run of equal (block, split) labels.
+
+    With ``guard_lags`` L > 0, a training segment (split 0) that borders another split inside
+    its block (a seeded split's chunk edge, or a file's ``split`` changing inside a block) is
+    trimmed so that none of its targets lies within L bins of that split: a bordering end loses
+    its last L bins, a bordering start its first bin (its first target, L - 1 bins further on,
+    is then L bins past the edge; the frames in between are still its history). The bins cut
+    off belong to no segment: they are neither targets nor history. Autocorrelated stimuli and
+    responses make a training target just before (or after) a validation bin a near copy of it.
+    Block edges are not guarded: blocks are separate recordings (trials) already.
 
     Args:
         blocks: (T,) block id per bin.
         split: (T,) split label per bin.
+        guard_lags: L, the guard (0: none).
     """
     t = blocks.shape[0]
     if t == 0:
@@ -110,7 +122,16 @@ def segments(blocks: np.ndarray, split: np.ndarray) -> np.ndarray:
     change = (blocks[1:] != blocks[:-1]) | (split[1:] != split[:-1])
     starts = np.r_[0, np.flatnonzero(change) + 1]
     ends = np.r_[starts[1:], t]
-    return np.stack([starts, ends, split[starts].astype(np.int64)], axis=1).astype(np.int64)
+    labels = split[starts].astype(np.int64)
+    if guard_lags > 0:
+        # a split edge inside one block, before bin i (i in 1..T-1)
+        inner = np.r_[False, (blocks[1:] == blocks[:-1]) & (split[1:] != split[:-1]), False]
+        train = labels == 0
+        starts = np.where(train & inner[starts], starts + 1, starts)
+        ends = np.where(train & inner[ends], ends - guard_lags, ends)
+        keep = ends > starts
+        starts, ends, labels = starts[keep], ends[keep], labels[keep]
+    return np.stack([starts, ends, labels], axis=1).astype(np.int64)
 
 
 def target_bins(segs: np.ndarray, num_lags: int) -> np.ndarray:
@@ -122,15 +143,18 @@ def target_bins(segs: np.ndarray, num_lags: int) -> np.ndarray:
 def train_starts(segs: np.ndarray, geom: ClipGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Every start a training clip may take: ``(starts, ends)`` (both (K,) int64).
 
-    In a segment that holds a whole clip, every start of a whole clip; in a shorter segment (one
-    with at least one target), its first bin only (the clip is padded, its tail masked).
-    ``ends[i]`` is the end of the segment of ``starts[i]``.
+    Every start whose first target lies inside its segment (``a .. b - L``), as in
+    :func:`eval_starts`: a clip that runs past the segment's end is padded and its targets
+    there masked (:func:`clip_indices`). So every target of every segment, whatever its phase
+    against the stride and however short the segment, is the first target of some start (the
+    start ``t - L + 1``), and random starts train every one over an epoch. ``ends[i]`` is the
+    end of the segment of ``starts[i]``.
     """
     starts, ends = [], []
     for a, b in segs[:, :2]:
-        if b - a < geom.num_lags:
+        last = b - geom.num_lags  # the latest start whose first target is inside the segment
+        if last < a:
             continue
-        last = max(a, b - geom.frames)
         starts.append(np.arange(a, last + 1, dtype=np.int64))
         ends.append(np.full(last + 1 - a, b, dtype=np.int64))
     if not starts:

@@ -6,7 +6,10 @@ A *segment* is a maximal run of bins with one block id and one split label
 (:func:`~vivit_hpo.data.clips.segments`). A bin t is a *sample* (a target) for ``num_lags`` L
 when its L-frame history lies inside its segment; its split is the split of its segment. So a
 sample never spans two blocks and its frames never reach into another split: the targets of one
-split never enter another, and neither do its frames.
+split never enter another, and neither do its frames. Where a block holds two splits (a seeded
+split's chunks, or a file's ``split`` changing inside a block), the training segment keeps a
+guard of L bins: no training target lies within L bins of a validation or test bin, which the
+stimulus' and the responses' autocorrelation would otherwise make near copies of each other.
 
 A batch holds *clips* (:mod:`vivit_hpo.data.clips`): ``F`` consecutive frames of one segment and
 the targets the model predicts from them. ``F = L`` is the plain one-target-per-window sample.
@@ -64,11 +67,13 @@ __all__ = [
     "read_split",
     "sample_mask",
     "split_units",
+    "stimulus_stats",
 ]
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 MIN_SPLIT_UNITS = 10
+STIM_STAT_FRAMES = 2048  # frames of the training split a session's stimulus statistics read
 _GIB = 2**30
 
 
@@ -77,9 +82,10 @@ _GIB = 2**30
 
 def sample_mask(blocks: np.ndarray, split: np.ndarray, num_lags: int) -> np.ndarray:
     """(T,) bool: True where bin t has its whole ``num_lags`` history inside its segment (one
-    block, one split)."""
+    block, one split; training segments keep a guard of ``num_lags`` bins from another split,
+    see :func:`~vivit_hpo.data.clips.segments`)."""
     mask = np.zeros(blocks.shape[0], dtype=bool)
-    mask[target_bins(segments(blocks, split), num_lags)] = True
+    mask[target_bins(segments(blocks, split, guard_lags=num_lags), num_lags)] = True
     return mask
 
 
@@ -173,6 +179,36 @@ def assign_split(
     return labels[units]
 
 
+def stimulus_stats(frames: torch.Tensor | StreamedFrames, bins: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the stimulus over ``bins``, all pixels and channels.
+
+    Computed from at most :data:`STIM_STAT_FRAMES` of the bins, evenly strided over them (a
+    long or streamed session reads just those frames; the same file gives the same numbers
+    streamed or in memory), in float64, in the stored units. A constant stimulus gets std 1.
+
+    Args:
+        frames: (T, C, H, W) in memory, or streamed from the file.
+        bins: (M,) the bins to describe (a session's training bins).
+
+    Returns:
+        (mean, std); (0, 1) when ``bins`` is empty.
+    """
+    if bins.size == 0:
+        return 0.0, 1.0
+    pick = np.asarray(bins, dtype=np.int64)[:: -(-bins.size // STIM_STAT_FRAMES)]
+    n, mean, m2 = 0, 0.0, 0.0
+    for i in range(0, pick.size, 256):  # chunks, combined exactly (Chan et al.)
+        x = frames[torch.from_numpy(pick[i : i + 256])[:, None]].to(torch.float64)
+        var_k, mean_k = torch.var_mean(x, correction=0)
+        k = x.numel()
+        delta = float(mean_k) - mean
+        mean += delta * k / (n + k)
+        m2 += float(var_k) * k + delta * delta * n * k / (n + k)
+        n += k
+    std = (m2 / n) ** 0.5
+    return mean, std if std > 1e-12 * max(1.0, abs(mean)) else 1.0
+
+
 # ----------------------------------------------------------------------------- one session
 
 
@@ -193,9 +229,8 @@ class Session:
         blocks: (T,) int64 block id per bin (numpy, CPU).
         split: (T,) uint8 split label per bin (numpy, CPU).
         segments: (S, 3) int64 ``(start, end, split code)`` of every run of one block and one
-            split (numpy, CPU); samples and clips never cross their edges.
-        stim_scale: batches carry ``frames / stim_scale``: 255 for uint8 frames (0..255 becomes
-            0..1, the contract's reading of uint8), 1 for float frames (as stored).
+            split, training runs less their guard (numpy, CPU); samples and clips never cross
+            their edges.
     """
 
     meta: SessionMeta
@@ -208,7 +243,6 @@ class Session:
     blocks: np.ndarray
     split: np.ndarray
     segments: np.ndarray
-    stim_scale: float = 1.0
 
     @property
     def name(self) -> str:
@@ -323,8 +357,9 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
     (or, with ``stream``, left in the file and read batch by batch); (T, H, W) becomes
     (T, 1, H, W) as a view. Counts become float32, ``dfs`` bool (all True when
     absent), behaviour is z-scored per channel with the training samples' mean and standard
-    deviation (frames are kept as stored), ``blocks`` one block when absent, and ``split`` is
-    drawn by :func:`assign_split` (``cfg.val_fraction``, ``cfg.test_fraction``,
+    deviation (frames are kept as stored; their training statistics, :func:`stimulus_stats`, go
+    in the meta and batches are standardised with them), ``blocks`` one block when absent, and
+    ``split`` is drawn by :func:`assign_split` (``cfg.val_fraction``, ``cfg.test_fraction``,
     ``cfg.split_seed``, ``cfg.split_chunk_s``, keyed by the session name) when absent.
 
     Args:
@@ -362,7 +397,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         blocks, split, _ = read_split(f, name, cfg)
         frame_rate = read_frame_rate(f)
 
-    segs = segments(blocks, split)
+    segs = segments(blocks, split, guard_lags=cfg.num_lags)
     tr = target_bins(segs[segs[:, 2] == _SPLIT_CODE["train"]], cfg.num_lags)
     beh_mean: tuple[float, ...] = ()
     beh_std: tuple[float, ...] = ()
@@ -374,6 +409,10 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
         behavior = (behavior - mean) / std
         beh_mean, beh_std = tuple(mean.tolist()), tuple(std.tolist())
+    train_segs = segs[segs[:, 2] == _SPLIT_CODE["train"]]
+    stim_mean, stim_std = stimulus_stats(
+        frames, np.concatenate([np.arange(a, b) for a, b, _ in train_segs] or [tr])
+    )
     valid_train = dfs_np[tr]
     n_valid = valid_train.sum(0)
     spikes = np.where(valid_train, robs_np[tr], 0.0).sum(0, dtype=np.float64)
@@ -390,6 +429,8 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         behavior_mean=beh_mean,
         behavior_std=beh_std,
         behavior_names=names,
+        stim_mean=stim_mean,
+        stim_std=stim_std,
     )
     return Session(
         meta=meta,
@@ -402,7 +443,6 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         blocks=blocks,
         split=split,
         segments=segs,
-        stim_scale=255.0 if frames.dtype == torch.uint8 else 1.0,
     )
 
 
@@ -539,6 +579,24 @@ class SessionSet:
             self.sessions, clips, device_resident=self.device_resident, device=self.device
         )
 
+    def standardised_as(self, metas: Sequence[SessionMeta]) -> SessionSet:
+        """The same sessions, their frames standardised with the stimulus statistics of the
+        same-named ``metas`` (a trained run's, so evaluating it feeds the model the numbers it
+        was trained with); sessions not in ``metas`` keep their own."""
+        stats = {m.name: (m.stim_mean, m.stim_std) for m in metas}
+        sessions = [
+            replace(
+                s,
+                meta=replace(s.meta, stim_mean=stats[s.name][0], stim_std=stats[s.name][1]),
+            )
+            if s.name in stats
+            else s
+            for s in self.sessions
+        ]
+        return SessionSet(
+            sessions, self.clips, device_resident=self.device_resident, device=self.device
+        )
+
     def to(self, device: torch.device | str) -> SessionSet:
         """A set whose batches come out on ``device``; data move there as ``device_resident`` says.
 
@@ -590,10 +648,10 @@ class SessionSet:
             ends: (B,) the end of each start's segment, when the caller knows it.
 
         Returns:
-            A :class:`Batch` on :attr:`device`: stim (B, C, F, H, W) float32 (uint8 frames
-            scaled by 1/255, float frames as stored); behavior (B, F, K) or None; robs and dfs
-            (B, P, N) float32 (dfs 0 at targets past the segment's end); bins (B, P) int64
-            (-1 at those targets).
+            A :class:`Batch` on :attr:`device`: stim (B, C, F, H, W) float32, ``frames /
+            stim_std`` with the session meta's training statistics; behavior
+            (B, F, K) or None; robs and dfs (B, P, N) float32 (dfs 0 at targets past the
+            segment's end); bins (B, P) int64 (-1 at those targets).
         """
         s = self.session(name)
         c = (
@@ -614,11 +672,13 @@ class SessionSet:
         x = self._move(s.frames[idx])  # (B, F, C, H, W), stored dtype
         x = rearrange(x, "b f c h w -> b c f h w")
         stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, F, H, W)
-        # Frames are not centred: the tokens' mean-luminance term anchors each token's norm, so
-        # the transformer's per-token norms keep contrast amplitude (a centred input loses it,
-        # and measurably learned slower on the simulated population).
-        if s.stim_scale != 1.0:
-            stim.div_(s.stim_scale)
+        # Scaled by the session's training-split std, so sessions stored as uint8 0..255, float
+        # 0..1 or float 0..255 reach the shared core at one scale (x is a fresh gather, never
+        # the session's own frames: in place is safe). Not centred: the mean luminance stays a
+        # positive offset, and the ViViT's per-token norms then keep each token's contrast
+        # amplitude; centred frames learned measurably slower (tests/training/test_loop.py's
+        # short run: +0.026 against over +0.03 val BPS after 240 steps).
+        stim.div_(s.meta.stim_std)
         beh = None
         if s.behavior is not None:
             beh = self._move(s.behavior[idx])  # (B, F, K)

@@ -4,7 +4,9 @@
 session's units: the in-silico experiment. The file holds ``stim`` as a session file does
 ((T, H, W) or (T, C, H, W); uint8, float16 or float32), and optionally ``behavior`` (T, K),
 ``blocks`` (T,) and the ``frame_rate`` attribute; anything else (``robs`` of a real session,
-say) is ignored. The frames must have the session's size and channels; behaviour is
+say) is ignored. The frames must have the session's size and channels, and are standardised
+with the session's own training statistics (``meta.stim_mean``, ``meta.stim_std``, the numbers
+the model was trained with, so the movie must be stored in the session's units); behaviour is
 standardised with the session's own training statistics, and a stimulus without behaviour for
 a session with behaviour is fed the session's mean behaviour (zeros once standardised).
 """
@@ -120,5 +122,4 @@ def load_stimulus(path: str | Path, meta: SessionMeta, *, stream: bool = False) 
         blocks=blocks,
         split=split,
         segments=segments(blocks, split),
-        stim_scale=255.0 if frames.dtype == torch.uint8 else 1.0,
     )

@@ -26,6 +26,12 @@ class SessionMeta:
     behavior_mean: tuple[float, ...] = ()
     behavior_std: tuple[float, ...] = ()
     behavior_names: tuple[str, ...] = ()  # K names (the shifter finds the pupil position)
+    # The stimulus' mean and standard deviation over the training split's bins (all pixels and
+    # channels, in stored units; see :func:`~vivit_hpo.data.session.stimulus_stats`): batches
+    # carry ``frames / stim_std`` (not centred: see SessionSet.batch), whatever the file's dtype
+    # or scale; the mean is kept for the record (`data inspect`, the run's sessions.json).
+    stim_mean: float = 0.0
+    stim_std: float = 1.0
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Batch:
     """
 
     session: str
-    stim: torch.Tensor  # (B, C, F, H, W) float32; uint8 frames scaled to [0, 1]
+    stim: torch.Tensor  # (B, C, F, H, W) float32, standardised with the session's stim_mean/std
     behavior: torch.Tensor | None  # (B, F, K) float32, or None when the session has none
     robs: torch.Tensor  # (B, P, N) float32 counts of the predicted bins
     dfs: torch.Tensor  # (B, P, N) float32 1 where that count is valid (0 past a segment's end)

@@ -20,7 +20,7 @@ from vivit_hpo.models.vivit import ViViTCore, check_grid, num_kept_tokens, tubel
 
 __all__ = ["check_feasible", "count_parameters", "estimate_memory_bytes", "flops_per_sample"]
 
-InputShape = tuple[int, int, int, int]  # (C, L, H, W)
+InputShape = tuple[int, int, int, int]  # (C, F, H, W); F = L for windows
 _OPTIMIZER_BYTES_PER_PARAM = 16  # fp32 weight + fp32 grad + AdamW's two fp32 moments
 
 CoreCfg = ViViTConfig | CNNConfig | CNN2DConfig | LNConfig
@@ -31,17 +31,19 @@ def _core_cfg(cfg: ModelConfig | CoreCfg) -> CoreCfg:
 
 
 def _conv_layers(
-    core: CoreCfg, c: int, length: int
+    core: CoreCfg, c: int, length: int, num_lags: int
 ) -> list[tuple[int, int, tuple[int, int, int], int, int]]:
-    """Every convolution of a convolutional core on L = ``length`` frames as (in, out, kernel,
-    halvings of H and W, output frames): the 3-D CNN keeps L frames, the 2-D CNN's and the LN's
-    lag-spanning first layer leaves one."""
+    """Every convolution of a convolutional core on a sample of ``length`` frames as (in, out,
+    kernel, halvings of H and W, output frames): the 3-D CNN keeps every frame, the 2-D CNN's
+    and the LN's lag-spanning first layer leaves the ``length - num_lags + 1`` with a full
+    history."""
     if isinstance(core, CNNConfig):
         return [(*layer, length) for layer in cnn_layers(core, c)]
+    out = length - num_lags + 1
     if isinstance(core, CNN2DConfig):
-        return [(cin, cout, k, 0, 1) for cin, cout, k in cnn2d_layers(core, c, length)]
+        return [(cin, cout, k, 0, out) for cin, cout, k in cnn2d_layers(core, c, num_lags)]
     assert isinstance(core, LNConfig)
-    return [(c, core.filters, (length, core.kernel, core.kernel), 0, 1)]
+    return [(c, core.filters, (num_lags, core.kernel, core.kernel), 0, out)]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -49,20 +51,29 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def check_feasible(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> str | None:
-    """Why a core of ``cfg`` cannot take inputs of ``input_shape`` (C, L, H, W); None if it can.
+def check_feasible(
+    cfg: ModelConfig | CoreCfg,
+    input_shape: InputShape,
+    *,
+    num_lags: int | None = None,
+) -> str | None:
+    """Why a core of ``cfg`` cannot take inputs of ``input_shape`` (C, F, H, W); None if it can.
+
+    ``F`` is the frames of one sample: ``num_lags`` for windows, the clip's frames in clip mode
+    (:func:`~vivit_hpo.models.encoder.clip_geometry`), with ``num_lags`` given (default F).
 
     ViViT reasons: frames smaller than the tubelet, fewer lags than the temporal kernel, fewer
-    than 2 temporal tokens, a head dim that 2D RoPE cannot split. CNN reasons: no stages,
-    non-positive channel counts or kernel sizes. The 2-D CNN and the LN take any input (their
-    first layer spans the L lags; the config checks its own channels and kernels).
+    than 2 temporal tokens over the F frames, a head dim that 2D RoPE cannot split. CNN
+    reasons: no stages, non-positive channel counts or kernel sizes. The 2-D CNN and the LN
+    take any input (their first layer spans the L lags; the config checks its own channels and
+    kernels).
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
     if min(c, length, h, w) < 1:
-        return f"input shape (C, L, H, W) = {tuple(input_shape)} has an empty axis"
+        return f"input shape (C, F, H, W) = {tuple(input_shape)} has an empty axis"
     if isinstance(core, ViViTConfig):
-        return check_grid(core, (length, h, w))
+        return check_grid(core, (length, h, w), num_lags)
     if not isinstance(core, CNNConfig):
         return None
     if not core.channels:
@@ -127,15 +138,17 @@ def _halved(n: int, level: int) -> int:
     return n
 
 
-def _conv_forward_flops(cfg: CoreCfg, input_shape: InputShape) -> float:
+def _conv_forward_flops(cfg: CoreCfg, input_shape: InputShape, num_lags: int) -> float:
     c, length, h, w = input_shape
     total = 0
-    for cin, cout, (kt, kh, kw), level, frames in _conv_layers(cfg, c, length):
+    for cin, cout, (kt, kh, kw), level, frames in _conv_layers(cfg, c, length, num_lags):
         total += 2 * cin * kt * kh * kw * cout * frames * _halved(h, level) * _halved(w, level)
     return float(total)
 
 
-def flops_per_sample(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> float:
+def flops_per_sample(
+    cfg: ModelConfig | CoreCfg, input_shape: InputShape, *, num_lags: int | None = None
+) -> float:
     """Training FLOPs per sample of the core: 3 x the forward matmul/conv/attention FLOPs.
 
     Counted from shapes (a multiply-add is 2 FLOPs), like the reference benchmark's
@@ -144,16 +157,17 @@ def flops_per_sample(cfg: ModelConfig | CoreCfg, input_shape: InputShape) -> flo
     Norms (token norm and QK-norm included), activations, RoPE and the readout, modulator,
     behaviour embedding and shifter are left out (small next to the core). Patch dropout is
     applied (training FLOPs use the kept tokens). For the CNN cores and the LN: every
-    convolution at every output frame (the 3-D CNN's L, the 2-D CNN's and the LN's one), norms
-    left out.
+    convolution at every output frame (the 3-D CNN's F, the 2-D CNN's and the LN's
+    ``F - num_lags + 1``), norms left out. ``input_shape`` is (C, F, H, W), F the frames of one
+    sample (``num_lags``, the default, for windows).
     """
     core = _core_cfg(cfg)
     if isinstance(core, ViViTConfig):
         return 3.0 * _vivit_forward_flops(core, input_shape)
-    return 3.0 * _conv_forward_flops(core, input_shape)
+    return 3.0 * _conv_forward_flops(core, input_shape, num_lags or input_shape[1])
 
 
-def _core_parameters(core: CoreCfg, input_shape: InputShape) -> int:
+def _core_parameters(core: CoreCfg, input_shape: InputShape, num_lags: int) -> int:
     c, length, h, w = input_shape
     module: nn.Module
     with torch.device("meta"):  # shapes only, no memory
@@ -162,9 +176,9 @@ def _core_parameters(core: CoreCfg, input_shape: InputShape) -> int:
         elif isinstance(core, CNNConfig):
             module = CNNCore(core, c)
         elif isinstance(core, CNN2DConfig):
-            module = CNN2DCore(core, c, length)
+            module = CNN2DCore(core, c, num_lags)
         else:
-            module = LNCore(core, c, length)
+            module = LNCore(core, c, num_lags)
     return count_parameters(module)
 
 
@@ -174,6 +188,7 @@ def estimate_memory_bytes(
     batch_size: int,
     *,
     activation_bytes: int = 2,
+    num_lags: int | None = None,
 ) -> int:
     """A rough estimate of the training-step memory of the core, in bytes.
 
@@ -191,7 +206,8 @@ def estimate_memory_bytes(
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
-    params = _core_parameters(core, input_shape)
+    num_lags = num_lags or length
+    params = _core_parameters(core, input_shape, num_lags)
     inputs = batch_size * c * length * h * w * 4
     if isinstance(core, ViViTConfig):
         g = _vivit_shapes(core, input_shape)
@@ -212,7 +228,7 @@ def estimate_memory_bytes(
     else:
         elements = sum(
             (cin + 3 * cout) * frames * _halved(h, level) * _halved(w, level)
-            for cin, cout, _, level, frames in _conv_layers(core, c, length)
+            for cin, cout, _, level, frames in _conv_layers(core, c, length, num_lags)
         )
     return int(
         params * _OPTIMIZER_BYTES_PER_PARAM + inputs + batch_size * elements * activation_bytes

@@ -65,7 +65,7 @@ def pool_time(x: Tensor, kernel: int, stride: int) -> Tensor:
     return (summed / count).transpose(1, 2)
 
 
-def _check_sessions(cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags: int) -> int:
+def _check_sessions(cfg: ModelConfig, sessions: Sequence[SessionMeta], clips: ClipGeometry) -> int:
     """Validate the sessions against each other and the config; returns the channel count C."""
     if not sessions:
         raise ConfigError("no sessions to build a model for; pass at least one session")
@@ -81,7 +81,8 @@ def _check_sessions(cfg: ModelConfig, sessions: Sequence[SessionMeta], num_lags:
             "channel count: train sessions with different C in separate runs"
         )
     for s in sessions:
-        reason = check_feasible(cfg, (s.num_channels, num_lags, s.height, s.width))
+        shape = (s.num_channels, clips.frames, s.height, s.width)
+        reason = check_feasible(cfg, shape, num_lags=clips.num_lags)
         if reason is not None:
             raise ConfigError(f"session {s.name!r}: {reason}")
     return channels.pop()
@@ -122,8 +123,8 @@ class EncodingModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.clips = clips if isinstance(clips, ClipGeometry) else ClipGeometry.window(clips)
-        self.num_lags = num_lags = self.clips.num_lags
-        self.in_channels = _check_sessions(cfg, sessions, num_lags)
+        self.num_lags = self.clips.num_lags
+        self.in_channels = _check_sessions(cfg, sessions, self.clips)
         self.sessions = {s.name: s for s in sessions}
         self.core: ViViTCore | CNNCore | CNN2DCore | LNCore
         core = cfg.core
@@ -134,9 +135,9 @@ class EncodingModel(nn.Module):
         elif core.kind == "cnn":
             self.core = CNNCore(core, self.in_channels)
         elif core.kind == "cnn2d":
-            self.core = CNN2DCore(core, self.in_channels, num_lags)
+            self.core = CNN2DCore(core, self.in_channels, self.num_lags)
         else:
-            self.core = LNCore(core, self.in_channels, num_lags)
+            self.core = LNCore(core, self.in_channels, self.num_lags)
         dim = self.core.out_dim
         self._keys = module_keys(self.sessions)
         self.readouts = nn.ModuleDict(
@@ -283,8 +284,8 @@ def build_model(
 
     Raises:
         ConfigError: no sessions, repeated names, sessions that disagree on the channel count
-            C, or a session whose input (C, num_lags, H, W) the core cannot take (the reason
-            from :func:`check_feasible`, naming the session).
+            C, or a session whose input (C, F, H, W), F the clip's frames, the core cannot take
+            (the reason from :func:`check_feasible`, naming the session).
     """
     return EncodingModel(cfg, sessions, clips)
 

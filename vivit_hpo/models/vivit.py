@@ -538,25 +538,37 @@ def _init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def check_grid(cfg: ViViTConfig, size: tuple[int, int, int]) -> str | None:
-    """Why a (T, H, W) input cannot go through a ViViT core of ``cfg`` (None when it can)."""
+def check_grid(
+    cfg: ViViTConfig, size: tuple[int, int, int], num_lags: int | None = None
+) -> str | None:
+    """Why a (F, H, W) input cannot go through a ViViT core of ``cfg`` (None when it can).
+
+    ``F`` is the frames of one sample: ``num_lags`` for one target per window, a clip's frames
+    in clip mode (``num_lags`` given, fewer than F). Temporal attention needs at least 2
+    temporal tokens over those F frames; the tubelet's temporal kernel must fit in ``num_lags``
+    (default F) all the same, so that the first read-out token, which ends on clip frame
+    ``num_lags - 1``, is made of real frames only.
+    """
     t, h, w = size
+    lags = t if num_lags is None else num_lags
     kt, kh, kw = cfg.kernel_size
     if h < kh or w < kw:
         return (
             f"frames of {h}x{w} are smaller than the tubelet kernel {kh}x{kw}; "
             "use a smaller kernel_size"
         )
-    if t < kt:
+    if lags < kt:
         return (
-            f"num_lags={t} is shorter than the tubelet's temporal kernel {kt}; "
+            f"num_lags={lags} is shorter than the tubelet's temporal kernel {kt}; "
             "use a smaller kernel_size[0] or more lags"
         )
     tp = tubelet_grid(size, cfg.kernel_size, cfg.stride)[0][0]
     if tp < 2:
+        # (only a window can get here: a clip has F > num_lags >= kt frames, so 2+ tokens)
         return (
             f"num_lags={t} with temporal kernel {kt} and stride {cfg.stride[0]} gives {tp} "
-            "temporal token; temporal attention needs at least 2: lower stride[0] or add lags"
+            "temporal token; temporal attention needs at least 2: lower stride[0], add lags, or "
+            "train on clips (data.clip_frames: 2 or more tubelets' worth of frames)"
         )
     if cfg.pos_embed == "rope" and (cfg.embed_dim // cfg.num_heads) % 4:
         return f"head dim {cfg.embed_dim // cfg.num_heads} must be a multiple of 4 for 2D RoPE"

@@ -552,7 +552,9 @@ class TrialRunner:
                 trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
             shape = trainer.data.input_shape(data.metas[0].name)
             attrs[PARAMS_COUNT] = count_parameters(trainer.model)
-            attrs[FLOPS_PER_SAMPLE] = float(flops_per_sample(cfg.model, shape))
+            attrs[FLOPS_PER_SAMPLE] = float(
+                flops_per_sample(cfg.model, shape, num_lags=cfg.data.num_lags)
+            )
             if trainer.epoch:
                 attrs[RESUMED_FROM_EPOCH] = trainer.epoch
             record_attrs(trial, attrs)

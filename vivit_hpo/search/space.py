@@ -411,15 +411,19 @@ def infeasible_reason(
         cfg = trial_config(base, to_overrides(spec.space, values), extra)
     except ConfigError as e:
         return str(e).removeprefix("trial config: ")
-    frames = clip_geometry(cfg).frames
+    frames = clip_geometry(cfg).frames  # a clip's frames, num_lags for windows
     for c, h, w in shapes:
-        reason = check_feasible(cfg.model, (c, cfg.data.num_lags, h, w))
+        reason = check_feasible(cfg.model, (c, frames, h, w), num_lags=cfg.data.num_lags)
         if reason is not None:
             return reason
         if memory_cap_bytes is not None:
             amp = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device_type == "cuda")
             need = estimate_memory_bytes(
-                cfg.model, (c, frames, h, w), cfg.train.batch_size, activation_bytes=2 if amp else 4
+                cfg.model,
+                (c, frames, h, w),
+                cfg.train.batch_size,
+                activation_bytes=2 if amp else 4,
+                num_lags=cfg.data.num_lags,
             )
             if need > memory_cap_bytes:
                 return (

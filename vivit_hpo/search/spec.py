@@ -554,6 +554,7 @@ def _check_sampler(spec: StudySpec, where: str) -> None:
 def _check_yardsticks(spec: StudySpec, shapes: list[tuple[int, int, int]], where: str) -> None:
     """Each yardstick's run config is valid and its model takes every session's frames."""
     from vivit_hpo.models import check_feasible
+    from vivit_hpo.models.encoder import clip_geometry
 
     try:
         trees = yardstick_trees(spec)
@@ -562,7 +563,8 @@ def _check_yardsticks(spec: StudySpec, shapes: list[tuple[int, int, int]], where
     for path, tree in zip(spec.baselines, trees.values(), strict=True):
         cfg = parse_run_config(tree, path)
         for c, h, w in shapes:
-            reason = check_feasible(cfg.model, (c, cfg.data.num_lags, h, w))
+            frames = clip_geometry(cfg).frames
+            reason = check_feasible(cfg.model, (c, frames, h, w), num_lags=cfg.data.num_lags)
             if reason is not None:
                 raise SpecError(
                     f"{where}: baselines: {path}: cannot take the study's {h}x{w} frames "

@@ -109,6 +109,11 @@ def read_sessions(run_dir: Path) -> list[SessionMeta]:
         )
     metas = []
     for m in json.loads(path.read_text()):
+        if "stim_mean" not in m:
+            raise ConfigError(
+                f"{path}: session {m.get('name')!r} has no stimulus statistics (the run was "
+                "trained by an older version, on frames not standardised); retrain the run"
+            )
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in m.items()}
         metas.append(SessionMeta(**fields))
     return metas
