@@ -84,6 +84,12 @@ class ViViTConfig(_Frozen):
     # (its output channels); () for none. The tokenizer then takes stem_channels[-1] channels.
     stem_channels: tuple[int, ...] = ()
     stem_kernel: Triple = (3, 3, 3)  # (T, H, W) kernel of each stem conv
+    # The stem's norm: per position over channels ("channel"), or none (the conv gets a bias).
+    # A per-position norm divides out each position's contrast energy, what visual neurons
+    # respond to most; so does a per-token final norm, which ``final_norm: false`` leaves out
+    # (the readout then reads the residual stream itself).
+    stem_norm: Literal["channel", "none"] = "channel"
+    final_norm: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> ViViTConfig:

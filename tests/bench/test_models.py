@@ -40,7 +40,7 @@ def test_bench_models(sim_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    args = ["bench", "models", "--spec", str(path), "--minutes", "0.3", "--workers", "1"]
+    args = ["bench", "models", "--spec", str(path), "--minutes", "0.5", "--workers", "1"]
     res = CliRunner().invoke(
         app,
         [*args, "--out", str(out)],

@@ -141,6 +141,24 @@ def test_stem_feeds_the_tokenizer_at_full_resolution() -> None:
     assert core(x).shape == (2, 32, 4, 6, 4)
 
 
+def test_without_the_norms_the_output_keeps_each_positions_amplitude() -> None:
+    # stem_norm none and final_norm false: scaling the input scales the features (a linear
+    # stem, GELU near 0 aside, is not renormalised per position); with the norms it would not.
+    cfg = tiny_vivit(stem_channels=(3,), stem_norm="none", final_norm=False, num_registers=0)
+    core = ViViTCore(cfg, 1).eval()
+    assert core.stem is not None and not any("ChannelNorm" in type(m).__name__ for m in core.stem)
+    assert isinstance(core.norm, torch.nn.Identity)
+    x = _x()
+    (core(x).pow(2).mean() * 1.0).backward()
+    assert_all_grads(core)
+    normed = ViViTCore(tiny_vivit(stem_channels=(3,)), 1).eval()
+    with torch.no_grad():
+        small, big = core(0.01 * x).norm(), core(10 * x).norm()
+        n_small, n_big = normed(0.01 * x).norm(), normed(10 * x).norm()
+    assert big > 20 * small  # the amplitude reaches the readout
+    assert n_big < 5 * n_small  # per-token norms divide it out
+
+
 @pytest.mark.parametrize("parallel", [True, False])
 def test_qk_norm_makes_attention_blind_to_the_scale_of_q_and_k(parallel: bool) -> None:
     # With QK-norm the logits depend on the directions of q and k only: scaling the q and k

@@ -183,6 +183,8 @@ def test_the_record_of_a_complete_trial(tmp_path: Path) -> None:
         resumed_from_epoch=None,
         failed_trial=None,
         retry_history=(),
+        yardstick=None,
+        seconds=TrialRecord.of(t).seconds,
     )
 
 

@@ -86,6 +86,7 @@ def train_for(
     from vivit_hpo.bench.modes import calibrate
     from vivit_hpo.config import parse_run_config
     from vivit_hpo.data import load_sessions
+    from vivit_hpo.metrics import mean_over_sessions
     from vivit_hpo.models import count_parameters
     from vivit_hpo.training import Trainer, evaluate, load_run
 
@@ -120,7 +121,7 @@ def train_for(
     if data.num_samples("test") and trainer.best_epoch is not None:
         _, model, _ = load_run(run_dir, device)
         scores = evaluate(model, data, "test", cfg.train.batch_size)
-        test = float(sum(s.bps for s in scores.values()) / len(scores))
+        test = mean_over_sessions(scores).bps
     return {
         "test_bps": test,
         "epochs": done,

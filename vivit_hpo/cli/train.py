@@ -16,6 +16,7 @@ from vivit_hpo.cli._common import DataPaths, Device, Overrides, console
 from vivit_hpo.config import RunConfig, load_run_config
 from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError
+from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
 from vivit_hpo.training.checkpoint import atomic_write_text
 
@@ -176,11 +177,14 @@ def evaluate_cmd(
         np.savez(tmp, rates=p.rates, bins=p.bins, bps=p.score.bps_per_unit)
         tmp.replace(path)
     per_session = {n: p.score.bps for n, p in preds.items()}
+    # Sessions without a valid spike in the split are left out of the mean (and named).
+    mean = mean_over_sessions({n: p.score for n, p in preds.items()})
     summary = {
         "run_dir": str(run_dir),
         "split": split,
         "mode": model.clips.describe(),
-        "bps": float(np.mean(list(per_session.values()))),
+        "bps": mean.bps,
+        "sessions_without_spikes": list(mean.without_spikes),
         "bps_per_session": per_session,
         "pooled_bps_per_session": {n: p.score.pooled_bps for n, p in preds.items()},
         "units_excluded": {n: p.score.num_excluded for n, p in preds.items()},

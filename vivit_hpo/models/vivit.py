@@ -161,14 +161,20 @@ class TubeletTokenizer(nn.Module):
 class ConvStem(nn.Sequential):
     """Small causal convolutions at full resolution before the tokenizer: per entry of
     ``channels`` a :class:`CausalConv3d` (time padded on the left only, space "same"), a
-    per-position norm over channels and a GELU. (B, C, T, H, W) -> (B, channels[-1], T, H, W).
+    per-position norm over channels (``norm="channel"``; ``"none"``: a bias instead) and a
+    GELU. (B, C, T, H, W) -> (B, channels[-1], T, H, W).
     """
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], kernel: Triple) -> None:
+    def __init__(
+        self, in_channels: int, channels: tuple[int, ...], kernel: Triple, norm: str = "channel"
+    ) -> None:
         layers: list[nn.Module] = []
         prev = in_channels
         for ch in channels:
-            layers += [CausalConv3d(prev, ch, kernel), ChannelNorm3d(ch), nn.GELU()]
+            if norm == "channel":
+                layers += [CausalConv3d(prev, ch, kernel), ChannelNorm3d(ch), nn.GELU()]
+            else:
+                layers += [CausalConv3d(prev, ch, kernel, bias=True), nn.GELU()]
             prev = ch
         super().__init__(*layers)
 
@@ -371,7 +377,7 @@ class ViViTCore(nn.Module):
         self.grad_checkpointing = cfg.grad_checkpointing
         self.stem: ConvStem | None = None
         if cfg.stem_channels:
-            self.stem = ConvStem(in_channels, cfg.stem_channels, cfg.stem_kernel)
+            self.stem = ConvStem(in_channels, cfg.stem_channels, cfg.stem_kernel, cfg.stem_norm)
         tok_in = cfg.stem_channels[-1] if cfg.stem_channels else in_channels
         self.tokenizer = TubeletTokenizer(tok_in, cfg.embed_dim, cfg.kernel_size, cfg.stride)
         self.token_norm = make_norm(cfg.norm, cfg.embed_dim) if cfg.token_norm else None
@@ -395,7 +401,7 @@ class ViViTCore(nn.Module):
             make_block(cfg, drop_path=rates[ns + i], causal=cfg.causal)
             for i in range(cfg.num_temporal_blocks)
         )
-        self.norm = make_norm(cfg.norm, cfg.embed_dim)
+        self.norm = make_norm(cfg.norm, cfg.embed_dim) if cfg.final_norm else nn.Identity()
         self.apply(_init_linear)
 
     def _spatial_rope(

@@ -143,7 +143,8 @@ def analyze_run(
     elif not files:
         notes.append("Attention maps need samples to run the model on: pass --data.")
     else:
-        data = load_sessions(files, cfg.data)
+        # Frames scaled as the run was trained (its sessions' statistics), whatever the files.
+        data = load_sessions(files, cfg.data).standardised_as(metas)
         known = [n for n in (m.name for m in metas) if n in data.names]
         if session is not None and session not in known:
             raise DataError(

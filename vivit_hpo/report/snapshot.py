@@ -97,8 +97,15 @@ class StudySnapshot:
         return {**parse_oracle(self.user_attrs.get("oracle_bps")), **self.oracle}
 
     def feasible_complete(self) -> list[FrozenTrial]:
-        """The complete trials with a finite objective value, by number."""
-        return [t for t in self.trials if trial_status(t) == "complete" and _finite(trial_value(t))]
+        """The search's complete trials with a finite objective value, by number (yardsticks
+        left out: they are the report's yardstick section, never a point of the search)."""
+        from vivit_hpo.search.record import is_yardstick
+
+        return [
+            t
+            for t in self.trials
+            if trial_status(t) == "complete" and _finite(trial_value(t)) and not is_yardstick(t)
+        ]
 
     def best_trial(self) -> FrozenTrial | None:
         """The search's best complete trial by the study direction (never a yardstick: see

@@ -497,18 +497,30 @@ def spec_from_text(text: str, where: str = "stored spec") -> StudySpec:
 
 def yardstick_trees(spec: StudySpec) -> dict[str, dict[str, Any]]:
     """The run config of each yardstick (``baselines``), by name (the file's stem), read from
-    its file and made a trial's (:meth:`StudySpec.finish_tree`: the study's epoch budget).
+    its file and made a trial's (:meth:`StudySpec.finish_tree`: the study's epoch budget), with
+    the base config's split and validation subset (``_SAME_BINS_KEYS``), so that it is scored
+    on the search's bins (with the same ``num_lags``: :func:`_check_yardsticks` refuses
+    another).
 
     Raises:
         SpecError: a file that is missing or not a valid run config (one line naming it).
     """
+    # Scored on the same bins as the search: the base's split and validation subset.
+    base_data = spec.base_tree()["data"]
+    same = {k: base_data[k] for k in _SAME_BINS_KEYS}
     out = {}
     for path in spec.baselines:
         try:
-            out[Path(path).stem] = spec.finish_tree(read_yaml(Path(path)), path)
+            tree = read_yaml(Path(path))
+            tree["data"] = {**(tree.get("data") or {}), **same}
+            out[Path(path).stem] = spec.finish_tree(tree, path)
         except ConfigError as e:
             raise SpecError(f"baselines: {e}") from e
     return out
+
+
+# The data keys that decide which bins are scored: a yardstick takes the base config's.
+_SAME_BINS_KEYS = ("val_fraction", "test_fraction", "split_seed", "split_chunk_s", "max_val_bins")
 
 
 def study_n_trials(spec: StudySpec) -> int:
@@ -560,8 +572,15 @@ def _check_yardsticks(spec: StudySpec, shapes: list[tuple[int, int, int]], where
         trees = yardstick_trees(spec)
     except SpecError as e:
         raise SpecError(f"{where}: {e}") from e
+    lags = spec.base_tree()["data"]["num_lags"]
     for path, tree in zip(spec.baselines, trees.values(), strict=True):
         cfg = parse_run_config(tree, path)
+        if cfg.data.num_lags != lags:
+            raise SpecError(
+                f"{where}: baselines: {path}: data.num_lags={cfg.data.num_lags} but the base "
+                f"config has {lags}; a yardstick is scored on the search's bins, so give it "
+                f"num_lags {lags}"
+            )
         for c, h, w in shapes:
             frames = clip_geometry(cfg).frames
             reason = check_feasible(cfg.model, (c, frames, h, w), num_lags=cfg.data.num_lags)
