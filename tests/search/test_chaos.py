@@ -56,10 +56,12 @@ def test_a_study_survives_kills_restarts_and_outages(
     tree = tiny_spec_tree(
         sim_dir,
         tmp_path / "unused",  # the driver puts the artifacts in its sandbox
-        epochs=6,
-        budget={"n_trials": 12},
+        # Long enough that every event lands mid-study: validation on a fixed 32-bin subset
+        # made a trial quicker, and 12 trials of 6 epochs could end before the restart.
+        epochs=8,
+        budget={"n_trials": 20},
         sampler={"name": "random", "seed": 0},
-        pruner={"name": "none"},  # every trial trains its 6 epochs: the events land mid-study
+        pruner={"name": "none"},  # every trial trains its 8 epochs: the events land mid-study
         space={
             "embed_dim": {"choices": [16, 24], "to": "model.core.embed_dim"},
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
