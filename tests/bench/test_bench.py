@@ -410,6 +410,8 @@ def test_time_to_reach_interpolates_between_checkpoints() -> None:
     assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 25) == pytest.approx(0.4)
     assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 45) == 0.5  # the last value past the end
     assert value_at([10, 20, 30], [0.1, 0.3, 0.5], 5) is None
+    # At the last checkpoint the value is the checkpoint's own, not an interpolation one ulp off.
+    assert value_at([0.7, 2.9], [0.1, -0.09116337306369453], 2.9) == -0.09116337306369453
 
 
 def test_bench_clips_trains_both_modes_for_the_same_budget(

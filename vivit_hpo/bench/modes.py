@@ -75,12 +75,14 @@ def value_at(seconds: Sequence[float], values: Sequence[float], t: float) -> flo
     past its end; None before its first checkpoint."""
     if not seconds or t < seconds[0]:
         return None
+    if t >= seconds[-1]:
+        return values[-1]  # exactly: interpolating onto an end point can be one ulp off
     for (t0, v0), (t1, v1) in zip(
         zip(seconds, values, strict=True), zip(seconds[1:], values[1:], strict=True), strict=False
     ):
         if t0 <= t <= t1:
             return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
-    return values[-1]
+    raise AssertionError("unreachable: t lies within the checkpoints")
 
 
 def _mode_config(
