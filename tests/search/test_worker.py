@@ -18,6 +18,7 @@ from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
 from search_helpers import claim_gpu_in_child, create, finish, logs_text, start_worker, wait_for
 
+from vivit_hpo.search.objective import unreported_epochs
 from vivit_hpo.search.space import to_optuna_params
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.study import (
@@ -84,6 +85,14 @@ def test_three_workers_finish_the_budget_once_each(
     assert all((f / "metrics.json").is_file() for f in folders)
     kept = [f for f in folders if (f / "checkpoints").is_dir()]
     assert 1 <= len(kept) <= 2, kept
+
+
+def test_a_resumed_trial_reports_the_epochs_only_its_checkpoint_knows() -> None:
+    # Killed after epoch 2's checkpoint and before its report: the retry inherited epoch 1.
+    history = [{"epoch": 1, "val_bps": 0.10}, {"epoch": 2, "val_bps": 0.08}]
+    assert unreported_epochs(history, {1: 0.10}) == [(2, 0.10)]  # the best so far, not 0.08
+    assert unreported_epochs(history, {1: 0.10, 2: 0.10}) == []
+    assert unreported_epochs(history, {}) == [(1, 0.10), (2, 0.10)]
 
 
 def test_killed_worker_trial_is_retried_and_resumed(

@@ -127,6 +127,7 @@ __all__ = [
     "memory_cap_bytes",
     "record_attrs",
     "retry_trial",
+    "unreported_epochs",
 ]
 
 _log = logging.getLogger(__name__)
@@ -245,6 +246,24 @@ def record_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
             functools.partial(trial.set_user_attr, key, value),
             what=f"set {key} of trial {trial.number}",
         )
+
+
+def unreported_epochs(
+    history: list[dict[str, Any]], reported: dict[int, float]
+) -> list[tuple[int, float]]:
+    """(epoch, best validation BPS so far) of each epoch of a resumed run's ``history`` that the
+    trial has no report of.
+
+    A trainer writes an epoch's checkpoint before the trial reports it, so a worker killed
+    between the two leaves an epoch that only the checkpoint knows; its retry reports it on
+    resuming, so that the trial's curve has every epoch it trained.
+    """
+    out, best = [], -math.inf
+    for row in history:
+        best = max(best, float(row["val_bps"]))
+        if int(row["epoch"]) not in reported:
+            out.append((int(row["epoch"]), best))
+    return out
 
 
 def _frozen(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> FrozenTrial:
@@ -558,6 +577,11 @@ class TrialRunner:
             if trainer.epoch:
                 attrs[RESUMED_FROM_EPOCH] = trainer.epoch
             record_attrs(trial, attrs)
+            for epoch, best in unreported_epochs(trainer.history, frozen.intermediate_values):
+                retrying(
+                    functools.partial(trial.report, best, epoch),
+                    what=f"report epoch {epoch} of trial {n}",
+                )
             peak = 0.0
             reports = trainer.epochs()
             while True:
