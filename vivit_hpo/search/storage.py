@@ -63,6 +63,7 @@ __all__ = [
     "open_storage",
     "resolve_storage_url",
     "retrying",
+    "sqlite_path",
     "vivit_home",
 ]
 
@@ -92,6 +93,18 @@ def default_storage_url() -> str:
 def resolve_storage_url(url: str | None) -> str:
     """``url``, else ``$VIVIT_HPO_STORAGE``, else :func:`default_storage_url`."""
     return url or os.environ.get(ENV_STORAGE) or default_storage_url()
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The database file of a SQLite storage URL (``url`` as :func:`resolve_storage_url` takes
+    it), or None for any other URL, so that a command never writes its output over it."""
+    try:
+        parsed = make_url(resolve_storage_url(url))
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database).expanduser()
 
 
 # Query keys whose values are secrets: libpq takes ``?password=`` and ``?sslpassword=``, and
