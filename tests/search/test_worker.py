@@ -319,6 +319,12 @@ def test_gpu_locks_live_in_a_folder_of_the_users_own(tmp_path: Path) -> None:
     run.mkdir(mode=0o700)
     assert _claim_in_a_process(tmp_path, TMPDIR=str(tmp), XDG_RUNTIME_DIR=str(run)) == "cuda:0"
     assert (run / "vivit-hpo" / "gpu-locks" / "gpu-0.lock").is_file()
+    if os.geteuid() == 0:  # another user's runtime folder (`su` keeps it): the tmp one instead
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        got = _claim_in_a_process(tmp_path, TMPDIR=str(tmp), XDG_RUNTIME_DIR=str(theirs))
+        assert got == "cuda:0" and not list(theirs.iterdir())
     shared = tmp_path / "locks"  # containers share one by hand
     got = _claim_in_a_process(tmp_path, TMPDIR=str(tmp), VIVIT_HPO_GPU_LOCK_DIR=str(shared))
     assert got == "cuda:0" and (shared / "gpu-0.lock").is_file()

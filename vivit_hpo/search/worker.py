@@ -97,7 +97,8 @@ def gpu_lock_dir() -> Path:
     """The folder of this user's GPU locks, created (mode 0700) if it is not there.
 
     ``$VIVIT_HPO_GPU_LOCK_DIR`` when set (containers share one through a bind mount), else
-    ``$XDG_RUNTIME_DIR/vivit-hpo/gpu-locks``, else ``<tmp>/vivit-hpo-<uid>/gpu-locks``. A
+    ``$XDG_RUNTIME_DIR/vivit-hpo/gpu-locks`` (when that is this user's folder), else
+    ``<tmp>/vivit-hpo-<uid>/gpu-locks``. A
     folder shared by every user would let one user's lock files stop another's workers, and a
     symlink planted there would make a worker truncate whatever file it points to, so the
     per-user folder (and its parent) must be a real folder owned by this user that no one else
@@ -113,7 +114,7 @@ def gpu_lock_dir() -> Path:
         _make_lock_folder(folder, override=True)
         return folder
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+    if runtime and os.path.isabs(runtime) and _own_folder(Path(runtime)):
         base = Path(runtime) / "vivit-hpo"
     else:
         base = Path(tempfile.gettempdir()) / f"vivit-hpo-{os.getuid()}"
@@ -121,6 +122,15 @@ def gpu_lock_dir() -> Path:
     _make_lock_folder(base, override=False)
     _make_lock_folder(folder, override=False)
     return folder
+
+
+def _own_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of this user's (``su`` keeps another's XDG_RUNTIME_DIR)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
 
 
 def _make_lock_folder(folder: Path, *, override: bool) -> None:
