@@ -368,11 +368,30 @@ def apply_overrides(tree: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (``{}`` for an empty one).
+
+    Raises:
+        ConfigError: no such file, a folder, a file that cannot be read or is not UTF-8 text,
+            invalid YAML, or YAML whose top level is not a mapping (one line naming the file).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a file; pass the path of a YAML config")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; pass the path of a YAML config")
     try:
-        tree = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not a text file (byte {e.start} is not UTF-8); pass a YAML config"
+        ) from e
+    except OSError as e:
+        raise ConfigError(
+            f"{path}: cannot be read ({e.strerror or e.__class__.__name__}); check its "
+            "permissions or pass another file"
+        ) from e
+    try:
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""

@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DataUnavailableError",
     "NonFiniteLossError",
+    "OutputPathError",
     "SpecError",
     "StorageError",
     "VivitHpoError",
@@ -43,6 +44,11 @@ class SpecError(VivitHpoError):
 class ArtifactPathError(VivitHpoError):
     """A study name that is not a plain folder name, or an artifact folder (a study's, a trial's,
     its data) that would lie outside the artifacts root."""
+
+
+class OutputPathError(VivitHpoError):
+    """An output path that would destroy something: one of the command's own inputs, a folder
+    where a file goes, or an existing file that the command replaces only with ``--force``."""
 
 
 class StorageError(VivitHpoError):

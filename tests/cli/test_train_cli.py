@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
@@ -230,3 +232,62 @@ def test_predict_a_new_stimulus(sim_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "resample the movie" in result.output and not bad.exists()
     result = runner.invoke(app, ["predict", str(run), "--stim", str(movie), "--out", str(bad)])
     assert result.exit_code == 2 and "pick one with --session" in result.output
+
+
+@pytest.fixture(scope="module")
+def trained_run(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViViT trained for one short epoch on ``sim_dir`` (tests copy it to change it)."""
+    folder = tmp_path_factory.mktemp("trained")
+    cfg = folder / "tiny.yaml"
+    cfg.write_text(TINY_YAML)
+    run = folder / "run"
+    args = ["train", "--data", str(sim_dir), "--model", str(cfg), "--out", str(run)]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_refuses_to_write_into_the_run_it_scores(
+    trained_run: Path, sim_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = _files(run)
+    # The run folder itself, by another spelling: evaluate's summary.json would replace train's.
+    for out in (run, tmp_path / "." / "run" / "checkpoints" / ".."):
+        args = ["evaluate", str(run), "--data", str(sim_dir), "--out", str(out)]
+        result = runner.invoke(app, [*args, "--device", "cpu"])
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            f"error: --out {out}: is the run directory {run} that this command reads (writing it "
+            f"would destroy the input); pass another folder, e.g. --out {run / 'test'}\n"
+        )
+    assert _files(run) == before
+
+
+def test_predict_refuses_to_write_over_its_stimulus(
+    trained_run: Path, sim_dir: Path, tmp_path: Path
+) -> None:
+    stim = tmp_path / "movie.h5"
+    shutil.copy(sim_dir / "sim00.h5", stim)
+    before = stim.read_bytes()
+    link = tmp_path / "link.h5"  # the same file by another name
+    link.symlink_to(stim)
+    args = ["predict", str(trained_run), "--stim", str(stim), "--session", "sim00"]
+    for out in (stim, link):
+        result = runner.invoke(app, [*args, "--out", str(out), "--device", "cpu"])
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            f"error: --out {out}: is the --stim file {stim} that this command reads (writing it "
+            "would destroy the input); pass another --out\n"
+        )
+    result = runner.invoke(app, [*args, "--out", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    folder = f"error: --out {tmp_path}: is a folder; pass the path of a file to write\n"
+    assert result.output == folder
+    assert stim.read_bytes() == before and link.is_symlink()
+    assert sorted(tmp_path.iterdir()) == [link, stim]  # nothing half-written beside them

@@ -79,6 +79,7 @@ BROKEN: list[tuple[str, Callable[[Arrays, dict[str, Any]], None], str, str]] = [
     ("behavior-1d", _set("behavior", lambda a: a["behavior"][:, 0]), "behavior", "(T, K)"),
     ("behavior-nan", _set("behavior", lambda a: _with_nan(a["behavior"])), "behavior", "NaN"),
     ("behavior-names", _attr("behavior_names", ["a", "b", "c"]), "behavior_names", "3 names"),
+    ("name-slash", _attr("name", "mouse1/day2"), "name", "'mouse1/day2' contains '/'"),
     ("blocks-shape", _set("blocks", lambda a: a["blocks"][:-1]), "blocks", "shape"),
     (
         "blocks-float",
@@ -227,6 +228,14 @@ def test_expand_paths(tmp_path: Path) -> None:
         expand_paths([tmp_path / "empty"])
     with pytest.raises(DataError, match="no session files given"):
         expand_paths([])
+
+
+def test_a_session_name_with_a_slash_is_refused_before_training(tmp_path: Path) -> None:
+    # The name is the file name of evaluate's <session>.npz: 'a/b' would be a folder there.
+    path = write_session(tmp_path / "s.h5", attrs={"name": "mouse1/day2"})
+    with pytest.raises(DataError, match=r"contains '/'; set a session name without it") as got:
+        load_sessions([path], DataConfig(num_lags=4))
+    assert "\n" not in str(got.value)
 
 
 def test_duplicate_session_names_refused(tmp_path: Path) -> None:

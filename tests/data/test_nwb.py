@@ -641,6 +641,24 @@ def test_cli_import_then_inspect(tmp_path: Path) -> None:
     assert res.output.count("\n") == 1 and "no ImageSeries called 'x'" in res.output
 
 
+def test_cli_import_refuses_to_write_over_its_nwb_file(tmp_path: Path) -> None:
+    src = _rich_nwb(tmp_path / "rich.nwb")
+    before = src.read_bytes()
+    link = tmp_path / "link.h5"  # the same file by another name
+    link.symlink_to(src)
+    for out in (src, tmp_path / "." / "rich.nwb", link):
+        res = runner.invoke(
+            app, ["data", "import-nwb", str(src), "--out", str(out), "--stimulus", "movie"]
+        )
+        assert res.exit_code == 2, res.output
+        assert res.output == (
+            f"error: --out {out}: is the NWB file {src} that this command reads (writing it "
+            "would destroy the input); pass another --out\n"
+        )
+    assert src.read_bytes() == before
+    assert sorted(tmp_path.iterdir()) == [link, src]  # nothing half-written beside it
+
+
 def _python(code: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(

@@ -159,6 +159,38 @@ def test_cli_report_and_publish(full_study: optuna.Study, sqlite_url: str, tmp_p
     assert len(list((tmp_path / "a").iterdir())) == 1
 
 
+def test_cli_report_replaces_an_existing_file_only_with_force(
+    small_study: optuna.Study, sqlite_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "r.html"
+    out.write_text("last week's report")
+    kept = tmp_path / "kept.html"  # another name of the same file: a rename leaves it whole
+    os.link(out, kept)
+    args = ["report", "small", "--storage", sqlite_url, "--no-analysis", "--no-dashboard"]
+    res = runner.invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 2
+    assert res.output == (
+        f"error: --out {out}: already exists; pass --force to replace it, or another --out\n"
+    )
+    assert out.read_text() == "last week's report"
+    res = runner.invoke(app, [*args, "--out", str(out), "--force"])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().count("plotly.js v") == 1
+    # Written to a temporary file, then renamed over the old one, not written into it.
+    assert kept.read_text() == "last week's report"
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == ["kept.html", "r.html"]
+    assert not list(tmp_path.glob(".r.html.*"))  # no temporary file left
+    # Never over the study's database, even with --force.
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    res = runner.invoke(app, [*args, "--out", str(db), "--force"])
+    assert res.exit_code == 2
+    assert res.output == (
+        f"error: --out {db}: is the storage database {db} that this command reads (writing it "
+        "would destroy the input); pass another --out\n"
+    )
+    assert optuna.load_study(study_name="small", storage=sqlite_url).best_value == 0.35
+
+
 def test_cli_errors_are_one_line_and_exit_2(
     small_study: optuna.Study, sqlite_url: str, tmp_path: Path
 ) -> None:

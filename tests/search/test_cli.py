@@ -150,12 +150,18 @@ def test_run_ctrl_c_resume_and_study_commands(
     exported_run = tmp_path / "runs" / "winner"  # its parent folder does not exist yet
     exported = runner.invoke(
         app,
-        ["study", "export-best", NAME, "--out", str(out_yaml), "--run-dir", str(exported_run)],
+        [
+            *("study", "export-best", NAME, "--out", str(out_yaml), "--force"),
+            *("--run-dir", str(exported_run)),
+        ],
     )
     assert exported.exit_code == 0, exported.output
     again = runner.invoke(
         app,
-        ["study", "export-best", NAME, "--out", str(out_yaml), "--run-dir", str(exported_run)],
+        [
+            *("study", "export-best", NAME, "--out", str(out_yaml), "--force"),
+            *("--run-dir", str(exported_run)),
+        ],
     )
     assert again.exit_code == 2 and "already exists" in again.output, again.output
     scored = runner.invoke(

@@ -4,6 +4,7 @@ spec or storage URL given to the CLI exits 2 without writing a study."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,48 @@ def test_cli_bad_spec_exits_2_and_writes_nothing(
     assert "sampler.options" in result.output
     assert {s.study_name for s in storage.get_all_studies()} == before
     assert not (tmp_path / "artifacts" / study_name).exists()
+
+
+def _binary(path: Path) -> Path:
+    path.write_bytes(bytes(range(256)) * 4)  # a picture, an archive: not UTF-8 text
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _unreadable(path: Path) -> Path:
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its permission bits")
+    path.write_text("description: secret\n")
+    path.chmod(0)
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_binary, "not a text file (byte 128 is not UTF-8); pass a YAML config"),
+        (_folder, "is a folder, not a file; pass the path of a YAML config"),
+        (_unreadable, "cannot be read (Permission denied); check its permissions"),
+    ],
+    ids=["binary", "folder", "unreadable"],
+)
+def test_cli_spec_that_is_not_a_readable_text_file_exits_2_in_one_line(
+    make: Callable[[Path], Path], expected: str, pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    storage = open_storage(pg_url)
+    before = {s.study_name for s in storage.get_all_studies()}
+    spec = make(tmp_path / "spec.yaml")
+    result = CliRunner().invoke(
+        app, ["study", "create", study_name, "--spec", str(spec), "--storage", pg_url]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: {spec}: {expected}\n", result.output
+    assert {s.study_name for s in storage.get_all_studies()} == before
 
 
 @pytest.mark.postgres

@@ -45,6 +45,18 @@ def test_mask_url_hides_passwords() -> None:
     assert mask_url("sqlite:///a/b.db") == "sqlite:///a/b.db"
 
 
+def test_mask_url_hides_passwords_in_the_query_string() -> None:
+    # libpq takes the password (and the client key's) as query parameters too.
+    url = "postgresql://u@db/x?password=hunter2&sslmode=require&sslpassword=keypw&PASSWORD=up"
+    shown = mask_url(url)
+    assert "hunter2" not in shown and "keypw" not in shown and "=up" not in shown, shown
+    assert "password=***" in shown and "sslpassword=***" in shown and "PASSWORD=***" in shown
+    assert "sslmode=require" in shown  # the rest is shown as it is
+    both = mask_url("postgresql://u:inline@db/x?password=a&password=b")
+    assert both == "postgresql://u:***@db/x?password=***&password=***", both
+    assert mask_url("postgresql://u@db/x?passfile=pgpass") == "postgresql://u@db/x?passfile=pgpass"
+
+
 def test_default_is_sqlite_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VIVIT_HPO_HOME", str(tmp_path))
     monkeypatch.delenv("VIVIT_HPO_STORAGE", raising=False)

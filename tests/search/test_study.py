@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -206,3 +207,45 @@ def test_pruning_keeps_the_best_and_a_failed_trial_that_its_retry_will_resume(
     assert kept == {0, 2, 3, 4}, kept  # 3 is WAITING: not finished, nothing to prune yet
     assert sorted(p.name for p in removed) == ["trial-1", "trial-5", "trial-6"]
     storage.engine.dispose()
+
+
+def test_export_best_replaces_an_existing_file_only_with_force(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    storage = open_storage(url)
+    study = create_study(storage, "exported", load_spec(write_spec()))
+    cfg = {"train": {"lr": 0.003}}
+    study.add_trial(
+        optuna.create_trial(
+            value=0.3,
+            params={"x": 0.5},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            user_attrs={"run_config": cfg},
+        )
+    )
+    storage.engine.dispose()
+    out = tmp_path / "best.yaml"
+    out.write_text("# my own notes\n")
+    args = ["study", "export-best", "exported", "--storage", url, "--out"]
+    result = CliRunner().invoke(app, [*args, str(out)])
+    assert result.exit_code == 2
+    assert _one_error_line(result.output) == (
+        f"error: --out {out}: already exists; pass --force to replace it, or another --out"
+    )
+    assert out.read_text() == "# my own notes\n"
+    result = CliRunner().invoke(app, [*args, str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(out.read_text()) == cfg and "# Best trial #0" in out.read_text()
+    # Not even --force writes over the study's own database, or where a folder is.
+    result = CliRunner().invoke(app, [*args, str(db), "--force"])
+    assert _one_error_line(result.output) == (
+        f"error: --out {db}: is the storage database {db} that this command reads (writing it "
+        "would destroy the input); pass another --out"
+    )
+    result = CliRunner().invoke(app, [*args, str(tmp_path), "--force"])
+    assert _one_error_line(result.output) == (
+        f"error: --out {tmp_path}: is a folder; pass the path of a file to write"
+    )
+    assert load_study(open_storage(url), "exported").best_value == 0.3

@@ -4,8 +4,12 @@ NaN / out-of-memory / infeasible trials (outages: test_outages.py)."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import signal
+import stat
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +20,17 @@ import pytest
 import yaml
 from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
-from search_helpers import claim_gpu_in_child, create, finish, logs_text, start_worker, wait_for
+from search_helpers import (
+    claim_gpu_in_child,
+    create,
+    finish,
+    logs_text,
+    start_worker,
+    wait_for,
+    worker_env,
+)
 
+from vivit_hpo.errors import ConfigError
 from vivit_hpo.search.objective import unreported_epochs
 from vivit_hpo.search.space import to_optuna_params
 from vivit_hpo.search.spec import load_spec
@@ -28,7 +41,7 @@ from vivit_hpo.search.study import (
     trial_dir,
     trial_rows,
 )
-from vivit_hpo.search.worker import run_worker
+from vivit_hpo.search.worker import claim_gpu, run_worker
 
 pytestmark = pytest.mark.postgres
 
@@ -283,6 +296,133 @@ def test_an_explicit_gpu_takes_the_same_lock_as_cuda_any(explicit: str, tmp_path
     assert claim(explicit)[0] == f"cuda:{index}"
     second.kill()
     second.join(30)
+
+
+def _claim_in_a_process(tmp_path: Path, **env: str) -> str:
+    """``claim_gpu('cuda:any')`` of 2 GPUs, with its default lock folder, in a new process
+    whose environment has ``env`` (and neither XDG_RUNTIME_DIR nor VIVIT_HPO_GPU_LOCK_DIR
+    unless given): the device it took."""
+    full = worker_env("", tmp_path)
+    for key in ("XDG_RUNTIME_DIR", "VIVIT_HPO_GPU_LOCK_DIR", "TMPDIR"):
+        full.pop(key, None)
+    code = "from vivit_hpo.search.worker import claim_gpu; print(claim_gpu('cuda:any', 2))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_gpu_locks_live_in_a_folder_of_the_users_own(tmp_path: Path) -> None:
+    # Not one folder for every user: another user's lock files would stop this user's workers.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    assert _claim_in_a_process(tmp_path, TMPDIR=str(tmp)) == "cuda:0"
+    base = tmp / f"vivit-hpo-{os.getuid()}"
+    lock = base / "gpu-locks" / "gpu-0.lock"
+    assert lock.is_file() and stat.S_IMODE(lock.stat().st_mode) == 0o600
+    for folder in (base, base / "gpu-locks"):
+        st = os.lstat(folder)
+        assert st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+    run = tmp_path / "run"  # a login's runtime folder, when it has one
+    run.mkdir(mode=0o700)
+    assert _claim_in_a_process(tmp_path, TMPDIR=str(tmp), XDG_RUNTIME_DIR=str(run)) == "cuda:0"
+    assert (run / "vivit-hpo" / "gpu-locks" / "gpu-0.lock").is_file()
+    if os.geteuid() == 0:  # another user's runtime folder (`su` keeps it): the tmp one instead
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        got = _claim_in_a_process(tmp_path, TMPDIR=str(tmp), XDG_RUNTIME_DIR=str(theirs))
+        assert got == "cuda:0" and not list(theirs.iterdir())
+    shared = tmp_path / "locks"  # containers share one by hand
+    got = _claim_in_a_process(tmp_path, TMPDIR=str(tmp), VIVIT_HPO_GPU_LOCK_DIR=str(shared))
+    assert got == "cuda:0" and (shared / "gpu-0.lock").is_file()
+
+
+def test_a_symlink_planted_at_a_lock_file_is_not_followed(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's work\n")
+    (locks / "gpu-0.lock").symlink_to(victim)
+    with pytest.raises(ConfigError) as got:
+        claim_gpu("cuda:0", 2, locks)
+    msg = str(got.value)
+    assert f"cannot open its lock {locks / 'gpu-0.lock'} (Too many levels" in msg, msg
+    assert "\n" not in msg
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["vivit_hpo.search.worker", "search_helpers"])
+    out = ctx.Queue()
+    # cuda:any skips the GPU whose lock file it cannot open, and takes the next one.
+    p = ctx.Process(target=claim_gpu_in_child, args=("cuda:any", str(locks), out, False))
+    p.start()
+    assert out.get(timeout=30) == "cuda:1"
+    p.join(30)
+    (locks / "gpu-1.lock").unlink()
+    (locks / "gpu-1.lock").symlink_to(victim)
+    with pytest.raises(ConfigError, match=r"cuda:any: no GPU is free \(0 held by other workers; "):
+        claim_gpu("cuda:any", 2, locks)
+    assert victim.read_text() == "someone's work\n"  # neither truncated nor written
+
+
+def _planted_link(base: Path) -> str:
+    (base.parent / "elsewhere").mkdir()
+    base.symlink_to(base.parent / "elsewhere")
+    return "is a symlink"
+
+
+def _open_to_all(base: Path) -> str:
+    base.mkdir()
+    base.chmod(0o777)
+    return "can be written by others (mode 777)"
+
+
+def _another_users(base: Path) -> str:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a folder to another user")
+    base.mkdir(mode=0o700)
+    os.chown(base, 65534, 65534)
+    return f"belongs to uid 65534, not to you (uid {os.getuid()})"
+
+
+def _a_file(base: Path) -> str:
+    base.write_text("")
+    return "is not a folder"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [_planted_link, _open_to_all, _another_users, _a_file],
+    ids=["symlink", "open-to-all", "another-users", "file"],
+)
+def test_an_unsafe_lock_folder_is_one_line_with_the_fix(
+    plant: Callable[[Path], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    monkeypatch.delenv("VIVIT_HPO_GPU_LOCK_DIR", raising=False)
+    why = plant(run / "vivit-hpo")  # what another user could have left where the folder goes
+    with pytest.raises(ConfigError) as got:
+        claim_gpu("cuda:any", 2)
+    assert str(got.value) == (
+        f"GPU lock folder {run / 'vivit-hpo'}: {why}; remove it, or set VIVIT_HPO_GPU_LOCK_DIR "
+        "to a folder of your own"
+    )
+    assert not list(tmp_path.rglob("gpu-*.lock"))
+
+
+def test_a_lock_folder_that_cannot_be_made_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("VIVIT_HPO_GPU_LOCK_DIR", str(tmp_path / "file" / "locks"))
+    with pytest.raises(ConfigError) as got:
+        claim_gpu("cuda:0", 2)
+    assert str(got.value) == (
+        f"GPU lock folder {tmp_path / 'file' / 'locks'}: cannot be created (Not a directory); "
+        "pass a folder you can write in VIVIT_HPO_GPU_LOCK_DIR"
+    )
 
 
 def test_checkpoints_behind_the_best_go_while_the_study_runs(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from vivit_hpo.cli import app
-from vivit_hpo.cli._common import console, err_console
+from vivit_hpo.cli._common import check_file_output, check_not_an_input, console, err_console
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data import expand_paths, import_nwb, inspect_file, synthesize
 
@@ -166,6 +166,8 @@ def import_nwb_cmd(
     ] = None,
 ) -> None:
     """Convert an NWB recording (stimulus movie, Units, behaviour) into a session file."""
+    check_not_an_input(out, [("NWB file", nwb_file)])
+    check_file_output(out, replace=True)
     res = import_nwb(
         nwb_file, out, stimulus=stimulus, behavior=behavior or (), name=name, frame_rate=frame_rate
     )

@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from vivit_hpo.cli import app
-from vivit_hpo.cli._common import DataPaths, Device, StorageURL, console, err_console
+from vivit_hpo.cli._common import (
+    DataPaths,
+    Device,
+    Force,
+    StorageURL,
+    check_file_output,
+    check_not_an_input,
+    console,
+    err_console,
+)
 from vivit_hpo.errors import VivitHpoError
 
 ArtifactDir = Annotated[
@@ -101,12 +110,16 @@ def report(
         ),
     ] = True,
     artifacts: ArtifactDir = None,
+    force: Force = False,
 ) -> None:
     """Write one self-contained HTML report of a study (plotly inlined, works offline)."""
     from vivit_hpo.report.build import publish_to_dashboard, write_study_report
-    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.storage import open_storage, sqlite_path
     from vivit_hpo.training import resolve_device
 
+    inputs = [("storage database", sqlite_path(storage)), *(("--data path", p) for p in data or [])]
+    check_not_an_input(out, inputs)
+    check_file_output(out, replace=force)
     opened = open_storage(storage)
     result = write_study_report(
         opened,

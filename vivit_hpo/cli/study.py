@@ -9,7 +9,13 @@ import typer
 from rich.table import Table
 
 from vivit_hpo.cli import app
-from vivit_hpo.cli._common import StorageURL, console
+from vivit_hpo.cli._common import (
+    Force,
+    StorageURL,
+    check_file_output,
+    check_not_an_input,
+    console,
+)
 
 group = typer.Typer(no_args_is_help=True, help="Create and inspect studies.")
 app.add_typer(group, name="study")
@@ -213,12 +219,15 @@ def export_best(
         ),
     ] = None,
     storage: StorageURL = None,
+    force: Force = False,
 ) -> None:
     """Write the best trial's run config: `vivit-hpo train --model OUT` trains it again."""
-    from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.storage import open_storage, sqlite_path
     from vivit_hpo.search.study import ensure_data, load_study, read_spec
     from vivit_hpo.search.study import export_best as export
 
+    check_not_an_input(out, [("storage database", sqlite_path(storage))])
+    check_file_output(out, replace=force)
     st = open_storage(storage)
     spec = read_spec(st, name)
     t = export(load_study(st, name), spec, out, run_dir=run_dir)

@@ -12,10 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vivit_hpo.cli import app
-from vivit_hpo.cli._common import DataPaths, Device, Overrides, console
+from vivit_hpo.cli._common import (
+    DataPaths,
+    Device,
+    Overrides,
+    check_file_output,
+    check_not_an_input,
+    console,
+)
 from vivit_hpo.config import RunConfig, load_run_config
 from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
-from vivit_hpo.errors import ConfigError
+from vivit_hpo.errors import ConfigError, OutputPathError
 from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
 from vivit_hpo.training.checkpoint import atomic_write_text
@@ -150,6 +157,11 @@ def evaluate_cmd(
     """Predict every sample of a split with the run's best checkpoint and score it."""
     if split not in ("val", "test"):
         raise ConfigError(f"--split {split!r}: expected val or test")
+    # --out RUN_DIR would replace train's own summary.json with this one.
+    inputs = [("run directory", run_dir), *(("--data path", p) for p in data)]
+    check_not_an_input(out, inputs, fix=f"pass another folder, e.g. --out {run_dir / split}")
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"--out {out}: is a file; pass a folder for the predictions")
     dev = resolve_device(device)
     cfg, model, metas = load_run(run_dir, dev)
     sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
@@ -216,6 +228,8 @@ def predict_cmd(
 
     from vivit_hpo.data.stimulus import PREDICT_SPLIT, load_stimulus
 
+    check_not_an_input(out, [("--stim file", stim)])
+    check_file_output(out, replace=True)  # a file of rates, rewritten on purpose
     dev = resolve_device(device)
     cfg, model, metas = load_run(run_dir, dev)
     by_name = {m.name: m for m in metas}

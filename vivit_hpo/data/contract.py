@@ -182,8 +182,17 @@ def _validate_open(
                 "f.attrs['frame_rate'] to the bins per second (e.g. 120.0)"
             )
     name = f.attrs.get("name")
-    if name is not None and not read_name(f, path).strip():
-        p.append(f"{path}: name: attribute is empty; remove it or set a session name")
+    if name is not None:
+        text = read_name(f, path)
+        if not text.strip():
+            p.append(f"{path}: name: attribute is empty; remove it or set a session name")
+        elif bad := [c for c in ("/", "\0") if c in text]:
+            # The name is the file name of the session's outputs (evaluate's <session>.npz).
+            fixed = text.replace("/", "-").replace("\0", "")
+            p.append(
+                f"{path}: name: attribute {text!r} contains {bad[0]!r}; set a session name "
+                f"without it (e.g. {fixed!r}), or remove the attribute to use the file's stem"
+            )
 
     # --- stim
     t: int | None = None

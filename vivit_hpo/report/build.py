@@ -175,10 +175,13 @@ def write_study_report(
         snap, compare=other, best_config_text=config_text, importance=importance
     )
     sections.extend(_best_trial_sections(snap, run_dir, data_paths, device, analyze_best))
+    from vivit_hpo.training.checkpoint import atomic_write_text  # the models: only when writing
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     subtitle = headline(snap, importance)
-    out.write_text(render_page(f"vivit-hpo study report: {name}", sections, subtitle))
+    # Through a temporary file and a rename: a failure never leaves half a report, or none
+    # where the last one was.
+    atomic_write_text(out, render_page(f"vivit-hpo study report: {name}", sections, subtitle))
     return ReportResult(path=out, headline=subtitle, sections=tuple(sections), best_run_dir=run_dir)
 
 

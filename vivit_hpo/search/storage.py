@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import socket
 import sqlite3
 import threading
@@ -62,6 +63,7 @@ __all__ = [
     "open_storage",
     "resolve_storage_url",
     "retrying",
+    "sqlite_path",
     "vivit_home",
 ]
 
@@ -93,15 +95,39 @@ def resolve_storage_url(url: str | None) -> str:
     return url or os.environ.get(ENV_STORAGE) or default_storage_url()
 
 
+def sqlite_path(url: str | None) -> Path | None:
+    """The database file of a SQLite storage URL (``url`` as :func:`resolve_storage_url` takes
+    it), or None for any other URL, so that a command never writes its output over it."""
+    try:
+        parsed = make_url(resolve_storage_url(url))
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return None if parsed.database == ":memory:" else Path(parsed.database).expanduser()
+
+
+# Query keys whose values are secrets: libpq takes ``?password=`` and ``?sslpassword=``, and
+# other drivers ``passwd``, ``pwd``, ``*_secret`` or ``*_token``; not ``passfile`` (a path).
+_SECRET_KEY = re.compile(r"(pass|password|passwd|pwd|secret|token)$", re.IGNORECASE)
+_MASK = "***"
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***`` (never print a URL any other way)."""
+    """The URL with its password, and every secret of its query string (``?password=``,
+    ``?sslpassword=``...), replaced by ``***`` (never print a URL any other way)."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError):
         # Unparseable: show the scheme at most, as the rest may hold a password.
         text = str(url)
         return text.split("://", 1)[0] + "://..." if "://" in text else "<not a URL>"
-    return parsed.render_as_string(hide_password=True)
+    secret = {k: v for k, v in parsed.query.items() if _SECRET_KEY.search(k)}
+    if secret:
+        masked = {k: _MASK if isinstance(v, str) else (_MASK,) * len(v) for k, v in secret.items()}
+        parsed = parsed.update_query_dict(masked)
+    # The query is URL-encoded when rendered ("*" as %2A): show the mask as the password's.
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _MASK)
 
 
 def _parse(url: str) -> URL:
