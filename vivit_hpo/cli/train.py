@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vivit_hpo._io import atomic_path
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
@@ -185,9 +186,8 @@ def evaluate_cmd(
     out.mkdir(parents=True, exist_ok=True)
     for name, p in preds.items():
         path = out / f"{name}.npz"
-        tmp = out / f".{name}.tmp.npz"
-        np.savez(tmp, rates=p.rates, bins=p.bins, bps=p.score.bps_per_unit)
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to other names
+            np.savez(tmp, rates=p.rates, bins=p.bins, bps=p.score.bps_per_unit)
     per_session = {n: p.score.bps for n, p in preds.items()}
     # Sessions without a valid spike in the split are left out of the mean (and named).
     mean = mean_over_sessions({n: p.score for n, p in preds.items()})
@@ -261,25 +261,20 @@ def predict_cmd(
     predicted = np.zeros(num_bins, dtype=bool)
     predicted[p.bins] = True
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("rates", data=rates, compression="gzip")
-            f.create_dataset("predicted", data=predicted)
-            f.attrs.update(
-                {
-                    "run_dir": str(run_dir),
-                    "session": session,
-                    "stim": str(stim),
-                    "num_lags": cfg.data.num_lags,
-                    "frame_rate": meta.frame_rate,
-                    "units": "spikes per bin",
-                    "behavior": behavior if meta.num_behavior else "none",
-                }
-            )
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("rates", data=rates, compression="gzip")
+        f.create_dataset("predicted", data=predicted)
+        f.attrs.update(
+            {
+                "run_dir": str(run_dir),
+                "session": session,
+                "stim": str(stim),
+                "num_lags": cfg.data.num_lags,
+                "frame_rate": meta.frame_rate,
+                "units": "spikes per bin",
+                "behavior": behavior if meta.num_behavior else "none",
+            }
+        )
     console.print(
         f"predicted {int(predicted.sum()):,} of {num_bins:,} bins for {meta.num_units} units of "
         f"session {session!r} ({'; '.join([model.clips.describe(), str(dev)])}); wrote {out}"

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import h5py
 import numpy as np
 import torch
 
+from vivit_hpo._io import atomic_path
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data.contract import expand_paths, read_name
 from vivit_hpo.data.session import SPLITS, assign_split, read_split, sample_mask
@@ -454,14 +454,8 @@ def oracle_bps(
 @contextmanager
 def _staged(paths: list[Path]) -> Iterator[list[Path]]:
     """Temporary names for ``paths``; renamed onto them only if the block finishes."""
-    tmp = [p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in paths]
-    try:
-        yield tmp
-        for a, b in zip(tmp, paths, strict=True):
-            os.replace(a, b)
-    finally:
-        for a in tmp:
-            a.unlink(missing_ok=True)
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) for p in paths]
 
 
 def _write_session(path: Path, s: SimulatedSession, behavior: int = len(BEHAVIOR_NAMES)) -> None:

@@ -13,9 +13,7 @@ A run directory holds::
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 
+from vivit_hpo._io import atomic_write, atomic_write_text
 from vivit_hpo.config import RunConfig, parse_run_config
 from vivit_hpo.data.types import SessionMeta
 from vivit_hpo.errors import ConfigError
@@ -41,32 +40,11 @@ __all__ = [
 _BEST = re.compile(r"best-epoch(\d+)\.pt$")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """``torch.save`` through a temporary file and a rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # Through a Python file, not a path: a full disk then raises the OS's own error
-        # (ENOSPC, EFBIG), chained under torch's writer error, instead of an iostream error.
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`~vivit_hpo._io.atomic_write`: a crash never leaves half a
+    file. Through a Python file, not a path: a full disk then raises the OS's own error (ENOSPC,
+    EFBIG), chained under torch's writer error, instead of an iostream error."""
+    atomic_write(path, lambda f: torch.save(dict(state), f))
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
