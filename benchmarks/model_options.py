@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -46,11 +45,9 @@ def _train(
 
 
 def _oracle(data: Path, tree: dict[str, Any]) -> float | None:
-    from vivit_hpo.data.simulate import oracle_bps
+    from vivit_hpo.data.simulate import oracle_split_mean
 
-    found = oracle_bps(data, parse_run_config(tree).data)
-    tests = [s["test"] for s in (found or {}).values() if "test" in s]
-    return statistics.mean(tests) if tests else None
+    return oracle_split_mean([data], cfg=parse_run_config(tree).data)
 
 
 def main() -> None:

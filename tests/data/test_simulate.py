@@ -81,6 +81,19 @@ def test_oracle_for_another_num_lags_is_recomputed(sim: simulate.SynthResult) ->
     assert oracle_bps(sim.truth_files[0].parent.parent / "truth") is None
 
 
+def test_the_oracle_of_a_split_is_the_mean_over_sessions(
+    sim: simulate.SynthResult, tmp_path: Path
+) -> None:
+    want = sum(s["test"] for s in sim.oracle.values()) / len(sim.oracle)
+    assert simulate.oracle_split_mean(sim.files) == pytest.approx(want)
+    assert simulate.oracle_split_mean([sim.out_dir], "val") == pytest.approx(
+        sum(s["val"] for s in sim.oracle.values()) / len(sim.oracle)
+    )
+    # A folder that is not simulated has no oracle, and neither has a mix of the two.
+    assert simulate.oracle_split_mean([tmp_path]) is None
+    assert simulate.oracle_split_mean([sim.out_dir, tmp_path]) is None
+
+
 def test_same_seed_same_data(tmp_path: Path) -> None:
     a = simulate.simulate_session("x", neurons=4, frames=600, size=(12, 12), frame_rate=60, seed=9)
     b = simulate.simulate_session("x", neurons=4, frames=600, size=(12, 12), frame_rate=60, seed=9)

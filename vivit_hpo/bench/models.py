@@ -190,7 +190,7 @@ def run_models_bench(
     """
     import torch
 
-    from vivit_hpo.search.benchmark import _oracle_test_bps
+    from vivit_hpo.data.simulate import oracle_split_mean
     from vivit_hpo.search.coordinator import run_study
     from vivit_hpo.search.storage import open_storage
     from vivit_hpo.search.study import materialise_synth
@@ -205,7 +205,7 @@ def run_models_bench(
         data_dir = materialise_synth(spec, out / "data")
         spec = spec.model_copy(update={"data": DataSpec(paths=[str(data_dir)])})
     paths = [Path(p) for p in spec.data.paths or []]
-    oracle = _oracle_test_bps(data_dir)
+    oracle = None if data_dir is None else oracle_split_mean([data_dir])
     budget = spec.budget.model_copy(update={"timeout_minutes": minutes})
     search = spec.model_copy(
         update={

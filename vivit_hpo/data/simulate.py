@@ -52,6 +52,7 @@ __all__ = [
     "SynthResult",
     "compute_oracle",
     "oracle_bps",
+    "oracle_split_mean",
     "simulate_session",
     "synthesize",
 ]
@@ -446,6 +447,25 @@ def oracle_bps(
         else:
             out[name] = compute_oracle(data_file, truth, cfg)
     return out
+
+
+def oracle_split_mean(
+    paths: Sequence[str | Path], split: str = "test", cfg: DataConfig | None = None
+) -> float | None:
+    """The oracle BPS of ``split``, the mean over the sessions of the simulated folders that
+    ``paths`` (session files or folders) lie in; None unless every folder has a readable
+    ``oracle.json`` (data that are not simulated have no oracle). ``cfg`` as in
+    :func:`oracle_bps`: the oracle on the bins a model with its ``num_lags`` is scored on."""
+    scores: list[float] = []
+    for folder in {Path(p) if Path(p).is_dir() else Path(p).parent for p in paths}:
+        try:
+            found = oracle_bps(folder, cfg)
+        except (OSError, ValueError):
+            return None
+        if found is None:
+            return None
+        scores += [float(s[split]) for s in found.values() if isinstance(s, dict) and split in s]
+    return sum(scores) / len(scores) if scores else None
 
 
 # ----------------------------------------------------------------------------- writing

@@ -166,14 +166,6 @@ def _read_run(strategy: str, seed: int, name: str, trials: Sequence[FrozenTrial]
     )
 
 
-def _oracle_test_bps(data_dir: Path | None) -> float | None:
-    path = None if data_dir is None else data_dir / "oracle.json"
-    if path is None or not path.is_file():
-        return None
-    scores = [s["test"] for s in json.loads(path.read_text()).values() if "test" in s]
-    return float(statistics.mean(scores)) if scores else None
-
-
 def run_benchmark(
     spec: StudySpec,
     *,
@@ -190,6 +182,7 @@ def run_benchmark(
     Returns:
         The JSON document.
     """
+    from vivit_hpo.data.simulate import oracle_split_mean
     from vivit_hpo.search.coordinator import run_study
     from vivit_hpo.search.storage import open_storage
 
@@ -224,7 +217,7 @@ def run_benchmark(
                 storage.engine.dispose()
             runs[strategy].append(_read_run(strategy, seed, name, trials))
 
-    oracle = _oracle_test_bps(data_dir)
+    oracle = None if data_dir is None else oracle_split_mean([data_dir])
     ref = REFERENCE if REFERENCE in runs else strategies[0]
     target, rows = summarize(
         {k: [{"curve": r.curve, "test_bps": r.test_bps} for r in v] for k, v in runs.items()},

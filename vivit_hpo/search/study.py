@@ -482,22 +482,11 @@ def standings(
 
 
 def oracle_test_bps(spec: StudySpec, study_name: str) -> float | None:
-    """The oracle's test BPS (mean over sessions) where the study's data are simulated: the
-    ``oracle.json`` the simulator writes beside the sessions; None otherwise."""
-    import json
+    """The oracle's test BPS (mean over sessions) where the study's data are simulated; None
+    otherwise."""
+    from vivit_hpo.data.simulate import oracle_split_mean
 
-    folders = {p if p.is_dir() else p.parent for p in _data_paths(spec, study_name)}
-    scores: list[float] = []
-    for folder in folders:
-        path = folder / "oracle.json"
-        if not path.is_file():
-            return None
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        scores += [float(s["test"]) for s in doc.values() if isinstance(s, dict) and "test" in s]
-    return sum(scores) / len(scores) if scores else None
+    return oracle_split_mean(_data_paths(spec, study_name))
 
 
 def _data_paths(spec: StudySpec, study_name: str) -> list[Path]:
