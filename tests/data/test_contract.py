@@ -80,6 +80,7 @@ BROKEN: list[tuple[str, Callable[[Arrays, dict[str, Any]], None], str, str]] = [
     ("behavior-nan", _set("behavior", lambda a: _with_nan(a["behavior"])), "behavior", "NaN"),
     ("behavior-names", _attr("behavior_names", ["a", "b", "c"]), "behavior_names", "3 names"),
     ("name-slash", _attr("name", "mouse1/day2"), "name", "'mouse1/day2' contains '/'"),
+    ("response-kind", _attr("response_kind", "dff"), "response_kind", "'dff', not one of"),
     ("blocks-shape", _set("blocks", lambda a: a["blocks"][:-1]), "blocks", "shape"),
     (
         "blocks-float",

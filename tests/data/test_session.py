@@ -446,10 +446,20 @@ def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:
     assert meta.frame_rate == 120.0
     assert data.session("mine").behavior_names == ("speed", "pupil")
     assert meta.behavior_names == ("speed", "pupil")  # the model's shifter reads them here
+    assert meta.response_kind == "spikes"  # the default, without the attribute
     tr = data.sample_bins("mine", "train")
     y, m = raw["robs"][tr].astype(float), raw["dfs"][tr] > 0
     want = (y * m).sum(0) / m.sum(0)
     np.testing.assert_allclose(meta.mean_rates, want, rtol=1e-12)
+
+
+def test_response_kind_reaches_the_meta(tmp_path: Path) -> None:
+    path = write_session(tmp_path / "ca.h5", attrs={"response_kind": "calcium"})
+    assert load_sessions([path], DataConfig(num_lags=4)).metas[0].response_kind == "calcium"
+    with h5py.File(path, "a") as f:
+        f.attrs["response_kind"] = "dff"
+    with pytest.raises(DataError, match=r"response_kind: attribute is 'dff', not one of"):
+        load_sessions([path], DataConfig(num_lags=4))
 
 
 def test_defaults_without_optional_datasets(tmp_path: Path) -> None:

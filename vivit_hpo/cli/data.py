@@ -103,7 +103,7 @@ def inspect(
     table = Table(title=f"sessions (num_lags={num_lags})")
     table.add_column("file", overflow="fold")
     table.add_column("session", overflow="fold")
-    for col in ("bins", "units", "frame", "K", "Hz", "sp/s", "blocks"):
+    for col in ("bins", "units", "kind", "frame", "K", "Hz", "rate/s", "blocks"):
         table.add_column(col, justify="right")
     table.add_column("samples train/val/test", justify="right")
     table.add_column("problems", justify="right")
@@ -115,6 +115,7 @@ def inspect(
             r.name or "-",
             _fmt(r.num_bins, "d"),
             _fmt(r.num_units, "d"),
+            r.response_kind or "-",
             frame,
             _fmt(r.num_behavior, "d"),
             _fmt(r.frame_rate, "g"),

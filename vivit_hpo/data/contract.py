@@ -19,14 +19,19 @@ import numpy as np
 from vivit_hpo.errors import DataError
 
 __all__ = [
+    "RESPONSE_KINDS",
     "STIM_DTYPES",
     "expand_paths",
     "raise_problems",
     "read_name",
+    "read_response_kind",
     "validate_file",
 ]
 
 STIM_DTYPES = (np.dtype(np.uint8), np.dtype(np.float16), np.dtype(np.float32))
+# What `robs` holds: spike counts (scored in bits per spike), or calcium traces (dF/F or
+# deconvolved), scored by the same Poisson formula but led by the correlation.
+RESPONSE_KINDS = ("spikes", "calcium")
 _SLAB_BYTES = 32 * 2**20
 
 
@@ -86,6 +91,20 @@ def read_name(f: h5py.File, path: Path) -> str:
         if isinstance(name, bytes):
             name = name.decode()
     return str(name)
+
+
+def _attr_text(raw: Any) -> Any:
+    """A string attribute as ``str`` (h5py gives bytes or a 0-d array for some writers)."""
+    if isinstance(raw, np.ndarray) and raw.shape == ():
+        raw = raw.item()
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def read_response_kind(f: h5py.File) -> str:
+    """The ``response_kind`` attribute of an open, valid session file: ``spikes`` (the default
+    when absent) or ``calcium``."""
+    raw = f.attrs.get("response_kind")
+    return "spikes" if raw is None else str(_attr_text(raw))
 
 
 def _slabs(ds: h5py.Dataset) -> Iterator[np.ndarray]:
@@ -193,6 +212,15 @@ def _validate_open(
                 f"{path}: name: attribute {text!r} contains {bad[0]!r}; set a session name "
                 f"without it (e.g. {fixed!r}), or remove the attribute to use the file's stem"
             )
+    kind = _attr_text(f.attrs.get("response_kind", "spikes"))
+    if isinstance(kind, np.ndarray):
+        kind = kind.tolist()
+    if not isinstance(kind, str) or kind not in RESPONSE_KINDS:
+        p.append(
+            f"{path}: response_kind: attribute is {kind!r}, not one of "
+            f"{', '.join(RESPONSE_KINDS)}; set it to 'spikes' (counts) or 'calcium' (dF/F or "
+            "deconvolved traces), or drop it (spikes)"
+        )
 
     # --- stim
     t: int | None = None

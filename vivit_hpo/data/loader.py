@@ -11,7 +11,13 @@ import h5py
 import numpy as np
 
 from vivit_hpo.config import DataConfig
-from vivit_hpo.data.contract import expand_paths, read_name, validate_file
+from vivit_hpo.data.contract import (
+    RESPONSE_KINDS,
+    expand_paths,
+    read_name,
+    read_response_kind,
+    validate_file,
+)
 from vivit_hpo.data.session import (
     SPLITS,
     SessionSet,
@@ -173,7 +179,9 @@ class FileReport:
 
     ``samples`` counts the samples of each split for the given ``num_lags``;
     ``split_source`` is "file" (a ``split`` dataset) or "seeded" (drawn by the loader).
-    ``mean_rate_hz`` is the mean over units of each unit's spikes per second over its valid bins.
+    ``mean_rate_hz`` is the mean over units of each unit's spikes (or, for calcium traces, units
+    of response) per second over its valid bins; ``response_kind`` is the file's (spikes,
+    calcium), None where it is unknown.
     """
 
     path: Path
@@ -189,6 +197,7 @@ class FileReport:
     mean_rate_hz: float | None = None
     num_blocks: int | None = None
     split_source: str | None = None
+    response_kind: str | None = None
     samples: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -236,6 +245,8 @@ def _describe(path: Path, rep: FileReport, cfg: DataConfig) -> FileReport:
             rep.frame_rate = float(np.asarray(f.attrs["frame_rate"]).item())
         except (KeyError, ValueError, TypeError):
             rep.frame_rate = None
+        kind = read_response_kind(f)
+        rep.response_kind = kind if kind in RESPONSE_KINDS else None
         prefix = f"{path}: "
         broken = {q.removeprefix(prefix).split(":")[0] for q in rep.problems}
         if broken & {"robs", "dfs", "blocks", "split", "frame_rate", "name"}:

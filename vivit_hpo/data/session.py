@@ -52,7 +52,7 @@ from vivit_hpo.data.clips import (
     target_bins,
     train_starts,
 )
-from vivit_hpo.data.contract import read_name
+from vivit_hpo.data.contract import read_name, read_response_kind
 from vivit_hpo.data.stream import StreamedFrames
 from vivit_hpo.data.types import Batch, SessionMeta
 from vivit_hpo.errors import DataError
@@ -396,6 +396,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
             names = tuple(got) if got is not None else tuple(f"behavior_{i}" for i in range(k))
         blocks, split, _ = read_split(f, name, cfg)
         frame_rate = read_frame_rate(f)
+        response_kind = read_response_kind(f)
 
     segs = segments(blocks, split, guard_lags=cfg.num_lags)
     tr = target_bins(segs[segs[:, 2] == _SPLIT_CODE["train"]], cfg.num_lags)
@@ -431,6 +432,7 @@ def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> 
         behavior_names=names,
         stim_mean=stim_mean,
         stim_std=stim_std,
+        response_kind=response_kind,
     )
     return Session(
         meta=meta,

@@ -32,6 +32,10 @@ class SessionMeta:
     # or scale; the mean is kept for the record (`data inspect`, the run's sessions.json).
     stim_mean: float = 0.0
     stim_std: float = 1.0
+    # What `robs` holds (the file's `response_kind`): "spikes" (counts, scored in bits per
+    # spike) or "calcium" (dF/F or deconvolved traces: the same Poisson score is no bits per
+    # spike, and the correlation leads). Runs trained before it existed read "spikes".
+    response_kind: str = "spikes"
 
 
 @dataclass
