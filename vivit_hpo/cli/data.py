@@ -1,4 +1,5 @@
-"""``vivit-hpo data``: make simulated sessions, import NWB recordings, check session files."""
+"""``vivit-hpo data``: make simulated sessions, import NWB recordings and Sensorium 2023 mice,
+check session files."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import check_file_output, check_not_an_input, console, err_console
 from vivit_hpo.config import DataConfig
-from vivit_hpo.data import expand_paths, import_nwb, inspect_file, synthesize
+from vivit_hpo.data import expand_paths, import_nwb, import_sensorium, inspect_file, synthesize
+from vivit_hpo.data.sensorium import FRAME_RATE as SENSORIUM_RATE
 
 group = typer.Typer(
     no_args_is_help=True, help="Session files: simulate some, import and check your own."
@@ -186,6 +189,67 @@ def import_nwb_cmd(
         ("valid (dfs)", f"{100 * res.valid_fraction:.1f}%"),
         ("behavior", ", ".join(res.behavior_names) or "-"),
         ("blocks", f"{res.num_blocks} (from {res.block_source})"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {res.out}; check it with `vivit-hpo data inspect {res.out}`")
+
+
+@group.command("import-sensorium")
+def import_sensorium_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="One mouse's folder of Sensorium 2023 (holds data/ and meta/).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The session file to write (*.h5).")],
+    frame_rate: Annotated[
+        float,
+        typer.Option(
+            "--frame-rate", help="Frames per second (the file's frame_rate; no resampling)."
+        ),
+    ] = SENSORIUM_RATE,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Session name (default: the --out file's stem).")
+    ] = None,
+) -> None:
+    """Convert one Sensorium 2023 mouse (per-trial .npy files) into a session file."""
+    with Progress(
+        TextColumn("[bold]trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # a log or a pipe gets the summary alone
+    ) as bar:
+        task = bar.add_task("import", total=None)
+
+        def on_trial(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        res = import_sensorium(folder, out, frame_rate=frame_rate, name=name, on_trial=on_trial)
+    table = Table(title=f"imported {folder.name}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+
+    def tiers(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+    rows = [
+        ("session", f"{res.name} -> {res.out}"),
+        ("bins", f"{res.num_bins} of {res.frame_shape[0]}x{res.frame_shape[1]} {res.stim_dtype}"),
+        ("frame_rate", f"{res.frame_rate:g} Hz"),
+        ("units", f"{res.num_units} (response_kind calcium)"),
+        ("trials", f"{res.num_trials}, one block each: {tiers(res.kept)}"),
+        ("split (bins)", " / ".join(f"{s} {n}" for s, n in res.bins.items())),
+        (
+            "left out",
+            f"{sum(res.withheld.values())} withheld (responses all NaN): "
+            f"{tiers(res.withheld)}; {res.empty} starting with a NaN frame",
+        ),
+        ("cropped", f"{res.padding} NaN padding frames; {res.cut} trial(s) cut at a NaN inside"),
+        ("negative", f"{res.negative} responses below 0 set to 0 (lowest {res.most_negative:.3g})"),
+        ("behavior", ", ".join(res.behavior_names)),
     ]
     for row in rows:
         table.add_row(*row)

@@ -1,5 +1,5 @@
 """Session files: the data contract, loading, samples and batches, a simulated population, and
-importing NWB recordings.
+importing NWB recordings and Sensorium 2023 mice.
 
 See ``../shared/data-contract.md`` for the file format and the sample definition.
 """
@@ -10,6 +10,7 @@ from vivit_hpo.data.clips import ClipGeometry
 from vivit_hpo.data.contract import expand_paths, raise_problems, validate_file
 from vivit_hpo.data.loader import FileReport, inspect_file, load_sessions
 from vivit_hpo.data.nwb import NWBImport, import_nwb
+from vivit_hpo.data.sensorium import SensoriumImport, import_sensorium
 from vivit_hpo.data.session import (
     SPLITS,
     Session,
@@ -34,6 +35,7 @@ __all__ = [
     "ClipGeometry",
     "FileReport",
     "NWBImport",
+    "SensoriumImport",
     "Session",
     "SessionMeta",
     "SessionSet",
@@ -42,6 +44,7 @@ __all__ = [
     "compute_oracle",
     "expand_paths",
     "import_nwb",
+    "import_sensorium",
     "inspect_file",
     "load_session",
     "load_sessions",
