@@ -16,28 +16,56 @@ A session with no valid spike at all is likewise left out of the mean over sessi
 ``ln λ`` is computed as ``ln max(λ, RATE_FLOOR)`` so that a rate of exactly 0 where a spike
 occurred costs a large but finite penalty (about 41 nats per spike at 1e-18) instead of −inf;
 the ``−λ`` term uses λ unchanged. Positive rates above the floor are unaffected.
+
+The same formula scores calcium traces (a session's ``response_kind``), but there y is no spike
+count and the number is no bits per spike: :func:`score_label` names it, and
+:func:`leads_with_corr` says when the correlation should come first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 __all__ = [
+    "BPS_LABEL",
+    "GAIN_LABEL",
     "RATE_FLOOR",
     "BPSAccumulator",
     "SessionScore",
     "SplitScore",
     "bits_per_spike",
+    "leads_with_corr",
     "mean_over_sessions",
+    "score_label",
 ]
 
 RATE_FLOOR = 1e-18  # spikes per bin; lower bound of λ inside ln λ only
 _LN2 = math.log(2.0)
+BPS_LABEL = "bits per spike"
+# The Poisson score of calcium traces (in bits, as for spikes), never called bits per spike.
+GAIN_LABEL = "Poisson log-likelihood gain per unit of response"
+
+
+def leads_with_corr(kinds: Iterable[str]) -> bool:
+    """True when sessions of these response kinds are shown with the correlation first: any
+    that is not spike counts (``calcium``), whose Poisson score is no bits per spike."""
+    return any(k != "spikes" for k in kinds)
+
+
+def score_label(kinds: Iterable[str], *, short: bool = False) -> str:
+    """The name of the Poisson score of sessions of these response kinds.
+
+    ``bits per spike`` (``BPS`` when ``short``) when every session holds spike counts, else
+    :data:`GAIN_LABEL` (the same number: for spike counts a unit of response is a spike).
+    """
+    if leads_with_corr(kinds):
+        return GAIN_LABEL
+    return "BPS" if short else BPS_LABEL
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from vivit_hpo.cli import app
 from vivit_hpo.config import load_run_config
 from vivit_hpo.data import load_sessions
+from vivit_hpo.metrics import GAIN_LABEL
 
 runner = CliRunner()
 
@@ -27,18 +28,25 @@ train: {epochs: 2, batch_size: 16, steps_per_epoch: 5}
 """
 
 
-def write_foreign_session(path: Path, seed: int = 0) -> None:
-    """A session as another lab would write it: no split, no dfs, no behaviour, float stim."""
+def write_foreign_session(path: Path, seed: int = 0, *, calcium: bool = False) -> None:
+    """A session as another lab would write it: no split, no dfs, no behaviour, float stim;
+    ``calcium``: float responses (deconvolved traces) with ``response_kind`` calcium."""
     rng = np.random.default_rng(seed)
     T, N = 900, 5
     stim = rng.random((T, 12, 14), dtype=np.float32)
     drive = stim[:, 4:8, 4:8].mean(axis=(1, 2))
-    robs = rng.poisson(np.outer(0.2 + 2 * drive, np.ones(N))).astype(np.int32)
+    rate = np.outer(0.2 + 2 * drive, np.ones(N))
+    if calcium:
+        robs = rng.gamma(2.0, rate / 2.0).astype(np.float32)
+    else:
+        robs = rng.poisson(rate).astype(np.int32)
     with h5py.File(path, "w") as f:
         f["stim"] = stim
         f["robs"] = robs
         f["blocks"] = np.repeat(np.arange(9), 100)
         f.attrs["frame_rate"] = 30.0
+        if calcium:
+            f.attrs["response_kind"] = "calcium"
 
 
 def test_train_then_evaluate_writes_predictions(sim_dir: Path, tmp_path: Path) -> None:
@@ -143,6 +151,45 @@ def test_evaluate_a_file_written_elsewhere(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["bps_per_session"].keys() == {
         "lab"
     }
+
+
+@pytest.mark.parametrize("kind", ["spikes", "calcium"])
+def test_calcium_runs_lead_with_r_and_never_say_bits_per_spike(tmp_path: Path, kind: str) -> None:
+    session = tmp_path / "lab.h5"
+    write_foreign_session(session, calcium=kind == "calcium")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_YAML)
+    run, preds = tmp_path / "run", tmp_path / "p"
+    wide = {"COLUMNS": "250"}
+    cpu = ("--device", "cpu")
+    trained = runner.invoke(
+        app,
+        ["train", "--data", str(session), "--model", str(cfg), "--out", str(run), *cpu],
+        env=wide,
+    )
+    assert trained.exit_code == 0, trained.output
+    scored = runner.invoke(
+        app,
+        ["evaluate", str(run), "--data", str(session), "--split", "val", "--out", str(preds), *cpu],
+        env=wide,
+    )
+    assert scored.exit_code == 0, scored.output
+    summary = json.loads((preds / "summary.json").read_text())
+    assert summary["response_kinds"] == {"lab": kind}
+    assert -1 <= summary["corr"] <= 1 and set(summary["corr_per_session"]) == {"lab"}
+    epoch = next(line for line in trained.output.splitlines() if line.startswith("epoch   1"))
+    if kind == "spikes":
+        assert "val BPS" in epoch and epoch.index("val BPS") < epoch.index(" r ")
+        assert "val bits per spike" in scored.output and "mean val BPS" in scored.output
+        assert GAIN_LABEL not in trained.output + scored.output
+        return
+    # The correlation first, then the Poisson score under its own name, never as bits per spike.
+    assert epoch.index("val r ") < epoch.index(GAIN_LABEL)
+    assert f"val r ┃ val {GAIN_LABEL} ┃" in trained.output  # the final table
+    assert f"mean val r {summary['corr']:.4f}, {GAIN_LABEL} " in scored.output
+    assert f"val correlation and {GAIN_LABEL}" in scored.output
+    for text in (trained.output, scored.output):
+        assert "BPS" not in text and "bits per spike" not in text
 
 
 def test_bad_config_key_is_one_line_and_exit_2(sim_dir: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from vivit_hpo.cli._common import (
 from vivit_hpo.config import RunConfig, load_run_config
 from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError, OutputPathError
-from vivit_hpo.metrics import mean_over_sessions
+from vivit_hpo.metrics import GAIN_LABEL, leads_with_corr, mean_over_sessions, score_label
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
 from vivit_hpo.training.checkpoint import atomic_write_text
 
@@ -39,15 +39,26 @@ def _oracle(paths: list[Path], split: str, cfg: RunConfig) -> dict[str, float]:
     return found
 
 
-def _score_table(title: str, scores: dict[str, float], oracle: dict[str, float]) -> Table:
+def _score_table(
+    title: str,
+    scores: dict[str, float],
+    oracle: dict[str, float],
+    *,
+    label: str = "BPS",
+    corr: dict[str, float] | None = None,
+) -> Table:
+    """Per-session Poisson scores (named ``label``), led by the correlation when ``corr`` is
+    given (calcium sessions), with the oracle where the data is simulated."""
     table = Table(title=title)
     table.add_column("session")
-    table.add_column("BPS", justify="right")
+    if corr is not None:
+        table.add_column("r", justify="right")
+    table.add_column(label, justify="right")
     if oracle:
         table.add_column("oracle", justify="right")
         table.add_column("fraction", justify="right")
     for name, bps in scores.items():
-        row = [name, f"{bps:.4f}"]
+        row = [name] + ([f"{corr[name]:.4f}"] if corr is not None else []) + [f"{bps:.4f}"]
         if oracle:
             o = oracle.get(name)
             row += [f"{o:.4f}", f"{bps / o:.1%}"] if o else ["-", "-"]
@@ -71,6 +82,10 @@ def train(
     cfg = load_run_config(model, sets)
     dev = resolve_device(device)
     sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
+    # Calcium traces: the correlation leads, and the Poisson score is no bits per spike.
+    kinds = [m.response_kind for m in sessions.metas]
+    corr_first = leads_with_corr(kinds)
+    label = score_label(kinds, short=True)
     with Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -95,15 +110,19 @@ def train(
         )
         for r in trainer.epochs():
             bar.update(task, epoch=r.epoch + 1, completed=0)
+            shown = (
+                f"val r {r.val_corr:.3f}  {label} {r.val_bps:+.4f}  pooled {r.val_pooled_bps:+.4f}"
+                if corr_first
+                else f"val BPS {r.val_bps:+.4f}  pooled {r.val_pooled_bps:+.4f}  r {r.val_corr:.3f}"
+            )
             console.print(
-                f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  val BPS {r.val_bps:+.4f}  "
-                f"pooled {r.val_pooled_bps:+.4f}  r {r.val_corr:.3f}  "
+                f"epoch {r.epoch:3d}  loss {r.train_loss:.4f}  {shown}  "
                 f"{r.bins_per_s:,.0f} bins/s ({r.samples_per_s:,.0f} clips/s)  {r.seconds:.1f} s"
                 + ("  *" if r.is_best else "")
             )
     if trainer.stopped_early:
         console.print(
-            f"stopped early: no better validation BPS in the last "
+            f"stopped early: no better validation {label} in the last "
             f"{cfg.train.early_stopping_patience} epochs"
         )
     _, best_model, _ = load_run(out, dev)
@@ -111,7 +130,9 @@ def train(
     table.add_column("session")
     splits = [s for s in ("val", "test") if sessions.num_samples(s)]
     for s in splits:
-        table.add_column(f"{s} BPS", justify="right")
+        if corr_first:
+            table.add_column(f"{s} r", justify="right")
+        table.add_column(f"{s} {label}", justify="right")
     oracles = {s: _oracle(data, s, cfg) for s in splits}
     if any(oracles.values()):
         for s in splits:
@@ -120,7 +141,10 @@ def train(
         s: predict(best_model, sessions, s, cfg.train.batch_size, keep_rates=False) for s in splits
     }
     for name in sessions.names:
-        row = [name] + [f"{scores[s][name].score.bps:+.4f}" for s in splits]
+        row = [name]
+        for s in splits:
+            score = scores[s][name].score
+            row += ([f"{score.corr:.4f}"] if corr_first else []) + [f"{score.bps:+.4f}"]
         if any(oracles.values()):
             row += [
                 f"{scores[s][name].score.bps / oracles[s][name]:.1%}" if name in oracles[s] else "-"
@@ -134,7 +158,10 @@ def train(
         "targets_per_clip": trainer.clips.num_targets,
         "best_epoch": trainer.best_epoch,
         "epochs_run": trainer.epoch,
+        "response_kinds": {m.name: m.response_kind for m in sessions.metas},
+        # `*_bps`: the Poisson score whatever the response kind (bits per spike for spikes).
         **{f"{s}_bps": {n: p.score.bps for n, p in scores[s].items()} for s in splits},
+        **{f"{s}_corr": {n: p.score.corr for n, p in scores[s].items()} for s in splits},
         **{f"{s}_oracle_bps": oracles[s] for s in splits if oracles[s]},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
@@ -187,23 +214,42 @@ def evaluate_cmd(
     for name, p in preds.items():
         path = out / f"{name}.npz"
         with atomic_path(path, suffix=".npz") as tmp:  # np.savez adds .npz to other names
-            np.savez(tmp, rates=p.rates, bins=p.bins, bps=p.score.bps_per_unit)
+            np.savez(
+                tmp,
+                rates=p.rates,
+                bins=p.bins,
+                bps=p.score.bps_per_unit,
+                corr=p.score.corr_per_unit,
+            )
     per_session = {n: p.score.bps for n, p in preds.items()}
     # Sessions without a valid spike in the split are left out of the mean (and named).
     mean = mean_over_sessions({n: p.score for n, p in preds.items()})
+    kinds = {m.name: m.response_kind for m in sessions.metas}
+    corr_first = leads_with_corr(kinds.values())
+    corr = {n: p.score.corr for n, p in preds.items()}
     summary = {
         "run_dir": str(run_dir),
         "split": split,
         "mode": model.clips.describe(),
+        "response_kinds": kinds,
+        # `bps`: the Poisson score whatever the response kind (bits per spike for spikes).
         "bps": mean.bps,
+        "corr": mean.corr,
+        "corr_per_session": corr,
         "sessions_without_spikes": list(mean.without_spikes),
         "bps_per_session": per_session,
         "pooled_bps_per_session": {n: p.score.pooled_bps for n, p in preds.items()},
         "units_excluded": {n: p.score.num_excluded for n, p in preds.items()},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    console.print(_score_table(f"{split} bits per spike", per_session, _oracle(data, split, cfg)))
-    console.print(f"mean {split} BPS {summary['bps']:+.4f}; wrote {out}")
+    oracle = _oracle(data, split, cfg)
+    if corr_first:
+        title = f"{split} correlation and {GAIN_LABEL}"
+        console.print(_score_table(title, per_session, oracle, label=GAIN_LABEL, corr=corr))
+        console.print(f"mean {split} r {mean.corr:.4f}, {GAIN_LABEL} {mean.bps:+.4f}; wrote {out}")
+    else:
+        console.print(_score_table(f"{split} bits per spike", per_session, oracle))
+        console.print(f"mean {split} BPS {mean.bps:+.4f}; wrote {out}")
 
 
 @app.command("predict")
@@ -271,7 +317,9 @@ def predict_cmd(
                 "stim": str(stim),
                 "num_lags": cfg.data.num_lags,
                 "frame_rate": meta.frame_rate,
-                "units": "spikes per bin",
+                "units": "spikes per bin"
+                if meta.response_kind == "spikes"
+                else "calcium response per bin",
                 "behavior": behavior if meta.num_behavior else "none",
             }
         )
