@@ -30,13 +30,16 @@ from vivit_hpo.search.record import (
     PEAK_MEMORY_MB,
     PID,
     PRUNE_REASON,
+    RESPONSE_KINDS,
     RUN_CONFIG,
     SAMPLES_PER_S,
     STOPPED_EARLY,
     TEST_BPS,
     TEST_BPS_PER_SESSION,
+    TEST_CORR,
     TRIAL_DIR,
     VAL_BPS_PER_SESSION,
+    VAL_CORR,
     VALUES,
     RetryStaleTrial,
     TrialRecord,
@@ -138,9 +141,12 @@ def _written(run_dir: Path) -> dict[str, Any]:
         EPOCHS_RUN: 3,
         BEST_EPOCH: 2,
         VAL_BPS_PER_SESSION: {"s0": 0.2, "s1": 0.4},
+        VAL_CORR: 0.31,
+        RESPONSE_KINDS: {"s0": "spikes", "s1": "calcium"},
         STOPPED_EARLY: False,
         TEST_BPS: 0.25,
         TEST_BPS_PER_SESSION: {"s0": 0.2, "s1": 0.3},
+        TEST_CORR: 0.27,
     }
 
 
@@ -185,6 +191,9 @@ def test_the_record_of_a_complete_trial(tmp_path: Path) -> None:
         retry_history=(),
         yardstick=None,
         seconds=TrialRecord.of(t).seconds,
+        val_corr=0.31,
+        test_corr=0.27,
+        response_kinds={"s0": "spikes", "s1": "calcium"},
     )
 
 
@@ -309,6 +318,9 @@ def test_the_records_of_a_real_study(
     assert isinstance(done.params_count, int) and done.params_count > 0
     assert done.flops_per_sample and done.samples_per_s and done.peak_memory_mb is not None
     assert done.val_bps_per_session and done.test_bps_per_session
+    assert done.response_kinds == dict.fromkeys(done.val_bps_per_session, "spikes")
+    assert done.val_corr is not None and -1 <= done.val_corr <= 1
+    assert done.test_corr is not None and -1 <= done.test_corr <= 1
     assert set(done.val_bps_per_session) == set(done.test_bps_per_session)
     assert done.test_bps == pytest.approx(
         sum(done.test_bps_per_session.values()) / len(done.test_bps_per_session)

@@ -84,6 +84,7 @@ from vivit_hpo.search.record import (
     PEAK_MEMORY_MB,
     PID,
     PRUNE_REASON,
+    RESPONSE_KINDS,
     RESUMED_FROM_EPOCH,
     RESUMED_FROM_TRIAL,
     RETRY_HISTORY,
@@ -94,9 +95,11 @@ from vivit_hpo.search.record import (
     TEST_BPS,
     TEST_BPS_ERROR,
     TEST_BPS_PER_SESSION,
+    TEST_CORR,
     THREADS,
     TRIAL_DIR,
     VAL_BPS_PER_SESSION,
+    VAL_CORR,
     VALUES,
     YARDSTICK,
     YARDSTICK_CONFIG,
@@ -570,6 +573,7 @@ class TrialRunner:
                 data = self._sessions(cfg.data)
                 trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
             shape = trainer.data.input_shape(data.metas[0].name)
+            attrs[RESPONSE_KINDS] = {m.name: m.response_kind for m in data.metas}
             attrs[PARAMS_COUNT] = count_parameters(trainer.model)
             attrs[FLOPS_PER_SAMPLE] = float(
                 flops_per_sample(cfg.model, shape, num_lags=cfg.data.num_lags)
@@ -604,6 +608,8 @@ class TrialRunner:
                 if report.is_best:
                     end[BEST_EPOCH] = report.epoch
                     end[VAL_BPS_PER_SESSION] = report.val_bps_per_session
+                    if math.isfinite(report.val_corr):
+                        end[VAL_CORR] = report.val_corr
                 # The best so far, not this epoch's: the value the trial ends with if it stops
                 # here (trainer.best_bps includes a resumed run's earlier epochs).
                 best = trainer.best_bps
@@ -703,4 +709,7 @@ class TrialRunner:
             return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
         # Sessions without a valid test spike are left out, as in validation.
         test = mean_over_sessions(scores)
-        return {TEST_BPS: test.bps, TEST_BPS_PER_SESSION: test.per_session}
+        out: dict[str, Any] = {TEST_BPS: test.bps, TEST_BPS_PER_SESSION: test.per_session}
+        if math.isfinite(test.corr):
+            out[TEST_CORR] = test.corr
+        return out

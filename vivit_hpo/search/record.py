@@ -52,6 +52,7 @@ __all__ = [
     "PEAK_MEMORY_MB",
     "PID",
     "PRUNE_REASON",
+    "RESPONSE_KINDS",
     "RESUMED_FROM_EPOCH",
     "RESUMED_FROM_TRIAL",
     "RETRY_HISTORY",
@@ -62,10 +63,12 @@ __all__ = [
     "TEST_BPS",
     "TEST_BPS_ERROR",
     "TEST_BPS_PER_SESSION",
+    "TEST_CORR",
     "THREADS",
     "TRIAL_DIR",
     "VALUES",
     "VAL_BPS_PER_SESSION",
+    "VAL_CORR",
     "YARDSTICK",
     "YARDSTICK_CONFIG",
     "EpochRecord",
@@ -113,10 +116,14 @@ PEAK_MEMORY_MB = "peak_memory_mb"
 EPOCHS_RUN = "epochs_run"
 BEST_EPOCH = "best_epoch"  # the epoch of the kept checkpoint (the value's epoch)
 VAL_BPS_PER_SESSION = "val_bps_per_session"  # at the best epoch
+VAL_CORR = "val_corr"  # the best epoch's mean validation correlation (r) over sessions
+# {session: "spikes" or "calcium"}: what the responses are, so that the report names the score
+RESPONSE_KINDS = "response_kinds"
 STOPPED_EARLY = "stopped_early"
 STOPPED_AT_DEADLINE = "stopped_at_deadline"  # ended with its best epoch at the worker's finish-by
 TEST_BPS = "test_bps"  # the best checkpoint on the test split, mean over sessions
 TEST_BPS_PER_SESSION = "test_bps_per_session"
+TEST_CORR = "test_corr"  # that checkpoint's mean test correlation over sessions
 TEST_BPS_ERROR = "test_bps_error"  # why the test split could not be scored
 # Optuna's retry bookkeeping (system attributes): the first trial of the chain, and every
 # trial this one replaces, oldest first.
@@ -174,6 +181,12 @@ def _per_session(x: Any) -> dict[str, float] | None:
     return {str(k): v for k, n in x.items() if (v := _number(n)) is not None}
 
 
+def _kinds(x: Any) -> dict[str, str] | None:
+    if not isinstance(x, Mapping):
+        return None
+    return {str(k): v for k, v in x.items() if isinstance(v, str)}
+
+
 def _attr(attrs: Mapping[str, Any], name: str) -> Any:
     """Attribute ``name``, else its old name (if it has one)."""
     return attrs[name] if name in attrs else attrs.get(_OLD_NAMES.get(name, name))
@@ -200,8 +213,11 @@ class TrialRecord:
         epochs_run: the epochs the objective recorded when the trial ended.
         best_epoch: the epoch of the kept checkpoint.
         val_bps_per_session: validation BPS by session at the best epoch.
-        test_bps, test_bps_per_session: that checkpoint on the test split.
+        val_corr: the best epoch's mean validation correlation over sessions.
+        test_bps, test_bps_per_session, test_corr: that checkpoint on the test split.
         test_bps_error: why the test split was not scored.
+        response_kinds: each session's response kind (``spikes``, ``calcium``); None in trials
+            recorded before it was kept (spikes).
         run_dir: the trial's run folder (``trial_dir``).
         run_config: the resolved run config (``RunConfig.to_dict()``).
         baseline: the spec's base config, enqueued first.
@@ -245,6 +261,9 @@ class TrialRecord:
     resumed_from_epoch: int | None
     failed_trial: int | None
     retry_history: tuple[int, ...]
+    val_corr: float | None = None
+    test_corr: float | None = None
+    response_kinds: dict[str, str] | None = None
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord:
@@ -293,6 +312,9 @@ class TrialRecord:
             retry_history=tuple(
                 n for x in t.system_attrs.get(RETRY_HISTORY) or () if (n := _integer(x)) is not None
             ),
+            val_corr=_number(a.get(VAL_CORR)),
+            test_corr=_number(a.get(TEST_CORR)),
+            response_kinds=_kinds(a.get(RESPONSE_KINDS)),
         )
 
 
