@@ -70,6 +70,7 @@ def build_small_study(
     *,
     best_dir: Path | None = None,
     data: Path | None = None,
+    calcium: bool = False,
 ) -> optuna.Study:
     """Ten trials: 5 complete, 2 pruned (after epochs 1 and 2), 1 failed, 1 infeasible, 1 running.
 
@@ -80,6 +81,8 @@ def build_small_study(
     Every trial runs 30 minutes, except the running one (started 10 hours after T0).
     ``best_dir`` becomes trial 6's ``trial_dir``; ``data`` becomes the spec's ``data.paths``
     (its oracle then comes from the folder's oracle.json instead of the ``oracle_bps`` attribute).
+    ``calcium``: the sessions hold calcium traces (``response_kinds``), each complete trial its
+    correlation ``val_corr`` = value + 0.2 and ``test_corr``, and there is no oracle.
     """
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
     spec = yaml.safe_load(SPEC)
@@ -87,7 +90,7 @@ def build_small_study(
         spec["data"] = {"paths": [str(data)]}
     study.set_user_attr("spec", yaml.safe_dump(spec))
     s0, s1 = ("sim00", "sim01") if data is not None else ("s0", "s1")
-    if data is None:
+    if data is None and not calcium:
         study.set_user_attr("oracle_bps", {"s0": {"train": 0.5, "val": 0.6}, "s1": {"val": 0.4}})
 
     def complete(value: float, d: int, lr: float, n: int, device: str, start: float) -> None:
@@ -105,7 +108,17 @@ def build_small_study(
                 "device": device,
                 "val_bps_per_session": {s0: value + 0.05, s1: value - 0.05},
                 "best_epoch": 2,
+                "test_bps": value - 0.01,
                 **where,
+                **(
+                    {
+                        "response_kinds": {s0: "calcium", s1: "calcium"},
+                        "val_corr": value + 0.2,
+                        "test_corr": value + 0.19,
+                    }
+                    if calcium
+                    else {}
+                ),
             },
             start_min=start,
         )

@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 import optuna
 import plotly.graph_objects as go
-from report_studies import T0
+from report_studies import T0, build_small_study
 
 from vivit_hpo.report import figures
 from vivit_hpo.report.analysis import attention_info, receptive_field_info
@@ -119,6 +119,42 @@ def test_headline_says_best_pruning_and_importance(small_study: optuna.Study) ->
     assert "best validation BPS 0.3500 by trial 6 (70% of the oracle's 0.500)" in text
     assert "pruned at epoch 1: 1 trial(s), 2: 1 trial(s)" in text
     assert "most important (rough: 5 trials): " in text
+
+
+def test_a_calcium_study_leads_with_r_and_never_says_bits_per_spike(sqlite_url: str) -> None:
+    from vivit_hpo.metrics import GAIN_LABEL
+
+    snap = _snap(build_small_study(sqlite_url, "ca", calcium=True))
+    assert snap.calcium and snap.metric == GAIN_LABEL
+    text = headline(snap, importance_info(snap))
+    assert f"best trial 6: validation correlation r 0.5500, {GAIN_LABEL} 0.3500" in text
+    sections = study_sections(snap)
+    page = render_page("ca", sections, subtitle=text)
+    # What the page says (the inlined plotly library and the figures' JSON are code).
+    said = [page.split("<script")[0]]
+    for sec in sections:
+        said += [sec.title, sec.intro]
+        for b in sec.blocks:
+            if isinstance(b, Table):
+                said += [*b.header, *(c for row in b.rows for c in row)]
+            elif isinstance(b, str | tuple):
+                said.append(b if isinstance(b, str) else b[1])
+    words = "\n".join(said)
+    assert "BPS" not in words and "bits per spike" not in words
+    assert "test_corr" in words and f"test {GAIN_LABEL}" in words  # the best trial's record
+    summary = next(s for s in sections if s.anchor == "summary")
+    (table, *_) = [b for b in summary.blocks if isinstance(b, Table)]
+    keys = [row[0] for row in table.rows]
+    assert keys.index("its validation correlation (r)") < keys.index(
+        f"best validation {GAIN_LABEL}"
+    )
+    figs = [b for s in sections for b in s.blocks if isinstance(b, go.Figure)]
+    titles = [f.layout.title.text for f in figs] + [str(f.layout.yaxis.title.text) for f in figs]
+    assert not any("BPS" in t for t in titles)
+    assert f"Validation {GAIN_LABEL} against cost" in titles
+    # A spike study keeps its names.
+    spikes = _snap(build_small_study(sqlite_url, "sp"))
+    assert not spikes.calcium and spikes.metric == "BPS"
 
 
 def test_sections_of_a_study_without_complete_trials_say_why() -> None:

@@ -38,6 +38,7 @@ from vivit_hpo.search.record import (
     PEAK_MEMORY_MB,
     SAMPLES_PER_S,
     TEST_BPS,
+    TEST_CORR,
     TRIAL_DIR,
     TrialRecord,
 )
@@ -74,10 +75,16 @@ __all__ = [
 ]
 
 
-def _best_attrs(r: TrialRecord) -> dict[str, Any]:
-    """What the best trial recorded that is worth showing next to it, by attribute name."""
+def _best_attrs(r: TrialRecord, metric: str = "BPS") -> dict[str, Any]:
+    """What the best trial recorded that is worth showing next to it, by attribute name (the
+    test score by its name when it is no BPS: calcium traces, led by the correlation)."""
+    scores = (
+        {TEST_BPS: r.test_bps}
+        if metric == "BPS"
+        else {TEST_CORR: r.test_corr, f"test {metric}": r.test_bps}
+    )
     shown = {
-        TEST_BPS: r.test_bps,
+        **scores,
         PARAMS_COUNT: r.params_count,
         FLOPS_PER_SAMPLE: r.flops_per_sample,
         SAMPLES_PER_S: r.samples_per_s,
@@ -127,6 +134,8 @@ class SummaryInfo:
     best_attrs: dict[str, Any]
     best_config_text: str | None
     oracle_mean: float | None
+    best_corr: float | None = None  # the best trial's validation correlation (val_corr)
+    metric: str = "BPS"  # the objective's name (:attr:`StudySnapshot.metric`)
 
 
 def trial_hours(trial: FrozenTrial, now: datetime) -> float:
@@ -209,9 +218,11 @@ def summary_info(snap: StudySnapshot, best_config_text: str | None = None) -> Su
         best_number=None if best is None else best.number,
         best_value=None if best is None else trial_value(best),
         best_params={} if best is None else dict(best.params),
-        best_attrs={} if best is None else _best_attrs(TrialRecord.of(best)),
+        best_attrs={} if best is None else _best_attrs(TrialRecord.of(best), snap.metric),
         best_config_text=best_config_text,
         oracle_mean=float(np.mean(list(oracle.values()))) if oracle else None,
+        best_corr=None if best is None else TrialRecord.of(best).val_corr,
+        metric=snap.metric,
     )
 
 

@@ -50,7 +50,13 @@ STATUS_COLORS = {
     "waiting": "#7f7f7f",
 }
 _TEMPLATE = "plotly_white"
-_OBJECTIVE = "validation BPS"
+# The objective's short name: "BPS" for spike counts, the Poisson gain's name for calcium
+# traces (:func:`~vivit_hpo.metrics.score_label`); every figure of it takes it as ``metric``.
+_BPS = "BPS"
+
+
+def _objective(metric: str) -> str:
+    return f"validation {metric}"
 
 
 def _layout(fig: go.Figure, title: str, height: int = 420, top: int = 80) -> go.Figure:
@@ -78,7 +84,7 @@ def _square_cells(fig: go.Figure, rows: int, cols: int) -> None:
             fig.update_xaxes(constrain="domain", row=r + 1, col=c + 1)
 
 
-def history_figure(info: HistoryInfo) -> go.Figure:
+def history_figure(info: HistoryInfo, metric: str = _BPS) -> go.Figure:
     """Objective of each complete trial, and the best so far as a step line."""
     fig = go.Figure()
     fig.add_scatter(
@@ -87,7 +93,7 @@ def history_figure(info: HistoryInfo) -> go.Figure:
         mode="markers",
         name="complete trial",
         marker={"color": STATUS_COLORS["complete"], "size": 8},
-        hovertemplate="trial %{x}<br>BPS %{y:.4f}<extra></extra>",
+        hovertemplate=f"trial %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
     )
     fig.add_scatter(
         x=info.numbers,
@@ -97,11 +103,11 @@ def history_figure(info: HistoryInfo) -> go.Figure:
         name="best so far",
     )
     fig.update_xaxes(title="trial number")
-    fig.update_yaxes(title=_OBJECTIVE)
+    fig.update_yaxes(title=_objective(metric))
     return _layout(fig, "Optimisation history")
 
 
-def curves_figure(info: CurvesInfo) -> go.Figure:
+def curves_figure(info: CurvesInfo, metric: str = _BPS) -> go.Figure:
     """Best validation BPS so far per epoch of every trial, coloured by what the trial ended as.
 
     A pruned trial's curve ends with an ``x`` at the epoch where the pruner stopped it.
@@ -120,7 +126,7 @@ def curves_figure(info: CurvesInfo) -> go.Figure:
             name=c.status,
             legendgroup=c.status,
             showlegend=c.status not in shown,
-            hovertemplate=f"trial {c.number} ({c.status})<br>epoch %{{x}}<br>BPS %{{y:.4f}}"
+            hovertemplate=f"trial {c.number} ({c.status})<br>epoch %{{x}}<br>{metric} %{{y:.4f}}"
             "<extra></extra>",
         )
         shown.add(c.status)
@@ -135,11 +141,12 @@ def curves_figure(info: CurvesInfo) -> go.Figure:
                 hoverinfo="skip",
             )
     fig.update_xaxes(title="epoch", dtick=1)
-    fig.update_yaxes(title=_OBJECTIVE)
-    return _layout(fig, "Best validation BPS so far per epoch (x: pruned there)", height=460)
+    fig.update_yaxes(title=_objective(metric))
+    title = f"Best validation {metric} so far per epoch (x: pruned there)"
+    return _layout(fig, title, height=460)
 
 
-def parallel_figure(info: ParallelInfo) -> go.Figure:
+def parallel_figure(info: ParallelInfo, metric: str = _BPS) -> go.Figure:
     """Parallel coordinates of the complete trials' parameters, coloured by the objective."""
     assert info.objective is not None, "parallel_figure needs at least one complete trial"
     dims = []
@@ -155,7 +162,7 @@ def parallel_figure(info: ParallelInfo) -> go.Figure:
                 "color": list(info.objective.values),
                 "colorscale": "Viridis",
                 "showscale": True,
-                "colorbar": {"title": {"text": "BPS"}},
+                "colorbar": {"title": {"text": metric}},
             },
             dimensions=dims,
         )
@@ -179,7 +186,7 @@ def importance_figure(info: ImportanceInfo) -> go.Figure:
     return _layout(fig, "Hyperparameter importances", height=max(300, 40 + 28 * len(names)))
 
 
-def cost_figure(info: CostInfo) -> go.Figure:
+def cost_figure(info: CostInfo, metric: str = _BPS) -> go.Figure:
     """BPS against each cost, the Pareto front of good and cheap models drawn as a line."""
     n = len(info.panels)
     fig = make_subplots(rows=1, cols=n, subplot_titles=[p.label for p in info.panels])
@@ -214,11 +221,11 @@ def cost_figure(info: CostInfo) -> go.Figure:
             col=i,
         )
         fig.update_xaxes(type="log" if p.log_x else "linear", row=1, col=i)
-    fig.update_yaxes(title=_OBJECTIVE, row=1, col=1)
-    return _layout(fig, "Validation BPS against cost", height=420)
+    fig.update_yaxes(title=_objective(metric), row=1, col=1)
+    return _layout(fig, f"Validation {metric} against cost", height=420)
 
 
-def sessions_figure(info: SessionsInfo) -> go.Figure:
+def sessions_figure(info: SessionsInfo, metric: str = _BPS) -> go.Figure:
     """Each top trial's BPS per session as markers (one column per session, readable for tens
     of sessions), the oracle as black dashes."""
     fig = go.Figure()
@@ -241,11 +248,11 @@ def sessions_figure(info: SessionsInfo) -> go.Figure:
     fig.update_xaxes(
         title="session", type="category", tickangle=-45 if len(info.sessions) > 8 else 0
     )
-    fig.update_yaxes(title=_OBJECTIVE)
-    return _layout(fig, "Per-session validation BPS of the top trials")
+    fig.update_yaxes(title=_objective(metric))
+    return _layout(fig, f"Per-session validation {metric} of the top trials")
 
 
-def ablation_figure(info: AblationInfo) -> go.Figure:
+def ablation_figure(info: AblationInfo, metric: str = _BPS) -> go.Figure:
     """One panel per factor: mean BPS per level with the spread over seeds as error bars."""
     n = len(info.factors)
     cols = min(n, 3)
@@ -266,15 +273,17 @@ def ablation_figure(info: AblationInfo) -> go.Figure:
             col=c + 1,
         )
         fig.update_xaxes(type="category", row=r + 1, col=c + 1)
-    fig.update_yaxes(title=_OBJECTIVE, col=1)
+    fig.update_yaxes(title=_objective(metric), col=1)
     spread = f"± s.d. over {info.seed_param}" if info.seed_param else "± s.d. over trials"
     return _layout(fig, f"Ablation: effect of each factor ({spread})", height=320 * rows + 60)
 
 
-def baseline_figure(info: BaselineInfo) -> go.Figure:
+def baseline_figure(info: BaselineInfo, metric: str = _BPS) -> go.Figure:
     """BPS of every complete trial per model family, and BPS against parameter count."""
     fig = make_subplots(
-        rows=1, cols=2, subplot_titles=["BPS by model family", "BPS against parameters"]
+        rows=1,
+        cols=2,
+        subplot_titles=[f"{metric} by model family", f"{metric} against parameters"],
     )
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
     for i, g in enumerate(info.groups):
@@ -303,7 +312,7 @@ def baseline_figure(info: BaselineInfo) -> go.Figure:
                 col=2,
             )
     fig.update_xaxes(type="log", title="parameters", row=1, col=2)
-    fig.update_yaxes(title=_OBJECTIVE, row=1, col=1)
+    fig.update_yaxes(title=_objective(metric), row=1, col=1)
     return _layout(fig, "ViViT against the CNN baseline")
 
 

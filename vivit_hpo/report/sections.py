@@ -48,7 +48,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def headline(snap: StudySnapshot, importance: ImportanceInfo | None = None) -> str:
-    """One paragraph: best BPS, where trials were pruned, which hyperparameters mattered."""
+    """One paragraph: best BPS (for calcium traces: the best trial's correlation, then its
+    Poisson gain), where trials were pruned, which hyperparameters mattered."""
     s = summary_info(snap)
     c = curves_info(snap)
     parts = [f"{s.num_trials} trials: " + ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)]
@@ -60,7 +61,13 @@ def headline(snap: StudySnapshot, importance: ImportanceInfo | None = None) -> s
                 if s.best_value > 0 < s.oracle_mean
                 else f" (the oracle: {s.oracle_mean:.3f})"
             )
-        parts.append(f"best validation BPS {fmt(s.best_value)} by trial {s.best_number}{frac}")
+        if snap.calcium:
+            parts.append(
+                f"best trial {s.best_number}: validation correlation r {fmt(s.best_corr)}, "
+                f"{s.metric} {fmt(s.best_value)}{frac}"
+            )
+        else:
+            parts.append(f"best validation BPS {fmt(s.best_value)} by trial {s.best_number}{frac}")
     if c.pruned_at:
         parts.append(
             "pruned at epoch " + ", ".join(f"{e}: {n} trial(s)" for e, n in c.pruned_at.items())
@@ -100,9 +107,11 @@ def summary_section(snap: StudySnapshot, best_config_text: str | None) -> Sectio
         rows[f"budget: {b.label}"] = f"{fmt(round(b.used, 3))}{limit} {b.unit}"
     if info.best_number is not None:
         rows["best trial"] = info.best_number
-        rows["best validation BPS"] = info.best_value
+        if snap.calcium:  # the correlation leads; the objective is no bits per spike
+            rows["its validation correlation (r)"] = info.best_corr
+        rows[f"best validation {info.metric}"] = info.best_value
     if info.oracle_mean is not None:
-        rows["oracle BPS (mean over sessions)"] = info.oracle_mean
+        rows[f"oracle {info.metric} (mean over sessions)"] = info.oracle_mean
     sec.add(_kv_table(rows))
     if info.best_number is not None:
         sec.note(f"Parameters of the best trial ({info.best_number}):")
@@ -126,9 +135,12 @@ def history_section(snap: StudySnapshot) -> Section:
     sec = Section(
         "history",
         "Optimisation history",
-        "Validation BPS of each complete trial by trial number; the line is the best so far.",
+        f"Validation {snap.metric} of each complete trial by trial number; the line is the best "
+        "so far.",
     )
-    return sec.add(figures.history_figure(info)) if info.numbers else sec.note("No complete trial.")
+    if not info.numbers:
+        return sec.note("No complete trial.")
+    return sec.add(figures.history_figure(info, snap.metric))
 
 
 def curves_section(snap: StudySnapshot) -> Section:
@@ -136,13 +148,14 @@ def curves_section(snap: StudySnapshot) -> Section:
     sec = Section(
         "curves",
         "Learning curves and pruning",
-        "Best validation BPS so far after each epoch (the intermediate values the pruner sees, "
+        f"Best validation {snap.metric} so far after each epoch (the intermediate values the "
+        "pruner sees, "
         "ending at the trial's value), coloured by "
         "what the trial ended as; an x marks the epoch at which a pruned trial was stopped.",
     )
     if not info.curves:
         return sec.note("No trial reported an intermediate value yet.")
-    sec.add(figures.curves_figure(info))
+    sec.add(figures.curves_figure(info, snap.metric))
     if info.pruned_at:
         sec.add(
             Table(
@@ -160,11 +173,11 @@ def parallel_section(snap: StudySnapshot) -> Section:
     sec = Section(
         "parallel",
         "Parallel coordinates",
-        "Each line is a complete trial, coloured by its validation BPS.",
+        f"Each line is a complete trial, coloured by its validation {snap.metric}.",
     )
     if info.objective is None or len(info.numbers) < 2 or not info.dims:
         return sec.note("Needs at least 2 complete trials with a varying parameter.")
-    sec.add(figures.parallel_figure(info))
+    sec.add(figures.parallel_figure(info, snap.metric))
     if info.omitted:
         sec.note(
             "Left out (conditional, absent in some trials, or fixed): " + ", ".join(info.omitted)
@@ -172,12 +185,12 @@ def parallel_section(snap: StudySnapshot) -> Section:
     return sec
 
 
-def importance_section(info: ImportanceInfo) -> Section:
+def importance_section(info: ImportanceInfo, metric: str = "BPS") -> Section:
     sec = Section(
         "importance",
         "Hyperparameter importances",
         f"{info.evaluator} over {info.num_trials} complete trials: how much of the variation "
-        "in validation BPS each hyperparameter explains (normalised to sum to 1).",
+        f"in validation {metric} each hyperparameter explains (normalised to sum to 1).",
     )
     if info.importances:
         sec.add(figures.importance_figure(info))
@@ -190,8 +203,9 @@ def cost_section(snap: StudySnapshot) -> Section:
     info = cost_info(snap)
     sec = Section(
         "cost",
-        "BPS against cost",
-        "Complete trials' validation BPS against parameters, training FLOPs per sample and "
+        f"{snap.metric} against cost",
+        f"Complete trials' validation {snap.metric} against parameters, training FLOPs per "
+        "sample and "
         "training throughput; the red line joins the Pareto front (no trial is both better and "
         "cheaper).",
     )
@@ -199,7 +213,7 @@ def cost_section(snap: StudySnapshot) -> Section:
         return sec.note(
             "No complete trial recorded params_count, flops_per_sample or samples_per_s."
         )
-    sec.add(figures.cost_figure(info))
+    sec.add(figures.cost_figure(info, snap.metric))
     front = sorted(
         {n for p in info.panels for n, f in zip(p.numbers, p.on_front, strict=True) if f}
     )
@@ -211,17 +225,17 @@ def sessions_section(snap: StudySnapshot, top: int = 5) -> Section:
     info = sessions_info(snap, top)
     sec = Section(
         "sessions",
-        "Per-session BPS",
-        f"Validation BPS per session of the {len(info.numbers)} best complete trial(s)"
+        f"Per-session {snap.metric}",
+        f"Validation {snap.metric} per session of the {len(info.numbers)} best complete trial(s)"
         + (
-            ", with the oracle (the true rates' BPS) of simulated sessions."
+            f", with the oracle (the true rates' {snap.metric}) of simulated sessions."
             if any(o is not None for o in info.oracle)
             else "."
         ),
     )
     if not info.numbers:
         return sec.note("No complete trial recorded val_bps_per_session.")
-    sec.add(figures.sessions_figure(info))
+    sec.add(figures.sessions_figure(info, snap.metric))
     # One row per session, so that tens of sessions read down the page.
     known = any(o is not None for o in info.oracle)
     header = ("session", *(f"trial {n}" for n in info.numbers))
@@ -249,16 +263,17 @@ def ablation_section(snap: StudySnapshot) -> Section | None:
     sec = Section(
         "ablation",
         "Ablation grid",
-        f"Mean validation BPS at each level of each factor, averaged over the other factors, "
+        f"Mean validation {snap.metric} at each level of each factor, averaged over the other "
+        "factors, "
         f"± {spread} (s.d.); Δ is the difference to the factor's best level. "
         f"{info.num_complete} complete grid points, {info.num_excluded} not complete.",
     )
     if not info.factors:
         return sec.note("No factor with two or more levels among the complete trials.")
-    sec.add(figures.ablation_figure(info))
+    sec.add(figures.ablation_figure(info, snap.metric))
     sec.add(
         Table(
-            ("factor", "level", "mean BPS", "s.d.", "Δ vs best", "trials", "seeds"),
+            ("factor", "level", f"mean {snap.metric}", "s.d.", "Δ vs best", "trials", "seeds"),
             tuple(
                 (
                     r.factor,
@@ -287,13 +302,15 @@ def baseline_section(snap: StudySnapshot, compare: StudySnapshot | None) -> Sect
     sec = Section(
         "baseline",
         "ViViT against the CNN baseline",
-        "Validation BPS of every complete trial per model family (core kind, or study), and "
+        f"Validation {snap.metric} of every complete trial per model family (core kind, or "
+        "study), and "
         "against its parameter count.",
     )
-    sec.add(figures.baseline_figure(info))
+    m = snap.metric
+    sec.add(figures.baseline_figure(info, m))
     sec.add(
         Table(
-            ("family", "complete trials", "best BPS", "best trial", "median BPS"),
+            ("family", "complete trials", f"best {m}", "best trial", f"median {m}"),
             tuple(
                 (
                     g.label,
@@ -317,12 +334,21 @@ def yardstick_section(snap: StudySnapshot) -> Section | None:
     sec = Section(
         "yardsticks",
         "The best ViViT and the yardsticks",
-        "Test BPS of the search's best trial (never a yardstick) and of each yardstick's trial, "
+        f"Test {snap.metric} of the search's best trial (never a yardstick) and of each "
+        "yardstick's trial, "
         "trained on the same data with the same epoch budget.",
     )
     sec.add(
         Table(
-            ("model", "trial", "state", "test BPS", "of oracle", "training time", "parameters"),
+            (
+                "model",
+                "trial",
+                "state",
+                f"test {snap.metric}",
+                "of oracle",
+                "training time",
+                "parameters",
+            ),
             tuple(
                 (
                     r.label,
@@ -357,7 +383,7 @@ def study_sections(
         history_section(snap),
         curves_section(snap),
         parallel_section(snap),
-        importance_section(importance),
+        importance_section(importance, snap.metric),
         cost_section(snap),
         sessions_section(snap),
     ]

@@ -92,6 +92,29 @@ class StudySnapshot:
             taken_at=taken_at or datetime.now(),
         )
 
+    def response_kinds(self) -> set[str]:
+        """What the study's sessions hold (``spikes``, ``calcium``), as its trials recorded it;
+        ``{"spikes"}`` when none did (a study from before the attribute, or no trial yet)."""
+        from vivit_hpo.search.record import TrialRecord
+
+        kinds = {k for t in self.trials for k in (TrialRecord.of(t).response_kinds or {}).values()}
+        return kinds or {"spikes"}
+
+    @property
+    def calcium(self) -> bool:
+        """True when a session is not spike counts: the report leads with the correlation."""
+        from vivit_hpo.metrics import leads_with_corr
+
+        return leads_with_corr(self.response_kinds())
+
+    @property
+    def metric(self) -> str:
+        """The objective's name: "BPS", or for calcium traces the Poisson log-likelihood gain
+        per unit of response (never bits per spike)."""
+        from vivit_hpo.metrics import score_label
+
+        return score_label(self.response_kinds(), short=True)
+
     def oracle_per_session(self) -> dict[str, float]:
         """Validation oracle BPS by session: the ``oracle_bps`` user attribute, then ``oracle``."""
         return {**parse_oracle(self.user_attrs.get("oracle_bps")), **self.oracle}
