@@ -277,3 +277,6 @@ def test_cli_import_then_inspect(mouse: Mouse, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "import-sensorium", str(mouse.folder), "--out", str(out)])
     assert res.exit_code == 2
     assert res.output.count("\n") == 1 and "has 4 neurons but trial" in res.output
+    into = ["data", "import-sensorium", str(mouse.folder), "--out", str(mouse.folder)]
+    res = runner.invoke(app, into)
+    assert res.exit_code == 2 and "is the mouse folder" in res.output

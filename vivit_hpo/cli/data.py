@@ -213,6 +213,8 @@ def import_sensorium_cmd(
     ] = None,
 ) -> None:
     """Convert one Sensorium 2023 mouse (per-trial .npy files) into a session file."""
+    check_not_an_input(out, [("mouse folder", folder)])
+    check_file_output(out, replace=True)
     with Progress(
         TextColumn("[bold]trials"),
         BarColumn(),

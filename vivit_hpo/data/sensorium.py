@@ -40,7 +40,7 @@ The mapping (``vivit-hpo data import-sensorium``; README "From Sensorium 2023"):
 Trials are read one at a time and appended to resizable datasets (a mouse is about 15 GB: never
 held in memory), into a temporary file beside the output that is checked with
 :func:`~vivit_hpo.data.contract.validate_file` and renamed onto it only then
-(:func:`~vivit_hpo.data.files.staged`): a failed import leaves nothing behind.
+(:func:`~vivit_hpo._io.atomic_path`): a failed import leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vivit_hpo._io import atomic_path
 from vivit_hpo.data.contract import validate_file
-from vivit_hpo.data.files import staged
 from vivit_hpo.errors import DataError
 
 __all__ = [
@@ -463,8 +463,7 @@ def import_sensorium(
         raise DataError("--name is empty; give the session a name")
     lay = _scan(folder)
     dtype = _stim_dtype(lay)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staged([out]) as (tmp,):
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             tally, blocks, split = _write(f, lay, dtype, on_trial)
             f.create_dataset("blocks", data=blocks)
