@@ -51,7 +51,7 @@ def main() -> None:
         f(x).square().mean().backward()
         return time.perf_counter() - start
 
-    paths = {"3-D": as_3d, "2-D": core}
+    paths: dict[str, Callable[[Tensor], Tensor]] = {"3-D": as_3d, "2-D": core}
     for f in paths.values():
         step(f)
     best = {name: min(step(f) for _ in range(2)) for name, f in paths.items()}
