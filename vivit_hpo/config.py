@@ -252,6 +252,11 @@ class DataConfig(_Frozen):
     # validation split drawn with split_seed, the same bins for every trial of a study whatever
     # its clips, batch size or seed. None: the whole validation split.
     max_val_bins: int | None = Field(None, ge=1)
+    # Subtract the session's training-split mean from the frames before the scaling by its
+    # std. Off by default: the ViViT's per-token norms keep each token's contrast amplitude on
+    # the positive offset; the CNN and LN yardsticks, which see the raw sum of a filter, learn
+    # faster and steadier centred (benchmarks/NOTES.md).
+    center: bool = False
 
     @field_validator("device_resident", "stream", mode="before")
     @classmethod

@@ -434,6 +434,30 @@ def test_a_session_stored_at_any_scale_gives_the_same_batches(tmp_path: Path, st
     assert abs(float(first.mean()) - mean) < 0.1 and 0.9 < float(first.std()) < 1.1
 
 
+def test_centred_batches_subtract_the_training_mean_and_every_variant_keeps_it(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(4)
+    movie = rng.integers(100, 256, (3000, 6, 7), dtype=np.uint8)  # a bright movie: mean >> std
+    arrays = {**session_arrays(t=3000, n=2, h=6, w=7, k=None, block_len=50), "stim": movie}
+    path = write_session(tmp_path / "s.h5", arrays)
+    plain = load_sessions([path], DataConfig(num_lags=5))
+    centred = load_sessions([path], DataConfig(num_lags=5, center=True))
+    m = centred.metas[0]
+    variants = [
+        centred,
+        centred.with_clips(ClipGeometry.make(5, 13, 4)),
+        centred.standardised_as([m]),
+        centred.to("cpu"),
+    ]
+    for data in variants:
+        (x,) = [b.stim for b in data.batches("train", 64, shuffle=True, seed=0, steps=1)]
+        assert abs(float(x.mean())) < 0.15 and 0.9 < float(x.std()) < 1.1
+    (y,) = [b.stim for b in plain.batches("train", 64, shuffle=True, seed=0, steps=1)]
+    (x,) = [b.stim for b in centred.batches("train", 64, shuffle=True, seed=0, steps=1)]
+    torch.testing.assert_close(x, y - m.stim_mean / m.stim_std)  # the same frames, shifted
+
+
 def test_meta_and_mean_rates_from_the_training_split(tmp_path: Path) -> None:
     raw = session_arrays(t=240, n=4, block_len=30, seed=7)
     path = write_session(tmp_path / "m.h5", raw, frame_rate=120.0, attrs={"name": "mine"})

@@ -211,7 +211,12 @@ def build_ours(
         channels=channels,
         num_train=NUM_BATCHES * batch_size,
     )
-    data = SessionSet([session], cfg.data.num_lags, device_resident=cfg.data.device_resident)
+    data = SessionSet(
+        [session],
+        cfg.data.num_lags,
+        device_resident=cfg.data.device_resident,
+        center=cfg.data.center,
+    )
     trainer = Trainer(cfg, data, device=device, run_dir=None)
     starts = trainer.data.session(SYNTHETIC_SESSION).split_segments("train")[0, 0] + np.arange(
         NUM_BATCHES * batch_size

@@ -291,7 +291,7 @@ def predict_cmd(
             f"--session {session!r}: not a session of {run_dir} (it has {', '.join(by_name)})"
         )
     meta = by_name[session]
-    data = SessionSet([load_stimulus(stim, meta)], cfg.data.num_lags)
+    data = SessionSet([load_stimulus(stim, meta)], cfg.data.num_lags, center=cfg.data.center)
     with h5py.File(stim, "r") as f:
         behavior = "given" if meta.num_behavior and "behavior" in f else "mean"
     if not data.num_samples(PREDICT_SPLIT):

@@ -85,7 +85,9 @@ def load_sessions(
                     f"num_lags={cfg.num_lags}; mark some whole blocks as {split} in `split` (or "
                     "drop `split` for a seeded split), or use a smaller data.num_lags"
                 )
-    return SessionSet(sessions, cfg.num_lags, device_resident=cfg.device_resident)
+    return SessionSet(
+        sessions, cfg.num_lags, device_resident=cfg.device_resident, center=cfg.center
+    )
 
 
 def _session_name(path: Path) -> str:

@@ -473,6 +473,8 @@ class SessionSet:
         clips: the clip geometry of the batches (an ``int`` L: one target per window of L).
         device_resident: ``auto`` (move sessions to a CUDA device while they fit in half its
             free memory), ``on`` (move all, or fail), ``off`` (keep them on the CPU).
+        center: subtract each session's training mean from its frames before the scaling by
+            its std (``data.center``).
     """
 
     def __init__(
@@ -482,6 +484,7 @@ class SessionSet:
         *,
         device_resident: Literal["auto", "on", "off"] = "auto",
         device: torch.device | str = "cpu",
+        center: bool = False,
     ) -> None:
         names = [s.name for s in sessions]
         dup = sorted({x for x in names if names.count(x) > 1})
@@ -495,6 +498,7 @@ class SessionSet:
         self.clips = clips if isinstance(clips, ClipGeometry) else ClipGeometry.window(clips)
         self.device_resident: Literal["auto", "on", "off"] = device_resident
         self.device = torch.device(device)
+        self.center = center
         self._by_name = {s.name: s for s in self.sessions}
         self._eval: dict[tuple[str, str, int | None, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -578,7 +582,11 @@ class SessionSet:
                 f"clips of num_lags={clips.num_lags} on sessions loaded with {self.num_lags}"
             )
         return SessionSet(
-            self.sessions, clips, device_resident=self.device_resident, device=self.device
+            self.sessions,
+            clips,
+            device_resident=self.device_resident,
+            device=self.device,
+            center=self.center,
         )
 
     def standardised_as(self, metas: Sequence[SessionMeta]) -> SessionSet:
@@ -596,7 +604,11 @@ class SessionSet:
             for s in self.sessions
         ]
         return SessionSet(
-            sessions, self.clips, device_resident=self.device_resident, device=self.device
+            sessions,
+            self.clips,
+            device_resident=self.device_resident,
+            device=self.device,
+            center=self.center,
         )
 
     def to(self, device: torch.device | str) -> SessionSet:
@@ -628,7 +640,9 @@ class SessionSet:
                     budget -= s.nbytes()
                 else:
                     moved.append(s.to("cpu"))
-        return SessionSet(moved, self.clips, device_resident=self.device_resident, device=dev)
+        return SessionSet(
+            moved, self.clips, device_resident=self.device_resident, device=dev, center=self.center
+        )
 
     def resident(self) -> dict[str, str]:
         """Session name -> device its data live on."""
@@ -651,7 +665,8 @@ class SessionSet:
 
         Returns:
             A :class:`Batch` on :attr:`device`: stim (B, C, F, H, W) float32, ``frames /
-            stim_std`` with the session meta's training statistics; behavior
+            stim_std`` (``(frames - stim_mean) / stim_std`` with :attr:`center`) with the
+            session meta's training statistics; behavior
             (B, F, K) or None; robs and dfs (B, P, N) float32 (dfs 0 at targets past the
             segment's end); bins (B, P) int64 (-1 at those targets).
         """
@@ -676,10 +691,13 @@ class SessionSet:
         stim = x.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, F, H, W)
         # Scaled by the session's training-split std, so sessions stored as uint8 0..255, float
         # 0..1 or float 0..255 reach the shared core at one scale (x is a fresh gather, never
-        # the session's own frames: in place is safe). Not centred: the mean luminance stays a
-        # positive offset, and the ViViT's per-token norms then keep each token's contrast
-        # amplitude; centred frames learned measurably slower (tests/training/test_loop.py's
-        # short run: +0.026 against over +0.03 val BPS after 240 steps).
+        # the session's own frames: in place is safe). Centred only where the run says so
+        # (data.center): uncentred, the mean luminance stays a positive offset and the ViViT's
+        # per-token norms keep each token's contrast amplitude (centred, the tiny ViViT of
+        # tests/training/test_loop.py learned slower: +0.026 against over +0.03 val BPS after
+        # 240 steps); the CNN and LN yardsticks learn faster centred.
+        if self.center:
+            stim.sub_(s.meta.stim_mean)
         stim.div_(s.meta.stim_std)
         beh = None
         if s.behavior is not None:
