@@ -49,7 +49,20 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vivit_hpo.data.binning import (
+    GAP_FACTOR,
+    FrameBins,
+    block_ids,
+    count_dtype,
+    count_spikes,
+    frame_bins,
+    frame_times,
+    observed,
+    resample_behavior,
+    resampled_bins,
+)
 from vivit_hpo.data.contract import validate_file
+from vivit_hpo.data.frames import Frames, write_stim
 from vivit_hpo.errors import DataError
 
 __all__ = [
@@ -66,388 +79,11 @@ __all__ = [
     "resampled_bins",
 ]
 
-GAP_FACTOR = 1.5
-OBS_TOLERANCE = 0.01
-_CHUNK_BYTES = 32 * 2**20
 _INSTALL = "pip install 'vivit-hpo[nwb]'"
 # ImageSeries subclasses that hold a recording, not a stimulus: never a default stimulus.
 _IMAGING = ("TwoPhotonSeries", "OnePhotonSeries", "ImageMaskSeries")
 _MAX_LISTED = 12
 _IMAGE_KINDS = ("ImageSeries", "OpticalSeries", "IndexSeries", *_IMAGING)
-
-
-# ----------------------------------------------------------------------------- pure helpers
-
-
-@dataclass(frozen=True)
-class FrameBins:
-    """The time bins of a session and the stimulus frame each one shows.
-
-    Attributes:
-        start: (T,) float64 start of each bin, seconds.
-        stop: (T,) float64 end of each bin (``start[i+1]`` unless a gap follows).
-        frame: (T,) int64 index of the stimulus frame shown in each bin (non-decreasing).
-        gap_before: (T,) bool, True where a gap in the frame times precedes the bin.
-        interval: the median frame interval (or 1 / the target rate), seconds.
-    """
-
-    start: np.ndarray
-    stop: np.ndarray
-    frame: np.ndarray
-    gap_before: np.ndarray
-    interval: float
-
-    def __len__(self) -> int:
-        return int(self.start.shape[0])
-
-    @property
-    def centre(self) -> np.ndarray:
-        """(T,) float64 midpoint of each bin."""
-        return (self.start + self.stop) / 2
-
-    @property
-    def frame_rate(self) -> float:
-        """Bins per second: 1 / :attr:`interval`."""
-        return 1.0 / self.interval
-
-
-def frame_times(
-    num_frames: int,
-    *,
-    timestamps: np.ndarray | None = None,
-    starting_time: float | None = None,
-    rate: float | None = None,
-    what: str = "the stimulus",
-) -> np.ndarray:
-    """(T,) float64 time of each frame, from ``timestamps`` or ``starting_time + i / rate``.
-
-    Raises:
-        DataError: neither is given, their length differs from ``num_frames``, the rate is not
-            positive, or the times do not increase.
-    """
-    if timestamps is not None:
-        t = np.asarray(timestamps, dtype=np.float64).reshape(-1)
-        if t.shape[0] != num_frames:
-            raise DataError(
-                f"{what}: has {num_frames} frames but {t.shape[0]} timestamps; give one "
-                "timestamp per frame"
-            )
-    elif rate is not None:
-        if not (np.isfinite(rate) and rate > 0):
-            raise DataError(f"{what}: rate is {rate!r}; set a positive frame rate in Hz")
-        t0 = 0.0 if starting_time is None else float(starting_time)
-        t = t0 + np.arange(num_frames, dtype=np.float64) / float(rate)
-    else:
-        raise DataError(
-            f"{what}: its frames have no times (neither `timestamps` nor `starting_time` + "
-            "`rate`); write the frame times into the series"
-        )
-    if not np.isfinite(t).all():
-        raise DataError(f"{what}: timestamps hold NaN or Inf; give a finite time per frame")
-    d = np.diff(t)
-    if (d <= 0).any():
-        i = int(np.flatnonzero(d <= 0)[0])
-        raise DataError(
-            f"{what}: frame times do not increase (frame {i + 1} at {t[i + 1]:.6g} s after "
-            f"frame {i} at {t[i]:.6g} s); sort the frames by time and drop repeated ones"
-        )
-    return t
-
-
-def _stretches(times: np.ndarray, gap_factor: float) -> tuple[np.ndarray, float]:
-    """(T-1,) bool gap after each frame but the last, and the median frame interval."""
-    if times.shape[0] < 2:
-        raise DataError(
-            f"the stimulus has {times.shape[0]} frame(s); a session needs at least two frames "
-            "(the second one ends the first bin)"
-        )
-    d = np.diff(times)
-    interval = float(np.median(d))
-    return d > gap_factor * interval, interval
-
-
-def frame_bins(times: np.ndarray, *, gap_factor: float = GAP_FACTOR) -> FrameBins:
-    """One bin per frame: bin i runs from frame i's time to frame i+1's.
-
-    The last bin, and the last bin before a gap (an interval longer than ``gap_factor`` times
-    the median interval), ends one median interval after its frame.
-
-    Args:
-        times: (T,) increasing frame times, seconds (see :func:`frame_times`).
-        gap_factor: how many median intervals make a gap.
-
-    Returns:
-        T bins, ``frame[i] = i``.
-    """
-    t = np.asarray(times, dtype=np.float64)
-    gap, interval = _stretches(t, gap_factor)
-    stop = np.empty_like(t)
-    stop[:-1] = np.where(gap, t[:-1] + interval, t[1:])
-    stop[-1] = t[-1] + interval
-    return FrameBins(
-        start=t.copy(),
-        stop=stop,
-        frame=np.arange(t.shape[0], dtype=np.int64),
-        gap_before=np.r_[False, gap],
-        interval=interval,
-    )
-
-
-def resampled_bins(times: np.ndarray, rate: float, *, gap_factor: float = GAP_FACTOR) -> FrameBins:
-    """Bins on a regular grid at ``rate`` Hz, each showing the frame on screen at its centre.
-
-    The frame times are cut into stretches at gaps (as in :func:`frame_bins`); each stretch,
-    from its first frame's time to one median interval after its last frame, is covered by as
-    many whole bins of ``1 / rate`` s as fit, starting at its first frame. A stretch shorter
-    than one bin gives none.
-
-    Args:
-        times: (T,) increasing frame times, seconds.
-        rate: the target bins per second.
-        gap_factor: how many median frame intervals make a gap.
-
-    Returns:
-        The bins; ``gap_before`` marks the first bin of every stretch but the first.
-
-    Raises:
-        DataError: ``rate`` is not positive, or no stretch holds one bin.
-    """
-    if not (np.isfinite(rate) and rate > 0):
-        raise DataError(f"--frame-rate {rate!r}: give a positive number of bins per second")
-    t = np.asarray(times, dtype=np.float64)
-    gap, interval = _stretches(t, gap_factor)
-    ends = np.r_[np.flatnonzero(gap), t.shape[0] - 1]  # last frame of each stretch
-    firsts = np.r_[0, ends[:-1] + 1]
-    step = 1.0 / float(rate)
-    starts: list[np.ndarray] = []
-    stops: list[np.ndarray] = []
-    frames: list[np.ndarray] = []
-    gaps: list[np.ndarray] = []
-    for a, b in zip(firsts.tolist(), ends.tolist(), strict=True):
-        span = t[b] + interval - t[a]
-        n = int(np.floor(span / step + 1e-9))
-        if n == 0:
-            continue
-        s = t[a] + np.arange(n, dtype=np.float64) * step
-        centre = s + step / 2
-        idx = np.searchsorted(t[a : b + 1], centre, side="right") - 1 + a
-        g = np.zeros(n, dtype=bool)
-        g[0] = bool(starts)  # every stretch after the first begins after a gap
-        starts.append(s)
-        stops.append(s + step)
-        frames.append(np.maximum(idx, a).astype(np.int64))
-        gaps.append(g)
-    if not starts:
-        raise DataError(
-            f"--frame-rate {rate:g}: no stretch of the stimulus lasts one bin of {step:.4g} s; "
-            "use a higher rate"
-        )
-    return FrameBins(
-        start=np.concatenate(starts),
-        stop=np.concatenate(stops),
-        frame=np.concatenate(frames),
-        gap_before=np.concatenate(gaps),
-        interval=step,
-    )
-
-
-def count_spikes(spike_times: np.ndarray, bins: FrameBins) -> np.ndarray:
-    """(T,) int64 spikes of one unit in each bin ``[start, stop)``; spikes outside are dropped."""
-    sp = np.sort(np.asarray(spike_times, dtype=np.float64).reshape(-1))
-    return np.searchsorted(sp, bins.stop, side="left") - np.searchsorted(
-        sp, bins.start, side="left"
-    )
-
-
-def observed(
-    intervals: np.ndarray, bins: FrameBins, *, tolerance: float = OBS_TOLERANCE
-) -> np.ndarray:
-    """(T,) bool: the unit's observation intervals cover the bin (all but ``tolerance`` of it).
-
-    Args:
-        intervals: (M, 2) [start, stop] of each interval in which the unit was observed,
-            seconds; they may overlap and come in any order. M = 0: never observed.
-        bins: the bins.
-        tolerance: the share of a bin that may lie outside the intervals.
-    """
-    iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
-    if iv.shape[0] == 0:
-        return np.zeros(len(bins), dtype=bool)
-    iv = iv[np.argsort(iv[:, 0], kind="stable")]
-    merged: list[list[float]] = []
-    for a, b in iv.tolist():
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    m = np.asarray(merged)  # (M', 2) disjoint, sorted
-    # covered(x): how much of (-inf, x] the intervals cover; piecewise linear in x.
-    xp = m.reshape(-1)
-    lengths = m[:, 1] - m[:, 0]
-    fp = np.empty_like(xp)
-    fp[1::2] = np.cumsum(lengths)
-    fp[0::2] = fp[1::2] - lengths
-    cover = np.interp(bins.stop, xp, fp) - np.interp(bins.start, xp, fp)
-    return cover >= (1.0 - tolerance) * (bins.stop - bins.start)
-
-
-def resample_behavior(
-    times: np.ndarray, values: np.ndarray, bins: FrameBins, *, what: str = "behaviour"
-) -> np.ndarray:
-    """A behaviour series resampled onto the bins, one column per channel.
-
-    Per bin: the mean of the samples inside ``[start, stop)`` when there are two or more, else
-    the linear interpolation at the bin's centre. NaN samples are dropped first (each channel
-    on its own).
-
-    Args:
-        times: (S,) sample times, seconds (sorted here if they are not).
-        values: (S,) or (S, K) samples.
-        bins: the bins.
-        what: the series' name, for errors.
-
-    Returns:
-        (T, K) float32.
-
-    Raises:
-        DataError: a channel has no finite sample, or its samples do not reach to within one
-            bin of the first and last bins.
-    """
-    t = np.asarray(times, dtype=np.float64).reshape(-1)
-    v = np.asarray(values, dtype=np.float64)
-    v = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
-    if v.shape[0] != t.shape[0]:
-        raise DataError(
-            f"behaviour {what!r}: has {v.shape[0]} samples but {t.shape[0]} timestamps; give "
-            "one time per sample"
-        )
-    order = np.argsort(t, kind="stable")
-    t, v = t[order], v[order]
-    lo_edge, hi_edge = bins.start[0], bins.stop[-1]
-    out = np.empty((len(bins), v.shape[1]), dtype=np.float32)
-    for k in range(v.shape[1]):
-        ok = np.isfinite(v[:, k]) & np.isfinite(t)
-        tk, vk = t[ok], v[ok, k]
-        col = f" (column {k})" if v.shape[1] > 1 else ""
-        if tk.size == 0:
-            raise DataError(
-                f"behaviour {what!r}{col}: has no finite sample; leave it out of --behavior"
-            )
-        if tk[0] > lo_edge + bins.interval or tk[-1] < hi_edge - bins.interval:
-            raise DataError(
-                f"behaviour {what!r}{col}: has samples from {tk[0]:.3f} s to {tk[-1]:.3f} s but "
-                f"the stimulus runs from {lo_edge:.3f} s to {hi_edge:.3f} s; pass a behaviour "
-                "recorded over the whole stimulus, or leave it out of --behavior"
-            )
-        lo = np.searchsorted(tk, bins.start, side="left")
-        hi = np.searchsorted(tk, bins.stop, side="left")
-        n = hi - lo
-        csum = np.r_[0.0, np.cumsum(vk)]
-        mean = (csum[hi] - csum[lo]) / np.maximum(n, 1)
-        out[:, k] = np.where(n >= 2, mean, np.interp(bins.centre, tk, vk))
-    return out
-
-
-def block_ids(bins: FrameBins, intervals: np.ndarray | None = None) -> np.ndarray:
-    """(T,) int32 block id of each bin: the interval holding its centre, cut at gaps.
-
-    Args:
-        bins: the bins (their ``gap_before`` always starts a new block).
-        intervals: (M, 2) [start, stop) of trials or epochs, or None. A bin belongs to the
-            latest-starting interval that holds its centre; a run of bins in no interval is a
-            block of its own.
-
-    Returns:
-        Consecutive ids 0, 1, ... (one per run of bins).
-    """
-    t = len(bins)
-    label = np.full(t, -1, dtype=np.int64)
-    if intervals is not None and np.asarray(intervals).size:
-        iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
-        iv = iv[np.argsort(iv[:, 0], kind="stable")]
-        c = bins.centre
-        idx = np.searchsorted(iv[:, 0], c, side="right") - 1
-        inside = (idx >= 0) & (c < iv[np.maximum(idx, 0), 1])
-        label = np.where(inside, idx, -1)
-    new = np.r_[True, label[1:] != label[:-1]] | bins.gap_before
-    return (np.cumsum(new) - 1).astype(np.int32)
-
-
-def _count_dtype(max_count: int) -> np.dtype:
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if max_count <= np.iinfo(dt).max:
-            return np.dtype(dt)
-    return np.dtype(np.int64)
-
-
-# ----------------------------------------------------------------------------- frames
-
-
-class _Frames:
-    """Stimulus frames in the contract's layout, read by ranges of frames.
-
-    ``data`` is the series' frames as stored ((F, H, W) or (F, H, W, C)); for an IndexSeries
-    ``lookup`` maps each frame to a row of ``data`` (the template images, in memory).
-    """
-
-    def __init__(self, data: Any, *, lookup: np.ndarray | None = None, what: str) -> None:
-        shape: tuple[int, ...] = tuple(int(x) for x in data.shape)
-        if len(shape) == 3:
-            self.channels_last = False
-        elif len(shape) == 4 and 1 <= shape[3] <= 4:
-            self.channels_last = True
-        else:
-            raise DataError(
-                f"{what}: frames of shape {shape} are not (frames, height, width) or (frames, "
-                "height, width, channels <= 4); store the movie in one of these layouts"
-            )
-        self.data = data
-        self.lookup = lookup
-        self.num_frames = int(lookup.shape[0]) if lookup is not None else shape[0]
-        h, w = shape[1], shape[2]
-        self.frame_shape: tuple[int, ...] = (shape[-1], h, w) if self.channels_last else (h, w)
-        src = np.dtype(data.dtype)
-        if src in (np.uint8, np.float16, np.float32):
-            self.dtype = src
-        elif src == np.bool_:
-            self.dtype = np.dtype(np.uint8)
-        elif src.kind in "iuf":
-            self.dtype = np.dtype(np.float32)
-        else:
-            raise DataError(f"{what}: frames of dtype {src} are not numbers; store pixel values")
-
-    def rows_per_chunk(self) -> int:
-        frame_bytes = int(np.prod(self.frame_shape)) * max(4, self.dtype.itemsize)
-        return max(1, _CHUNK_BYTES // frame_bytes)
-
-    def read(self, idx: np.ndarray) -> np.ndarray:
-        """(len(idx), *frame_shape) frames ``idx`` (non-decreasing), in the output dtype."""
-        a, b = int(idx[0]), int(idx[-1]) + 1
-        if self.lookup is not None:
-            x = np.asarray(self.data)[self.lookup[idx]]
-        else:
-            x = np.asarray(self.data[a:b])
-            if not (b - a == idx.shape[0] and idx[-1] - idx[0] == b - a - 1):
-                x = x[idx - a]
-        if self.channels_last:
-            x = np.moveaxis(x, -1, 1)  # (n, H, W, C) -> (n, C, H, W)
-        if x.dtype == np.bool_:
-            return x.astype(np.uint8) * np.uint8(255)
-        return np.ascontiguousarray(x, dtype=self.dtype)
-
-
-def _write_stim(f: h5py.File, frames: _Frames, bins: FrameBins) -> None:
-    """Stream the frames of ``bins`` into a contiguous ``stim`` dataset, a chunk at a time."""
-    t = len(bins)
-    ds = f.create_dataset("stim", shape=(t, *frames.frame_shape), dtype=frames.dtype)
-    rows = frames.rows_per_chunk()
-    k0 = 0
-    while k0 < t:
-        # At most `rows` output frames, read from at most `rows` source frames.
-        k1 = min(t, k0 + rows, int(np.searchsorted(bins.frame, bins.frame[k0] + rows)))
-        k1 = max(k1, k0 + 1)
-        ds[k0:k1] = frames.read(bins.frame[k0:k1])
-        k0 = k1
 
 
 # ----------------------------------------------------------------------------- the NWB side
@@ -571,7 +207,7 @@ def _times_of(ts: Any, num: int, what: str) -> np.ndarray:
     )
 
 
-def _frames_of(series: Any, where: str, src: Path) -> _Frames:
+def _frames_of(series: Any, where: str, src: Path) -> Frames:
     pynwb = _pynwb()
     what = f"{src}: {where}"
     if isinstance(series, pynwb.image.IndexSeries):
@@ -597,7 +233,7 @@ def _frames_of(series: Any, where: str, src: Path) -> _Frames:
                 f"{what}: indices run from {idx.min()} to {idx.max()} but there are "
                 f"{templates.shape[0]} images; index the images from 0"
             )
-        return _Frames(templates, lookup=idx, what=what)
+        return Frames(templates, lookup=idx, what=what)
     external = list(series.external_file[()]) if series.external_file is not None else []
     if external and (series.data is None or int(np.prod(series.data.shape)) == 0):
         names = [e.decode() if isinstance(e, bytes) else str(e) for e in external]
@@ -613,7 +249,7 @@ def _frames_of(series: Any, where: str, src: Path) -> _Frames:
             "cannot decode; write the frames into the series' data (e.g. decode them with "
             "imageio and rewrite the ImageSeries)"
         )
-    return _Frames(series.data, what=what)
+    return Frames(series.data, what=what)
 
 
 def _find_timeseries(nwb: Any, io: Any, name: str, src: Path) -> tuple[str, Any]:
@@ -694,7 +330,7 @@ def _units(nwb: Any, bins: FrameBins, src: Path) -> tuple[np.ndarray, np.ndarray
         c = count_spikes(sp, bins)
         top = int(c.max()) if c.size else 0
         if top > np.iinfo(robs.dtype).max:
-            robs = robs.astype(_count_dtype(top))
+            robs = robs.astype(count_dtype(top))
         robs[:, j] = c
         total += int(c.sum())
     if total == 0:
@@ -835,7 +471,7 @@ def import_nwb(
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         try:
             with h5py.File(tmp, "w") as f:
-                _write_stim(f, frames, bins)
+                write_stim(f, frames, bins.frame)
                 f.create_dataset("robs", data=robs)
                 f.create_dataset("dfs", data=dfs)
                 if beh is not None:
