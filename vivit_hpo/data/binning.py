@@ -23,10 +23,13 @@ __all__ = [
     "block_ids",
     "count_dtype",
     "count_spikes",
+    "flagged_intervals",
     "frame_bins",
     "frame_times",
     "observed",
+    "overlapping",
     "resample_behavior",
+    "resample_intervals",
     "resampled_bins",
 ]
 
@@ -333,3 +336,106 @@ def count_dtype(max_count: int) -> np.dtype:
         if max_count <= np.iinfo(dt).max:
             return np.dtype(dt)
     return np.dtype(np.int64)
+
+
+def overlapping(intervals: np.ndarray, bins: FrameBins) -> np.ndarray:
+    """(T,) bool: the bins that overlap any of the intervals (by any amount of time).
+
+    Args:
+        intervals: (M, 2) [start, stop] of each interval, seconds, in any order.
+        bins: the bins, ``[start, stop)`` each.
+    """
+    iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+    out = np.zeros(len(bins), dtype=bool)
+    for a, b in iv.tolist():
+        out |= (bins.start < b) & (bins.stop > a)
+    return out
+
+
+def flagged_intervals(times: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """(M, 2) [start, stop) of each run of True samples, each sample held until the next.
+
+    A sample of a boolean series (a blink detector's ``likely_blink``) stands for the time from
+    it to the next sample; the last one for one median sample interval.
+    """
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    on = np.asarray(flags).reshape(-1).astype(bool)
+    if t.size == 0 or not on.any():
+        return np.zeros((0, 2))
+    order = np.argsort(t, kind="stable")
+    t, on = t[order], on[order]
+    step = float(np.median(np.diff(t))) if t.size > 1 else 0.0
+    ends = np.r_[t[1:], t[-1] + step]
+    edge = np.diff(np.r_[0, on.astype(np.int8), 0])
+    first, last = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1) - 1
+    return np.stack([t[first], ends[last]], 1)
+
+
+def resample_intervals(
+    starts: np.ndarray,
+    stops: np.ndarray,
+    values: np.ndarray,
+    bins: FrameBins,
+    *,
+    what: str = "behaviour",
+) -> np.ndarray:
+    """A behaviour whose every sample covers an interval, resampled onto the bins.
+
+    AllenSDK writes running speed this way: ``running_speed`` at each interval's start and
+    ``running_speed_end_times`` at its end. Per bin: the mean of the samples weighted by how
+    much of the bin each one covers; a bin no sample covers takes the linear interpolation, at
+    its centre, of the samples at their intervals' midpoints. NaN samples are dropped first.
+
+    Args:
+        starts, stops: (S,) the interval of each sample, seconds (disjoint; any order).
+        values: (S,) or (S, K) samples.
+        bins: the bins.
+        what: the series' name, for errors.
+
+    Returns:
+        (T, K) float32.
+
+    Raises:
+        DataError: as :func:`resample_behavior`.
+    """
+    a = np.asarray(starts, dtype=np.float64).reshape(-1)
+    b = np.asarray(stops, dtype=np.float64).reshape(-1)
+    v = np.asarray(values, dtype=np.float64)
+    v = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
+    if not (a.shape[0] == b.shape[0] == v.shape[0]):
+        raise DataError(
+            f"behaviour {what!r}: {v.shape[0]} samples but {a.shape[0]} start and {b.shape[0]} "
+            "end times; give one interval per sample"
+        )
+    order = np.argsort(a, kind="stable")
+    a, b, v = a[order], b[order], v[order]
+    out = np.empty((len(bins), v.shape[1]), dtype=np.float32)
+    for k in range(v.shape[1]):
+        ok = np.isfinite(v[:, k]) & np.isfinite(a) & np.isfinite(b) & (b > a)
+        ak, bk, vk = a[ok], b[ok], v[ok, k]
+        col = f" (column {k})" if v.shape[1] > 1 else ""
+        if ak.size == 0:
+            raise DataError(
+                f"behaviour {what!r}{col}: has no finite sample; leave it out of --behavior"
+            )
+        if ak[0] > bins.start[0] + bins.interval or bk[-1] < bins.stop[-1] - bins.interval:
+            raise DataError(
+                f"behaviour {what!r}{col}: has samples from {ak[0]:.3f} s to {bk[-1]:.3f} s but "
+                f"the stimulus runs from {bins.start[0]:.3f} s to {bins.stop[-1]:.3f} s; pass a "
+                "behaviour recorded over the whole stimulus, or leave it out of --behavior"
+            )
+        bk = np.minimum(bk, np.r_[ak[1:], np.inf])  # disjoint: a sample ends where the next begins
+        # covered(x), integral(x): piecewise linear in x over the samples' edges.
+        xp = np.stack([ak, bk], 1).reshape(-1)
+        span = bk - ak
+        cover = np.empty_like(xp)
+        cover[1::2] = np.cumsum(span)
+        cover[0::2] = cover[1::2] - span
+        area = np.empty_like(xp)
+        area[1::2] = np.cumsum(span * vk)
+        area[0::2] = area[1::2] - span * vk
+        covered = np.interp(bins.stop, xp, cover) - np.interp(bins.start, xp, cover)
+        integral = np.interp(bins.stop, xp, area) - np.interp(bins.start, xp, area)
+        mid = np.interp(bins.centre, (ak + bk) / 2, vk)
+        out[:, k] = np.where(covered > 0, integral / np.where(covered > 0, covered, 1.0), mid)
+    return out

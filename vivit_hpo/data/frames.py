@@ -8,6 +8,7 @@ about 32 MiB, so that a movie (or its repeats) is never held whole in memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -15,7 +16,7 @@ import numpy as np
 
 from vivit_hpo.errors import DataError
 
-__all__ = ["Frames", "write_stim"]
+__all__ = ["FrameStack", "Frames", "write_stim"]
 
 _CHUNK_BYTES = 32 * 2**20
 
@@ -93,8 +94,39 @@ class Frames:
         return lo, hi
 
 
+class FrameStack:
+    """Several templates of one frame shape and dtype read as one source.
+
+    Frame ``i`` of the stack is frame ``i - starts[k]`` of part ``k`` (the parts in order).
+    """
+
+    def __init__(self, parts: Sequence[Frames]) -> None:
+        assert parts and len({(p.frame_shape, p.dtype) for p in parts}) == 1
+        self.parts = list(parts)
+        self.frame_shape = parts[0].frame_shape
+        self.dtype = parts[0].dtype
+        self.starts = np.cumsum([0, *(p.num_frames for p in parts)])
+
+    def rows_per_chunk(self) -> int:
+        return self.parts[0].rows_per_chunk()
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), *frame_shape) frames ``idx`` of the stack, in any order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((idx.shape[0], *self.frame_shape), dtype=self.dtype)
+        part = np.searchsorted(self.starts, idx, side="right") - 1
+        for k in np.unique(part).tolist():
+            m = part == k
+            out[m] = self.parts[k].read(idx[m] - self.starts[k])
+        return out
+
+
 def write_stim(
-    f: h5py.File, frames: Frames, index: np.ndarray, *, grey: float | None = None
+    f: h5py.File,
+    frames: Frames | FrameStack,
+    index: np.ndarray,
+    *,
+    grey: float | None = None,
 ) -> None:
     """Stream frames ``index`` into a contiguous ``stim`` dataset, a chunk at a time.
 
