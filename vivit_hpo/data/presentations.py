@@ -102,8 +102,8 @@ def _frames_of(table: PresentationTable) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"presentations {table.name}: row {i} shows frame {f[i]!r}; a frame must be a whole "
-            "number (or -1 / NaN for a grey screen)"
+            f"presentations {table.name}: row {i} shows frame {float(f[i])!r}; a frame must be a "
+            "whole number (or -1 / NaN for a grey screen)"
         )
     out = np.where(grey, GREY, np.nan_to_num(f, nan=GREY)).astype(np.int64)
     outside = ~grey & ((out < 0) | (out >= table.num_frames))
@@ -136,8 +136,8 @@ def _check_times(table: PresentationTable) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"presentations {table.name}: row {i} runs from {a[i]!r} s to {b[i]!r} s; every row "
-            "needs a finite stop_time after its start_time"
+            f"presentations {table.name}: row {i} runs from {float(a[i])!r} s to "
+            f"{float(b[i])!r} s; every row needs a finite stop_time after its start_time"
         )
 
 
