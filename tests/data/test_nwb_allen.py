@@ -302,6 +302,35 @@ def test_refused_in_one_line_leaving_nothing(
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
+def test_presentations_resampled_to_a_frame_rate(tmp_path: Path) -> None:
+    # A 30 Hz table over an OpenScope-style template (named like the table, frames in `Image`),
+    # imported at 60 Hz: every row's frame shows in two bins, its spikes split between them.
+    from pynwb.epoch import TimeIntervals
+
+    nwb = new_nwb("openscope")
+    movie = np.arange(NUM_FRAMES, dtype=np.uint8)[:, None, None] * np.ones((1, 6, 8), np.uint8)
+    nwb.add_stimulus_template(
+        ImageSeries(name="natmovie_presentations", data=movie, unit="NA", rate=1.0)
+    )
+    table = TimeIntervals(name="natmovie_presentations", description="rows")
+    table.add_column(name="Image", description="frame")
+    frames = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    start = 5.0 + np.arange(len(frames)) / 30
+    for a, f in zip(start, frames, strict=True):
+        table.add_interval(start_time=a, stop_time=a + 1 / 30, Image=float(f))
+    nwb.add_time_intervals(table)
+    spikes = start + 1 / 120  # one spike in the first half of every row
+    add_units(nwb, [spikes])
+    src = write_nwb(nwb, tmp_path / "o.nwb")
+    res = import_nwb(src, tmp_path / "o.h5", presentations=["natmovie"], frame_rate=60.0)
+    assert res.num_bins == 2 * len(frames) and res.frame_rate == 60.0
+    with h5py.File(tmp_path / "o.h5") as f:
+        np.testing.assert_array_equal(f["stim"][:, 0, 0], np.repeat(frames, 2))
+        np.testing.assert_array_equal(f["frame_index"][()], np.repeat(frames, 2))
+        np.testing.assert_array_equal(f["robs"][:, 0], np.tile([1, 0], len(frames)))
+        assert f.attrs["nwb_templates"].tolist() == ["stimulus/templates/natmovie_presentations"]
+
+
 def test_cli_imports_presentations(tmp_path: Path) -> None:
     s = write_allen(tmp_path / "s.nwb")
     out = tmp_path / "m1.h5"

@@ -44,7 +44,8 @@ class FrameBins:
     Attributes:
         start: (T,) float64 start of each bin, seconds.
         stop: (T,) float64 end of each bin (``start[i+1]`` unless a gap follows).
-        frame: (T,) int64 index of the stimulus frame shown in each bin (non-decreasing).
+        frame: (T,) int64 index of the frame shown in each bin: of the timeline's frames
+            (non-decreasing), or, for presentation bins, of the template (-1: grey).
         gap_before: (T,) bool, True where a gap in the frame times precedes the bin.
         interval: the median frame interval (or 1 / the target rate), seconds.
     """
