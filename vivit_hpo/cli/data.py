@@ -151,10 +151,53 @@ def import_nwb_cmd(
             "default: the file's only one.",
         ),
     ] = None,
+    presentations: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--presentations",
+            help="An intervals table whose rows each show one frame of a movie template "
+            "(Allen: natural_movie_one_presentations), instead of --stimulus; repeatable.",
+        ),
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--template",
+            help="The movie those rows show: an ImageSeries of the file or a FILE.npy; one for "
+            "all tables or one per table; default: by name in stimulus/templates.",
+        ),
+    ] = None,
     behavior: Annotated[
         list[str] | None,
         typer.Option(
-            "--behavior", help="Name (or path) of a behaviour TimeSeries to add; repeatable."
+            "--behavior",
+            help="Behaviour to add: a TimeSeries, SERIES.FIELD (pupil_tracking.area) or "
+            "TABLE.COLUMN (pupil_ellipse_fits.width); repeatable.",
+        ),
+    ] = None,
+    blinks: Annotated[
+        str | None,
+        typer.Option(
+            "--blinks",
+            help="A yes/no blink series (likely_blink): its bins are invalid in dfs.",
+        ),
+    ] = None,
+    unit_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-filter",
+            help="Keep the units meeting this expression over the Units table's columns, "
+            "e.g. \"quality == 'good' and presence_ratio > 0.9\".",
+        ),
+    ] = None,
+    allen_qc: Annotated[
+        bool,
+        typer.Option("--allen-qc", help="Keep the units passing AllenSDK's default QC."),
+    ] = False,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--region", help="Keep the units whose peak channel is in this location; repeatable."
         ),
     ] = None,
     name: Annotated[
@@ -173,7 +216,18 @@ def import_nwb_cmd(
     check_not_an_input(out, [("NWB file", nwb_file)])
     check_file_output(out, replace=True)
     res = import_nwb(
-        nwb_file, out, stimulus=stimulus, behavior=behavior or (), name=name, frame_rate=frame_rate
+        nwb_file,
+        out,
+        stimulus=stimulus,
+        presentations=presentations or (),
+        templates=template or (),
+        behavior=behavior or (),
+        blinks=blinks,
+        unit_filter=unit_filter,
+        allen_qc=allen_qc,
+        regions=region or (),
+        name=name,
+        frame_rate=frame_rate,
     )
     table = Table(title=f"imported {nwb_file.name}", show_header=False)
     table.add_column("what")
@@ -190,6 +244,19 @@ def import_nwb_cmd(
         ("behavior", ", ".join(res.behavior_names) or "-"),
         ("blocks", f"{res.num_blocks} (from {res.block_source})"),
     ]
+    if res.unit_selection != "all":
+        rows.insert(
+            4, ("selected", f"{res.num_units} of {res.units_in_file} ({res.unit_selection})")
+        )
+    if res.num_repeats:
+        rows.append(("repeats", f"{res.num_repeats} ({res.grey_bins} grey bins)"))
+    if res.invalid_intervals or res.blink_bins:
+        rows.append(
+            (
+                "invalid",
+                f"{res.invalid_intervals} invalid_times interval(s), {res.blink_bins} blink bins",
+            )
+        )
     for row in rows:
         table.add_row(*row)
     console.print(table)
