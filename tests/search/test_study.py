@@ -4,10 +4,12 @@ database says."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import optuna
 import pytest
 import yaml
@@ -16,13 +18,17 @@ from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
 from vivit_hpo.errors import ArtifactPathError
+from vivit_hpo.report.build import study_data_paths
+from vivit_hpo.report.snapshot import StudySnapshot
 from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
     SPEC_ATTR,
     create_study,
     delete_study,
+    ensure_data,
     load_study,
+    materialise_synth,
     prune_checkpoints,
     study_uid,
     trial_dir,
@@ -249,3 +255,47 @@ def test_export_best_replaces_an_existing_file_only_with_force(
         f"error: --out {tmp_path}: is a folder; pass the path of a file to write"
     )
     assert load_study(open_storage(url), "exported").best_value == 0.3
+
+
+# -- the files of studies that share a name --------------------------------------------------------
+
+
+def _synth(neurons: int) -> dict[str, object]:
+    return {"synth": {"sessions": 1, "neurons": neurons, "frames": 1000, "size": [16, 16]}}
+
+
+def _units(folder: Path) -> int:
+    with h5py.File(folder / "sim00.h5", "r") as f:
+        return int(f["robs"].shape[1])
+
+
+def test_a_study_made_again_with_another_recipe_gets_data_of_its_recipe(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    # The reported bug: `study delete d --yes --keep-artifacts`, then `study create d` with 12
+    # units instead of 8, trained on the old 8-unit data, reused because oracle.json was there.
+    runner = CliRunner()
+    old_spec, new_spec = write_spec(data=_synth(8)), write_spec(data=_synth(12))
+    for args in (
+        ["create", study_name, "--spec", str(old_spec)],
+        ["delete", study_name, "--yes", "--keep-artifacts"],
+        ["create", study_name, "--spec", str(new_spec)],
+    ):
+        result = runner.invoke(app, ["study", *args, "--storage", pg_url])
+        assert result.exit_code == 0, result.output
+    old, new = load_spec(old_spec), load_spec(new_spec)
+    (data,) = ensure_data(new, study_name)  # what every worker of the study trains on
+    assert _units(data) == 12
+    assert json.loads((data / "recipe.json").read_text()) == new.synth_recipe()
+    storage = open_storage(pg_url)
+    snap = StudySnapshot.from_study(load_study(storage, study_name))
+    assert study_data_paths(snap) == [data]  # the report reads the same folder
+    storage.engine.dispose()
+    # The kept artifacts keep the data their checkpoints were trained on.
+    (kept,) = old.data_paths(study_name)
+    assert kept != data and _units(kept) == 8
+
+    # A folder that holds another recipe's data is never taken, nor replaced.
+    with pytest.raises(ArtifactPathError, match="another recipe"):
+        materialise_synth(new, kept)
+    assert _units(kept) == 8

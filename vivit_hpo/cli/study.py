@@ -92,6 +92,7 @@ def create(
         f"{parsed.sampler.name} sampler, {parsed.pruner.name} pruner"
         f"{first}; "
         f"artifacts in {parsed.study_dir(name)}"
+        + (f", simulated data in {parsed.data_paths(name)[0]}" if parsed.data.synth else "")
     )
     console.print(f"start workers with `vivit-hpo worker {name}` (one per GPU, any machine)")
 

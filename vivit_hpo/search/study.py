@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import math
 import shutil
 import tempfile
@@ -74,6 +75,7 @@ __all__ = [
 
 SPEC_ATTR = "spec"
 UID_ATTR = "uid"  # set once at creation: a study made again under the same name gets another
+RECIPE_FILE = "recipe.json"  # in a simulated data folder: the recipe it was made from
 
 
 class StudyError(VivitHpoError):
@@ -130,30 +132,63 @@ def load_study(
 
 
 def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
-    """The study's session paths; a simulator recipe is materialised once into
-    ``<artifacts>/<study>/data`` (see :func:`materialise_synth`)."""
-    if spec.data.paths is not None:
-        return [Path(p) for p in spec.data.paths]
-    return [materialise_synth(spec, spec.artifact_path(study_name, "data"))]
+    """The study's session paths (:meth:`StudySpec.data_paths`); a simulator recipe is
+    materialised once into ``<artifacts>/<study>/data-<hash of the recipe>`` (see
+    :func:`materialise_synth`)."""
+    paths = spec.data_paths(study_name)
+    if spec.data.synth is not None:
+        materialise_synth(spec, paths[0])
+    return paths
+
+
+def _recipe_of(folder: Path) -> Any:
+    """The recipe a simulated data folder records (its ``recipe.json``); None without one."""
+    try:
+        return json.loads((folder / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def materialise_synth(spec: StudySpec, out: Path) -> Path:
-    """Write the spec's simulated sessions (``data.synth``) into ``out`` once, under a file lock
-    so that concurrent workers write them once; the oracle is scored at the base config's
-    ``num_lags``. Returns ``out``."""
-    assert spec.data.synth is not None
-    done = out / "oracle.json"
-    if done.is_file():
+    """Write the spec's simulated sessions (``data.synth``) into the folder ``out`` once, with
+    the recipe they are made from (:meth:`StudySpec.synth_recipe`: ``data.synth`` and the base
+    config's ``num_lags``, at which the oracle is scored) in ``out/recipe.json``.
+
+    The folder appears whole (written beside it, then renamed), under a file lock so that
+    concurrent workers write it once. It is reused only when its recipe is the spec's; a folder
+    of another recipe, or one without a recipe, is never replaced (a study may train on it).
+    Returns ``out``.
+
+    Raises:
+        ArtifactPathError: ``out`` holds data of another recipe, or other files.
+    """
+    recipe = spec.synth_recipe()
+    if _recipe_of(out) == recipe:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.is_file():
-            from vivit_hpo.data import synthesize
+        found = _recipe_of(out)
+        if found == recipe:
+            return out
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            what = (
+                f"simulated data of another recipe ({json.dumps(found, sort_keys=True)})"
+                if found is not None
+                else f"files without a {RECIPE_FILE} (not simulated for a recipe)"
+            )
+            raise ArtifactPathError(
+                f"{out}: holds {what}, not of {json.dumps(recipe, sort_keys=True)}; it is never "
+                "replaced: remove it if nothing uses it, or write the data elsewhere"
+            )
+        from vivit_hpo._io import atomic_dir, atomic_write_text
+        from vivit_hpo.data import synthesize
 
-            s = spec.data.synth
+        s = spec.data.synth
+        assert s is not None
+        with atomic_dir(out) as tmp:
             synthesize(
-                out,
+                tmp,
                 sessions=s.sessions,
                 neurons=s.neurons,
                 frames=s.frames,
@@ -161,8 +196,9 @@ def materialise_synth(spec: StudySpec, out: Path) -> Path:
                 behavior=s.behavior,
                 frame_rate=s.frame_rate,
                 seed=s.seed,
-                num_lags=spec.base_tree()["data"]["num_lags"],
+                num_lags=recipe["num_lags"],
             )
+            atomic_write_text(tmp / RECIPE_FILE, json.dumps(recipe, indent=2, sort_keys=True))
     return out
 
 
@@ -486,13 +522,7 @@ def oracle_test_bps(spec: StudySpec, study_name: str) -> float | None:
     otherwise."""
     from vivit_hpo.data.simulate import oracle_split_mean
 
-    return oracle_split_mean(_data_paths(spec, study_name))
-
-
-def _data_paths(spec: StudySpec, study_name: str) -> list[Path]:
-    if spec.data.paths is not None:
-        return [Path(p) for p in spec.data.paths]
-    return [spec.artifact_path(study_name, "data")]
+    return oracle_split_mean(spec.data_paths(study_name))
 
 
 def export_best(
