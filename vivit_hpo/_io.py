@@ -5,19 +5,20 @@ session files) goes through :func:`atomic_write`: the bytes go to a temporary fi
 folder, are flushed and fsynced, and the file is renamed over the target, so a crash or a power
 cut at any point leaves either the old file or the whole new one. The new file gets the
 permissions a plain ``open(path, "w")`` would give it (0666 less the umask), not the 0600 of a
-temporary file.
+temporary file. :func:`atomic_dir` does the same for a whole folder of files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _umask() -> int:
@@ -48,6 +49,28 @@ def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; renamed onto ``path`` (with a plain folder's
+    permissions, not the 0700 of a temporary one) when the block ends without an error, removed
+    otherwise: a reader sees no folder or the whole one, never half of it.
+
+    Raises:
+        OSError: ``path`` is there by then and not an empty folder (nothing is replaced).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _sync_folder(path.parent)
 
 

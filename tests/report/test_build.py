@@ -24,6 +24,7 @@ from vivit_hpo.report.build import (
     write_study_report,
 )
 from vivit_hpo.report.snapshot import StudySnapshot
+from vivit_hpo.search.spec import spec_from_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,12 +120,16 @@ def test_report_compares_with_a_cnn_study(
 
 def test_study_data_paths_of_a_simulated_study(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="sim")
-    (tmp_path / "sim" / "data").mkdir(parents=True)
     spec = f"data: {{synth: {{sessions: 1}}}}\nartifacts: {{dir: {tmp_path}}}\n"
+    # The folder the workers write, keyed by the recipe (StudySpec.data_paths), not sim/data.
+    folder = tmp_path / "sim" / spec_from_text(spec).synth_folder()
+    folder.mkdir(parents=True)
+    (tmp_path / "sim" / "data").mkdir()
+    (tmp_path / "sim" / "data" / "sim00.h5").touch()  # another recipe's, or an old version's
     study.set_user_attr("spec", spec)
     assert study_data_paths(StudySnapshot.from_study(study)) == []  # no session file yet
-    (tmp_path / "sim" / "data" / "sim00.h5").touch()
-    assert study_data_paths(StudySnapshot.from_study(study)) == [tmp_path / "sim" / "data"]
+    (folder / "sim00.h5").touch()
+    assert study_data_paths(StudySnapshot.from_study(study)) == [folder.resolve()]
 
 
 def test_write_run_analysis(tiny_run: Path, sim_dir: Path, tmp_path: Path) -> None:

@@ -4,28 +4,40 @@ database says."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from search_helpers import worker_env
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
 from vivit_hpo.errors import ArtifactPathError
-from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
+from vivit_hpo.report.build import study_data_paths
+from vivit_hpo.report.snapshot import StudySnapshot
+from vivit_hpo.search.spec import StudySpec, check_study_name, load_spec, spec_to_text
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
     SPEC_ATTR,
     create_study,
     delete_study,
+    ensure_data,
     load_study,
+    materialise_synth,
     prune_checkpoints,
     study_uid,
     trial_dir,
+    trials_dir,
 )
 from vivit_hpo.search.worker import run_worker
 
@@ -249,3 +261,159 @@ def test_export_best_replaces_an_existing_file_only_with_force(
         f"error: --out {tmp_path}: is a folder; pass the path of a file to write"
     )
     assert load_study(open_storage(url), "exported").best_value == 0.3
+
+
+# -- the files of studies that share a name --------------------------------------------------------
+
+
+def _synth(neurons: int) -> dict[str, object]:
+    return {"synth": {"sessions": 1, "neurons": neurons, "frames": 1000, "size": [16, 16]}}
+
+
+def _units(folder: Path) -> int:
+    with h5py.File(folder / "sim00.h5", "r") as f:
+        return int(f["robs"].shape[1])
+
+
+def _checkpoint(spec: StudySpec, study: optuna.Study) -> Path:
+    """A trial folder of ``study`` with a checkpoint in it, as a worker leaves one."""
+    ckpt = trial_dir(spec, study.study_name, 0, uid=study_uid(study)) / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    return ckpt
+
+
+def _names_in(url: str) -> set[str]:
+    storage = open_storage(url)
+    try:
+        return {s.study_name for s in storage.get_all_studies()}
+    finally:
+        storage.engine.dispose()
+
+
+def test_delete_leaves_a_same_named_study_in_another_storage_its_files(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # The reported bug: deleting the SQLite study `quickstart` wiped the checkpoints of the
+    # PostgreSQL study `quickstart` (same artifacts root) while its workers ran.
+    spec = load_spec(write_spec(data=_synth(8)))
+    sqlite_url = f"sqlite:///{tmp_path / 'studies.db'}"
+    runner = CliRunner()
+
+    def delete(url: str) -> str:
+        result = runner.invoke(app, ["study", "delete", study_name, "--yes", "--storage", url])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    pg, lite = open_storage(pg_url), open_storage(sqlite_url)
+    on_pg = create_study(pg, study_name, spec)
+    on_lite = create_study(lite, study_name, spec)
+    (data,) = spec.data_paths(study_name)
+    assert _units(data) == 8  # one data folder for both: same name, same recipe
+    pg_ckpt, lite_ckpt = _checkpoint(spec, on_pg), _checkpoint(spec, on_lite)
+
+    delete(sqlite_url)
+    assert study_name not in _names_in(sqlite_url)
+    assert not lite_ckpt.parent.parent.parent.exists()  # its own trials-<uid>/ is gone
+    assert pg_ckpt.read_bytes() == b"weights"  # the other's checkpoints are untouched
+    assert _units(data) == 8  # and so are the data it trains on
+    assert study_name in _names_in(pg_url)
+
+    # A study made again in SQLite has no trial yet: its trials-<uid>/ still keeps the data.
+    again = create_study(lite, study_name, spec)
+    assert trials_dir(spec, study_name, study_uid(again)).is_dir()
+    delete(pg_url)
+    assert not pg_ckpt.parent.parent.parent.exists() and _units(data) == 8
+    assert study_name not in _names_in(pg_url)
+
+    # The last study of the name takes the folder with it: data, logs, locks.
+    out = delete(sqlite_url)
+    assert not spec.study_dir(study_name).exists(), _tree(spec.study_dir(study_name))
+    assert (tmp_path / "artifacts").is_dir() and "deleted study" in out
+    pg.engine.dispose()
+    lite.engine.dispose()
+
+
+def test_a_study_made_again_with_another_recipe_gets_data_of_its_recipe(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    # The reported bug: `study delete d --yes --keep-artifacts`, then `study create d` with 12
+    # units instead of 8, trained on the old 8-unit data, reused because oracle.json was there.
+    runner = CliRunner()
+    old_spec, new_spec = write_spec(data=_synth(8)), write_spec(data=_synth(12))
+    for args in (
+        ["create", study_name, "--spec", str(old_spec)],
+        ["delete", study_name, "--yes", "--keep-artifacts"],
+        ["create", study_name, "--spec", str(new_spec)],
+    ):
+        result = runner.invoke(app, ["study", *args, "--storage", pg_url])
+        assert result.exit_code == 0, result.output
+    old, new = load_spec(old_spec), load_spec(new_spec)
+    (data,) = ensure_data(new, study_name)  # what every worker of the study trains on
+    assert _units(data) == 12
+    assert json.loads((data / "recipe.json").read_text()) == new.synth_recipe()
+    storage = open_storage(pg_url)
+    snap = StudySnapshot.from_study(load_study(storage, study_name))
+    assert study_data_paths(snap) == [data]  # the report reads the same folder
+    storage.engine.dispose()
+    # The kept artifacts keep the data their checkpoints were trained on.
+    (kept,) = old.data_paths(study_name)
+    assert kept != data and _units(kept) == 8
+
+    # A folder that holds another recipe's data is never taken, nor replaced.
+    with pytest.raises(ArtifactPathError, match="another recipe"):
+        materialise_synth(new, kept)
+    assert _units(kept) == 8
+
+
+def _blocked_removal(block: Path) -> list[str] | None:
+    """A command prefix under which ``block``, a folder, cannot be removed: it runs the command
+    with a tmpfs mounted on ``block`` in a user and mount namespace of its own (rmdir of a mount
+    point fails, for root too; the mount ends with the namespace). Where namespaces are not
+    allowed, ``block``'s parent is made read-only instead (which root ignores: None then)."""
+    unshare = shutil.which("unshare")
+    mount = ["sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(block)]
+    if unshare is not None:
+        probe = subprocess.run([unshare, "-rm", *mount, "true"], capture_output=True)
+        if probe.returncode == 0:
+            return [unshare, "-rm", *mount]
+    if os.geteuid() == 0:
+        return None
+    block.parent.chmod(0o500)
+    return []
+
+
+def test_a_removal_that_fails_leaves_the_study_to_delete_again(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The reported bug: the rows went first, so a failed rmtree left a traceback, half the files
+    # and no study to delete again.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = load_spec(write_spec())
+    storage = open_storage(url)
+    name = "busy"
+    ckpt = _checkpoint(spec, create_study(storage, name, spec))
+    storage.engine.dispose()
+    prefix = _blocked_removal(ckpt.parent)
+    if prefix is None:
+        pytest.skip("root without user namespaces: no folder here that root cannot remove")
+    try:
+        cmd = ["study", "delete", name, "--yes", "--storage", url]
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "vivit_hpo", *cmd],
+            capture_output=True,
+            text=True,
+            env=worker_env(url, tmp_path),
+            cwd=tmp_path,
+        )
+    finally:
+        ckpt.parent.parent.chmod(0o755)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = _one_error_line(done.stdout + done.stderr)
+    assert "could not remove" in line and f"vivit-hpo study delete {name}` again" in line
+    assert name in _names_in(url)  # still there: delete it again once the cause is fixed
+
+    result = CliRunner().invoke(app, cmd)
+    assert result.exit_code == 0, result.output
+    assert name not in _names_in(url)
+    assert not spec.study_dir(name).exists()

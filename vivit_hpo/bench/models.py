@@ -1,7 +1,7 @@
 """``vivit-hpo bench models``: the searched ViViT against a lab's yardsticks, same data, same time.
 
-On the spec's data (simulated once into ``OUT/data``, or the spec's ``data.paths``) and the same
-cores:
+On the spec's data (simulated once into ``OUT/data-<hash of the recipe>``, or the spec's
+``data.paths``) and the same cores:
 
 1. the spec's ViViT search, run by the coordinator users run (:func:`run_study`) with N
    workers for M minutes of wall time: ``budget.timeout_minutes`` alone stops the workers at the
@@ -202,7 +202,7 @@ def run_models_bench(
     out.mkdir(parents=True, exist_ok=True)
     data_dir: Path | None = None
     if spec.data.synth is not None:
-        data_dir = materialise_synth(spec, out / "data")
+        data_dir = materialise_synth(spec, out / spec.synth_folder())
         spec = spec.model_copy(update={"data": DataSpec(paths=[str(data_dir)])})
     paths = [Path(p) for p in spec.data.paths or []]
     oracle = None if data_dir is None else oracle_split_mean([data_dir])

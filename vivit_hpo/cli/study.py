@@ -92,6 +92,7 @@ def create(
         f"{parsed.sampler.name} sampler, {parsed.pruner.name} pruner"
         f"{first}; "
         f"artifacts in {parsed.study_dir(name)}"
+        + (f", simulated data in {parsed.data_paths(name)[0]}" if parsed.data.synth else "")
     )
     console.print(f"start workers with `vivit-hpo worker {name}` (one per GPU, any machine)")
 
@@ -273,14 +274,23 @@ def delete(
         bool, typer.Option("--keep-artifacts", help="Keep the trial folders and data.")
     ] = False,
 ) -> None:
-    """Delete study NAME from the storage, and its artifact folder unless --keep-artifacts."""
+    """Delete study NAME from the storage, and its files unless --keep-artifacts.
+
+    Its files are its own trial folders, and the rest of its artifact folder (the simulated
+    data, the logs) unless another study of the same name (in another storage) still has trial
+    folders there. Files go first: a removal that fails leaves the study to delete again.
+    """
     from vivit_hpo.search.storage import open_storage
     from vivit_hpo.search.study import delete_study, read_spec
 
     st = open_storage(storage)
     folder = None if keep_artifacts else read_spec(st, name).study_dir(name)
     if not yes:
-        what = "" if keep_artifacts else f" and {folder}"
+        what = "" if folder is None else f" and its files in {folder}"
         typer.confirm(f"delete study {name!r}{what}?", abort=True)
-    delete_study(st, name, artifacts=not keep_artifacts)
-    console.print(f"deleted study {name!r}" + ("" if keep_artifacts else f" and {folder}"))
+    removed = delete_study(st, name, artifacts=not keep_artifacts)
+    gone = f" and {', '.join(str(p) for p in removed)}" if removed else ""
+    kept = ""
+    if folder is not None and folder not in removed and folder.exists():
+        kept = f"; {folder} stays: another study of this name has trial folders there"
+    console.print(f"deleted study {name!r}{gone}{kept}", soft_wrap=True)

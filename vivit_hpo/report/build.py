@@ -79,24 +79,22 @@ class ReportResult:
 
 
 def study_data_paths(snap: StudySnapshot) -> list[Path]:
-    """The session files a study trained on, from its stored spec (empty when unknown).
-
-    ``data.paths`` of the spec, or, for a simulated study, the folder its workers synthesised
-    into (``<artifacts.dir>/<study>/data``), when it exists.
+    """The session files a study trained on, from its stored spec (empty when unknown): those
+    of :meth:`~vivit_hpo.search.spec.StudySpec.data_paths` that are on this machine (for a
+    simulated study, the folder its workers synthesised into, once it holds a session file).
     """
-    spec = snap.spec()
-    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-    assert isinstance(data, dict)
-    paths = data.get("paths")
-    if isinstance(paths, list) and paths:
-        return [Path(p) for p in paths if Path(p).exists()]
-    arts = spec.get("artifacts")
-    root = arts.get("dir") if isinstance(arts, dict) else None
-    if data.get("synth") is not None and isinstance(root, str):
-        folder = Path(root) / snap.name / "data"
-        if folder.is_dir() and any(folder.glob("*.h5")):
-            return [folder]
-    return []
+    if snap.spec_text is None:
+        return []
+    from vivit_hpo.search.spec import spec_from_text
+
+    try:
+        spec = spec_from_text(snap.spec_text)
+        paths = spec.data_paths(snap.name)
+    except VivitHpoError:
+        return []
+    if spec.data.paths is not None:
+        return [p for p in paths if p.exists()]
+    return [p for p in paths if p.is_dir() and any(p.glob("*.h5"))]
 
 
 def _with_oracle(snap: StudySnapshot) -> StudySnapshot:

@@ -14,10 +14,10 @@ coordinator a user runs):
 The last three are the textbook strategies: no baseline trial, so that they measure what the
 sampler and pruner find on their own (the JSON says whether each winner was the baseline).
 
-Simulated data are written once, into ``OUT/data``, and every study reads them as
-``data.paths`` (a spec with ``data.paths`` is used as it is). Each study's finished trials are
-read back into best-so-far curves (:mod:`vivit_hpo.search.benchmark_curves`), written to
-``OUT/search_bench.json`` and drawn in ``OUT/search_bench.html``.
+Simulated data are written once, into ``OUT/data-<hash of the recipe>``, and every study reads
+them as ``data.paths`` (a spec with ``data.paths`` is used as it is). Each study's finished
+trials are read back into best-so-far curves (:mod:`vivit_hpo.search.benchmark_curves`), written
+to ``OUT/search_bench.json`` and drawn in ``OUT/search_bench.html``.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def run_benchmark(
     url = storage_url or f"sqlite:///{(out / 'bench.db').resolve()}"
     data_dir = None
     if spec.data.synth is not None:
-        data_dir = materialise_synth(spec, out / "data")
+        data_dir = materialise_synth(spec, out / spec.synth_folder())
         spec = spec.model_copy(update={"data": DataSpec(paths=[str(data_dir.resolve())])})
     spec = spec.model_copy(
         update={"artifacts": spec.artifacts.model_copy(update={"dir": str(out / "artifacts")})}

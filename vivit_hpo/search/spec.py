@@ -48,6 +48,8 @@ Search-space parameters (see :mod:`vivit_hpo.search.space` for how they are samp
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -118,7 +120,8 @@ Scalar = bool | int | float | str
 
 
 class SynthSpec(_Frozen):
-    """A simulated population (``vivit_hpo.data.synthesize``), written once per study.
+    """A simulated population (``vivit_hpo.data.synthesize``), written once per study and
+    recipe (:meth:`StudySpec.synth_folder`).
 
     ``neurons``, ``frames``, ``size`` and ``behavior`` take one value for every session or a
     list of one value per session (sessions of different shapes, as real recordings are).
@@ -414,6 +417,36 @@ class StudySpec(_Frozen):
     def study_dir(self, study_name: str) -> Path:
         """Where the study's trials and materialised data live: ``<artifacts>/<study>``."""
         return self.artifact_path(study_name)
+
+    def synth_recipe(self) -> dict[str, Any]:
+        """What the simulated sessions are made from: ``data.synth`` and the base config's
+        ``num_lags`` (the oracle is scored at it). Raises SpecError for a spec of session files.
+        """
+        if self.data.synth is None:
+            raise SpecError("data: session files (data.paths), not a simulator recipe")
+        return {
+            "synth": self.data.synth.model_dump(mode="json"),
+            "num_lags": self.base_tree()["data"]["num_lags"],
+        }
+
+    def synth_folder(self) -> str:
+        """``data-<hash of the recipe>``: the folder name of the simulated sessions, one per
+        :meth:`synth_recipe`, so that data of one recipe are never taken for another's."""
+        text = json.dumps(self.synth_recipe(), sort_keys=True, separators=(",", ":"))
+        return f"data-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+    def data_paths(self, study_name: str) -> list[Path]:
+        """The study's session paths: ``data.paths``, or for a simulator recipe the folder it is
+        materialised into, ``<artifacts>/<study>/data-<hash of the recipe>``
+        (:meth:`synth_folder`). The one place that says where a study's data are: every
+        worker, on any machine, computes the same folder from the spec and the name.
+
+        Raises:
+            ArtifactPathError: as :meth:`artifact_path`.
+        """
+        if self.data.paths is not None:
+            return [Path(p) for p in self.data.paths]
+        return [self.artifact_path(study_name, self.synth_folder())]
 
 
 def _home() -> Path:

@@ -7,14 +7,18 @@ rebuilds the same sampler, pruner, search space and trial configs from the datab
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
+import json
 import math
+import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,14 +70,17 @@ __all__ = [
     "progress",
     "prune_checkpoints",
     "read_spec",
+    "remove_study_files",
     "standings",
     "study_uid",
     "trial_dir",
     "trial_rows",
+    "trials_dir",
 ]
 
 SPEC_ATTR = "spec"
 UID_ATTR = "uid"  # set once at creation: a study made again under the same name gets another
+RECIPE_FILE = "recipe.json"  # in a simulated data folder: the recipe it was made from
 
 
 class StudyError(VivitHpoError):
@@ -130,30 +137,63 @@ def load_study(
 
 
 def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
-    """The study's session paths; a simulator recipe is materialised once into
-    ``<artifacts>/<study>/data`` (see :func:`materialise_synth`)."""
-    if spec.data.paths is not None:
-        return [Path(p) for p in spec.data.paths]
-    return [materialise_synth(spec, spec.artifact_path(study_name, "data"))]
+    """The study's session paths (:meth:`StudySpec.data_paths`); a simulator recipe is
+    materialised once into ``<artifacts>/<study>/data-<hash of the recipe>`` (see
+    :func:`materialise_synth`)."""
+    paths = spec.data_paths(study_name)
+    if spec.data.synth is not None:
+        materialise_synth(spec, paths[0])
+    return paths
+
+
+def _recipe_of(folder: Path) -> Any:
+    """The recipe a simulated data folder records (its ``recipe.json``); None without one."""
+    try:
+        return json.loads((folder / RECIPE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def materialise_synth(spec: StudySpec, out: Path) -> Path:
-    """Write the spec's simulated sessions (``data.synth``) into ``out`` once, under a file lock
-    so that concurrent workers write them once; the oracle is scored at the base config's
-    ``num_lags``. Returns ``out``."""
-    assert spec.data.synth is not None
-    done = out / "oracle.json"
-    if done.is_file():
+    """Write the spec's simulated sessions (``data.synth``) into the folder ``out`` once, with
+    the recipe they are made from (:meth:`StudySpec.synth_recipe`: ``data.synth`` and the base
+    config's ``num_lags``, at which the oracle is scored) in ``out/recipe.json``.
+
+    The folder appears whole (written beside it, then renamed), under a file lock so that
+    concurrent workers write it once. It is reused only when its recipe is the spec's; a folder
+    of another recipe, or one without a recipe, is never replaced (a study may train on it).
+    Returns ``out``.
+
+    Raises:
+        ArtifactPathError: ``out`` holds data of another recipe, or other files.
+    """
+    recipe = spec.synth_recipe()
+    if _recipe_of(out) == recipe:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.is_file():
-            from vivit_hpo.data import synthesize
+        found = _recipe_of(out)
+        if found == recipe:
+            return out
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            what = (
+                f"simulated data of another recipe ({json.dumps(found, sort_keys=True)})"
+                if found is not None
+                else f"files without a {RECIPE_FILE} (not simulated for a recipe)"
+            )
+            raise ArtifactPathError(
+                f"{out}: holds {what}, not of {json.dumps(recipe, sort_keys=True)}; it is never "
+                "replaced: remove it if nothing uses it, or write the data elsewhere"
+            )
+        from vivit_hpo._io import atomic_dir, atomic_write_text
+        from vivit_hpo.data import synthesize
 
-            s = spec.data.synth
+        s = spec.data.synth
+        assert s is not None
+        with atomic_dir(out) as tmp:
             synthesize(
-                out,
+                tmp,
                 sessions=s.sessions,
                 neurons=s.neurons,
                 frames=s.frames,
@@ -161,13 +201,17 @@ def materialise_synth(spec: StudySpec, out: Path) -> Path:
                 behavior=s.behavior,
                 frame_rate=s.frame_rate,
                 seed=s.seed,
-                num_lags=spec.base_tree()["data"]["num_lags"],
+                num_lags=recipe["num_lags"],
             )
+            atomic_write_text(tmp / RECIPE_FILE, json.dumps(recipe, indent=2, sort_keys=True))
     return out
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
     """Create study ``name`` from a validated spec and materialise simulated data.
+
+    A study of simulated data gets its trial folder ``trials-<uid>/`` at once, beside the data:
+    it says that the data are in use (see :func:`delete_study`).
 
     Raises:
         ArtifactPathError: the name is not a plain folder name (see ``check_study_name``).
@@ -178,11 +222,18 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
         raise StudyError(
             f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
         )
-    ensure_data(spec, name)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    uid = uuid.uuid4().hex[:12]
+    claimed: Path | None = None
+    if spec.data.synth is not None:
+        with _study_lock(spec.study_dir(name)):
+            ensure_data(spec, name)
+            claimed = trials_dir(spec, name, uid)
+            claimed.mkdir(parents=True, exist_ok=True)
+    study: optuna.Study | None = None
     try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
         study.set_user_attr(SPEC_ATTR, spec_to_text(spec))
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex[:12])
+        study.set_user_attr(UID_ATTR, uid)
         study.set_user_attr("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         study.set_user_attr("vivit_hpo_version", vivit_hpo.__version__)
         study.set_user_attr("n_trials", study_n_trials(spec))
@@ -190,7 +241,11 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
             enqueue_baseline(study, spec)
         enqueue_yardsticks(study, spec)
     except Exception:
-        optuna.delete_study(study_name=name, storage=storage)
+        if study is not None:
+            optuna.delete_study(study_name=name, storage=storage)
+        if claimed is not None:
+            with contextlib.suppress(OSError):
+                claimed.rmdir()  # empty: no worker had the uid yet
         raise
     return study
 
@@ -223,24 +278,27 @@ def enqueue_yardsticks(study: optuna.Study, spec: StudySpec) -> list[str]:
     return list(trees)
 
 
-def delete_study(
-    storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool
-) -> Path | None:
-    """Delete the study and, with ``artifacts``, its artifact folder (which must lie inside the
-    artifacts root: checked before anything is deleted). Returns the folder deleted, if any.
+def delete_study(storage: optuna.storages.BaseStorage, name: str, *, artifacts: bool) -> list[Path]:
+    """Delete the study and, with ``artifacts``, first its files (:func:`remove_study_files`):
+    files first, the storage's rows after, so that a removal that fails leaves the study there
+    to delete again. Returns the folders removed.
 
     Without ``artifacts`` no folder is looked at, so a study stored under a name that is not a
     plain folder name can still be removed from the storage.
+
+    Raises:
+        StudyError: no such study, or a file could not be removed (the study is kept).
+        ArtifactPathError: a folder that resolves outside the study's folder under the
+            artifacts root (checked before anything is removed).
     """
-    if not artifacts:
-        _study_id(storage, name)
-        optuna.delete_study(study_name=name, storage=storage)
-        return None
-    folder = read_spec(storage, name).study_dir(name)
+    study_id = _study_id(storage, name)
+    removed: list[Path] = []
+    if artifacts:
+        spec = read_spec(storage, name)
+        uid = storage.get_study_user_attrs(study_id).get(UID_ATTR)
+        removed = remove_study_files(spec, name, uid=uid if isinstance(uid, str) and uid else None)
     optuna.delete_study(study_name=name, storage=storage)
-    if folder.is_dir():
-        shutil.rmtree(folder)
-    return folder
+    return removed
 
 
 # -- progress and tables -------------------------------------------------------------------------
@@ -486,13 +544,7 @@ def oracle_test_bps(spec: StudySpec, study_name: str) -> float | None:
     otherwise."""
     from vivit_hpo.data.simulate import oracle_split_mean
 
-    return oracle_split_mean(_data_paths(spec, study_name))
-
-
-def _data_paths(spec: StudySpec, study_name: str) -> list[Path]:
-    if spec.data.paths is not None:
-        return [Path(p) for p in spec.data.paths]
-    return [spec.artifact_path(study_name, "data")]
+    return oracle_split_mean(spec.data_paths(study_name))
 
 
 def export_best(
@@ -597,6 +649,17 @@ def study_uid(study: optuna.Study) -> str | None:
     return uid if isinstance(uid, str) and uid else None
 
 
+def trials_dir(spec: StudySpec, study_name: str, uid: str | None) -> Path:
+    """``<artifacts>/<study>/trials-<uid>``: the folder of the study's trial folders, its own
+    (a study of the same name in another storage, or made again, has another uid); the study's
+    folder itself for a study without a uid."""
+    return spec.artifact_path(study_name, *_trials_parts(uid))
+
+
+def _trials_parts(uid: str | None) -> tuple[str, ...]:
+    return (f"trials-{uid}",) if uid else ()
+
+
 def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None) -> Path:
     """``<artifacts>/<study>/trials-<uid>/trial-<number>``: config, metrics and checkpoints of
     one trial (``<artifacts>/<study>/trial-<number>`` for a study without a uid).
@@ -606,8 +669,99 @@ def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None)
     This is the one place that says where a trial's folder is. Beside the trainer's files it
     holds :data:`~vivit_hpo.search.record.EPOCHS_FILE`, who trained each epoch.
     """
-    parts = (f"trials-{uid}", f"trial-{number}") if uid else (f"trial-{number}",)
-    return spec.artifact_path(study_name, *parts)
+    return spec.artifact_path(study_name, *_trials_parts(uid), f"trial-{number}")
+
+
+# A study's trial folders: ``trials-<uid>``, or ``trial-<n>`` of a study without a uid.
+_TRIALS = re.compile(r"trials-.+|trial-[0-9]+")
+_OLD_TRIAL = re.compile(r"trial-[0-9]+")
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _study_lock(folder: Path) -> Iterator[None]:
+    """Hold ``<folder>/.lock`` (made, with the folder, if need be): creating a study of
+    simulated data and deleting a study's files take it, so that a delete never removes the
+    data a study of the same name (in another storage) is being created on. A delete removes
+    the lock file with the folder; a process that waited for it then takes a new one."""
+    lock_path = folder / LOCK_FILE
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            f = open(lock_path, "a+")  # noqa: SIM115 - closed below or after the block
+        except FileNotFoundError:
+            continue  # the folder went meanwhile
+        with f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                current = os.path.samestat(os.fstat(f.fileno()), os.stat(lock_path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                yield
+                return
+
+
+def _remove(path: Path, name: str) -> None:
+    """Remove a file or a folder tree (a symlink itself, never what it points to).
+
+    Raises:
+        StudyError: it could not be removed, in one line.
+    """
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        raise StudyError(
+            f"study {name!r}: could not remove {path}: {e.strerror or e}{where}; the study is "
+            f"still in the storage (some of its files may be gone): fix that and run "
+            f"`vivit-hpo study delete {name}` again"
+        ) from e
+
+
+def remove_study_files(spec: StudySpec, study_name: str, *, uid: str | None) -> list[Path]:
+    """Remove the files of one study: its trial folders (``trials-<uid>/``; the ``trial-<n>/``
+    of a study without a uid), then the rest of ``<artifacts>/<study>`` (the simulated data,
+    the logs) only when no other study's trial folders are left in it: a study of the same name
+    in another storage, or one deleted with ``--keep-artifacts``, shares the folder and its
+    data. Nothing outside ``<artifacts>/<study>`` is touched. Returns the folders removed.
+
+    Raises:
+        ArtifactPathError: a trial folder that is a symlink or resolves outside the folder.
+        StudyError: a file could not be removed (what was removed stays removed).
+    """
+    folder = spec.study_dir(study_name)
+    if not folder.is_dir():
+        return []
+    with _study_lock(folder):
+        if uid:
+            names = [f"trials-{uid}"]
+        else:
+            names = sorted(p.name for p in folder.iterdir() if _OLD_TRIAL.fullmatch(p.name))
+        for n in names:
+            path = folder / n
+            if "/" in n or path.is_symlink() or spec.artifact_path(study_name, n) != path:
+                raise ArtifactPathError(
+                    f"study {study_name!r}: {folder / n} is not a folder of the study's own (a "
+                    "symlink?); remove it by hand, nothing was deleted"
+                )
+        removed = []
+        for path in (folder / n for n in names):
+            if path.exists():
+                _remove(path, study_name)
+                removed.append(path)
+        if any(_TRIALS.fullmatch(p.name) for p in folder.iterdir()):
+            return removed  # the folder is another study's too
+        for path in sorted(folder.iterdir()):
+            if path.name != LOCK_FILE:
+                _remove(path, study_name)
+        _remove(folder / LOCK_FILE, study_name)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # a study made meanwhile keeps what it has just written
+    return [folder]
 
 
 def prune_checkpoints(study: optuna.Study, spec: StudySpec) -> list[Path]:
