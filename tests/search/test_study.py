@@ -1,6 +1,6 @@
-"""Study names and artifact folders on a real PostgreSQL: a name is a plain folder name, and
-nothing the service creates, writes or deletes lies outside the artifacts root, whatever the
-database says."""
+"""Studies on a real PostgreSQL: a name is a plain folder name, and nothing the service
+creates, writes or deletes lies outside the artifacts root, whatever the database says;
+``study enqueue --set`` reads overrides as ``train --set`` does."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from search_helpers import TINY_BASE, create
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
+from vivit_hpo.config import load_run_config
 from vivit_hpo.errors import ArtifactPathError
+from vivit_hpo.search.space import trial_config
 from vivit_hpo.search.spec import check_study_name, load_spec, spec_to_text
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
@@ -24,6 +27,7 @@ from vivit_hpo.search.study import (
     delete_study,
     load_study,
     prune_checkpoints,
+    read_spec,
     study_uid,
     trial_dir,
 )
@@ -249,3 +253,39 @@ def test_export_best_replaces_an_existing_file_only_with_force(
         f"error: --out {tmp_path}: is a folder; pass the path of a file to write"
     )
     assert load_study(open_storage(url), "exported").best_value == 0.3
+
+
+# Each in the one grammar: a YAML 1.2 number, a scalar filling a tuple, one axis of a tuple, a
+# list, a YAML word.
+_OVERRIDES = [
+    "train.lr=1e-3",
+    "train.betas=0.8",
+    "model.core.kernel_size=4",
+    "model.core.kernel_size[0]=4",
+    "model.core.stride=2",
+    "model.core.stem_channels=[8]",
+    "data.stream=off",
+]
+
+
+def test_train_and_enqueue_read_an_override_alike(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # The base config as a user's YAML leaves most keys out; `train --set` writes into it,
+    # `study enqueue --set` into the study's full base tree, which the worker then builds.
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3, "checkpoint_every": 1}}
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    study = create(pg_url, study_name, write_spec(base={"config": base}, epochs=3))
+    runner = CliRunner()
+    for item in _OVERRIDES:
+        args = ["study", "enqueue", study_name, "--set", item, "--storage", pg_url]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (item, result.output)
+    spec = read_spec(open_storage(pg_url), study_name)
+    trials = study.get_trials()
+    assert len(trials) == len(_OVERRIDES)
+    for item, t in zip(_OVERRIDES, trials, strict=True):
+        via_enqueue = trial_config(spec.base_tree(), {}, t.user_attrs["extra_overrides"])
+        via_train = load_run_config(config, [item])
+        assert via_enqueue.to_dict() == via_train.to_dict(), item

@@ -14,11 +14,10 @@ from __future__ import annotations
 import copy
 import math
 import random
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from vivit_hpo.config import RunConfig, parse_run_config
+from vivit_hpo.config import RunConfig, parse_run_config, set_key, split_key
 from vivit_hpo.errors import ConfigError, DataError, SpecError
 from vivit_hpo.search.spec import ParamSpec, StudySpec
 
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 Shape = tuple[int, int, int]  # (C, H, W) of a session's frames
-_INDEXED = re.compile(r"^(.*)\[(\d+)\]$")
 
 
 class Infeasible(Exception):
@@ -229,15 +227,13 @@ def to_optuna_params(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) 
 # -- values -> run config ------------------------------------------------------------------------
 
 
-def _split_key(key: str) -> tuple[list[str], int | None]:
-    m = _INDEXED.match(key)
-    path, index = (m.group(1), int(m.group(2))) if m else (key, None)
-    return path.split("."), index
-
-
 def target_exists(tree: Mapping[str, Any], key: str) -> bool:
-    """True when ``key`` (dotted, optionally ``[i]``-indexed) names a value of ``tree``."""
-    parts, index = _split_key(key)
+    """True when ``key`` (dotted, optionally ``[i]``-indexed: :func:`~vivit_hpo.config.split_key`)
+    names a value of ``tree``."""
+    try:
+        parts, index = split_key(key)
+    except ConfigError:
+        return False
     node: Any = tree
     for part in parts:
         if not isinstance(node, Mapping) or part not in node:
@@ -248,30 +244,10 @@ def target_exists(tree: Mapping[str, Any], key: str) -> bool:
     return isinstance(node, list) and index < len(node)
 
 
-def _set(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts, index = _split_key(key)
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    leaf = parts[-1]
-    current = node.get(leaf)
-    if index is not None:
-        if not isinstance(current, list):
-            raise ConfigError(f"{key}: {'.'.join(parts)} is not a list of axes")
-        current = list(current)
-        current[index] = value
-        node[leaf] = current
-    elif isinstance(current, list) and not isinstance(value, list):
-        # A scalar written to a tuple-valued key fills every axis (patch 4 -> (4, 4, 4)).
-        node[leaf] = [value] * len(current)
-    else:
-        node[leaf] = value
-
-
 def _get(tree: Mapping[str, Any], key: str) -> Any:
     """The value of run-config key ``key`` (dotted, optionally ``[i]``-indexed) in ``tree``;
     a tuple-valued key whose axes agree reads as that one value (``(4, 4, 4)`` -> 4)."""
-    parts, index = _split_key(key)
+    parts, index = split_key(key)
     node: Any = tree
     for part in parts:
         node = node[part]
@@ -338,7 +314,8 @@ def trial_config(
     overrides: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """The run config of a trial: the base tree, the space's overrides, then ``extra``.
+    """The run config of a trial: the base tree, the space's overrides, then ``extra``, each
+    written with :func:`~vivit_hpo.config.set_key` (the grammar of ``--set``).
 
     Raises:
         ConfigError: the combination is not a valid run config (one line, e.g. heads that do
@@ -346,7 +323,7 @@ def trial_config(
     """
     tree = copy.deepcopy(dict(base))
     for key, value in {**overrides, **(extra or {})}.items():
-        _set(tree, key, value)
+        set_key(tree, key, value)
     return parse_run_config(tree, "trial config")
 
 

@@ -24,6 +24,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
+from vivit_hpo.config import parse_override
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.search.record import (
     BASELINE,
@@ -557,22 +558,17 @@ def _export_run_dir(src: Path, dst: Path, number: int) -> None:
 
 def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:
     """Enqueue a trial: ``name=value`` fixes a space parameter, ``dotted.key=value`` overrides
-    a run-config key of that trial only. Values are YAML. Returns what was enqueued.
+    a run-config key of that trial only, in the grammar of ``train --set``
+    (:func:`~vivit_hpo.config.parse_override`). Returns what was enqueued.
 
     Raises:
+        ConfigError: an item that is not ``key=value`` with a YAML value.
         SpecError: an unknown parameter, a bad value, or overrides that make an invalid config.
     """
     params: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for item in sets:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-3")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise SpecError(f"--set {item!r}: the value is not valid YAML") from e
+        key, value = parse_override(item)
         (extra if "." in key else params)[key] = value
     optuna_params = to_optuna_params(spec.space, params)
     if extra:
