@@ -1,6 +1,7 @@
 """Studies on a real PostgreSQL: a name is a plain folder name, and nothing the service
 creates, writes or deletes lies outside the artifacts root, whatever the database says;
-``study enqueue --set`` reads overrides as ``train --set`` does."""
+``study enqueue --set`` reads overrides as ``train --set`` does and enqueues only values the
+space can take."""
 
 from __future__ import annotations
 
@@ -289,3 +290,42 @@ def test_train_and_enqueue_read_an_override_alike(
         via_enqueue = trial_config(spec.base_tree(), {}, t.user_attrs["extra_overrides"])
         via_train = load_run_config(config, [item])
         assert via_enqueue.to_dict() == via_train.to_dict(), item
+
+
+_TAKES_LR = "lr takes a number in [0.001, 0.01] (log scale)"
+
+
+@pytest.mark.parametrize(
+    ("sets", "line"),
+    [
+        (["lr=abc"], f"--set lr='abc': not a number; {_TAKES_LR}"),
+        (["lr=0.5"], f"--set lr=0.5: outside its range; {_TAKES_LR}"),
+        (["patch=4"], "--set patch=4: not one of its choices; patch takes one of [2, 8]"),
+        (
+            ["patch=2", "stride=8"],
+            "--set stride=8: larger than patch=2; stride takes one of [2] (<= patch=2)",
+        ),
+        (
+            ["strides=2", "lr=1e-3"],
+            "--set strides=2: not a parameter of the study's space (did you mean stride?); its "
+            "parameters are embed_dim, heads, lr, patch, stride, and a dotted run-config key "
+            "(e.g. train.batch_size=8) overrides any other setting for this trial",
+        ),
+    ],
+    ids=["not-a-number", "outside-the-range", "not-a-choice", "above-its-bound", "unknown-name"],
+)
+def test_enqueue_refuses_a_value_the_space_cannot_take(
+    sets: list[str], line: str, write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    study = create(pg_url, study_name, write_spec())
+    args = ["study", "enqueue", study_name, "--storage", pg_url]
+    result = CliRunner().invoke(app, [*args, *(a for item in sets for a in ("--set", item))])
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.output) == f"error: {line}"
+    assert study.get_trials() == []  # nothing enqueued
+    ok = CliRunner().invoke(
+        app, [*args, "--set", "patch=2", "--set", "stride=2", "--set", "lr=1e-3"]
+    )
+    assert ok.exit_code == 0, ok.output
+    (queued,) = study.get_trials()
+    assert queued.system_attrs["fixed_params"] == {"patch": 2, "stride|patch=2": 2, "lr": 1e-3}

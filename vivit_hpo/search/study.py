@@ -35,7 +35,7 @@ from vivit_hpo.search.record import (
     is_yardstick,
     status,
 )
-from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
+from vivit_hpo.search.space import base_values, check_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
     check_study_name,
@@ -559,18 +559,22 @@ def _export_run_dir(src: Path, dst: Path, number: int) -> None:
 def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:
     """Enqueue a trial: ``name=value`` fixes a space parameter, ``dotted.key=value`` overrides
     a run-config key of that trial only, in the grammar of ``train --set``
-    (:func:`~vivit_hpo.config.parse_override`). Returns what was enqueued.
+    (:func:`~vivit_hpo.config.parse_override`). Every value is checked before anything is
+    enqueued. Returns what was enqueued.
 
     Raises:
         ConfigError: an item that is not ``key=value`` with a YAML value.
-        SpecError: an unknown parameter, a bad value, or overrides that make an invalid config.
+        SpecError: an unknown parameter, a value its parameter cannot take
+            (:func:`~vivit_hpo.search.space.check_values`), or overrides that make an invalid
+            config.
     """
     params: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for item in sets:
         key, value = parse_override(item)
         (extra if "." in key else params)[key] = value
-    optuna_params = to_optuna_params(spec.space, params)
+    checked = check_values(spec.space, params)
+    optuna_params = to_optuna_params(spec.space, checked)
     if extra:
         try:
             trial_config(spec.base_tree(), {}, extra)
@@ -581,7 +585,7 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
         lambda: study.enqueue_trial(optuna_params, user_attrs=user_attrs, skip_if_exists=False),
         what="enqueue a trial",
     )
-    return {"params": params, "overrides": extra}
+    return {"params": checked, "overrides": extra}
 
 
 # -- artifacts -----------------------------------------------------------------------------------
