@@ -1,14 +1,17 @@
 """Studies on a real PostgreSQL: a name is a plain folder name, and nothing the service
 creates, writes or deletes lies outside the artifacts root, whatever the database says;
-``study enqueue --set`` reads overrides as ``train --set`` does and enqueues only values the
-space can take."""
+``study create`` refuses session files that break the data contract; ``study enqueue --set``
+reads overrides as ``train --set`` does and enqueues only values the space can take."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -329,3 +332,63 @@ def test_enqueue_refuses_a_value_the_space_cannot_take(
     assert ok.exit_code == 0, ok.output
     (queued,) = study.get_trials()
     assert queued.system_attrs["fixed_params"] == {"patch": 2, "stride|patch=2": 2, "lr": 1e-3}
+
+
+def _broken_session(folder: Path, like: Path, broken: str) -> Path:
+    """A session file in ``folder`` that ``study create`` must refuse: NaN counts (and a NaN
+    behaviour value), or no bins at all."""
+    bad = folder / f"{broken}.h5"
+    if broken == "nan":
+        shutil.copy(like, bad)
+        with h5py.File(bad, "a") as f:
+            robs = f["robs"][()].astype(np.float32)
+            robs[0, 0] = np.nan
+            del f["robs"]
+            f["robs"] = robs
+            f["behavior"][1, 0] = np.nan
+            f.attrs["name"] = broken
+    else:
+        with h5py.File(bad, "w") as f:
+            f["stim"] = np.zeros((0, 16, 16), np.uint8)
+            f["robs"] = np.zeros((0, 12), np.uint8)
+            f.attrs["frame_rate"] = 60.0
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (
+            "nan",
+            "robs: 1 counts are NaN or Inf; set them to 0 and mark those bins invalid in `dfs` "
+            "(and 1 more; run `vivit-hpo data inspect {folder}` for all)",
+        ),
+        ("empty", "stim: has 0 frames; a session needs at least one block of bins"),
+    ],
+)
+def test_create_refuses_a_session_file_that_breaks_the_data_contract(
+    broken: str,
+    problem: str,
+    write_spec: Callable[..., Path],
+    sim_dir: Path,
+    pg_url: str,
+    study_name: str,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    for f in sorted(sim_dir.glob("*.h5")):
+        shutil.copy(f, folder / f.name)
+    bad = _broken_session(folder, next(sim_dir.glob("*.h5")), broken)
+    spec = write_spec(data={"paths": [str(folder)]})
+    args = ["study", "create", study_name, "--spec", str(spec), "--storage", pg_url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.output) == (
+        f"error: data.paths: {bad}: {problem.format(folder=folder)}"
+    )
+    storage = open_storage(pg_url)
+    assert study_name not in {s.study_name for s in storage.get_all_studies()}
+    assert not (tmp_path / "artifacts" / study_name).exists()
+    bad.unlink()  # the same folder without it is a study
+    assert CliRunner().invoke(app, args).exit_code == 0

@@ -38,6 +38,7 @@ from vivit_hpo.search.record import (
 from vivit_hpo.search.space import base_values, check_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
+    check_data,
     check_study_name,
     spec_from_text,
     spec_to_text,
@@ -170,15 +171,21 @@ def materialise_synth(spec: StudySpec, out: Path) -> Path:
 def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
     """Create study ``name`` from a validated spec and materialise simulated data.
 
+    Every session file is checked against the data contract first (:func:`check_data`), so
+    that a file every trial would fail on is refused before anything is written.
+
     Raises:
         ArtifactPathError: the name is not a plain folder name (see ``check_study_name``).
         StudyError: the name is taken.
+        SpecError: a session file breaks the data contract (the first problem, and how many
+            more).
     """
     spec.study_dir(check_study_name(name))
     if name in _names(storage):
         raise StudyError(
             f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
         )
+    check_data(spec)
     ensure_data(spec, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     try:
