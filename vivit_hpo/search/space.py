@@ -274,10 +274,10 @@ def _take(name: str, p: ParamSpec, v: Any, values: Mapping[str, Any]) -> tuple[A
     if not number or (kind == "int" and v != int(v)):
         return no("not an integer" if kind == "int" else "not a number")
     if kind == "int":
-        low, high = _int_range(p, values)
-        if not low <= v <= high:
+        first, last = _int_range(p, values)
+        if not first <= v <= last:
             return no("outside its range")
-        if (int(v) - low) % int(p.step or 1):
+        if (int(v) - first) % int(p.step or 1):
             return no("not on its steps")
         return int(v), None
     low, high = float(p.low or 0.0), float(p.high or 0.0)
