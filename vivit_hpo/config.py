@@ -2,7 +2,8 @@
 
 A run config is a YAML file with three sections, ``model``, ``data`` and ``train``; every key
 has a default, so ``{}`` is a valid (small) config. ``--set section.key=value`` overrides any
-key (values are parsed as YAML, so ``--set model.core.kernel_size=[2,4,4]`` works).
+key (:func:`set_key`: values are YAML, so ``--set model.core.kernel_size=[2,4,4]`` works;
+``model.core.kernel_size=4`` fills every axis, ``model.core.kernel_size[0]=2`` sets one).
 
     model:
       core: {kind: vivit, embed_dim: 192, num_heads: 4, ...}   # or {kind: cnn, ...}
@@ -15,6 +16,7 @@ key (values are parsed as YAML, so ``--set model.core.kernel_size=[2,4,4]`` work
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +49,10 @@ __all__ = [
     "apply_overrides",
     "format_validation_error",
     "load_run_config",
+    "parse_override",
+    "parse_value",
+    "set_key",
+    "split_key",
 ]
 
 
@@ -346,29 +352,132 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     return f"{where}: {loc or '<root>'}{shown}: {msg}{more}"
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
+# -- overrides: the one grammar of `train --set`, `base.overrides`, `study enqueue --set` and
+# the space's `to:` keys ----------------------------------------------------------------------
+#
+# A key is dotted (``train.lr``) and may end in ``[i]``, one axis of a tuple-valued key
+# (``model.core.kernel_size[0]``). A scalar written to a tuple-valued key fills every axis
+# (``model.core.kernel_size=4`` -> ``(4, 4, 4)``); a list or mapping replaces the value. Values
+# are YAML, with YAML 1.2's numbers: ``1e-3`` is a float (PyYAML's YAML 1.1 reads it as a string).
+
+_KEY = re.compile(r"([^.\[\]=\s]+(?:\.[^.\[\]=\s]+)*)(?:\[(\d+)\])?")
+_FLOAT_12 = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.[\d_]+)[eE][-+]?\d+")
+
+
+class _ValueLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_ValueLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(f"^{_FLOAT_12.pattern}$"), list("-+0123456789.")
+)
+
+
+def parse_value(raw: str) -> Any:
+    """An override's value: YAML (``4``, ``1e-3``, ``[2, 4, 4]``, ``{kind: cnn}``, ``null``).
+
+    Raises:
+        yaml.YAMLError: not valid YAML.
+    """
+    return yaml.load(raw, Loader=_ValueLoader)  # a SafeLoader: no arbitrary objects
+
+
+def split_key(key: str) -> tuple[list[str], int | None]:
+    """``"model.core.kernel_size[0]"`` -> ``(["model", "core", "kernel_size"], 0)``.
+
+    Raises:
+        ConfigError: not a dotted key with an optional ``[i]``.
+    """
+    m = _KEY.fullmatch(key)
+    if m is None:
+        raise ConfigError(
+            f"--set {key!r}: not a key; use a dotted key (train.lr), optionally with one axis "
+            "of a tuple (model.core.kernel_size[0])"
+        )
+    return m.group(1).split("."), None if m.group(2) is None else int(m.group(2))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value parsed by :func:`parse_value`.
+
+    Raises:
+        ConfigError: no ``=``, an empty or malformed key, or a value that is not valid YAML.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=1e-3")
+    split_key(key)
+    try:
+        return key, parse_value(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from e
+
+
+def _default_at(tree: Mapping[str, Any], parts: Sequence[str]) -> Any:
+    """The default run config's value at ``parts`` for the core kind ``tree`` has (None where
+    there is none): what a key that a partial tree leaves out holds once parsed."""
+    model = tree.get("model")
+    core = model.get("core") if isinstance(model, Mapping) else None
+    try:
+        node: Any = RunConfig.model_validate({"model": {"core": {"kind": _core_kind(core)}}})
+    except ValidationError:
+        return None
+    node = node.to_dict()
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Write ``value`` at ``key`` of the run-config mapping ``tree``, in place (see above).
+
+    A key the tree leaves out holds its default: ``kernel_size[0]=2`` or ``kernel_size=4`` on a
+    tree without a kernel size write into the default one.
+
+    Raises:
+        ConfigError: a malformed key, a part of it that is not a section, an index into a value
+            that is not a tuple or past its end.
+    """
+    parts, index = split_key(key)
     node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
         node = child
-    node[keys[-1]] = value
+    leaf = parts[-1]
+    scalar = not isinstance(value, list | tuple | dict) and value is not None
+    current = node.get(leaf)
+    if leaf not in node and (index is not None or scalar):
+        current = _default_at(tree, parts)
+    if index is not None:
+        if not isinstance(current, list | tuple):
+            raise ConfigError(f"--set {key}: {'.'.join(parts)} is not a tuple of axes")
+        if index >= len(current):
+            raise ConfigError(
+                f"--set {key}: {'.'.join(parts)} has {len(current)} axes; use an index below "
+                f"{len(current)}"
+            )
+        node[leaf] = [*current[:index], value, *current[index + 1 :]]
+    elif scalar and isinstance(current, list | tuple) and current:
+        node[leaf] = [value] * len(current)  # patch 4 -> (4, 4, 4)
+    else:
+        node[leaf] = value
 
 
 def apply_overrides(tree: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``tree`` with each ``dotted.key=value`` applied (values parsed as YAML)."""
+    """Return a copy of ``tree`` with each ``key=value`` applied (:func:`parse_override`,
+    :func:`set_key`).
+
+    Raises:
+        ConfigError: a malformed override (one line naming it).
+    """
     out = copy.deepcopy(dict(tree))
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=1e-3")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from e
-        _set_path(out, key.strip(), value)
+        set_key(out, *parse_override(item))
     return out
 
 

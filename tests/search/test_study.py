@@ -1,6 +1,7 @@
-"""Study names and artifact folders on a real PostgreSQL: a name is a plain folder name, and
-nothing the service creates, writes or deletes lies outside the artifacts root, whatever the
-database says."""
+"""Studies on a real PostgreSQL: a name is a plain folder name, and nothing the service
+creates, writes or deletes lies outside the artifacts root, whatever the database says;
+``study create`` refuses session files that break the data contract; ``study enqueue --set``
+reads overrides as ``train --set`` does and enqueues only values the space can take."""
 
 from __future__ import annotations
 
@@ -14,17 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
+import numpy as np
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
-from search_helpers import worker_env
+from search_helpers import TINY_BASE, create, worker_env
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
+from vivit_hpo.config import load_run_config
 from vivit_hpo.errors import ArtifactPathError
 from vivit_hpo.report.build import study_data_paths
 from vivit_hpo.report.snapshot import StudySnapshot
+from vivit_hpo.search.space import trial_config
 from vivit_hpo.search.spec import StudySpec, check_study_name, load_spec, spec_to_text
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
@@ -35,6 +39,7 @@ from vivit_hpo.search.study import (
     load_study,
     materialise_synth,
     prune_checkpoints,
+    read_spec,
     study_uid,
     trial_dir,
     trials_dir,
@@ -417,3 +422,138 @@ def test_a_removal_that_fails_leaves_the_study_to_delete_again(
     assert result.exit_code == 0, result.output
     assert name not in _names_in(url)
     assert not spec.study_dir(name).exists()
+
+
+# Each in the one grammar: a YAML 1.2 number, a scalar filling a tuple, one axis of a tuple, a
+# list, a YAML word.
+_OVERRIDES = [
+    "train.lr=1e-3",
+    "train.betas=0.8",
+    "model.core.kernel_size=4",
+    "model.core.kernel_size[0]=4",
+    "model.core.stride=2",
+    "model.core.stem_channels=[8]",
+    "data.stream=off",
+]
+
+
+def test_train_and_enqueue_read_an_override_alike(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # The base config as a user's YAML leaves most keys out; `train --set` writes into it,
+    # `study enqueue --set` into the study's full base tree, which the worker then builds.
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "epochs": 3, "checkpoint_every": 1}}
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    study = create(pg_url, study_name, write_spec(base={"config": base}, epochs=3))
+    runner = CliRunner()
+    for item in _OVERRIDES:
+        args = ["study", "enqueue", study_name, "--set", item, "--storage", pg_url]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (item, result.output)
+    spec = read_spec(open_storage(pg_url), study_name)
+    trials = study.get_trials()
+    assert len(trials) == len(_OVERRIDES)
+    for item, t in zip(_OVERRIDES, trials, strict=True):
+        via_enqueue = trial_config(spec.base_tree(), {}, t.user_attrs["extra_overrides"])
+        via_train = load_run_config(config, [item])
+        assert via_enqueue.to_dict() == via_train.to_dict(), item
+
+
+_TAKES_LR = "lr takes a number in [0.001, 0.01] (log scale)"
+
+
+@pytest.mark.parametrize(
+    ("sets", "line"),
+    [
+        (["lr=abc"], f"--set lr='abc': not a number; {_TAKES_LR}"),
+        (["lr=0.5"], f"--set lr=0.5: outside its range; {_TAKES_LR}"),
+        (["patch=4"], "--set patch=4: not one of its choices; patch takes one of [2, 8]"),
+        (
+            ["patch=2", "stride=8"],
+            "--set stride=8: larger than patch=2; stride takes one of [2] (<= patch=2)",
+        ),
+        (
+            ["strides=2", "lr=1e-3"],
+            "--set strides=2: not a parameter of the study's space (did you mean stride?); its "
+            "parameters are embed_dim, heads, lr, patch, stride, and a dotted run-config key "
+            "(e.g. train.batch_size=8) overrides any other setting for this trial",
+        ),
+    ],
+    ids=["not-a-number", "outside-the-range", "not-a-choice", "above-its-bound", "unknown-name"],
+)
+def test_enqueue_refuses_a_value_the_space_cannot_take(
+    sets: list[str], line: str, write_spec: Callable[..., Path], pg_url: str, study_name: str
+) -> None:
+    study = create(pg_url, study_name, write_spec())
+    args = ["study", "enqueue", study_name, "--storage", pg_url]
+    result = CliRunner().invoke(app, [*args, *(a for item in sets for a in ("--set", item))])
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.output) == f"error: {line}"
+    assert study.get_trials() == []  # nothing enqueued
+    ok = CliRunner().invoke(
+        app, [*args, "--set", "patch=2", "--set", "stride=2", "--set", "lr=1e-3"]
+    )
+    assert ok.exit_code == 0, ok.output
+    (queued,) = study.get_trials()
+    assert queued.system_attrs["fixed_params"] == {"patch": 2, "stride|patch=2": 2, "lr": 1e-3}
+
+
+def _broken_session(folder: Path, like: Path, broken: str) -> Path:
+    """A session file in ``folder`` that ``study create`` must refuse: NaN counts (and a NaN
+    behaviour value), or no bins at all."""
+    bad = folder / f"{broken}.h5"
+    if broken == "nan":
+        shutil.copy(like, bad)
+        with h5py.File(bad, "a") as f:
+            robs = f["robs"][()].astype(np.float32)
+            robs[0, 0] = np.nan
+            del f["robs"]
+            f["robs"] = robs
+            f["behavior"][1, 0] = np.nan
+            f.attrs["name"] = broken
+    else:
+        with h5py.File(bad, "w") as f:
+            f["stim"] = np.zeros((0, 16, 16), np.uint8)
+            f["robs"] = np.zeros((0, 12), np.uint8)
+            f.attrs["frame_rate"] = 60.0
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        (
+            "nan",
+            "robs: 1 counts are NaN or Inf; set them to 0 and mark those bins invalid in `dfs` "
+            "(and 1 more; run `vivit-hpo data inspect {folder}` for all)",
+        ),
+        ("empty", "stim: has 0 frames; a session needs at least one block of bins"),
+    ],
+)
+def test_create_refuses_a_session_file_that_breaks_the_data_contract(
+    broken: str,
+    problem: str,
+    write_spec: Callable[..., Path],
+    sim_dir: Path,
+    pg_url: str,
+    study_name: str,
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    for f in sorted(sim_dir.glob("*.h5")):
+        shutil.copy(f, folder / f.name)
+    bad = _broken_session(folder, next(sim_dir.glob("*.h5")), broken)
+    spec = write_spec(data={"paths": [str(folder)]})
+    args = ["study", "create", study_name, "--spec", str(spec), "--storage", pg_url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result.output) == (
+        f"error: data.paths: {bad}: {problem.format(folder=folder)}"
+    )
+    storage = open_storage(pg_url)
+    assert study_name not in {s.study_name for s in storage.get_all_studies()}
+    assert not (tmp_path / "artifacts" / study_name).exists()
+    bad.unlink()  # the same folder without it is a study
+    assert CliRunner().invoke(app, args).exit_code == 0

@@ -169,7 +169,7 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     study = create(pg_url, study_name, spec_path)
     spec = load_spec(spec_path)
     base = {"patch": 2, "stride": 2, "embed_dim": 16, "heads": 2}
-    enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e6"])
+    enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e-3", "train.lr=1e6"])
     big = ["model.core.embed_dim=2048", "model.core.num_heads=16", "model.core.mlp_ratio=16"]
     enqueue(study, spec, [f"{k}={v}" for k, v in base.items()] + ["lr=1e-3", *big])
     enqueue(study, spec, ["patch=8", "stride=8", "embed_dim=16", "heads=2", "lr=1e-3"])
@@ -195,6 +195,31 @@ def test_nan_oom_and_infeasible_trials_end_with_a_reason(
     assert not trial_dir(spec, study_name, 2, uid=study_uid(study)).exists()  # never trained
     assert t[3].state == TrialState.COMPLETE  # the worker carried on
     assert len(t) == 4
+
+
+def test_a_trial_enqueued_with_a_value_the_space_cannot_take_fails_with_the_reason(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # Enqueued through Optuna itself, past `study enqueue`'s checks (another tool, an older
+    # version): Optuna would raise mid-suggest and kill the worker with the trial RUNNING.
+    study = create(pg_url, study_name, write_spec(budget={"n_trials": 2}))
+    study.enqueue_trial({"patch": 2, "lr": "abc"}, skip_if_exists=False)
+    study.enqueue_trial({"patch": 4}, skip_if_exists=False)
+    log = tmp_path / "w.log"
+    assert finish([start_worker(study_name, pg_url, tmp_path, log)], 120, [log]) == [0], logs_text(
+        [log]
+    )
+    t = study.get_trials()
+    assert [x.state for x in t] == [TrialState.FAIL, TrialState.FAIL], logs_text([log])
+    assert t[0].user_attrs["fail_reason"] == (
+        "enqueued with a value the space cannot take: lr='abc': not a number; lr takes a number "
+        "in [0.001, 0.01] (log scale)"
+    )
+    assert t[1].user_attrs["fail_reason"] == (
+        "enqueued with a value the space cannot take: patch=4: not one of its choices; patch "
+        "takes one of [2, 8]"
+    )
+    assert [r.reason for r in trial_rows(t)] == [x.user_attrs["fail_reason"] for x in t]
 
 
 def test_a_grid_study_runs_to_its_last_point(

@@ -26,6 +26,9 @@ trial, and how:
   ``feasible`` = 1 like an infeasible trial, so that TPE avoids the region too; any other error
   ends FAIL. The worker carries on with the next trial. (:mod:`vivit_hpo.search.record` reads
   these back as ``infeasible`` or ``failed``.)
+- enqueued with a value the space cannot take (through Optuna directly, or by a version that
+  did not check: ``study enqueue`` refuses them): FAIL before sampling, with ``fail_reason``
+  naming the parameter, the value and what it takes.
 - interrupted (SIGINT, SIGTERM or SIGHUP to the worker): FAIL with ``fail_reason``, and a
   WAITING copy with the same parameters is enqueued at once; it resumes from the last epoch's
   checkpoint.
@@ -77,6 +80,7 @@ from vivit_hpo.search.record import (
     EXTRA_OVERRIDES,
     FAIL_REASON,
     FEASIBLE,
+    FIXED_PARAMS,
     FLOPS_PER_SAMPLE,
     HOST,
     INFEASIBLE_REASON,
@@ -109,6 +113,7 @@ from vivit_hpo.search.record import (
 )
 from vivit_hpo.search.space import (
     Infeasible,
+    enqueued_problem,
     infeasible_reason,
     input_shapes,
     suggest,
@@ -540,6 +545,14 @@ class TrialRunner:
                 return TrialOutcome(n, "FAIL", None, str(e), 0, time.perf_counter() - start)
             attrs[VALUES] = {}
         else:
+            # Values enqueued without `study enqueue`'s checks (by Optuna directly, or an older
+            # version) that the space cannot take would make Optuna raise mid-suggest.
+            bad = enqueued_problem(self.spec.space, frozen.system_attrs.get(FIXED_PARAMS) or {})
+            if bad is not None:
+                why = f"enqueued with a value the space cannot take: {bad}"
+                record_attrs(trial, {**attrs, FAIL_REASON: why})
+                self._tell(study, trial, TrialState.FAIL)
+                return TrialOutcome(n, "FAIL", None, why, 0, time.perf_counter() - start)
             extra = dict(trial.user_attrs.get(EXTRA_OVERRIDES) or {})
             try:
                 values = retrying(lambda: suggest(trial, self.spec.space), what=f"sample trial {n}")

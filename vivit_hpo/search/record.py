@@ -45,6 +45,7 @@ __all__ = [
     "FAILED_TRIAL",
     "FAIL_REASON",
     "FEASIBLE",
+    "FIXED_PARAMS",
     "FLOPS_PER_SAMPLE",
     "HOST",
     "INFEASIBLE_REASON",
@@ -129,6 +130,8 @@ TEST_BPS_ERROR = "test_bps_error"  # why the test split could not be scored
 # trial this one replaces, oldest first.
 FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
+# Optuna's record of the values a trial was enqueued with, under Optuna's parameter names.
+FIXED_PARAMS = "fixed_params"
 
 # Names that studies made by earlier versions used for the same quantity (the report reads them).
 _OLD_NAMES = {PARAMS_COUNT: "n_params", TRIAL_DIR: "run_dir"}

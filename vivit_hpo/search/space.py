@@ -12,19 +12,23 @@ leaves a single value fixes it without asking the sampler.
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import random
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from vivit_hpo.config import RunConfig, parse_run_config
+import yaml
+
+from vivit_hpo.config import RunConfig, parse_run_config, parse_value, set_key, split_key
 from vivit_hpo.errors import ConfigError, DataError, SpecError
 from vivit_hpo.search.spec import ParamSpec, StudySpec
 
 __all__ = [
     "Infeasible",
     "base_values",
+    "check_values",
+    "enqueued_problem",
     "enumerate_space",
     "infeasible_reason",
     "input_shapes",
@@ -39,7 +43,6 @@ __all__ = [
 ]
 
 Shape = tuple[int, int, int]  # (C, H, W) of a session's frames
-_INDEXED = re.compile(r"^(.*)\[(\d+)\]$")
 
 
 class Infeasible(Exception):
@@ -205,39 +208,186 @@ def suggest(trial: _Suggester, space: Mapping[str, ParamSpec]) -> dict[str, Any]
 
 
 def to_optuna_params(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
-    """User-named values (e.g. from ``study enqueue --set``) -> Optuna's parameter names.
+    """User-named values (e.g. from ``study enqueue --set``), checked by :func:`check_values`
+    -> Optuna's parameter names (fixed parameters left out: nothing samples them).
 
     Raises:
-        SpecError: an unknown name, or an ``le`` parameter given without its bound.
+        SpecError: an unknown name, a value the parameter cannot take, or an ``le`` parameter
+            given without its bound.
     """
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        p = space.get(name)
-        if p is None:
+    checked = check_values(space, values)
+    known = {**{n: p.value for n, p in space.items() if p.kind == "fixed"}, **checked}
+    return {
+        optuna_name(name, space[name], known): value
+        for name, value in checked.items()
+        if space[name].kind != "fixed"
+    }
+
+
+# -- values given to a trial (study enqueue, or anything that enqueues one) ----------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and both booleans or neither (``True == 1`` in Python, not here)."""
+    return isinstance(a, bool) == isinstance(b, bool) and bool(a == b)
+
+
+def _g(x: float | None) -> str:
+    return f"{x or 0.0:g}"
+
+
+def _allowed(p: ParamSpec, values: Mapping[str, Any]) -> str:
+    """What ``p`` takes, in words, under its ``le`` bound in ``values`` (which must hold it)."""
+    kind = p.kind
+    if kind == "fixed":
+        return f"only {p.value!r} (fixed by the space)"
+    under = "" if p.le is None else f" (<= {p.le}={values[p.le]!r})"
+    if kind == "categorical":
+        return f"one of {_choices(p, values)}{under}"
+    step = f" in steps of {_g(p.step)} from {_g(p.low)}" if p.step else ""
+    if kind == "int":
+        low, high = _int_range(p, values)
+        return f"an integer in [{low}, {high}]{step}{under}"
+    log = " (log scale)" if p.log else ""
+    return f"a number in [{_g(p.low)}, {_g(p.high)}]{step}{log}"
+
+
+def _take(name: str, p: ParamSpec, v: Any, values: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """``(v as the parameter takes it, None)``: the choice itself (4, not 4.0), an int, a float;
+    or ``(None, why not)``, one line naming the parameter, the value and what it takes.
+    ``values`` holds the earlier parameters (``p.le`` among them when it has one)."""
+    kind = p.kind
+
+    def no(what: str) -> tuple[Any, str]:
+        return None, f"{name}={v!r}: {what}; {name} takes {_allowed(p, values)}"
+
+    if kind == "fixed":
+        return (p.value, None) if _same(v, p.value) else no("not the space's value")
+    if kind == "categorical":
+        for c in _choices(p, values):
+            if _same(v, c):
+                return c, None
+        if any(_same(v, c) for c in p.choices or []):
+            return no(f"larger than {p.le}={values.get(p.le or '')!r}")
+        return no("not one of its choices")
+    number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if not number or (kind == "int" and v != int(v)):
+        return no("not an integer" if kind == "int" else "not a number")
+    if kind == "int":
+        first, last = _int_range(p, values)
+        if not first <= v <= last:
+            return no("outside its range")
+        if (int(v) - first) % int(p.step or 1):
+            return no("not on its steps")
+        return int(v), None
+    low, high = float(p.low or 0.0), float(p.high or 0.0)
+    if not low <= v <= high:
+        return no("outside its range")
+    if p.step and abs((k := (v - low) / p.step) - round(k)) > 1e-8:
+        return no("not on its steps")
+    return float(v), None
+
+
+def check_values(space: Mapping[str, ParamSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The user-named values of ``study enqueue --set``, as the space takes them (the choice
+    itself, ints, floats), in the space's order: each must be one of its parameter's choices or
+    inside its range (on its steps, an integer for an int), no larger than its ``le`` bound
+    (which must be given too), and active where the values decide its ``when``.
+
+    Raises:
+        SpecError: one line naming the parameter, the bad value and what it takes (or the
+            parameters there are, for an unknown name).
+    """
+    for name, v in values.items():
+        if name not in space:
+            close = difflib.get_close_matches(name, list(space), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
             raise SpecError(
-                f"--set {name}: not a parameter of the study's space "
-                f"({', '.join(space)}); use a dotted run-config key for anything else"
+                f"--set {name}={v!r}: not a parameter of the study's space{hint}; its "
+                f"parameters are {', '.join(space)}, and a dotted run-config key (e.g. "
+                "train.batch_size=8) overrides any other setting for this trial"
             )
-        if p.kind == "fixed":
+    known: dict[str, Any] = {n: p.value for n, p in space.items() if p.kind == "fixed"}
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        if name not in values:
             continue
-        if p.le is not None and p.le not in values:
-            raise SpecError(f"--set {name}: also give {p.le} (its values depend on {p.le})")
-        out[optuna_name(name, p, values)] = value
+        if p.le is not None and p.le not in known:
+            b = space[p.le]
+            example = (b.choices or [int(b.high or 0)])[-1]
+            raise SpecError(
+                f"--set {name}={values[name]!r}: also give {p.le} (the values {name} takes "
+                f"depend on {p.le}), e.g. --set {p.le}={example}"
+            )
+        when = p.when or {}
+        if all(k in known for k in when) and not _active(p, known):
+            needs = " and ".join(f"{k} is one of {allowed}" for k, allowed in when.items())
+            now = ", ".join(f"{k}={known[k]!r}" for k in when)
+            raise SpecError(
+                f"--set {name}={values[name]!r}: {name} exists only when {needs} (here {now}); "
+                f"drop it or change {', '.join(when)}"
+            )
+        value, problem = _take(name, p, values[name], known)
+        if problem is not None:
+            raise SpecError(f"--set {problem}")
+        known[name] = out[name] = value
     return out
+
+
+def enqueued_problem(space: Mapping[str, ParamSpec], fixed: Mapping[str, Any]) -> str | None:
+    """Why a trial's enqueued values cannot be sampled as they are, or None.
+
+    Args:
+        space: the study's space.
+        fixed: the values the trial was enqueued with, under Optuna's names (its system
+            attribute ``fixed_params``), e.g. by another tool or an older version that did not
+            check them: each is checked as :func:`check_values` checks ``study enqueue``'s, a
+            bounded one (``stride|patch=4``) against the bound its name holds.
+
+    Returns:
+        One line naming the parameter, the bad value and what it takes; None when Optuna can
+        use every value (a fixed or inactive parameter's is never asked for, so never used).
+    """
+    plain = {k: v for k, v in fixed.items() if "|" not in k}
+    known = {**{n: p.value for n, p in space.items() if p.kind == "fixed"}, **plain}
+    for key, v in fixed.items():
+        name, _, bound = key.partition("|")
+        p = space.get(name)
+        bound_name, _, bound_value = bound.partition("=")
+        again = "enqueue the trial again with `vivit-hpo study enqueue`"
+        if p is None or (p.le is None and bound):
+            return (
+                f"{key}={v!r}: not a parameter of the study's space ({', '.join(space)}); {again}"
+            )
+        if p.le is not None and bound_name != p.le:
+            return f"{key}={v!r}: {name} depends on {p.le}, so it is {name}|{p.le}=V; {again}"
+        values = dict(known)
+        if p.le is not None:
+            try:
+                raw: Any = parse_value(bound_value)  # as optuna_name wrote it
+            except yaml.YAMLError:
+                raw = bound_value
+            values[p.le], problem = _take(p.le, space[p.le], raw, known)
+            if problem is not None:
+                return f"{key}={v!r}: its bound {problem}"
+        if p.kind == "fixed" or not _active(p, values):
+            continue
+        _, problem = _take(name, p, v, values)
+        if problem is not None:
+            return problem
+    return None
 
 
 # -- values -> run config ------------------------------------------------------------------------
 
 
-def _split_key(key: str) -> tuple[list[str], int | None]:
-    m = _INDEXED.match(key)
-    path, index = (m.group(1), int(m.group(2))) if m else (key, None)
-    return path.split("."), index
-
-
 def target_exists(tree: Mapping[str, Any], key: str) -> bool:
-    """True when ``key`` (dotted, optionally ``[i]``-indexed) names a value of ``tree``."""
-    parts, index = _split_key(key)
+    """True when ``key`` (dotted, optionally ``[i]``-indexed: :func:`~vivit_hpo.config.split_key`)
+    names a value of ``tree``."""
+    try:
+        parts, index = split_key(key)
+    except ConfigError:
+        return False
     node: Any = tree
     for part in parts:
         if not isinstance(node, Mapping) or part not in node:
@@ -248,30 +398,10 @@ def target_exists(tree: Mapping[str, Any], key: str) -> bool:
     return isinstance(node, list) and index < len(node)
 
 
-def _set(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts, index = _split_key(key)
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    leaf = parts[-1]
-    current = node.get(leaf)
-    if index is not None:
-        if not isinstance(current, list):
-            raise ConfigError(f"{key}: {'.'.join(parts)} is not a list of axes")
-        current = list(current)
-        current[index] = value
-        node[leaf] = current
-    elif isinstance(current, list) and not isinstance(value, list):
-        # A scalar written to a tuple-valued key fills every axis (patch 4 -> (4, 4, 4)).
-        node[leaf] = [value] * len(current)
-    else:
-        node[leaf] = value
-
-
 def _get(tree: Mapping[str, Any], key: str) -> Any:
     """The value of run-config key ``key`` (dotted, optionally ``[i]``-indexed) in ``tree``;
     a tuple-valued key whose axes agree reads as that one value (``(4, 4, 4)`` -> 4)."""
-    parts, index = _split_key(key)
+    parts, index = split_key(key)
     node: Any = tree
     for part in parts:
         node = node[part]
@@ -282,28 +412,14 @@ def _get(tree: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def _admits(p: ParamSpec, values: Mapping[str, Any], v: Any) -> bool:
-    kind = p.kind
-    if kind == "fixed":
-        return bool(v == p.value)
-    if kind == "categorical":
-        return v in _choices(p, values)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    if kind == "int":
-        low, high = _int_range(p, values)
-        return v == int(v) and low <= v <= high
-    return float(p.low or 0.0) <= v <= float(p.high or 0.0)
-
-
 def base_values(space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> dict[str, Any]:
     """The space's values that the base run config already holds, in the space's order.
 
     A parameter gets the base config's value at its ``to`` keys when they all hold the same
     value and the parameter can take it (one of its choices, inside its range, under its
-    ``le`` bound); a parameter whose base value it cannot take, that is inactive (``when``), or
-    whose ``le`` bound was itself left out, is left out (a trial enqueued with these values has
-    the sampler draw those).
+    ``le`` bound: as :func:`check_values` checks); a parameter whose base value it cannot take,
+    that is inactive (``when``), or whose ``le`` bound was itself left out, is left out (a trial
+    enqueued with these values has the sampler draw those).
     """
     values: dict[str, Any] = {}
     for name, p in space.items():
@@ -316,11 +432,9 @@ def base_values(space: Mapping[str, ParamSpec], base: Mapping[str, Any]) -> dict
         if len(got) != 1:
             continue
         (v,) = got.values()
-        if not _admits(p, values, v):
-            continue
-        if p.kind == "categorical":  # the choice itself (4, not 4.0), as the sampler gives it
-            v = next(c for c in _choices(p, values) if c == v)
-        values[name] = int(v) if p.kind == "int" else v
+        v, problem = _take(name, p, v, values)  # the choice itself (4, not 4.0), as sampled
+        if problem is None:
+            values[name] = v
     return values
 
 
@@ -338,7 +452,8 @@ def trial_config(
     overrides: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """The run config of a trial: the base tree, the space's overrides, then ``extra``.
+    """The run config of a trial: the base tree, the space's overrides, then ``extra``, each
+    written with :func:`~vivit_hpo.config.set_key` (the grammar of ``--set``).
 
     Raises:
         ConfigError: the combination is not a valid run config (one line, e.g. heads that do
@@ -346,7 +461,7 @@ def trial_config(
     """
     tree = copy.deepcopy(dict(base))
     for key, value in {**overrides, **(extra or {})}.items():
-        _set(tree, key, value)
+        set_key(tree, key, value)
     return parse_run_config(tree, "trial config")
 
 

@@ -65,7 +65,7 @@ from vivit_hpo.config import (
     parse_run_config,
     read_yaml,
 )
-from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError
+from vivit_hpo.errors import ArtifactPathError, ConfigError, DataError, SpecError
 
 __all__ = [
     "DEFAULT_SPACE",
@@ -81,6 +81,7 @@ __all__ = [
     "SamplerSpec",
     "StudySpec",
     "SynthSpec",
+    "check_data",
     "check_study_name",
     "load_spec",
     "parse_spec",
@@ -622,6 +623,46 @@ def _check_yardsticks(spec: StudySpec, shapes: list[tuple[int, int, int]], where
                     f"{where}: baselines: {path}: cannot take the study's {h}x{w} frames "
                     f"({c} channel(s), {cfg.data.num_lags} lags): {reason}"
                 )
+
+
+def _fewest_lags(spec: StudySpec) -> int:
+    """The smallest ``data.num_lags`` a trial of the study can have: the base config's, or a
+    smaller one the space can write (a file without a sample at it has none at any)."""
+    lags = [int(spec.base_tree()["data"]["num_lags"])]
+    for p in spec.space.values():
+        if "data.num_lags" not in p.to:
+            continue
+        if p.kind == "categorical":
+            lags += [int(c) for c in p.choices or [] if isinstance(c, int) and c >= 1]
+        elif p.kind == "fixed" and isinstance(p.value, int):
+            lags.append(p.value)
+        elif p.kind == "int":
+            lags.append(int(p.low or 1))
+    return max(1, min(lags))
+
+
+def check_data(spec: StudySpec) -> None:
+    """Every session file of ``data.paths`` keeps the data contract: the checks of
+    ``vivit-hpo data inspect`` (:func:`~vivit_hpo.data.validate_file`: NaN or negative counts,
+    no bins, mismatched lengths, ...), and at least one block of the smallest ``num_lags`` a trial
+    can have. Simulated data (``data.synth``) are written to the contract and not read.
+
+    Raises:
+        SpecError: the first problem, naming its file, and how many more there are.
+    """
+    if spec.data.paths is None:
+        return
+    from vivit_hpo.data import expand_paths, raise_problems, validate_file
+
+    try:
+        files = expand_paths(spec.data.paths)
+        lags = _fewest_lags(spec)
+        raise_problems(
+            [line for f in files for line in validate_file(f, num_lags=lags)],
+            " ".join(spec.data.paths),
+        )
+    except DataError as e:
+        raise SpecError(f"data.paths: {e}") from e
 
 
 def check_spec(spec: StudySpec, where: str = "spec") -> None:

@@ -28,6 +28,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
+from vivit_hpo.config import parse_override
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.search.record import (
     BASELINE,
@@ -38,9 +39,10 @@ from vivit_hpo.search.record import (
     is_yardstick,
     status,
 )
-from vivit_hpo.search.space import base_values, to_optuna_params, trial_config
+from vivit_hpo.search.space import base_values, check_values, to_optuna_params, trial_config
 from vivit_hpo.search.spec import (
     StudySpec,
+    check_data,
     check_study_name,
     spec_from_text,
     spec_to_text,
@@ -213,15 +215,21 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpe
     A study of simulated data gets its trial folder ``trials-<uid>/`` at once, beside the data:
     it says that the data are in use (see :func:`delete_study`).
 
+    Every session file is checked against the data contract first (:func:`check_data`), so
+    that a file every trial would fail on is refused before anything is written.
+
     Raises:
         ArtifactPathError: the name is not a plain folder name (see ``check_study_name``).
         StudyError: the name is taken.
+        SpecError: a session file breaks the data contract (the first problem, and how many
+            more).
     """
     spec.study_dir(check_study_name(name))
     if name in _names(storage):
         raise StudyError(
             f"study {name!r} already exists; pick another name or `vivit-hpo study delete {name}`"
         )
+    check_data(spec)
     uid = uuid.uuid4().hex[:12]
     claimed: Path | None = None
     if spec.data.synth is not None:
@@ -609,24 +617,23 @@ def _export_run_dir(src: Path, dst: Path, number: int) -> None:
 
 def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:
     """Enqueue a trial: ``name=value`` fixes a space parameter, ``dotted.key=value`` overrides
-    a run-config key of that trial only. Values are YAML. Returns what was enqueued.
+    a run-config key of that trial only, in the grammar of ``train --set``
+    (:func:`~vivit_hpo.config.parse_override`). Every value is checked before anything is
+    enqueued. Returns what was enqueued.
 
     Raises:
-        SpecError: an unknown parameter, a bad value, or overrides that make an invalid config.
+        ConfigError: an item that is not ``key=value`` with a YAML value.
+        SpecError: an unknown parameter, a value its parameter cannot take
+            (:func:`~vivit_hpo.search.space.check_values`), or overrides that make an invalid
+            config.
     """
     params: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for item in sets:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError(f"--set {item!r}: expected key=value, e.g. --set lr=1e-3")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise SpecError(f"--set {item!r}: the value is not valid YAML") from e
+        key, value = parse_override(item)
         (extra if "." in key else params)[key] = value
-    optuna_params = to_optuna_params(spec.space, params)
+    checked = check_values(spec.space, params)
+    optuna_params = to_optuna_params(spec.space, checked)
     if extra:
         try:
             trial_config(spec.base_tree(), {}, extra)
@@ -637,7 +644,7 @@ def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[s
         lambda: study.enqueue_trial(optuna_params, user_attrs=user_attrs, skip_if_exists=False),
         what="enqueue a trial",
     )
-    return {"params": params, "overrides": extra}
+    return {"params": checked, "overrides": extra}
 
 
 # -- artifacts -----------------------------------------------------------------------------------
