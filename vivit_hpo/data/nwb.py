@@ -42,7 +42,6 @@ pynwb is imported only when an import runs (``pip install 'vivit-hpo[nwb]'``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vivit_hpo._io import atomic_path
 from vivit_hpo.data.binning import (
     GAP_FACTOR,
     FrameBins,
@@ -394,9 +394,7 @@ def import_nwb(
         blocks = got.blocks
         frames = got.frames
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as f:
                 write_stim(f, frames, got.index, grey=got.grey)
                 f.create_dataset("robs", data=units.robs)
@@ -420,9 +418,6 @@ def import_nwb(
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise DataError(problems[0] + more)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     robs = units.robs
     extra = got.extra

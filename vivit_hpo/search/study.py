@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
+from vivit_hpo._io import atomic_dir
 from vivit_hpo.config import parse_override
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.search.record import (
@@ -602,17 +602,11 @@ def _export_run_dir(src: Path, dst: Path, number: int) -> None:
             f"trial {number}: its best checkpoint is gone ({e}); "
             "retrain it with the exported config"
         ) from e
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(dst) as tmp:
         for name in ("config.yaml", "sessions.json", "metrics.json"):
             shutil.copy2(src / name, tmp / name)
         (tmp / "checkpoints").mkdir()
         shutil.copy2(ckpt, tmp / "checkpoints" / ckpt.name)
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def enqueue(study: optuna.Study, spec: StudySpec, sets: Sequence[str]) -> dict[str, Any]:
