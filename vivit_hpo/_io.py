@@ -22,7 +22,17 @@ __all__ = ["atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes", "a
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the OS allows: setting it to read
+    it back would give files other threads create meanwhile (a heartbeat, a data thread)
+    world-writable permissions."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)  # elsewhere: the briefest change, to the strictest mask
     os.umask(mask)
     return mask
 
