@@ -42,6 +42,7 @@ def test_synth_then_inspect(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "1x16x12 uint8" in res.output and "(file)" in res.output
     assert res.output.count("none") == 2  # no problems in either file
+    assert "kind" not in res.output and "spikes" not in res.output  # only where one is not
 
 
 def test_inspect_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

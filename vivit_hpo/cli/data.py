@@ -106,8 +106,12 @@ def inspect(
     table = Table(title=f"sessions (num_lags={num_lags})")
     table.add_column("file", overflow="fold")
     table.add_column("session", overflow="fold")
-    for col in ("bins", "units", "kind", "frame", "K", "Hz", "rate/s", "blocks"):
+    # The response kind only where some file is not spike counts: a column of "spikes" says
+    # nothing and costs an 80-column terminal its width.
+    kinds = any(r.response_kind not in (None, "spikes") for r in reports)
+    for col in ("bins", "units", *(("kind",) if kinds else ()), "frame", "K", "Hz", "rate/s"):
         table.add_column(col, justify="right")
+    table.add_column("blocks", justify="right")
     table.add_column("samples train/val/test", justify="right")
     table.add_column("problems", justify="right")
     for r in reports:
@@ -118,7 +122,7 @@ def inspect(
             r.name or "-",
             _fmt(r.num_bins, "d"),
             _fmt(r.num_units, "d"),
-            r.response_kind or "-",
+            *((r.response_kind or "-",) if kinds else ()),
             frame,
             _fmt(r.num_behavior, "d"),
             _fmt(r.frame_rate, "g"),
