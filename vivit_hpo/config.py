@@ -96,6 +96,10 @@ class ViViTConfig(_Frozen):
     # (the readout then reads the residual stream itself).
     stem_norm: Literal["channel", "none"] = "channel"
     final_norm: bool = True
+    # Weight of the normalised Laplace (smoothness) penalty on the first layer's spatial filters
+    # (the tokenizer's, or the stem's first conv), per frame and channel, as the 2-D CNN
+    # yardstick's ``laplace``: large tubelets fit noise without it on small data sets.
+    laplace: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> ViViTConfig:

@@ -311,3 +311,16 @@ def test_shifter_moves_the_readout_by_the_pupil_only() -> None:
         model(stim, "eyes", None)
     # No session names a pupil position: no shifter.
     assert build_model(cfg, [NO_EYES, SESSIONS[1]], L).shifter is None
+
+
+@pytest.mark.parametrize(
+    "core", [tiny_vivit(laplace=0.5), CNN2DConfig(laplace=0.5), LNConfig(laplace=0.5)]
+)
+def test_the_loss_penalty_holds_the_cores_smoothness_term(
+    core: ViViTConfig | CNN2DConfig | LNConfig,
+) -> None:
+    model = build_model(ModelConfig(core=core), SESSIONS, L)
+    torch.testing.assert_close(
+        model.regularizer("c"), model.readout("c").regularizer() + model.core.regularizer()
+    )
+    assert model.core.regularizer() > 0

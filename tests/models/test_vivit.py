@@ -7,7 +7,7 @@ import torch
 from model_helpers import assert_all_grads, assert_causal, tiny_vivit
 
 from vivit_hpo.models.encoder import collect_attention
-from vivit_hpo.models.layers import DropPath
+from vivit_hpo.models.layers import DropPath, laplace_l2
 from vivit_hpo.models.vivit import (
     ParallelBlock,
     SequentialBlock,
@@ -139,6 +139,23 @@ def test_stem_feeds_the_tokenizer_at_full_resolution() -> None:
     x = _x()
     assert core.stem(x).shape == (2, 5, *SIZE)
     assert core(x).shape == (2, 32, 4, 6, 4)
+
+
+@pytest.mark.parametrize("stem", [(), (3,)])
+def test_laplace_smooths_the_first_layer_that_sees_the_frames(stem: tuple[int, ...]) -> None:
+    # The penalty is the 2-D CNN's (normalised Laplace) on the tokenizer, or on the stem's first
+    # conv when there is one; its gradient makes that layer's filters smoother.
+    core = ViViTCore(tiny_vivit(laplace=0.5, stem_channels=stem), 1)
+    first = core.stem[0].conv.weight if core.stem is not None else core.tokenizer.proj.weight
+    assert core.regularizer() > 0
+    before = laplace_l2(first).item()
+    opt = torch.optim.SGD([first], lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        core.regularizer().backward()
+        opt.step()
+    assert laplace_l2(first).item() < 0.8 * before
+    assert ViViTCore(tiny_vivit(stem_channels=stem), 1).regularizer() == 0
 
 
 def test_without_the_norms_the_output_keeps_each_positions_amplitude() -> None:

@@ -17,33 +17,13 @@ running statistics and is strictly causal, so no score sees a future frame.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vivit_hpo.config import CNN2DConfig, LNConfig
 from vivit_hpo.models.cnn import CausalConv3d
+from vivit_hpo.models.layers import laplace_l2
 
 __all__ = ["CNN2DCore", "LNCore", "cnn2d_layers", "laplace_l2"]
-
-# The discrete 2-D Laplacian (neuralpredictors' ``laplace3x3``).
-_LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
-
-
-def laplace_l2(weight: Tensor) -> Tensor:
-    """Normalised Laplace penalty ``||Laplace * w||^2 / ||w||^2`` of conv filters.
-
-    Args:
-        weight: (..., k_h, k_w) filters; every leading index is one 2-D filter.
-
-    Returns:
-        A scalar: small for spatially smooth filters, whatever their scale (neuralpredictors'
-        ``LaplaceL2norm``, the Laplace regulariser of the lags-as-channels CNN).
-    """
-    kh, kw = weight.shape[-2:]
-    w = weight.reshape(-1, 1, kh, kw)
-    lap = F.conv2d(w, _LAPLACE.to(w)[None, None], padding=1)  # (n, 1, kh, kw)
-    return lap.pow(2).sum() / w.pow(2).sum().clamp_min(1e-12)
 
 
 def cnn2d_layers(

@@ -259,9 +259,9 @@ class EncodingModel(nn.Module):
 
     def regularizer(self, session: str) -> Tensor:
         """Scalar penalty to add to the loss of a batch of ``session``: the readout's feature
-        L1, and the first layer's smoothness penalty of the 2-D CNN and LN cores."""
+        L1, and the first layer's smoothness penalty of the ViViT, 2-D CNN and LN cores."""
         penalty = self.readout(session).regularizer()
-        if isinstance(self.core, CNN2DCore | LNCore):
+        if isinstance(self.core, ViViTCore | CNN2DCore | LNCore):
             penalty = penalty + self.core.regularizer()
         return penalty
 

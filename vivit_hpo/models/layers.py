@@ -1,4 +1,5 @@
-"""Small transformer layers: norms, MLP, DropPath, rotary and absolute position embeddings.
+"""Small layers: norms, MLP, DropPath, rotary and absolute position embeddings, and the
+first layer's smoothness penalty (``laplace_l2``).
 
 Conventions:
 - Linear layers inside blocks have no bias (PaLM style, as the reference benchmark); the norms
@@ -25,6 +26,7 @@ __all__ = [
     "DropPath",
     "RMSNorm",
     "apply_rope",
+    "laplace_l2",
     "make_norm",
     "mlp_activate",
     "mlp_hidden_dim",
@@ -284,3 +286,23 @@ class AbsolutePosEmbed(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, dim={self.dim}"
+
+
+# The discrete 2-D Laplacian (neuralpredictors' ``laplace3x3``).
+_LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+
+
+def laplace_l2(weight: Tensor) -> Tensor:
+    """Normalised Laplace penalty ``||Laplace * w||^2 / ||w||^2`` of conv filters.
+
+    Args:
+        weight: (..., k_h, k_w) filters; every leading index is one 2-D filter.
+
+    Returns:
+        A scalar: small for spatially smooth filters, whatever their scale (neuralpredictors'
+        ``LaplaceL2norm``, the Laplace regulariser of the lags-as-channels CNN).
+    """
+    kh, kw = weight.shape[-2:]
+    w = weight.reshape(-1, 1, kh, kw)
+    lap = F.conv2d(w, _LAPLACE.to(w)[None, None], padding=1)  # (n, 1, kh, kw)
+    return lap.pow(2).sum() / w.pow(2).sum().clamp_min(1e-12)

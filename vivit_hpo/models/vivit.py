@@ -49,6 +49,7 @@ from vivit_hpo.models.layers import (
     AbsolutePosEmbed,
     DropPath,
     apply_rope,
+    laplace_l2,
     make_norm,
     mlp_activate,
     mlp_hidden_dim,
@@ -425,6 +426,18 @@ class ViViTCore(nn.Module):
         """(H_p, W_p) of the feature map for frames of ``height`` x ``width``."""
         _, hp, wp = self.tokenizer.grid((self.time_kernel, height, width))
         return hp, wp
+
+    def regularizer(self) -> Tensor:
+        """``laplace`` x the normalised Laplace penalty of the first layer that sees the frames
+        (the stem's first conv, else the tokenizer), per frame and channel."""
+        first = self.tokenizer.proj.weight
+        if self.stem is not None:
+            conv = self.stem[0]
+            assert isinstance(conv, CausalConv3d)
+            first = conv.conv.weight
+        if self.cfg.laplace == 0:
+            return first.new_zeros(())
+        return self.cfg.laplace * laplace_l2(first)
 
     def _run(self, block: nn.Module, x: Tensor, rope: Rope | None, sink: AttnSink | None) -> Tensor:
         if self.grad_checkpointing and sink is None and torch.is_grad_enabled():
