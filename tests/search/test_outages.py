@@ -28,7 +28,7 @@ from search_helpers import (
 from vivit_hpo.bench.pgserver import PostgresServer, postgres_server
 from vivit_hpo.search.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
-from vivit_hpo.search.storage import StaleCheck, open_storage, retrying
+from vivit_hpo.search.storage import CONNECTIVITY, StaleCheck, open_storage, retrying
 from vivit_hpo.search.study import load_study, progress
 
 pytestmark = pytest.mark.postgres
@@ -251,3 +251,60 @@ def test_sessions_run_in_utc_whatever_the_servers_time_zone() -> None:
         with storage.engine.connect() as conn:
             assert conn.execute(sqlalchemy.text("SHOW TimeZone")).scalar() == "UTC"
         storage.engine.dispose()
+
+
+# A process that runs one stale check and is SIGKILLed right after the first of its two steps
+# (enqueue the retry, fail the trial), whichever comes first: the state a crash leaves.
+_KILLED_MID_CHECK = """
+import os, signal, sys, time
+import optuna
+from vivit_hpo.search.storage import StaleCheck, claim_lock, open_storage
+
+storage = open_storage(sys.argv[1], heartbeat_interval=1, grace_period=3, max_retry=3)
+study = optuna.load_study(study_name=sys.argv[2], storage=storage)
+check = StaleCheck(storage)
+
+
+def then_killed(step):
+    def run(*args, **kwargs):
+        step(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return run
+
+
+storage.set_trial_state_values = then_killed(storage.set_trial_state_values)
+storage.heartbeat_stale_trial_callback = then_killed(storage.heartbeat_stale_trial_callback)
+while not check.stale_ids(study):
+    time.sleep(0.2)
+with claim_lock(storage, study.study_name):
+    check(study)
+"""
+
+
+def test_a_stale_check_killed_between_its_two_steps_loses_no_retry(
+    private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    study, _, tid = _stale_fixture(private_pg)
+    stale = study._storage.get_trial(tid).number
+    checker = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_CHECK, private_pg.url(), study.study_name],
+        env=worker_env(private_pg.url(), tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checker.returncode == -9, checker.stderr  # killed mid-check, as a crash would
+    # A second check, by another process, finds what the first left and completes it.
+    storage = open_storage(private_pg.url(), heartbeat_interval=1, grace_period=3, max_retry=3)
+    again = optuna.load_study(study_name=study.study_name, storage=storage)
+    check = StaleCheck(storage)
+    wait_for(lambda: CONNECTIVITY.connected_for() > check.grace_s, 30, "a sound stale check")
+    check(again)
+    check(again)  # and a third pass changes nothing
+    trials = again.get_trials()
+    retries = [t for t in trials if t.system_attrs.get("retry_history") == [stale]]
+    assert [t.state for t in retries] == [TrialState.WAITING], trials
+    assert again.get_trials()[stale].state == TrialState.FAIL
+    p = progress(trials, 1)
+    assert (p.retried, p.waiting, p.logical) == (1, 1, 1), p
