@@ -308,3 +308,77 @@ def test_a_stale_check_killed_between_its_two_steps_loses_no_retry(
     assert again.get_trials()[stale].state == TrialState.FAIL
     p = progress(trials, 1)
     assert (p.retried, p.waiting, p.logical) == (1, 1, 1), p
+
+
+# Storage calls give up after 2 s: an outage of a few seconds outlasts them.
+_GIVE_UP = {"VIVIT_HPO_STORAGE_MAX_WAIT_S": "2"}
+# A grace period longer than any outage here: the trial is stopped by its storage calls giving
+# up, not by its heartbeat's watchdog.
+_PATIENT = {"interval_s": 1, "grace_s": 120, "max_retry": 2}
+
+
+def _checkpoints(home: Path) -> list[Path]:
+    return sorted(home.glob("artifacts/**/checkpoints/last.pt"))
+
+
+def _resumed_after_the_outage(url: str, name: str) -> None:
+    """The trial was handed back, not failed, and its retry resumed from its checkpoint."""
+    trials = load_study(open_storage(url), name).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], trials
+    first, retry = trials
+    assert first.user_attrs[FAIL_REASON].startswith("the database was unreachable"), first
+    assert retry.system_attrs["retry_history"] == [first.number]
+    assert retry.user_attrs.get("resumed_from_epoch", 0) >= 2, retry.user_attrs
+    p = progress(trials, 1)
+    assert p.done and (p.complete, p.failed, p.retried) == (1, 0, 1), p
+
+
+def test_an_outage_past_the_give_up_time_hands_the_trial_back_to_resume(
+    write_spec: Callable[..., Path],
+    private_pg: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in _GIVE_UP.items():
+        monkeypatch.setenv(key, value)
+    url = private_pg.url()
+    spec_path = write_spec(budget={"n_trials": 1}, heartbeat=_PATIENT, **LONG)
+    study = create(url, "giveup", spec_path)
+    log = tmp_path / "w.log"
+    worker = start_worker("giveup", url, tmp_path, log)
+    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    private_pg.stop()
+    wait_for(lambda: "waiting for it to hand trial" in log.read_text(), 120, "the worker to wait")
+    assert worker.poll() is None and len(_checkpoints(tmp_path)) == 1, log.read_text()
+    private_pg.start()
+    assert finish([worker], 300, [log]) == [0], logs_text([log])
+    assert "crashed" not in log.read_text()
+    _resumed_after_the_outage(url, "giveup")
+
+
+def test_run_supervises_its_workers_through_an_outage_past_the_give_up_time(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(budget={"n_trials": 1}, heartbeat=_PATIENT, **LONG)
+    study = create(url, "runout", spec_path)
+    out = tmp_path / "run.log"
+    with open(out, "wb") as f:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "vivit_hpo", "run", "runout", "--workers", "1"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**worker_env(url, tmp_path), **_GIVE_UP},
+            cwd=tmp_path,
+        )
+    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    private_pg.stop()
+    wait_for(lambda: "database unreachable" in out.read_text(), 120, "run to see the outage")
+    worker_log = wait_for(lambda: list(tmp_path.glob("artifacts/**/worker-0.log")), 10, "a log")
+    wait_for(lambda: "waiting for it to hand trial" in worker_log[0].read_text(), 120, "the worker")
+    assert run.poll() is None, out.read_text()
+    private_pg.start()
+    assert finish([run], 300, [out, worker_log[0]]) == [0], logs_text([out, worker_log[0]])
+    assert "database reachable again" in out.read_text()
+    assert worker_log[0].read_text().count("starting worker") == 1  # never restarted
+    _resumed_after_the_outage(url, "runout")
