@@ -28,7 +28,7 @@ from search_helpers import (
 from vivit_hpo.bench.pgserver import PostgresServer, postgres_server
 from vivit_hpo.search.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
-from vivit_hpo.search.storage import StaleCheck, open_storage, retrying
+from vivit_hpo.search.storage import CONNECTIVITY, StaleCheck, open_storage, retrying
 from vivit_hpo.search.study import load_study, progress
 
 pytestmark = pytest.mark.postgres
@@ -251,3 +251,134 @@ def test_sessions_run_in_utc_whatever_the_servers_time_zone() -> None:
         with storage.engine.connect() as conn:
             assert conn.execute(sqlalchemy.text("SHOW TimeZone")).scalar() == "UTC"
         storage.engine.dispose()
+
+
+# A process that runs one stale check and is SIGKILLed right after the first of its two steps
+# (enqueue the retry, fail the trial), whichever comes first: the state a crash leaves.
+_KILLED_MID_CHECK = """
+import os, signal, sys, time
+import optuna
+from vivit_hpo.search.storage import StaleCheck, claim_lock, open_storage
+
+storage = open_storage(sys.argv[1], heartbeat_interval=1, grace_period=3, max_retry=3)
+study = optuna.load_study(study_name=sys.argv[2], storage=storage)
+check = StaleCheck(storage)
+
+
+def then_killed(step):
+    def run(*args, **kwargs):
+        step(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return run
+
+
+storage.set_trial_state_values = then_killed(storage.set_trial_state_values)
+storage.heartbeat_stale_trial_callback = then_killed(storage.heartbeat_stale_trial_callback)
+while not check.stale_ids(study):
+    time.sleep(0.2)
+with claim_lock(storage, study.study_name):
+    check(study)
+"""
+
+
+def test_a_stale_check_killed_between_its_two_steps_loses_no_retry(
+    private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    study, _, tid = _stale_fixture(private_pg)
+    stale = study._storage.get_trial(tid).number
+    checker = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_CHECK, private_pg.url(), study.study_name],
+        env=worker_env(private_pg.url(), tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checker.returncode == -9, checker.stderr  # killed mid-check, as a crash would
+    # A second check, by another process, finds what the first left and completes it.
+    storage = open_storage(private_pg.url(), heartbeat_interval=1, grace_period=3, max_retry=3)
+    again = optuna.load_study(study_name=study.study_name, storage=storage)
+    check = StaleCheck(storage)
+    wait_for(lambda: CONNECTIVITY.connected_for() > check.grace_s, 30, "a sound stale check")
+    check(again)
+    check(again)  # and a third pass changes nothing
+    trials = again.get_trials()
+    retries = [t for t in trials if t.system_attrs.get("retry_history") == [stale]]
+    assert [t.state for t in retries] == [TrialState.WAITING], trials
+    assert again.get_trials()[stale].state == TrialState.FAIL
+    p = progress(trials, 1)
+    assert (p.retried, p.waiting, p.logical) == (1, 1, 1), p
+
+
+# Storage calls give up after 2 s: an outage of a few seconds outlasts them.
+_GIVE_UP = {"VIVIT_HPO_STORAGE_MAX_WAIT_S": "2"}
+# A grace period longer than any outage here: the trial is stopped by its storage calls giving
+# up, not by its heartbeat's watchdog.
+_PATIENT = {"interval_s": 1, "grace_s": 120, "max_retry": 2}
+
+
+def _checkpoints(home: Path) -> list[Path]:
+    return sorted(home.glob("artifacts/**/checkpoints/last.pt"))
+
+
+def _resumed_after_the_outage(url: str, name: str) -> None:
+    """The trial was handed back, not failed, and its retry resumed from its checkpoint."""
+    trials = load_study(open_storage(url), name).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], trials
+    first, retry = trials
+    assert first.user_attrs[FAIL_REASON].startswith("the database was unreachable"), first
+    assert retry.system_attrs["retry_history"] == [first.number]
+    assert retry.user_attrs.get("resumed_from_epoch", 0) >= 2, retry.user_attrs
+    p = progress(trials, 1)
+    assert p.done and (p.complete, p.failed, p.retried) == (1, 0, 1), p
+
+
+def test_an_outage_past_the_give_up_time_hands_the_trial_back_to_resume(
+    write_spec: Callable[..., Path],
+    private_pg: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in _GIVE_UP.items():
+        monkeypatch.setenv(key, value)
+    url = private_pg.url()
+    spec_path = write_spec(budget={"n_trials": 1}, heartbeat=_PATIENT, **LONG)
+    study = create(url, "giveup", spec_path)
+    log = tmp_path / "w.log"
+    worker = start_worker("giveup", url, tmp_path, log)
+    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    private_pg.stop()
+    wait_for(lambda: "waiting for it to hand trial" in log.read_text(), 120, "the worker to wait")
+    assert worker.poll() is None and len(_checkpoints(tmp_path)) == 1, log.read_text()
+    private_pg.start()
+    assert finish([worker], 300, [log]) == [0], logs_text([log])
+    assert "crashed" not in log.read_text()
+    _resumed_after_the_outage(url, "giveup")
+
+
+def test_run_supervises_its_workers_through_an_outage_past_the_give_up_time(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    spec_path = write_spec(budget={"n_trials": 1}, heartbeat=_PATIENT, **LONG)
+    study = create(url, "runout", spec_path)
+    out = tmp_path / "run.log"
+    with open(out, "wb") as f:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "vivit_hpo", "run", "runout", "--workers", "1"],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**worker_env(url, tmp_path), **_GIVE_UP},
+            cwd=tmp_path,
+        )
+    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    private_pg.stop()
+    wait_for(lambda: "database unreachable" in out.read_text(), 120, "run to see the outage")
+    worker_log = wait_for(lambda: list(tmp_path.glob("artifacts/**/worker-0.log")), 10, "a log")
+    wait_for(lambda: "waiting for it to hand trial" in worker_log[0].read_text(), 120, "the worker")
+    assert run.poll() is None, out.read_text()
+    private_pg.start()
+    assert finish([run], 300, [out, worker_log[0]]) == [0], logs_text([out, worker_log[0]])
+    assert "database reachable again" in out.read_text()
+    assert worker_log[0].read_text().count("starting worker") == 1  # never restarted
+    _resumed_after_the_outage(url, "runout")

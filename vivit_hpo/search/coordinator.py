@@ -9,6 +9,10 @@ SIGHUP asks every worker to stop (SIGINT): each one fails its running trial and 
 so that the next ``run`` or ``worker`` resumes it from the last epoch's checkpoint. It returns only
 once every worker has exited.
 
+A database that is down is waited for: ``run`` keeps supervising the workers (which wait for it
+too, see :mod:`~vivit_hpo.search.worker`) and shows the last counts with a "database
+unreachable" line until it answers again.
+
 A worker that stopped because of the node (exit :data:`~vivit_hpo.infra.INFRA_EXIT_CODE`: a GPU
 error, data missing here, a full disk; see :mod:`vivit_hpo.infra`) is not restarted: another
 start would meet the same fault at once. Its slot is given up with the reason (the worker's last
@@ -44,6 +48,7 @@ from vivit_hpo.search.storage import (
     StaleCheck,
     claim_lock,
     describe,
+    is_transient,
     mask_url,
     open_storage,
     resolve_storage_url,
@@ -323,12 +328,32 @@ def run_study(
     stale_every = float(spec.heartbeat.interval_s)
     last_stale = 0.0
 
-    def snapshot() -> StudyProgress:
-        return retrying(
-            lambda: progress(study.get_trials(deepcopy=False), budget), what="read the study"
-        )
+    def read() -> StudyProgress:
+        return progress(study.get_trials(deepcopy=False), budget)
 
-    p = snapshot()
+    p = retrying(read, what="read the study")
+    down_since: float | None = None  # the database has not answered since then
+
+    def snapshot() -> StudyProgress:
+        """The counts now, or the last ones while the database is down: the workers wait for
+        it, and so does ``run``, supervising them all the while."""
+        nonlocal down_since
+        try:
+            fresh = retrying(read, what="read the study", max_wait_s=refresh_s)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if down_since is None:
+                down_since = time.monotonic()
+                _log.warning(
+                    "database unreachable (%s); retrying, workers keep running", describe(e)
+                )
+            return p
+        if down_since is not None:
+            _log.warning("database reachable again after %.0f s", time.monotonic() - down_since)
+            down_since = None
+        return fresh
+
     # Signals stay handled until every worker has exited, the stopping included.
     with _stop_on_signals() as stop:
         try:
@@ -349,7 +374,7 @@ def run_study(
                                 stale(study)
 
                         try:
-                            retrying(fail_stale, what="fail stale trials")
+                            retrying(fail_stale, what="fail stale trials", max_wait_s=refresh_s)
                         except Exception as e:  # the workers check too; try again next time
                             _log.warning("stale check failed: %s", describe(e))
                         last_stale = now
@@ -378,7 +403,14 @@ def run_study(
                         s.restarts += 1
                         _start(s, name, env, max_infra_errors, finish_by)
                     alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
-                    live.update(_table(name, p, slots, now - start, note))
+                    shown = note
+                    if down_since is not None:
+                        shown = (
+                            f"database unreachable for {now - down_since:.0f} s, retrying "
+                            f"(counts as of then; the workers wait for it){'; ' if note else ''}"
+                            f"{note}"
+                        )
+                    live.update(_table(name, p, slots, now - start, shown))
                     if not alive:
                         if not p.done and any(s.given_up for s in slots):
                             infra = [s for s in slots if s.last_code == INFRA_EXIT_CODE]

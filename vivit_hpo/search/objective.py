@@ -36,6 +36,9 @@ trial, and how:
   data file missing on this node, a full disk, no permission): the node's fault, not the
   config's, so it is re-enqueued like an interrupted trial (outcome ``REQUEUED``, the reason in
   ``fail_reason``; the retry does not inherit it) and spends no budget. The worker counts them.
+- the database down past the give-up time (``$VIVIT_HPO_STORAGE_MAX_WAIT_S``): not the trial's
+  fault either: it is handed back like an interrupted trial (outcome ``LOST``), its checkpoints
+  kept, once the database answers again; the worker waits for it meanwhile.
 - a dead worker: its trial stops beating, is failed by the heartbeat check of any other worker
   or coordinator, and re-enqueued (:class:`~vivit_hpo.search.record.RetryStaleTrial`: reports
   inherited, the pruner's rung state not). The retry renames ``trial-<old>/`` to
@@ -121,7 +124,13 @@ from vivit_hpo.search.space import (
     trial_config,
 )
 from vivit_hpo.search.spec import StudySpec
-from vivit_hpo.search.storage import claim_lock, describe, retrying
+from vivit_hpo.search.storage import (
+    claim_lock,
+    describe,
+    is_transient,
+    retrying,
+    wait_for_database,
+)
 from vivit_hpo.search.study import ensure_data, retried_numbers, trial_dir
 from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
 
@@ -444,6 +453,34 @@ class TrialRunner:
 
         retrying(requeue, what=f"re-enqueue trial {trial.number}")
 
+    def _hand_back(
+        self, study: optuna.Study, trial: optuna.Trial, reason: str, what: str, *, wait: bool = True
+    ) -> None:
+        """:meth:`_requeue` the trial (``fail_reason`` ``reason``); its checkpoints stay for the
+        retry. With ``wait``, a database that stays down past the give-up time is waited for
+        however long it takes (:func:`wait_for_database`), unless the worker is asked to stop;
+        a trial not handed back stays RUNNING, checkpoints and all, and a stale check retries
+        it once the database is back."""
+        while True:
+            try:
+                self._requeue(study, trial, {FAIL_REASON: reason}, what)
+                return
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                if wait and wait_for_database(
+                    self.storage,
+                    what=f"hand trial {trial.number} back",
+                    stop=lambda: self.stop.requested,
+                ):
+                    continue
+                _log.warning(
+                    "trial %d not handed back (%s); a stale check will retry it",
+                    trial.number,
+                    describe(err),
+                )
+                return
+
     def _infra_outcome(
         self,
         study: optuna.Study,
@@ -482,22 +519,13 @@ class TrialRunner:
         """
         start = time.perf_counter()
         self.stop.lost = None
-        frozen = _frozen(self.storage, trial)
         try:
-            return self._run(study, trial, frozen, start)
+            return self._run(study, trial, _frozen(self.storage, trial), start)
         except TrialLost as e:
             # Before anyone may call it stale: hand it back once the database answers again
             # (stale checks wait a grace period after an outage, so this comes first).
             _log.warning("trial %d given up: %s", trial.number, e)
-            why = {FAIL_REASON: f"lost its heartbeat: {e}"}
-            try:
-                self._requeue(study, trial, why, "lost its heartbeat")
-            except Exception as err:  # the outage outlasted the retries
-                _log.warning(
-                    "trial %d not handed back (%s); a stale check will retry it",
-                    trial.number,
-                    describe(err),
-                )
+            self._hand_back(study, trial, f"lost its heartbeat: {e}", "lost its heartbeat")
             return TrialOutcome(trial.number, "LOST", None, str(e), 0, time.perf_counter() - start)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process failed this trial as stale (our heartbeat could not reach the
@@ -513,9 +541,15 @@ class TrialRunner:
             )
         except KeyboardInterrupt:
             reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
-            self._requeue(study, trial, {FAIL_REASON: reason}, "was interrupted")
+            self._hand_back(study, trial, reason, "was interrupted", wait=False)
             raise
         except Exception as e:
+            if is_transient(e):
+                # The database stayed down past the give-up time: not the trial's fault.
+                why = f"the database was unreachable ({describe(e)}); resumes from its checkpoint"
+                _log.warning("trial %d stopped: %s", trial.number, why)
+                self._hand_back(study, trial, why, "lost the database")
+                return TrialOutcome(trial.number, "LOST", None, why, 0, time.perf_counter() - start)
             # The node's fault outside training (the trial's folder cannot be made, say).
             infra = infrastructure_error(e)
             if infra is None:
@@ -658,6 +692,8 @@ class TrialRunner:
                 record_attrs(trial, end)
             raise
         except Exception as e:
+            if is_transient(e):
+                raise  # the database's fault, not the trial's: run() hands the trial back
             # The node's fault (a GPU error, data missing here, a full disk): not the config's.
             infra = None if is_oom(e) else infrastructure_error(e)
             if infra is not None:

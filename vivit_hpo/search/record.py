@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +79,7 @@ __all__ = [
     "append_epoch",
     "is_yardstick",
     "read_epochs",
+    "retried_numbers",
     "retry_of",
     "status",
 ]
@@ -319,6 +320,16 @@ class TrialRecord:
             test_corr=_number(a.get(TEST_CORR)),
             response_kinds=_kinds(a.get(RESPONSE_KINDS)),
         )
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """``{failed trial number: number of the trial that retries it}``."""
+    out: dict[int, int] = {}
+    for t in trials:
+        history = TrialRecord.of(t).retry_history
+        if history:
+            out[history[-1]] = t.number
+    return out
 
 
 def retry_of(t: FrozenTrial) -> FrozenTrial:

@@ -23,6 +23,7 @@ import copy
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import random
 import re
@@ -45,7 +46,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from vivit_hpo.errors import StorageError
-from vivit_hpo.search.record import RetryStaleTrial
+from vivit_hpo.search.record import RetryStaleTrial, retried_numbers
 
 __all__ = [
     "CONNECTIVITY",
@@ -58,6 +59,7 @@ __all__ = [
     "claim_lock",
     "default_storage_url",
     "describe",
+    "give_up_s",
     "is_transient",
     "mask_url",
     "open_storage",
@@ -65,6 +67,7 @@ __all__ = [
     "retrying",
     "sqlite_path",
     "vivit_home",
+    "wait_for_database",
 ]
 
 _log = logging.getLogger(__name__)
@@ -73,6 +76,8 @@ ENV_STORAGE = "VIVIT_HPO_STORAGE"
 ENV_HOME = "VIVIT_HPO_HOME"
 DEFAULT_DB = "vivit-hpo.db"
 CONNECT_WAIT_S = 60.0  # how long a worker waits, at its start, for a server that is down
+ENV_MAX_WAIT = "VIVIT_HPO_STORAGE_MAX_WAIT_S"
+DEFAULT_MAX_WAIT_S = 300.0  # how long one storage call is retried before it is given up
 _FIX = "pass --storage postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -421,11 +426,33 @@ def describe(exc: BaseException) -> str:
     return f"{type(root).__name__}: {first}" if first else type(root).__name__
 
 
+def give_up_s() -> float:
+    """How long :func:`retrying` retries a call before it gives up (seconds):
+    ``$VIVIT_HPO_STORAGE_MAX_WAIT_S``, else :data:`DEFAULT_MAX_WAIT_S`.
+
+    Raises:
+        StorageError: the variable is set to something other than a number of seconds >= 0.
+    """
+    raw = os.environ.get(ENV_MAX_WAIT, "").strip()
+    if not raw:
+        return DEFAULT_MAX_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise StorageError(
+            f"{ENV_MAX_WAIT}={raw!r}: not a number of seconds; set it to one (e.g. "
+            f"{DEFAULT_MAX_WAIT_S:.0f}) or unset it"
+        )
+    return value
+
+
 def retrying(
     fn: Callable[[], T],
     *,
     what: str,
-    max_wait_s: float = 300.0,
+    max_wait_s: float | None = None,
     first_delay_s: float = 0.5,
 ) -> T:
     """Call ``fn`` and retry it with exponential back-off while it fails transiently.
@@ -433,12 +460,18 @@ def retrying(
     Args:
         fn: the storage call (make it idempotent, or tolerant of having succeeded before).
         what: a few words for the log ("report epoch 3 of trial 7").
-        max_wait_s: give up (re-raise) once this much time has passed in retries.
+        max_wait_s: give up (re-raise) once this much time has passed in retries; None:
+            :func:`give_up_s` (300 s unless ``$VIVIT_HPO_STORAGE_MAX_WAIT_S`` says otherwise).
+            A caller that must not give up waits on with :func:`wait_for_database`.
         first_delay_s: the first wait; it doubles up to 30 s.
 
     Returns:
         What ``fn`` returns.
+
+    Raises:
+        StorageError: ``$VIVIT_HPO_STORAGE_MAX_WAIT_S`` is not a number of seconds.
     """
+    limit = give_up_s() if max_wait_s is None else max_wait_s
     start = time.monotonic()
     delay = first_delay_s
     attempt = 0
@@ -448,7 +481,7 @@ def retrying(
         except Exception as e:
             attempt += 1
             waited = time.monotonic() - start
-            if not is_transient(e) or waited + delay > max_wait_s:
+            if not is_transient(e) or waited + delay > limit:
                 raise
             CONNECTIVITY.mark_down()
             _log.warning(
@@ -456,6 +489,66 @@ def retrying(
             )
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+_PROBE_MAX_DELAY_S = 10.0  # a database that is back is noticed this soon at the latest
+_PROBE_LOG_EVERY_S = 60.0
+
+
+def wait_for_database(
+    storage: optuna.storages.RDBStorage, *, what: str, stop: Callable[[], bool]
+) -> bool:
+    """Wait, however long it takes, until the database answers (``SELECT 1``).
+
+    For what must not be given up when the database stays down past :func:`retrying`'s
+    give-up time: a trial handed back to resume, the next claim. An outage is the
+    infrastructure's fault, never a trial's: the worker waits for the database instead of
+    failing its trial or exiting. One warning line when the wait starts and one a minute.
+
+    Args:
+        storage: the study's storage.
+        what: a few words for the log ("hand trial 3 back").
+        stop: checked every half second; True ends the wait (the worker was asked to stop).
+
+    Returns:
+        True once the database answers, False when ``stop`` turned true first.
+
+    Raises:
+        Exception: an error that is not transient (a dropped database, say), as is.
+    """
+    start = time.monotonic()
+    delay = 0.5
+    next_log = start
+    while not stop():
+        try:
+            with storage.engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            CONNECTIVITY.mark_down()
+            now = time.monotonic()
+            if now >= next_log:
+                _log.warning(
+                    "storage: database unreachable for %.0f s (%s); waiting for it to %s",
+                    now - start,
+                    describe(e),
+                    what,
+                )
+                next_log = now + _PROBE_LOG_EVERY_S
+            until = time.monotonic() + delay
+            while not stop() and time.monotonic() < until:
+                time.sleep(min(0.5, max(0.0, until - time.monotonic())))
+            delay = min(delay * 2, _PROBE_MAX_DELAY_S)
+            continue
+        if time.monotonic() - start > 1.0:
+            _log.warning(
+                "storage: database reachable again after %.0f s; going on to %s",
+                time.monotonic() - start,
+                what,
+            )
+        return True
+    return False
 
 
 # -- coordination between workers ----------------------------------------------------------------
@@ -506,7 +599,6 @@ class StaleCheck:
         grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
         self.grace_s = float(grace)
         self._unbeaten: dict[int, float] = {}  # trial id -> when first seen without a beat
-        self._to_retry: list[int] = []  # failed as stale, retry not yet enqueued
 
     def _running(self, study_id: int) -> tuple[list[tuple[int, Any]], Any, float | None]:
         """(trial id, last heartbeat) of the RUNNING trials, the database's now, and the
@@ -549,29 +641,36 @@ class StaleCheck:
         return sorted(stale)
 
     def __call__(self, study: optuna.Study) -> list[int]:
-        """Fail the stale trials and retry each (the storage's stale-trial callback).
+        """Retry each stale trial, then fail it (the storage's stale-trial callback retries).
+
+        In that order, so that a process killed between the two steps loses nothing: the retry
+        is in the database first, its ``retry_history`` naming the stale trial, and the next
+        pass, which finds that trial still RUNNING and stale, sees its retry
+        (:func:`~vivit_hpo.search.record.retried_numbers`) and only fails it. Run it under the
+        claim lock, so that no other process retries the same trial meanwhile.
 
         Returns:
             The ids of the trials this call failed.
         """
+        stale = self.stale_ids(study)
+        if not stale:
+            return []
+        callback = self.storage.get_heartbeat_stale_trial_callback()
+        retried = retried_numbers(study.get_trials(deepcopy=False))
         failed = []
-        for tid in self.stale_ids(study):
+        for tid in stale:
+            self._unbeaten.pop(tid, None)
+            frozen = study._storage.get_trial(tid)
+            if frozen.state != TrialState.RUNNING:
+                continue  # another process failed it first, or it just finished
+            if callback is not None and frozen.number not in retried:
+                callback(study, copy.deepcopy(frozen))
             try:
                 if study._storage.set_trial_state_values(tid, state=TrialState.FAIL):
                     failed.append(tid)
-                    self._to_retry.append(tid)
+                    _log.warning("trial %d is stale (its worker is gone); failed it", frozen.number)
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another process failed it first, or it just finished
-            self._unbeaten.pop(tid, None)
-        # Failed here but not yet handed to the callback (a call that broke off in between is
-        # completed by the next one, which the claim's retry makes).
-        callback = self.storage.get_heartbeat_stale_trial_callback()
-        while self._to_retry:
-            frozen = study._storage.get_trial(self._to_retry[0])
-            _log.warning("trial %d is stale (its worker is gone); failed it", frozen.number)
-            if callback is not None:
-                callback(study, copy.deepcopy(frozen))
-            self._to_retry.pop(0)
+                pass  # it finished meanwhile (its retry, if one was just made, runs it again)
         return failed
 
 

@@ -37,6 +37,7 @@ from vivit_hpo.search.record import (
     YARDSTICK_CONFIG,
     TrialRecord,
     is_yardstick,
+    retried_numbers,
     status,
 )
 from vivit_hpo.search.space import base_values, check_values, to_optuna_params, trial_config
@@ -316,16 +317,6 @@ def is_infeasible(t: FrozenTrial) -> bool:
     return status(t) == "infeasible"
 
 
-def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    """``{failed trial number: number of the trial that retries it}``."""
-    out: dict[int, int] = {}
-    for t in trials:
-        history = TrialRecord.of(t).retry_history
-        if history:
-            out[history[-1]] = t.number
-    return out
-
-
 @dataclass(frozen=True)
 class StudyProgress:
     """Counts for the live table and the budget. ``logical`` excludes retried failures (their
@@ -360,7 +351,8 @@ def progress(trials: Sequence[FrozenTrial], n_trials: int) -> StudyProgress:
     retried = retried_numbers(trials)
     c: Counter[str] = Counter()
     for t in trials:
-        if t.state == TrialState.FAIL and t.number in retried:
+        # RUNNING with a retry: failed as stale by a process that died before it failed it.
+        if t.state in (TrialState.FAIL, TrialState.RUNNING) and t.number in retried:
             c["retried"] += 1
             continue
         c["logical"] += 1

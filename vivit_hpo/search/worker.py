@@ -14,6 +14,10 @@ Run as many as there are devices, on any machine that reaches the database
    for stale trials every heartbeat interval) so that a trial whose worker dies is retried; it
    exits when nothing is running or waiting.
 
+A database that stays down past the give-up time (:func:`~vivit_hpo.search.storage.retrying`)
+is no trial's fault: the running trial is handed back to resume from its checkpoint once the
+database answers, and the worker waits for it (one log line a minute) instead of exiting.
+
 A trial that fails because of this node (:mod:`vivit_hpo.infra`: a GPU error, data
 missing here, a full disk) is re-enqueued, not spent; after ``max_infra_errors`` of them in a
 row (a trial that trains resets the count) the worker stops (``stopped_by`` ``infrastructure``,
@@ -52,8 +56,11 @@ from vivit_hpo.search.storage import (
     Heartbeat,
     StaleCheck,
     claim_lock,
+    describe,
+    is_transient,
     open_storage,
     retrying,
+    wait_for_database,
 )
 from vivit_hpo.search.study import (
     ensure_data,
@@ -457,9 +464,16 @@ def run_worker(
             if finish_by is not None and time.time() > finish_by:
                 summary.stopped_by = "timeout"
                 break
-            got = retrying(
-                lambda: claim_trial(study, storage, budget, stale=stale), what="claim a trial"
-            )
+            try:
+                got = retrying(
+                    lambda: claim_trial(study, storage, budget, stale=stale), what="claim a trial"
+                )
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                # Down past the give-up time: wait for it (the loop's checks run next).
+                wait_for_database(storage, what="claim a trial", stop=lambda: stop.requested)
+                continue
             if got == "done":
                 summary.stopped_by = "budget"
                 break
@@ -484,7 +498,12 @@ def run_worker(
             summary.states[outcome.state] += 1
             summary.outcomes.append(outcome)
             if outcome.state == "COMPLETE":
-                retrying(lambda: _prune(study, storage, spec), what="prune checkpoints")
+                try:
+                    retrying(lambda: _prune(study, storage, spec), what="prune checkpoints")
+                except Exception as e:  # the next trial that completes prunes them
+                    if not is_transient(e):
+                        raise
+                    _log.warning("checkpoints not pruned: %s", describe(e))
             value = "" if outcome.value is None else f" val BPS {outcome.value:+.4f}"
             why = f" ({outcome.reason})" if outcome.reason else ""
             _log.info(

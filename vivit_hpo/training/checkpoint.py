@@ -13,6 +13,8 @@ A run directory holds::
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -33,11 +35,15 @@ __all__ = [
     "load_checkpoint",
     "read_run_config",
     "read_sessions",
+    "resume_state",
     "save_checkpoint",
     "write_run_files",
 ]
 
 _BEST = re.compile(r"best-epoch(\d+)\.pt$")
+_FULL = re.compile(r"^epoch(\d+)\.pt$")
+
+_log = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
@@ -51,8 +57,37 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     """Load a checkpoint with ``weights_only=True`` (no pickled code runs)."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ConfigError(f"{path}: not a readable checkpoint ({e.__class__.__name__})") from e
+
+
+def resume_state(ckpt_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """The newest full state that loads: ``last.pt``, else the ``epochNNN.pt`` files newest
+    first; None when there is none (the run starts from scratch).
+
+    A file that does not load (torn by a crash or a power cut on a file system that lost the
+    rename's order, a disk fault) is passed over, with one warning line that names it and says
+    where the run resumes from instead, so that a damaged ``last.pt`` costs epochs, not the run.
+    """
+    full = sorted(
+        ((int(m.group(1)), p) for p in ckpt_dir.glob("epoch*.pt") if (m := _FULL.match(p.name))),
+        reverse=True,
+    )
+    unreadable: list[str] = []
+    for path in [ckpt_dir / "last.pt", *(p for _, p in full)]:
+        if not path.is_file():
+            continue
+        try:
+            state = load_checkpoint(path, device)
+        except ConfigError as e:
+            unreadable.append(str(e))
+            continue
+        if unreadable:
+            _log.warning("%s; resuming from %s instead", "; ".join(unreadable), path.name)
+        return state
+    if unreadable:
+        _log.warning("%s; no other full checkpoint: starting from scratch", "; ".join(unreadable))
+    return None
 
 
 def best_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:

@@ -32,7 +32,7 @@ from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.training.checkpoint import (
     atomic_write_text,
     best_checkpoints,
-    load_checkpoint,
+    resume_state,
     save_checkpoint,
     write_run_files,
 )
@@ -133,7 +133,8 @@ class Trainer:
         data: the sessions (validated and loaded).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:i``.
         run_dir: where checkpoints and metrics go; None trains without writing anything.
-            If ``run_dir/checkpoints/last.pt`` exists the run resumes from it.
+            If ``run_dir/checkpoints/last.pt`` exists the run resumes from it (from the newest
+            ``epochNNN.pt`` that loads when it does not, else from scratch: ``resume_state``).
         on_step: called as ``on_step(batch_index, batches_per_epoch)`` after each batch
             (a progress bar hook).
     """
@@ -204,9 +205,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: list[tuple[float, int]] = []  # (val_bps, epoch), best first
         if self.run_dir is not None:
-            last = self.run_dir / "checkpoints" / "last.pt"
-            if last.exists():
-                self._restore(load_checkpoint(last, self.device))
+            state = resume_state(self.run_dir / "checkpoints", self.device)
+            if state is not None:
+                self._restore(state)
             else:
                 write_run_files(self.run_dir, cfg, data.metas)
 
