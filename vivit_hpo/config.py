@@ -249,6 +249,11 @@ class DataConfig(_Frozen):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 0
     split_chunk_s: float = Field(30.0, gt=0)  # chunk length of the seeded split of few blocks
+    # What a seeded split (a file without `split`) assigns whole: "chunks" the blocks (or chunks
+    # of split_chunk_s of few blocks), "repeats" the repeats of a file's `repeat` dataset (a
+    # movie shown again: no bin of a held-out repeat is trained on); auto: repeats where the
+    # file has at least 3 of them, else chunks.
+    split_by: Literal["auto", "chunks", "repeats"] = "auto"
     device_resident: Literal["auto", "on", "off"] = "auto"  # frames and counts on the GPU
     # Frames read from the file batch by batch instead of held in memory; auto: the sessions
     # whose stimuli do not fit in host_memory_gb (None: half the memory available at load).

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vivit_hpo.config import RunConfig
+from vivit_hpo.config import RunConfig, parse_run_config
 from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.data.stream import prefetch
 from vivit_hpo.errors import ConfigError, DataError, NonFiniteLossError
@@ -115,6 +115,15 @@ def accumulation_group(index: int, batches: int, grad_accum: int) -> int:
     """
     start = index - index % grad_accum
     return min(grad_accum, batches - start)
+
+
+def _stored_config(tree: Any) -> dict[str, Any] | None:
+    """A checkpoint's run config with the keys added since it was written at their defaults
+    (so that a run resumes across a version that added a key); None when it does not parse."""
+    try:
+        return parse_run_config(tree, "checkpoint").to_dict()
+    except ConfigError:
+        return None
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -399,7 +408,7 @@ class Trainer:
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("config") != self.cfg.to_dict():
+        if _stored_config(state.get("config")) != self.cfg.to_dict():
             raise ConfigError(
                 f"{self.run_dir}: holds a run with another config; use a new --out folder "
                 "or the same config to resume"
