@@ -302,6 +302,10 @@ class TrainConfig(_Frozen):
     # Decay of an exponential moving average of the weights (e.g. 0.999), updated after every
     # optimiser step; validation and the best checkpoints use the average. None: off.
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # What picks the best epoch (its checkpoint, early stopping, a study's value): "bps", the
+    # mean over sessions of the validation BPS, or "corr", of the mean per-unit correlation
+    # (calcium traces). A study spec's `objective` sets it for every trial.
+    objective: Literal["bps", "corr"] = "bps"
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     keep_best: int = Field(3, ge=1)

@@ -46,7 +46,9 @@ def test_whole_repeats_are_held_out(allen_session: Path, seed: int) -> None:
     held = {r for r, labels in per_repeat.items() if labels != {0}}
     # 5 repeats: one for test, one for validation, three trained on.
     assert sorted(split[repeat == r][0] for r in held) == [1, 2]
-    assert not np.isin(np.flatnonzero(split == 0), np.flatnonzero(np.isin(repeat, list(held)))).any()
+    assert not np.isin(
+        np.flatnonzero(split == 0), np.flatnonzero(np.isin(repeat, list(held)))
+    ).any()
     data = load_sessions([allen_session], cfg)
     for name in ("train", "val", "test"):
         bins = data.sample_bins(data.names[0], name)

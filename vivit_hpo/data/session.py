@@ -142,12 +142,13 @@ def assign_split(
 ) -> np.ndarray:
     """A seeded train/val/test label per bin that keeps each split unit whole.
 
-    Units (:func:`split_units`, or ``units`` where given: a file's repeats) are shuffled with ``numpy.random.default_rng([seed,
-    crc32(key)])`` (``key`` is the session name, so two sessions of the same shape get different
-    draws), then laid end to end: a unit whose midpoint falls in the first ``test_fraction`` of
-    the bins goes to test, the next ``val_fraction`` to validation, the rest to training. With 2
-    or more units validation gets at least one and training keeps at least one; with 3 or more,
-    test gets one if ``test_fraction > 0``.
+    Units (:func:`split_units`, or ``units`` where given: a file's repeats) are shuffled with
+    ``numpy.random.default_rng([seed, crc32(key)])`` (``key`` is the session name, so two
+    sessions of the same shape get different draws), then laid end to end: a unit whose
+    midpoint falls in the first ``test_fraction`` of the bins goes to test, the next
+    ``val_fraction`` to validation, the rest to training. With 2 or more units validation gets
+    at least one and training keeps at least one; with 3 or more, test gets one if
+    ``test_fraction > 0``.
 
     Args:
         blocks: (T,) block id per bin.
