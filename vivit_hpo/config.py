@@ -253,6 +253,11 @@ class DataConfig(_Frozen):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 0
     split_chunk_s: float = Field(30.0, gt=0)  # chunk length of the seeded split of few blocks
+    # What a seeded split (a file without `split`) assigns whole: "chunks" the blocks (or chunks
+    # of split_chunk_s of few blocks), "repeats" the repeats of a file's `repeat` dataset (a
+    # movie shown again: no bin of a held-out repeat is trained on); auto: repeats where the
+    # file has at least 3 of them, else chunks.
+    split_by: Literal["auto", "chunks", "repeats"] = "auto"
     device_resident: Literal["auto", "on", "off"] = "auto"  # frames and counts on the GPU
     # Frames read from the file batch by batch instead of held in memory; auto: the sessions
     # whose stimuli do not fit in host_memory_gb (None: half the memory available at load).
@@ -301,6 +306,10 @@ class TrainConfig(_Frozen):
     # Decay of an exponential moving average of the weights (e.g. 0.999), updated after every
     # optimiser step; validation and the best checkpoints use the average. None: off.
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # What picks the best epoch (its checkpoint, early stopping, a study's value): "bps", the
+    # mean over sessions of the validation BPS, or "corr", of the mean per-unit correlation
+    # (calcium traces). A study spec's `objective` sets it for every trial.
+    objective: Literal["bps", "corr"] = "bps"
     early_stopping_patience: int | None = Field(5, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     keep_best: int = Field(3, ge=1)

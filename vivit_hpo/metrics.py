@@ -19,7 +19,9 @@ the ``−λ`` term uses λ unchanged. Positive rates above the floor are unaffec
 
 The same formula scores calcium traces (a session's ``response_kind``), but there y is no spike
 count and the number is no bits per spike: :func:`score_label` names it, and
-:func:`leads_with_corr` says when the correlation should come first.
+:func:`leads_with_corr` says when the correlation should come first. A study or run may instead
+maximise the correlation (``objective: corr``); :func:`objective_label` names the value of
+either objective wherever it is shown, and :func:`mixed_kinds_note` says when sessions mix kinds.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ import torch
 
 __all__ = [
     "BPS_LABEL",
+    "CORR_LABEL",
+    "GAIN_HEADER",
     "GAIN_LABEL",
+    "OBJECTIVES",
     "RATE_FLOOR",
     "BPSAccumulator",
     "SessionScore",
@@ -41,6 +46,8 @@ __all__ = [
     "bits_per_spike",
     "leads_with_corr",
     "mean_over_sessions",
+    "mixed_kinds_note",
+    "objective_label",
     "score_label",
 ]
 
@@ -49,6 +56,11 @@ _LN2 = math.log(2.0)
 BPS_LABEL = "bits per spike"
 # The Poisson score of calcium traces (in bits, as for spikes), never called bits per spike.
 GAIN_LABEL = "Poisson log-likelihood gain per unit of response"
+GAIN_HEADER = "LL gain/resp"  # GAIN_LABEL as a table's column header
+CORR_LABEL = "correlation (r)"
+# What a study or run maximises: the mean over sessions of the validation BPS (the Poisson
+# score), or of the mean per-unit correlation (``train.objective``, a spec's ``objective``).
+OBJECTIVES = ("bps", "corr")
 
 
 def leads_with_corr(kinds: Iterable[str]) -> bool:
@@ -66,6 +78,33 @@ def score_label(kinds: Iterable[str], *, short: bool = False) -> str:
     if leads_with_corr(kinds):
         return GAIN_LABEL
     return "BPS" if short else BPS_LABEL
+
+
+def objective_label(objective: str, kinds: Iterable[str], *, header: bool = False) -> str:
+    """The name of a value of ``objective`` on sessions of these response kinds, the one
+    place the CLI and the report take it from.
+
+    ``corr``: :data:`CORR_LABEL` (``r`` as a ``header``). ``bps``: ``BPS`` for spike counts;
+    where a session is not (calcium), :data:`GAIN_LABEL` (:data:`GAIN_HEADER` as a header),
+    never bits per spike.
+    """
+    if objective == "corr":
+        return "r" if header else CORR_LABEL
+    if leads_with_corr(kinds):
+        return GAIN_HEADER if header else GAIN_LABEL
+    return "BPS"
+
+
+def mixed_kinds_note(kinds: Iterable[str]) -> str | None:
+    """One line saying that sessions mix spike counts and other responses, or None."""
+    got = set(kinds)
+    if "spikes" not in got or len(got) < 2:
+        return None
+    others = ", ".join(sorted(got - {"spikes"}))
+    return (
+        f"the sessions mix spike counts and {others} traces: the Poisson score of the mean "
+        f"over sessions is no bits per spike ({GAIN_LABEL}); the correlation compares them alike"
+    )
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def test_checkpoints_keep_best_every_k_and_last(sim_dir: Path, tmp_path: Path) -
     assert [m.name for m in metas] == data.names
     assert not model.training
     state = torch.load(ckpts / best[0], weights_only=True)
-    assert set(state) == {"model", "epoch", "val_bps"}
+    assert set(state) == {"model", "epoch", "val_bps", "val_score"}
 
 
 def test_clip_mode_trains_every_stride_th_bin_and_counts_them(

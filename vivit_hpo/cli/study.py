@@ -33,17 +33,34 @@ def _params(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
+def _names(spec: Any, trials: Any) -> tuple[str, set[str]]:
+    """The study's objective (``bps``, ``corr``) and its sessions' response kinds."""
+    from vivit_hpo.search.record import response_kinds
+
+    return spec.objective.name, response_kinds(trials)
+
+
+def _kinds_line(kinds: set[str]) -> None:
+    from vivit_hpo.metrics import mixed_kinds_note
+
+    note = mixed_kinds_note(kinds)
+    if note is not None:
+        console.print(f"note: {note}", soft_wrap=True)
+
+
 def _standings(study: Any, storage: Any, name: str) -> Table | None:
     """The best ViViT beside each yardstick (the spec's ``baselines``); None without any."""
+    from vivit_hpo.metrics import objective_label
+    from vivit_hpo.search.record import response_kinds
     from vivit_hpo.search.study import oracle_test_bps, read_spec, standings
 
-    rows = standings(
-        study.get_trials(deepcopy=False), oracle_test_bps(read_spec(storage, name), name)
-    )
+    trials = study.get_trials(deepcopy=False)
+    rows = standings(trials, oracle_test_bps(read_spec(storage, name), name))
     if not rows:
         return None
+    poisson = objective_label("bps", response_kinds(trials), header=True)
     table = Table(title="the best ViViT and the yardsticks (test split)", title_justify="left")
-    for col in ("model", "#", "test BPS", "of oracle", "train time", "parameters"):
+    for col in ("model", "#", f"test {poisson}", "of oracle", "train time", "parameters"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(
@@ -74,7 +91,7 @@ def create(
     """
     from vivit_hpo.search.spec import check_study_name, effective_n_trials, load_spec
     from vivit_hpo.search.storage import mask_url, open_storage, resolve_storage_url
-    from vivit_hpo.search.study import create_study
+    from vivit_hpo.search.study import create_study, objective_hint
 
     check_study_name(name)
     parsed = load_spec(spec)  # validated before anything is written
@@ -94,6 +111,9 @@ def create(
         f"artifacts in {parsed.study_dir(name)}"
         + (f", simulated data in {parsed.data_paths(name)[0]}" if parsed.data.synth else "")
     )
+    hint = objective_hint(parsed, name)
+    if hint is not None:
+        console.print(hint, soft_wrap=True)
     console.print(f"start workers with `vivit-hpo worker {name}` (one per GPU, any machine)")
 
 
@@ -109,11 +129,11 @@ def list_(storage: StorageURL = None) -> None:
     table.add_column("name", no_wrap=True, min_width=longest)
     for col in ("trials", "running", "complete", "pruned", "infeasible", "failed"):
         table.add_column(col, justify="right")
-    table.add_column("best BPS", justify="right")
+    table.add_column("best", justify="right")
     table.add_column("description")
     for r in rows:
         p = r["progress"]
-        best = "-" if p.best_value is None else f"{p.best_value:+.4f}"
+        best = "-" if p.best_value is None else f"{p.best_value:+.4f} {r['label']}"
         table.add_row(
             r["name"],
             f"{min(p.logical, p.n_trials)}/{p.n_trials}",
@@ -135,24 +155,41 @@ def show(
     last: Annotated[int | None, typer.Option("--last", min=1, help="Only the last N.")] = None,
 ) -> None:
     """A table of the study's trials: state, value, epochs, parameters and why they ended."""
+    from vivit_hpo.metrics import leads_with_corr, objective_label
     from vivit_hpo.search.storage import open_storage
-    from vivit_hpo.search.study import load_study, trial_rows
+    from vivit_hpo.search.study import load_study, read_spec, trial_rows
 
     st = open_storage(storage)
     study = load_study(st, name)
-    rows = trial_rows(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    objective, kinds = _names(read_spec(st, name), trials)
+    rows = trial_rows(trials, objective)
     if last is not None:
         rows = rows[-last:]
     table = Table(title=f"study {name}")
-    numeric = ("#", "val BPS", "test BPS", "epochs")
-    for col in ("#", "state", "val BPS", "test BPS", "epochs", "best", "time", "params", "reason"):
-        table.add_column(col, justify="right" if col in numeric else "left")
+    val, test = (f"{w} {objective_label(objective, kinds, header=True)}" for w in ("val", "test"))
+    # The other validation score beside the value: the Poisson score of a corr study, the
+    # correlation that leads a calcium study's Poisson score; none for spikes and BPS.
+    other = "corr" if objective == "bps" else "bps"
+    scores = [val, test]
+    if objective == "corr" or leads_with_corr(kinds):
+        name_ = f"val {objective_label(other, kinds, header=True)}"
+        scores = [val, test, name_] if objective == "corr" else [name_, val, test]
+    cols = ["#", "state", *scores, "epochs", "best", "time", "params", "reason"]
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("#", *scores, "epochs") else "left")
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.4f}"
+
     for r in rows:
+        got = {val: num(r.value), test: num(r.test_value)}
+        if len(scores) == 3:
+            got[next(c for c in scores if c not in got)] = num(r.other)
         table.add_row(
             str(r.number),
             r.state,
-            "-" if r.value is None else f"{r.value:+.4f}",
-            "-" if r.test_value is None else f"{r.test_value:+.4f}",
+            *(got[c] for c in scores),
             str(r.epochs),
             "-" if r.best_epoch is None else str(r.best_epoch),
             "-" if r.seconds is None else f"{r.seconds:.0f} s",
@@ -160,6 +197,7 @@ def show(
             r.reason,
         )
     console.print(table)
+    _kinds_line(kinds)
     beside = _standings(study, st, name)
     if beside is not None:
         console.print(beside)
@@ -168,26 +206,42 @@ def show(
 @group.command("best")
 def best(name: Name, storage: StorageURL = None) -> None:
     """The best trial: its score, parameters and what it cost."""
+    from vivit_hpo.metrics import leads_with_corr, objective_label
     from vivit_hpo.search.record import TrialRecord
     from vivit_hpo.search.storage import open_storage
-    from vivit_hpo.search.study import best_trial, load_study
+    from vivit_hpo.search.study import best_trial, load_study, read_spec
 
     st = open_storage(storage)
     study = load_study(st, name)
+    trials = study.get_trials(deepcopy=False)
+    objective, kinds = _names(read_spec(st, name), trials)
     r = TrialRecord.of(best_trial(study))
+    poisson = objective_label("bps", kinds, header=True)
     table = Table(title=f"study {name}: best trial #{r.number}", show_header=False)
     table.add_column("key")
     table.add_column("value")
-    table.add_row("val BPS (mean over sessions)", f"{r.value or 0.0:+.5f}")
+
+    def score(label: str, v: float | None) -> None:
+        if v is not None:
+            table.add_row(label, f"{v:+.5f}")
+
+    if objective == "corr" or leads_with_corr(kinds):  # the correlation leads
+        score("val r (mean over sessions)", r.value if objective == "corr" else r.val_corr)
+        score("test r of that checkpoint", r.test_corr)
+    if objective == "bps":
+        score(f"val {poisson} (mean over sessions)", r.value or 0.0)
+    else:
+        score(f"val {poisson} at that epoch", r.val_bps)
     table.add_row("best epoch", str(r.best_epoch))
+    table.add_row(f"val {poisson} per session", "")
     for k, v in (r.val_bps_per_session or {}).items():
         table.add_row(f"  {k}", f"{v:+.5f}")
     if r.test_bps is not None:
-        table.add_row("test BPS of that checkpoint", f"{r.test_bps:+.5f}")
+        table.add_row(f"test {poisson} of that checkpoint", f"{r.test_bps:+.5f}")
         for k, v in (r.test_bps_per_session or {}).items():
             table.add_row(f"  {k}", f"{v:+.5f}")
     elif r.test_bps_error:
-        table.add_row("test BPS", f"not scored: {r.test_bps_error}")
+        table.add_row(f"test {poisson}", f"not scored: {r.test_bps_error}")
     table.add_row("parameters", _params(r.params))
     if r.params_count is not None:
         table.add_row("model parameters", f"{r.params_count:,}")
@@ -202,6 +256,7 @@ def best(name: Name, storage: StorageURL = None) -> None:
     table.add_row("host / device", f"{r.host} / {r.device}")
     table.add_row("trial folder", str(r.run_dir))
     console.print(table)
+    _kinds_line(kinds)
     beside = _standings(study, st, name)
     if beside is not None:
         console.print(beside)
@@ -231,8 +286,12 @@ def export_best(
     check_file_output(out, replace=force)
     st = open_storage(storage)
     spec = read_spec(st, name)
-    t = export(load_study(st, name), spec, out, run_dir=run_dir)
-    console.print(f"wrote {out}: trial #{t.number}, val BPS {t.value:+.4f}")
+    from vivit_hpo.metrics import objective_label
+
+    study = load_study(st, name)
+    t = export(study, spec, out, run_dir=run_dir)
+    label = objective_label(*_names(spec, study.get_trials(deepcopy=False)), header=True)
+    console.print(f"wrote {out}: trial #{t.number}, val {label} {t.value:+.4f}")
     console.print(out.read_text().splitlines()[1].removeprefix("# "))
     if run_dir is not None:
         paths = " ".join(f"--data {p}" for p in ensure_data(spec, name))

@@ -180,7 +180,8 @@ class FileReport:
     """What ``vivit-hpo data inspect`` shows of one file; fields are None where unreadable.
 
     ``samples`` counts the samples of each split for the given ``num_lags``;
-    ``split_source`` is "file" (a ``split`` dataset) or "seeded" (drawn by the loader).
+    ``split_source`` is "file" (a ``split`` dataset), "seeded" (drawn by the loader) or
+    "seeded by repeat" (whole repeats drawn by the loader).
     ``mean_rate_hz`` is the mean over units of each unit's spikes (or, for calcium traces, units
     of response) per second over its valid bins; ``response_kind`` is the file's (spikes,
     calcium), None where it is unknown.
@@ -257,7 +258,11 @@ def _describe(path: Path, rep: FileReport, cfg: DataConfig) -> FileReport:
         y = np.asarray(f["robs"][()], dtype=np.float64)
         m = np.asarray(f["dfs"][()]) > 0 if "dfs" in f else np.ones(y.shape, dtype=bool)
         t = y.shape[0]
-        blocks, split, rep.split_source = read_split(f, rep.name, cfg)
+        try:
+            blocks, split, rep.split_source = read_split(f, rep.name, cfg)
+        except DataError as e:  # a `repeat` the split cannot use (data.split_by)
+            rep.problems.append(str(e))
+            return rep
     n_valid = m.sum(0)
     per_unit = np.where(m, y, 0.0).sum(0) / np.maximum(n_valid, 1)
     assert rep.frame_rate is not None

@@ -20,6 +20,8 @@ When a file has no ``split``, whole split units are assigned by a seeded draw
 ``data.split_chunk_s`` seconds (30 s by default; shorter when the recording would otherwise
 give fewer than ``MIN_SPLIT_UNITS`` of them) cut out of its blocks, so that such a file still
 gets a validation and a test part made of long stretches of time rather than scattered bins.
+A file with a ``repeat`` dataset (a movie shown several times) has whole repeats assigned
+instead (``data.split_by``, :mod:`vivit_hpo.data.repeats`).
 
 Memory
 ------
@@ -53,6 +55,7 @@ from vivit_hpo.data.clips import (
     train_starts,
 )
 from vivit_hpo.data.contract import read_name, read_response_kind
+from vivit_hpo.data.repeats import repeat_units
 from vivit_hpo.data.stream import StreamedFrames
 from vivit_hpo.data.types import Batch, SessionMeta
 from vivit_hpo.errors import DataError
@@ -135,15 +138,17 @@ def assign_split(
     key: str = "",
     frame_rate: float = 60.0,
     chunk_s: float = 30.0,
+    units: np.ndarray | None = None,
 ) -> np.ndarray:
     """A seeded train/val/test label per bin that keeps each split unit whole.
 
-    Units (:func:`split_units`) are shuffled with ``numpy.random.default_rng([seed,
-    crc32(key)])`` (``key`` is the session name, so two sessions of the same shape get different
-    draws), then laid end to end: a unit whose midpoint falls in the first ``test_fraction`` of
-    the bins goes to test, the next ``val_fraction`` to validation, the rest to training. With 2
-    or more units validation gets at least one and training keeps at least one; with 3 or more,
-    test gets one if ``test_fraction > 0``.
+    Units (:func:`split_units`, or ``units`` where given: a file's repeats) are shuffled with
+    ``numpy.random.default_rng([seed, crc32(key)])`` (``key`` is the session name, so two
+    sessions of the same shape get different draws), then laid end to end: a unit whose
+    midpoint falls in the first ``test_fraction`` of the bins goes to test, the next
+    ``val_fraction`` to validation, the rest to training. With 2 or more units validation gets
+    at least one and training keeps at least one; with 3 or more, test gets one if
+    ``test_fraction > 0``.
 
     Args:
         blocks: (T,) block id per bin.
@@ -151,11 +156,14 @@ def assign_split(
         seed: the split seed (``DataConfig.split_seed``).
         key: mixed into the seed (the session name).
         frame_rate, chunk_s: bins per second and the chunk length of a file with few blocks.
+        units: (T,) dense unit id of each bin (:func:`~vivit_hpo.data.repeats.repeat_units`),
+            in place of the blocks or chunks.
 
     Returns:
         (T,) uint8, 0 train, 1 val, 2 test.
     """
-    units = split_units(np.asarray(blocks), frame_rate, chunk_s)
+    if units is None:
+        units = split_units(np.asarray(blocks), frame_rate, chunk_s)
     t = units.shape[0]
     if t == 0:
         return np.zeros(0, dtype=np.uint8)
@@ -332,12 +340,14 @@ def read_split(f: h5py.File, name: str, cfg: DataConfig) -> tuple[np.ndarray, np
 
     Returns:
         blocks (T,) int64 (zeros when absent), split (T,) uint8, and where the split came from:
-        "file" or "seeded".
+        "file", "seeded" (blocks or chunks of time) or "seeded by repeat" (whole repeats:
+        :func:`~vivit_hpo.data.repeats.repeat_units`).
     """
     t = int(f["robs"].shape[0])
     blocks = np.asarray(f["blocks"][()], dtype=np.int64) if "blocks" in f else np.zeros(t, np.int64)
     if "split" in f:
         return blocks, np.asarray(f["split"][()], dtype=np.uint8), "file"
+    units = repeat_units(f, cfg)
     split = assign_split(
         blocks,
         val_fraction=cfg.val_fraction,
@@ -346,8 +356,9 @@ def read_split(f: h5py.File, name: str, cfg: DataConfig) -> tuple[np.ndarray, np
         key=name,
         frame_rate=read_frame_rate(f),
         chunk_s=cfg.split_chunk_s,
+        units=units,
     )
-    return blocks, split, "seeded"
+    return blocks, split, "seeded" if units is None else "seeded by repeat"
 
 
 def load_session(path: str | Path, cfg: DataConfig, *, stream: bool = False) -> Session:

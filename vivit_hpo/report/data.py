@@ -75,14 +75,12 @@ __all__ = [
 ]
 
 
-def _best_attrs(r: TrialRecord, metric: str = "BPS") -> dict[str, Any]:
+def _best_attrs(r: TrialRecord, metric: str = "BPS", *, corr: bool = False) -> dict[str, Any]:
     """What the best trial recorded that is worth showing next to it, by attribute name (the
-    test score by its name when it is no BPS: calcium traces, led by the correlation)."""
-    scores = (
-        {TEST_BPS: r.test_bps}
-        if metric == "BPS"
-        else {TEST_CORR: r.test_corr, f"test {metric}": r.test_bps}
-    )
+    Poisson test score by its name ``metric`` when it is no BPS: calcium traces; led by the
+    test correlation for those, or with ``corr``: a study that maximises it)."""
+    scores: dict[str, Any] = {TEST_CORR: r.test_corr} if corr or metric != "BPS" else {}
+    scores[TEST_BPS if metric == "BPS" else f"test {metric}"] = r.test_bps
     shown = {
         **scores,
         PARAMS_COUNT: r.params_count,
@@ -135,6 +133,9 @@ class SummaryInfo:
     best_config_text: str | None
     oracle_mean: float | None
     best_corr: float | None = None  # the best trial's validation correlation (val_corr)
+    best_poisson: float | None = None  # the best trial's validation BPS (val_bps)
+    objective: str = "bps"  # what the study maximised (:attr:`StudySnapshot.objective_name`)
+    poisson_metric: str = "BPS"  # the Poisson score's name (:attr:`StudySnapshot.poisson_metric`)
     metric: str = "BPS"  # the objective's name (:attr:`StudySnapshot.metric`)
 
 
@@ -218,11 +219,25 @@ def summary_info(snap: StudySnapshot, best_config_text: str | None = None) -> Su
         best_number=None if best is None else best.number,
         best_value=None if best is None else trial_value(best),
         best_params={} if best is None else dict(best.params),
-        best_attrs={} if best is None else _best_attrs(TrialRecord.of(best), snap.metric),
+        best_attrs=(
+            {}
+            if best is None
+            else _best_attrs(
+                TrialRecord.of(best), snap.poisson_metric, corr=snap.objective_name == "corr"
+            )
+        ),
         best_config_text=best_config_text,
-        oracle_mean=float(np.mean(list(oracle.values()))) if oracle else None,
+        # The oracle is a BPS: no yardstick for a correlation.
+        oracle_mean=(
+            float(np.mean(list(oracle.values())))
+            if oracle and snap.objective_name == "bps"
+            else None
+        ),
         best_corr=None if best is None else TrialRecord.of(best).val_corr,
+        best_poisson=None if best is None else TrialRecord.of(best).val_bps,
         metric=snap.metric,
+        objective=snap.objective_name,
+        poisson_metric=snap.poisson_metric,
     )
 
 

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from vivit_hpo.metrics import mixed_kinds_note
 from vivit_hpo.report import figures
 from vivit_hpo.report.analysis import AttentionInfo, ReceptiveFieldInfo
 from vivit_hpo.report.data import (
@@ -61,13 +62,21 @@ def headline(snap: StudySnapshot, importance: ImportanceInfo | None = None) -> s
                 if s.best_value > 0 < s.oracle_mean
                 else f" (the oracle: {s.oracle_mean:.3f})"
             )
-        if snap.calcium:
+        if s.objective == "corr":
+            parts.append(
+                f"best validation {s.metric} {fmt(s.best_value)} by trial {s.best_number} "
+                f"({s.poisson_metric} {fmt(s.best_poisson)})"
+            )
+        elif snap.calcium:
             parts.append(
                 f"best trial {s.best_number}: validation correlation r {fmt(s.best_corr)}, "
                 f"{s.metric} {fmt(s.best_value)}{frac}"
             )
         else:
             parts.append(f"best validation BPS {fmt(s.best_value)} by trial {s.best_number}{frac}")
+    mixed = mixed_kinds_note(snap.response_kinds())
+    if mixed is not None:
+        parts.append(mixed)
     if c.pruned_at:
         parts.append(
             "pruned at epoch " + ", ".join(f"{e}: {n} trial(s)" for e, n in c.pruned_at.items())
@@ -107,9 +116,13 @@ def summary_section(snap: StudySnapshot, best_config_text: str | None) -> Sectio
         rows[f"budget: {b.label}"] = f"{fmt(round(b.used, 3))}{limit} {b.unit}"
     if info.best_number is not None:
         rows["best trial"] = info.best_number
-        if snap.calcium:  # the correlation leads; the objective is no bits per spike
-            rows["its validation correlation (r)"] = info.best_corr
-        rows[f"best validation {info.metric}"] = info.best_value
+        if info.objective == "corr":
+            rows[f"best validation {info.metric}"] = info.best_value
+            rows[f"its validation {info.poisson_metric}"] = info.best_poisson
+        else:
+            if snap.calcium:  # the correlation leads; the objective is no bits per spike
+                rows["its validation correlation (r)"] = info.best_corr
+            rows[f"best validation {info.metric}"] = info.best_value
     if info.oracle_mean is not None:
         rows[f"oracle {info.metric} (mean over sessions)"] = info.oracle_mean
     sec.add(_kv_table(rows))
@@ -225,17 +238,18 @@ def sessions_section(snap: StudySnapshot, top: int = 5) -> Section:
     info = sessions_info(snap, top)
     sec = Section(
         "sessions",
-        f"Per-session {snap.metric}",
-        f"Validation {snap.metric} per session of the {len(info.numbers)} best complete trial(s)"
+        f"Per-session {snap.poisson_metric}",
+        f"Validation {snap.poisson_metric} per session of the {len(info.numbers)} best complete "
+        "trial(s)"
         + (
-            f", with the oracle (the true rates' {snap.metric}) of simulated sessions."
+            f", with the oracle (the true rates' {snap.poisson_metric}) of simulated sessions."
             if any(o is not None for o in info.oracle)
             else "."
         ),
     )
     if not info.numbers:
         return sec.note("No complete trial recorded val_bps_per_session.")
-    sec.add(figures.sessions_figure(info, snap.metric))
+    sec.add(figures.sessions_figure(info, snap.poisson_metric))
     # One row per session, so that tens of sessions read down the page.
     known = any(o is not None for o in info.oracle)
     header = ("session", *(f"trial {n}" for n in info.numbers))
@@ -334,7 +348,7 @@ def yardstick_section(snap: StudySnapshot) -> Section | None:
     sec = Section(
         "yardsticks",
         "The best ViViT and the yardsticks",
-        f"Test {snap.metric} of the search's best trial (never a yardstick) and of each "
+        f"Test {snap.poisson_metric} of the search's best trial (never a yardstick) and of each "
         "yardstick's trial, "
         "trained on the same data with the same epoch budget.",
     )
@@ -344,7 +358,7 @@ def yardstick_section(snap: StudySnapshot) -> Section | None:
                 "model",
                 "trial",
                 "state",
-                f"test {snap.metric}",
+                f"test {snap.poisson_metric}",
                 "of oracle",
                 "training time",
                 "parameters",

@@ -95,10 +95,16 @@ class StudySnapshot:
     def response_kinds(self) -> set[str]:
         """What the study's sessions hold (``spikes``, ``calcium``), as its trials recorded it;
         ``{"spikes"}`` when none did (a study from before the attribute, or no trial yet)."""
-        from vivit_hpo.search.record import TrialRecord
+        from vivit_hpo.search.record import response_kinds
 
-        kinds = {k for t in self.trials for k in (TrialRecord.of(t).response_kinds or {}).values()}
-        return kinds or {"spikes"}
+        return response_kinds(self.trials)
+
+    @property
+    def objective_name(self) -> str:
+        """What the study maximised: ``bps`` or ``corr`` (the spec's ``objective``)."""
+        from vivit_hpo.search.spec import objective_name
+
+        return objective_name(self.spec().get("objective"))
 
     @property
     def calcium(self) -> bool:
@@ -109,11 +115,19 @@ class StudySnapshot:
 
     @property
     def metric(self) -> str:
-        """The objective's name: "BPS", or for calcium traces the Poisson log-likelihood gain
-        per unit of response (never bits per spike)."""
-        from vivit_hpo.metrics import score_label
+        """The name of the study's value (:func:`~vivit_hpo.metrics.objective_label`): "BPS",
+        "correlation (r)", or for calcium traces the Poisson log-likelihood gain per unit of
+        response (never bits per spike)."""
+        from vivit_hpo.metrics import objective_label
 
-        return score_label(self.response_kinds(), short=True)
+        return objective_label(self.objective_name, self.response_kinds())
+
+    @property
+    def poisson_metric(self) -> str:
+        """The name of the Poisson score (BPS, or its calcium name), whatever the objective."""
+        from vivit_hpo.metrics import objective_label
+
+        return objective_label("bps", self.response_kinds())
 
     def oracle_per_session(self) -> dict[str, float]:
         """Validation oracle BPS by session: the ``oracle_bps`` user attribute, then ``oracle``."""

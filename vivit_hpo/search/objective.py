@@ -2,14 +2,15 @@
 
 The training loop knows nothing of Optuna: :class:`~vivit_hpo.training.Trainer` yields one
 :class:`~vivit_hpo.training.EpochReport` per epoch, and :class:`TrialRunner` turns each into
-``trial.report(best_val_bps, epoch)`` and ``should_prune``: every report is the best validation
-BPS so far (monotone), the same quantity as the trial's final value, so that the pruner and the
-sampler compare at each rung what the trial would be worth if it stopped there. Each epoch's own
-value stays in the run folder (``epochs.jsonl``' ``val_bps``, ``metrics.json``). What ends a
-trial, and how:
+``trial.report(best_val_score, epoch)`` and ``should_prune``: every report is the best
+validation score so far (monotone; the spec's ``objective``: the mean validation BPS, or the
+mean per-unit correlation with ``objective: corr``), the same quantity as the trial's final
+value, so that the pruner and the sampler compare at each rung what the trial would be worth if
+it stopped there. Each epoch's own value stays in the run folder (``epochs.jsonl``'
+``val_bps``, ``metrics.json``). What ends a trial, and how:
 
 - COMPLETE: the epoch budget (or the trainer's early stopping) is reached; the value is the best
-  epoch's mean validation BPS (the last report), the epoch whose checkpoint ``study
+  epoch's mean validation BPS or correlation (the last report), the epoch whose checkpoint ``study
   export-best`` points at. That checkpoint's test BPS is stored beside it (``test_bps``).
 - PRUNED: the pruner stopped it (``prune_reason``). The baseline trial (the base config,
   enqueued first with the user attribute ``baseline``) is never pruned, but its values count
@@ -72,7 +73,7 @@ from vivit_hpo.config import DataConfig, RunConfig, parse_run_config
 from vivit_hpo.data import SessionSet, load_sessions
 from vivit_hpo.errors import ConfigError, NonFiniteLossError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
-from vivit_hpo.metrics import mean_over_sessions
+from vivit_hpo.metrics import mean_over_sessions, objective_label
 from vivit_hpo.models import count_parameters, flops_per_sample
 from vivit_hpo.search.record import (
     BASELINE,
@@ -105,6 +106,7 @@ from vivit_hpo.search.record import (
     TEST_CORR,
     THREADS,
     TRIAL_DIR,
+    VAL_BPS,
     VAL_BPS_PER_SESSION,
     VAL_CORR,
     VALUES,
@@ -132,7 +134,7 @@ from vivit_hpo.search.storage import (
     wait_for_database,
 )
 from vivit_hpo.search.study import ensure_data, retried_numbers, trial_dir
-from vivit_hpo.training import Trainer, evaluate, load_run, resolve_device
+from vivit_hpo.training import Trainer, epoch_score, evaluate, load_run, resolve_device
 
 __all__ = [
     "STOP_SIGNALS",
@@ -268,8 +270,8 @@ def record_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
 def unreported_epochs(
     history: list[dict[str, Any]], reported: dict[int, float]
 ) -> list[tuple[int, float]]:
-    """(epoch, best validation BPS so far) of each epoch of a resumed run's ``history`` that the
-    trial has no report of.
+    """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
+    ``metrics.json`` rows) that the trial has no report of.
 
     A trainer writes an epoch's checkpoint before the trial reports it, so a worker killed
     between the two leaves an epoch that only the checkpoint knows; its retry reports it on
@@ -277,7 +279,7 @@ def unreported_epochs(
     """
     out, best = [], -math.inf
     for row in history:
-        best = max(best, float(row["val_bps"]))
+        best = max(best, epoch_score(row))
         if int(row["epoch"]) not in reported:
             out.append((int(row["epoch"]), best))
     return out
@@ -654,12 +656,13 @@ class TrialRunner:
                 end[EPOCHS_RUN] = report.epoch
                 if report.is_best:
                     end[BEST_EPOCH] = report.epoch
+                    end[VAL_BPS] = report.val_bps
                     end[VAL_BPS_PER_SESSION] = report.val_bps_per_session
                     if math.isfinite(report.val_corr):
                         end[VAL_CORR] = report.val_corr
                 # The best so far, not this epoch's: the value the trial ends with if it stops
-                # here (trainer.best_bps includes a resumed run's earlier epochs).
-                best = trainer.best_bps
+                # here (trainer.best_score includes a resumed run's earlier epochs).
+                best = trainer.best_score
                 retrying(
                     functools.partial(trial.report, best, report.epoch),
                     what=f"report epoch {report.epoch} of trial {n}",
@@ -679,7 +682,7 @@ class TrialRunner:
                 if prune and not baseline:
                     why = (
                         f"pruned by {self.spec.pruner.name} after epoch {report.epoch}: "
-                        f"best val BPS {best:+.4f}"
+                        f"best val {self._label(data)} {best:+.4f}"
                     )
                     record_attrs(trial, {**end, PRUNE_REASON: why})
                     self._set_feasible(trial, True)
@@ -724,12 +727,12 @@ class TrialRunner:
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
 
         # 3. Done: the best epoch's score is the value.
-        value = trainer.best_bps
+        value = trainer.best_score
         if trainer.best_epoch is not None:
             end[BEST_EPOCH] = trainer.best_epoch
         end[STOPPED_EARLY] = trainer.stopped_early
         if not math.isfinite(value):
-            why = f"no finite validation BPS after {trainer.epoch} epochs"
+            why = f"no finite validation {self._label(data)} after {trainer.epoch} epochs"
             record_attrs(trial, {**end, FAIL_REASON: why})
             self._tell(study, trial, TrialState.FAIL)
             return TrialOutcome(n, "FAIL", None, why, epochs, time.perf_counter() - start)
@@ -739,6 +742,11 @@ class TrialRunner:
         self._set_feasible(trial, True)
         self._tell(study, trial, TrialState.COMPLETE, value)
         return TrialOutcome(n, "COMPLETE", value, "", epochs, time.perf_counter() - start)
+
+    def _label(self, data: SessionSet) -> str:
+        """The name of the study's objective on these sessions (``BPS``, ``r``...)."""
+        kinds = [m.response_kind for m in data.metas]
+        return objective_label(self.spec.objective.name, kinds, header=True)
 
     def _past_deadline(self, epoch_seconds: float) -> bool:
         """True when another epoch as long as the last would end after ``finish_by``."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +68,7 @@ __all__ = [
     "THREADS",
     "TRIAL_DIR",
     "VALUES",
+    "VAL_BPS",
     "VAL_BPS_PER_SESSION",
     "VAL_CORR",
     "YARDSTICK",
@@ -79,6 +80,7 @@ __all__ = [
     "append_epoch",
     "is_yardstick",
     "read_epochs",
+    "response_kinds",
     "retried_numbers",
     "retry_of",
     "status",
@@ -118,6 +120,7 @@ PEAK_MEMORY_MB = "peak_memory_mb"
 EPOCHS_RUN = "epochs_run"
 BEST_EPOCH = "best_epoch"  # the epoch of the kept checkpoint (the value's epoch)
 VAL_BPS_PER_SESSION = "val_bps_per_session"  # at the best epoch
+VAL_BPS = "val_bps"  # the best epoch's mean validation BPS over sessions (whatever the objective)
 VAL_CORR = "val_corr"  # the best epoch's mean validation correlation (r) over sessions
 # {session: "spikes" or "calcium"}: what the responses are, so that the report names the score
 RESPONSE_KINDS = "response_kinds"
@@ -205,7 +208,8 @@ class TrialRecord:
     Attributes:
         number: the trial number.
         status: what it ended as (:func:`status`).
-        value: the objective (mean validation BPS of the best epoch) of a COMPLETE trial; None
+        value: the objective (mean validation BPS, or correlation where the study's objective
+            is corr, of the best epoch) of a COMPLETE trial; None
             otherwise (Optuna gives a pruned trial its last report as a value: not a result).
         params: the search-space values (``values``) if it has them, else Optuna's parameters.
         values: the ``values`` attribute alone (None when the trial has none).
@@ -218,6 +222,8 @@ class TrialRecord:
         best_epoch: the epoch of the kept checkpoint.
         val_bps_per_session: validation BPS by session at the best epoch.
         val_corr: the best epoch's mean validation correlation over sessions.
+        val_bps: the best epoch's mean validation BPS over sessions (the value of a study whose
+            objective is bps; recorded beside it when the objective is corr).
         test_bps, test_bps_per_session, test_corr: that checkpoint on the test split.
         test_bps_error: why the test split was not scored.
         response_kinds: each session's response kind (``spikes``, ``calcium``); None in trials
@@ -268,6 +274,7 @@ class TrialRecord:
     val_corr: float | None = None
     test_corr: float | None = None
     response_kinds: dict[str, str] | None = None
+    val_bps: float | None = None
 
     @classmethod
     def of(cls, t: FrozenTrial) -> TrialRecord:
@@ -319,6 +326,7 @@ class TrialRecord:
             val_corr=_number(a.get(VAL_CORR)),
             test_corr=_number(a.get(TEST_CORR)),
             response_kinds=_kinds(a.get(RESPONSE_KINDS)),
+            val_bps=_number(a.get(VAL_BPS)),
         )
 
 
@@ -330,6 +338,13 @@ def retried_numbers(trials: Sequence[FrozenTrial]) -> dict[int, int]:
         if history:
             out[history[-1]] = t.number
     return out
+
+
+def response_kinds(trials: Iterable[FrozenTrial]) -> set[str]:
+    """What a study's sessions hold (``spikes``, ``calcium``), as its trials recorded it;
+    ``{"spikes"}`` when none did (a study from before the attribute, or no trial yet)."""
+    kinds = {k for t in trials for k in (TrialRecord.of(t).response_kinds or {}).values()}
+    return kinds or {"spikes"}
 
 
 def retry_of(t: FrozenTrial) -> FrozenTrial:

@@ -19,7 +19,7 @@
                                    # trial each, beside the search (never its result)
     sampler: {name: tpe, seed: 0, options: {}}
     pruner: {name: hyperband, options: {}}
-    objective: {metric: val_bps, direction: maximize}
+    objective: bps                 # or corr: the mean per-unit correlation (calcium traces)
     budget: {n_trials: 100, timeout_minutes: null}
     heartbeat: {interval_s: 20, grace_s: 90, max_retry: 3}
     feasibility: {max_memory_gb: null, memory_fraction: 0.9}
@@ -84,6 +84,7 @@ __all__ = [
     "check_data",
     "check_study_name",
     "load_spec",
+    "objective_name",
     "parse_spec",
     "spec_from_text",
     "spec_to_text",
@@ -264,11 +265,44 @@ class PrunerSpec(_Frozen):
     options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the pruner
 
 
-class ObjectiveSpec(_Frozen):
-    """Fixed: the mean over sessions of the validation bits per spike, maximised."""
+_OBJECTIVE_ERROR = "objective must be 'bps' or 'corr'"
 
-    metric: Literal["val_bps"] = "val_bps"
+
+class ObjectiveSpec(_Frozen):
+    """What the study maximises: the mean over sessions of the validation BPS (``bps``, the
+    default) or of the mean per-unit correlation (``corr``, for calcium traces). Written
+    ``objective: corr`` (or the older ``{metric: val_bps, direction: maximize}``); every
+    trial's ``train.objective`` is set to it, so the pruner, early stopping, the best
+    checkpoint and the trial's value all follow it."""
+
+    metric: Literal["val_bps", "val_corr"] = "val_bps"
     direction: Literal["maximize"] = "maximize"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v not in ("bps", "corr"):
+                raise ValueError(_OBJECTIVE_ERROR)
+            return {"metric": f"val_{v}"}
+        if isinstance(v, dict) and v.get("metric", "val_bps") not in ("val_bps", "val_corr"):
+            raise ValueError(f"{_OBJECTIVE_ERROR}, got metric {v.get('metric')!r}")
+        if not isinstance(v, dict):
+            raise ValueError(_OBJECTIVE_ERROR)
+        return v
+
+    @property
+    def name(self) -> str:
+        """``bps`` or ``corr`` (:data:`~vivit_hpo.metrics.OBJECTIVES`)."""
+        return self.metric.removeprefix("val_")
+
+
+def objective_name(raw: Any) -> str:
+    """``bps`` or ``corr`` from a stored spec's ``objective`` entry as written (``corr``, or
+    ``{metric: val_corr}``); ``bps`` for anything else (a spec from before the choice)."""
+    if isinstance(raw, dict):
+        raw = str(raw.get("metric", "")).removeprefix("val_")
+    return "corr" if raw == "corr" else "bps"
 
 
 class BudgetSpec(_Frozen):
@@ -369,6 +403,7 @@ class StudySpec(_Frozen):
         explicit_ckpt = "checkpoint_every" in tree.get("train", {})
         out = parse_run_config(tree, where).to_dict()
         out["train"]["epochs"] = self.epochs
+        out["train"]["objective"] = self.objective.name
         if not explicit_ckpt:
             out["train"]["checkpoint_every"] = self.epochs
         return out

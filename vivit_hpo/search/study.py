@@ -30,6 +30,7 @@ import vivit_hpo
 from vivit_hpo._io import atomic_dir
 from vivit_hpo.config import parse_override
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
+from vivit_hpo.metrics import objective_label
 from vivit_hpo.search.record import (
     BASELINE,
     EXTRA_OVERRIDES,
@@ -37,6 +38,7 @@ from vivit_hpo.search.record import (
     YARDSTICK_CONFIG,
     TrialRecord,
     is_yardstick,
+    response_kinds,
     retried_numbers,
     status,
 )
@@ -45,6 +47,7 @@ from vivit_hpo.search.spec import (
     StudySpec,
     check_data,
     check_study_name,
+    objective_name,
     spec_from_text,
     spec_to_text,
     study_n_trials,
@@ -69,6 +72,7 @@ __all__ = [
     "list_studies",
     "load_study",
     "materialise_synth",
+    "objective_hint",
     "oracle_test_bps",
     "progress",
     "prune_checkpoints",
@@ -208,6 +212,29 @@ def materialise_synth(spec: StudySpec, out: Path) -> Path:
             )
             atomic_write_text(tmp / RECIPE_FILE, json.dumps(recipe, indent=2, sort_keys=True))
     return out
+
+
+def objective_hint(spec: StudySpec, name: str) -> str | None:
+    """One line suggesting ``objective: corr`` where the spec keeps the default ``bps`` on
+    sessions that are not spike counts (calcium traces); None otherwise."""
+    if spec.objective.name != "bps" or spec.data.synth is not None:
+        return None
+    import h5py
+
+    from vivit_hpo.data.contract import expand_paths, read_response_kind
+
+    calcium = []
+    for path in expand_paths(spec.data_paths(name)):
+        with h5py.File(path, "r") as f:
+            if read_response_kind(f) != "spikes":
+                calcium.append(path.name)
+    if not calcium:
+        return None
+    return (
+        f"warning: {', '.join(calcium[:3])}{' ...' if len(calcium) > 3 else ''} hold calcium "
+        "traces: the study maximises their Poisson score (no bits per spike); set "
+        "`objective: corr` in the spec to maximise the correlation instead"
+    )
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, spec: StudySpec) -> optuna.Study:
@@ -383,6 +410,7 @@ class TrialRow:
     state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING, RETRIED
     value: float | None
     test_value: float | None  # the best epoch's checkpoint on the test split
+    other: float | None  # the best epoch's validation score of the other objective
     epochs: int
     best_epoch: int | None
     params: dict[str, Any]
@@ -402,8 +430,9 @@ def _reason(r: TrialRecord, retried_as: int | None) -> str:
     return "the base config (baseline)" if r.baseline else ""
 
 
-def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
-    """One row per trial for ``study show`` (pure)."""
+def trial_rows(trials: Sequence[FrozenTrial], objective: str = "bps") -> list[TrialRow]:
+    """One row per trial for ``study show`` (pure): the value and test score of
+    ``objective`` (``bps`` or ``corr``), and beside them the validation score of the other."""
     retried = retried_numbers(trials)
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
@@ -423,7 +452,8 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[TrialRow]:
                 number=r.number,
                 state=state,
                 value=r.value,
-                test_value=r.test_bps,
+                test_value=r.test_corr if objective == "corr" else r.test_bps,
+                other=r.val_bps if objective == "corr" else r.val_corr,
                 epochs=r.epochs,
                 best_epoch=r.best_epoch,
                 params=r.params,
@@ -444,15 +474,20 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         n = s.user_attrs.get("n_trials", len(trials))
         p = progress(trials, int(n))
         text = s.user_attrs.get(SPEC_ATTR)
-        description = ""
+        description, tree = "", dict[str, Any]()
         if isinstance(text, str):
-            description = (yaml.safe_load(text) or {}).get("description", "")
+            tree = yaml.safe_load(text) or {}
+            description = tree.get("description", "")
+        label = objective_label(
+            objective_name(tree.get("objective")), response_kinds(trials), header=True
+        )
         out.append(
             {
                 "name": s.study_name,
                 "n_trials": n,
                 "progress": p,
                 "description": description,
+                "label": label,  # the name of its value: BPS, r, LL gain/resp
                 "vivit_hpo": isinstance(text, str),
             }
         )
@@ -572,7 +607,8 @@ def export_best(
         _export_run_dir(folder, run_dir, best.number)
     paths = " ".join(f"--data {p}" for p in ensure_data(spec, study.study_name))
     header = (
-        f"# Best trial #{best.number} of study {study.study_name!r}: mean validation BPS "
+        f"# Best trial #{best.number} of study {study.study_name!r}: mean validation "
+        f"{objective_label(spec.objective.name, response_kinds(study.get_trials()))} "
         f"{best.value:.5f} (best epoch {record.best_epoch}).\n"
         f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
     )

@@ -10,13 +10,14 @@ from vivit_hpo.training.loop import (
     poisson_loss,
     resolve_device,
 )
-from vivit_hpo.training.run import load_run
+from vivit_hpo.training.run import epoch_score, load_run
 
 __all__ = [
     "EpochReport",
     "SessionPrediction",
     "Trainer",
     "accumulation_group",
+    "epoch_score",
     "evaluate",
     "load_run",
     "poisson_loss",

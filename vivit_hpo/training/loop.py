@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vivit_hpo.config import RunConfig
+from vivit_hpo.config import RunConfig, parse_run_config
 from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.data.stream import prefetch
 from vivit_hpo.errors import ConfigError, DataError, NonFiniteLossError
@@ -45,7 +45,9 @@ __all__ = ["EpochReport", "Trainer", "accumulation_group", "poisson_loss", "reso
 
 @dataclass(frozen=True)
 class EpochReport:
-    """What one epoch did. ``val_bps`` (mean over sessions of session BPS) is the objective.
+    """What one epoch did. ``val_score`` is the objective (``train.objective``): ``val_bps``
+    (mean over sessions of session BPS) or ``val_corr`` (of the mean per-unit correlation; -inf
+    where no unit's is defined, a model whose rates do not vary).
 
     ``samples_per_s`` counts training clips (windows in the one-target mode) per second,
     ``bins_per_s`` the target bins they trained (what a run buys); ``clip_frames`` and
@@ -68,6 +70,7 @@ class EpochReport:
     train_seconds: float  # the training steps alone
     seconds: float  # the whole epoch, validation included
     is_best: bool
+    val_score: float = math.nan  # the objective's value this epoch (is_best compares it)
     # Sessions left out of val_bps (and of val_bps_per_session): no valid validation spike.
     val_sessions_without_spikes: tuple[str, ...] = ()
 
@@ -115,6 +118,15 @@ def accumulation_group(index: int, batches: int, grad_accum: int) -> int:
     """
     start = index - index % grad_accum
     return min(grad_accum, batches - start)
+
+
+def _stored_config(tree: Any) -> dict[str, Any] | None:
+    """A checkpoint's run config with the keys added since it was written at their defaults
+    (so that a run resumes across a version that added a key); None when it does not parse."""
+    try:
+        return parse_run_config(tree, "checkpoint").to_dict()
+    except ConfigError:
+        return None
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -203,7 +215,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.best: list[tuple[float, int]] = []  # (val_bps, epoch), best first
+        self.best: list[tuple[float, int]] = []  # (val_score, epoch), best first
         if self.run_dir is not None:
             state = resume_state(self.run_dir / "checkpoints", self.device)
             if state is not None:
@@ -224,7 +236,8 @@ class Trainer:
         return self.model
 
     @property
-    def best_bps(self) -> float:
+    def best_score(self) -> float:
+        """The best epoch's objective value (``train.objective``); -inf before any epoch."""
         return self.best[0][0] if self.best else float("-inf")
 
     @property
@@ -354,7 +367,10 @@ class Trainer:
                 f"validation BPS is {val_bps} at epoch {self.epoch}; the model predicts "
                 "non-finite rates: lower train.lr"
             )
-        is_best = val_bps > self.best_bps
+        score = val_bps if self.cfg.train.objective == "bps" else val.corr
+        if not math.isfinite(score):  # no unit's correlation is defined: never the best
+            score = -math.inf
+        is_best = score > self.best_score
         report = EpochReport(
             epoch=self.epoch,
             train_loss=float(loss_sum.item() / max(n_batches, 1)),
@@ -372,12 +388,13 @@ class Trainer:
             train_seconds=train_seconds,
             seconds=time.perf_counter() - start,
             is_best=is_best,
+            val_score=score,
             val_sessions_without_spikes=val.without_spikes,
         )
         self.history.append(report.to_dict())
-        self.best = sorted([*self.best, (val_bps, self.epoch)], reverse=True)
+        self.best = sorted([*self.best, (score, self.epoch)], reverse=True)
         if self.run_dir is not None:
-            self._save(val_bps)
+            self._save(val_bps, score)
         return report
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -400,7 +417,7 @@ class Trainer:
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("config") != self.cfg.to_dict():
+        if _stored_config(state.get("config")) != self.cfg.to_dict():
             raise ConfigError(
                 f"{self.run_dir}: holds a run with another config; use a new --out folder "
                 "or the same config to resume"
@@ -417,7 +434,7 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
 
-    def _save(self, val_bps: float) -> None:
+    def _save(self, val_bps: float, score: float) -> None:
         assert self.run_dir is not None
         t = self.cfg.train
         ckpt_dir = self.run_dir / "checkpoints"
@@ -428,7 +445,7 @@ class Trainer:
             validated = state.get("ema", state["model"])
             save_checkpoint(
                 ckpt_dir / f"best-epoch{self.epoch:03d}.pt",
-                {"model": validated, "epoch": self.epoch, "val_bps": val_bps},
+                {"model": validated, "epoch": self.epoch, "val_bps": val_bps, "val_score": score},
             )
             for epoch, path in best_checkpoints(ckpt_dir):
                 if epoch not in keep:

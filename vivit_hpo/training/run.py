@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,15 +20,21 @@ from vivit_hpo.training.checkpoint import (
     read_sessions,
 )
 
-__all__ = ["best_checkpoint_path", "load_run"]
+__all__ = ["best_checkpoint_path", "epoch_score", "load_run"]
+
+
+def epoch_score(row: dict[str, Any]) -> float:
+    """An epoch's objective value from its ``metrics.json`` row (``EpochReport.to_dict``)."""
+    return float(row.get("val_score", row["val_bps"]))
 
 
 def best_checkpoint_path(run_dir: Path) -> Path:
-    """The kept best-epoch checkpoint with the highest validation BPS in metrics.json."""
+    """The kept best-epoch checkpoint with the highest validation score in metrics.json (the
+    run's ``train.objective``; ``val_bps`` in runs from before it was recorded)."""
     kept = dict(best_checkpoints(run_dir / "checkpoints"))
     metrics = run_dir / "metrics.json"
     scores = (
-        {r["epoch"]: r["val_bps"] for r in json.loads(metrics.read_text())}
+        {r["epoch"]: epoch_score(r) for r in json.loads(metrics.read_text())}
         if metrics.is_file()
         else {}
     )
