@@ -45,6 +45,14 @@ it stopped there. Each epoch's own value stays in the run folder (``epochs.jsonl
   inherited, the pruner's rung state not). The retry renames ``trial-<old>/`` to
   ``trial-<new>/`` (both in the study's ``trials-<uid>/``) and the trainer resumes from
   ``checkpoints/last.pt`` (user attrs ``resumed_from_trial``, ``resumed_from_epoch``).
+- stalled (no training step for ``heartbeat.stall_s``: a CUDA hang, a deadlocked data loader;
+  :mod:`vivit_hpo.search.watchdog`): an infrastructure error, re-enqueued as above; its worker
+  stops (exit 75), since a hung thread stays behind.
+- out of retries: each cause of a retry has its own cap per logical trial, counted from its
+  record (:func:`~vivit_hpo.search.record.out_of_retries`): ``heartbeat.max_infra_retries`` for
+  the node's errors, ``heartbeat.max_interrupt_retries`` for interrupts, ``heartbeat.max_retry``
+  for a lost heartbeat. The failure past its cap ends FAIL for good, ``fail_reason`` naming the
+  cause, the count, the workers, the last error and the cap to raise.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,8 +95,11 @@ from vivit_hpo.search.record import (
     FEASIBLE,
     FIXED_PARAMS,
     FLOPS_PER_SAMPLE,
+    HEARTBEAT,
     HOST,
     INFEASIBLE_REASON,
+    INFRASTRUCTURE,
+    INTERRUPT,
     PARAMS_COUNT,
     PEAK_MEMORY_MB,
     PID,
@@ -113,7 +125,9 @@ from vivit_hpo.search.record import (
     YARDSTICK,
     YARDSTICK_CONFIG,
     EpochRecord,
+    RetryCause,
     append_epoch,
+    out_of_retries,
     retry_of,
 )
 from vivit_hpo.search.space import (
@@ -134,6 +148,7 @@ from vivit_hpo.search.storage import (
     wait_for_database,
 )
 from vivit_hpo.search.study import ensure_data, retried_numbers, trial_dir
+from vivit_hpo.search.watchdog import Progress
 from vivit_hpo.training import Trainer, epoch_score, evaluate, load_run, resolve_device
 
 __all__ = [
@@ -142,6 +157,7 @@ __all__ = [
     "TrialLost",
     "TrialOutcome",
     "TrialRunner",
+    "TrialStalled",
     "is_oom",
     "memory_cap_bytes",
     "record_attrs",
@@ -161,6 +177,11 @@ class TrialLost(BaseException):
     for so long that another process may soon fail it as stale and resume it elsewhere."""
 
 
+class TrialStalled(BaseException):
+    """The running trial made no training progress for ``heartbeat.stall_s`` (a hang: see
+    :mod:`vivit_hpo.search.watchdog`); the node's fault, not the config's."""
+
+
 class StopControl:
     """Turns SIGINT, SIGTERM and SIGHUP into a clean stop (Ctrl-C, ``docker stop``, SLURM's
     preemption or time-limit signal, a closed terminal), and a lost heartbeat into the stop of
@@ -174,8 +195,15 @@ class StopControl:
     def __init__(self) -> None:
         self.requested = False
         self.lost: str | None = None  # why the running trial was given up (see abandon)
+        self.stalled: str | None = None  # why the running trial is stalled (see stall)
+        self.stall_taken = threading.Event()  # set when TrialStalled was raised in the trial
         self._interruptible = False
         self._installed = False
+
+    @property
+    def installed(self) -> bool:
+        """Whether the handlers are installed (this process is a worker of its own)."""
+        return self._installed
 
     def install(self) -> None:
         """Install the handlers (main thread only)."""
@@ -192,12 +220,27 @@ class StopControl:
         if self._installed:
             _thread.interrupt_main(LOST_SIGNAL)  # runs _handle_lost in the main thread
 
-    def _handle_lost(self, signum: int, frame: FrameType | None) -> None:
-        # Only abandon()'s (a stray SIGUSR1 with no trial given up is ignored); outside
-        # training, interruptible() raises it next time.
-        if self.lost is not None and self._interruptible:
-            self._interruptible = False
+    def stall(self, reason: str) -> None:
+        """Stop the running trial as stalled (from the watchdog's thread): :class:`TrialStalled`
+        is raised in the main thread while it trains. A real signal to the main thread, not
+        ``interrupt_main``, so that a blocking wait there (a lock, a queue) is woken too."""
+        self.stalled = reason
+        if self._installed and (ident := threading.main_thread().ident) is not None:
+            signal.pthread_kill(ident, LOST_SIGNAL)
+
+    def _raise_given_up(self) -> None:
+        if self.stalled is not None:
+            self.stall_taken.set()
+            raise TrialStalled(self.stalled)
+        if self.lost is not None:
             raise TrialLost(self.lost)
+
+    def _handle_lost(self, signum: int, frame: FrameType | None) -> None:
+        # Only abandon()'s and stall()'s (a stray SIGUSR1 with no trial given up is ignored);
+        # outside training, interruptible() raises it next time.
+        if (self.lost is not None or self.stalled is not None) and self._interruptible:
+            self._interruptible = False
+            self._raise_given_up()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested
@@ -212,8 +255,7 @@ class StopControl:
     def interruptible(self) -> Iterator[None]:
         if self.requested:
             raise KeyboardInterrupt
-        if self.lost is not None:
-            raise TrialLost(self.lost)
+        self._raise_given_up()
         self._interruptible = True
         try:
             yield
@@ -229,6 +271,7 @@ class TrialOutcome:
     reason: str
     epochs: int
     seconds: float
+    infra: bool = False  # the node's fault: REQUEUED, or FAIL once out of infrastructure retries
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -291,10 +334,17 @@ def _frozen(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Frozen
 
 
 def retry_trial(
-    study: optuna.Study, storage: optuna.storages.RDBStorage, trial_id: int, reason: str
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    trial_id: int,
+    reason: str,
+    *,
+    cause: RetryCause,
+    worker: str,
 ) -> int | None:
     """Fail a RUNNING trial and enqueue its :func:`~vivit_hpo.search.record.retry_of` copy
-    (parameters, reports and retry bookkeeping; no stale reasons or pruner state).
+    (parameters, reports and retry bookkeeping, ``cause`` on ``worker`` among it; no stale
+    reasons or pruner state).
 
     Idempotent, so that :func:`retrying` may run it again: a trial already FAIL without any
     retry (the enqueue, or its commit answer, was lost after the FAIL committed) gets its retry
@@ -310,7 +360,7 @@ def retry_trial(
         study.get_trials(deepcopy=False)
     ):
         return None
-    study.add_trial(retry_of(frozen))
+    study.add_trial(retry_of(frozen, cause, worker))
     _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
     return frozen.number
 
@@ -365,6 +415,7 @@ class TrialRunner:
         self.shapes = input_shapes(spec)
         self.memory_cap = memory_cap_bytes(spec, self.device)
         self.host = socket.gethostname()
+        self.progress = Progress()  # marked by every training step (the worker's StallWatchdog)
         self._data: tuple[DataConfig, SessionSet] | None = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -442,21 +493,59 @@ class TrialRunner:
             _log.warning("trial %d: epoch %d not recorded: %s", number, epoch, e)
 
     def _requeue(
-        self, study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any], what: str
-    ) -> None:
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        attrs: dict[str, Any],
+        what: str,
+        cause: RetryCause,
+    ) -> str | None:
         """Record ``attrs`` (``fail_reason`` among them), fail the trial and enqueue its retry,
-        which resumes from the trial's last checkpoint (kept: the retry renames the folder)."""
+        which resumes from the trial's last checkpoint (kept: the retry renames the folder).
+
+        Returns:
+            None, or why the trial is out of retries for ``cause`` (its cap, the spec's
+            ``heartbeat`` section): then it is failed for good, that its ``fail_reason``.
+        """
+        worker = f"{self.host}:{os.getpid()}"
+        cap = self.spec.heartbeat.retry_cap(cause)
+        final = out_of_retries(
+            _frozen(self.storage, trial), cause, cap, str(attrs[FAIL_REASON]), worker
+        )
+        if final is not None:
+            _log.warning("trial %d not retried: %s", trial.number, final)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                record_attrs(trial, {**attrs, FAIL_REASON: final})
+                self._tell(study, trial, TrialState.FAIL)
+            self._drop_checkpoints(trial.number)
+            return final
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             record_attrs(trial, attrs)
 
         def requeue() -> None:
             with claim_lock(self.storage, study.study_name):
-                retry_trial(study, self.storage, trial._trial_id, what)
+                retry_trial(study, self.storage, trial._trial_id, what, cause=cause, worker=worker)
 
         retrying(requeue, what=f"re-enqueue trial {trial.number}")
+        return None
+
+    def _stepped(self, batch: int, batches: int) -> None:
+        self.progress.mark()
+
+    def hand_back_stalled(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+        """Re-enqueue a stalled trial whose main thread hangs where no signal reaches it (from
+        the watchdog's thread, before the worker exits): the node's fault, under its cap."""
+        self._infra_outcome(study, trial, reason, {}, 0, time.perf_counter(), free_cuda=False)
 
     def _hand_back(
-        self, study: optuna.Study, trial: optuna.Trial, reason: str, what: str, *, wait: bool = True
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        reason: str,
+        what: str,
+        cause: RetryCause,
+        *,
+        wait: bool = True,
     ) -> None:
         """:meth:`_requeue` the trial (``fail_reason`` ``reason``); its checkpoints stay for the
         retry. With ``wait``, a database that stays down past the give-up time is waited for
@@ -465,7 +554,7 @@ class TrialRunner:
         it once the database is back."""
         while True:
             try:
-                self._requeue(study, trial, {FAIL_REASON: reason}, what)
+                self._requeue(study, trial, {FAIL_REASON: reason}, what, cause)
                 return
             except Exception as err:
                 if not is_transient(err):
@@ -491,17 +580,23 @@ class TrialRunner:
         attrs: dict[str, Any],
         epochs: int,
         start: float,
+        *,
+        free_cuda: bool = True,
     ) -> TrialOutcome:
-        """The node failed the trial (:func:`infrastructure_error`): re-enqueue it, unspent."""
+        """The node failed the trial (:func:`infrastructure_error`): re-enqueue it, unspent
+        (``free_cuda``: empty CUDA's cache first; not after a hang, which it may join)."""
         _log.warning("trial %d: infrastructure error, re-enqueued: %s", trial.number, reason)
-        if self.device.type == "cuda":
+        if free_cuda and self.device.type == "cuda":
             with contextlib.suppress(Exception):  # a broken context may fail this too
                 torch.cuda.empty_cache()
         why = f"infrastructure error (re-enqueued): {reason}"
-        self._requeue(study, trial, {**attrs, FAIL_REASON: why}, "hit an infrastructure error")
-        return TrialOutcome(
-            trial.number, "REQUEUED", None, reason, epochs, time.perf_counter() - start
+        final = self._requeue(
+            study, trial, {**attrs, FAIL_REASON: why}, "hit an infrastructure error", INFRASTRUCTURE
         )
+        seconds = time.perf_counter() - start
+        if final is not None:
+            return TrialOutcome(trial.number, "FAIL", None, final, epochs, seconds, infra=True)
+        return TrialOutcome(trial.number, "REQUEUED", None, reason, epochs, seconds, infra=True)
 
     def _drop_checkpoints(self, number: int) -> None:
         """A pruned, infeasible or failed trial will never resume: its checkpoints go now."""
@@ -520,14 +615,21 @@ class TrialRunner:
                 re-enqueued to resume from its checkpoint.
         """
         start = time.perf_counter()
-        self.stop.lost = None
+        self.stop.lost = self.stop.stalled = None
+        self.stop.stall_taken.clear()
+        frozen = _frozen(self.storage, trial)
         try:
-            return self._run(study, trial, _frozen(self.storage, trial), start)
+            return self._run(study, trial, frozen, start)
+        except TrialStalled as e:
+            # Hung (the watchdog woke this thread): the node's fault; the worker stops after.
+            return self._infra_outcome(study, trial, str(e), {}, 0, start, free_cuda=False)
         except TrialLost as e:
             # Before anyone may call it stale: hand it back once the database answers again
             # (stale checks wait a grace period after an outage, so this comes first).
             _log.warning("trial %d given up: %s", trial.number, e)
-            self._hand_back(study, trial, f"lost its heartbeat: {e}", "lost its heartbeat")
+            self._hand_back(
+                study, trial, f"lost its heartbeat: {e}", "lost its heartbeat", HEARTBEAT
+            )
             return TrialOutcome(trial.number, "LOST", None, str(e), 0, time.perf_counter() - start)
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another process failed this trial as stale (our heartbeat could not reach the
@@ -543,14 +645,14 @@ class TrialRunner:
             )
         except KeyboardInterrupt:
             reason = "interrupted: the worker was stopped; resumes from its last checkpoint"
-            self._hand_back(study, trial, reason, "was interrupted", wait=False)
+            self._hand_back(study, trial, reason, "was interrupted", INTERRUPT, wait=False)
             raise
         except Exception as e:
             if is_transient(e):
                 # The database stayed down past the give-up time: not the trial's fault.
                 why = f"the database was unreachable ({describe(e)}); resumes from its checkpoint"
                 _log.warning("trial %d stopped: %s", trial.number, why)
-                self._hand_back(study, trial, why, "lost the database")
+                self._hand_back(study, trial, why, "lost the database", INTERRUPT)
                 return TrialOutcome(trial.number, "LOST", None, why, 0, time.perf_counter() - start)
             # The node's fault outside training (the trial's folder cannot be made, say).
             infra = infrastructure_error(e)
@@ -620,7 +722,9 @@ class TrialRunner:
         try:
             with self.stop.interruptible():
                 data = self._sessions(cfg.data)
-                trainer = Trainer(cfg, data, device=self.device, run_dir=run_dir)
+                trainer = Trainer(
+                    cfg, data, device=self.device, run_dir=run_dir, on_step=self._stepped
+                )
             shape = trainer.data.input_shape(data.metas[0].name)
             attrs[RESPONSE_KINDS] = {m.name: m.response_kind for m in data.metas}
             attrs[PARAMS_COUNT] = count_parameters(trainer.model)
@@ -643,6 +747,7 @@ class TrialRunner:
                     report = next(reports, None)
                 if report is None:
                     break
+                self.progress.mark()
                 self._record_epoch(run_dir, n, report.epoch, began, report.val_bps)
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)

@@ -21,7 +21,8 @@
     pruner: {name: hyperband, options: {}}
     objective: bps                 # or corr: the mean per-unit correlation (calcium traces)
     budget: {n_trials: 100, timeout_minutes: null}
-    heartbeat: {interval_s: 20, grace_s: 90, max_retry: 3}
+    heartbeat: {interval_s: 20, grace_s: 90, max_retry: 3, max_infra_retries: 3,
+                max_interrupt_retries: 20, stall_s: 1800}
     feasibility: {max_memory_gb: null, memory_fraction: 0.9}
     artifacts: {dir: null, keep_best: 3}
 
@@ -314,7 +315,27 @@ class BudgetSpec(_Frozen):
 class HeartbeatSpec(_Frozen):
     interval_s: int = Field(20, ge=1)
     grace_s: int = Field(90, ge=2)  # a trial without a heartbeat for this long is failed
-    max_retry: int = Field(3, ge=0)  # how often a failed (stale) trial is retried
+    # How often one logical trial is retried, per cause: its heartbeat lost (its worker died or
+    # lost the database), the node's error (vivit_hpo.infra; a config that always raises what
+    # looks like one must not loop for ever), or its worker stopped by a signal (preemption:
+    # cheap, and no fault of the trial's, so many more). Then it ends FAIL, the reason saying so.
+    max_retry: int = Field(3, ge=0)
+    max_infra_retries: int = Field(3, ge=0)
+    max_interrupt_retries: int = Field(20, ge=0)
+    # A trial whose training completed no step (and no epoch) for this long is stalled (a
+    # CUDA hang, a deadlocked data loader): its worker stops vouching for it, re-enqueues it as
+    # the node's fault and stops. Generous: it must cover the first step's compile, a whole
+    # validation pass and a checkpoint write.
+    stall_s: int = Field(1800, ge=1)
+
+    def retry_cap(self, cause: str) -> int:
+        """The cap for a retry cause (:data:`~vivit_hpo.search.record.RetryCause`)."""
+        caps = {
+            "heartbeat": self.max_retry,
+            "infrastructure": self.max_infra_retries,
+            "interrupt": self.max_interrupt_retries,
+        }
+        return caps[cause]
 
     @model_validator(mode="after")
     def _grace(self) -> HeartbeatSpec:

@@ -929,6 +929,10 @@ class Heartbeat:
                 )
                 return
 
+    def silence(self) -> None:
+        """Stop beating now: this worker no longer vouches for the trial (it stalled)."""
+        self._stop.set()
+
     def __enter__(self) -> Heartbeat:
         # The first beat was written by the claim, under the claim lock (worker.claim_trial).
         self._last_beat = time.monotonic()

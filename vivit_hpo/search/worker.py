@@ -22,7 +22,9 @@ A trial that fails because of this node (:mod:`vivit_hpo.infra`: a GPU error, da
 missing here, a full disk) is re-enqueued, not spent; after ``max_infra_errors`` of them in a
 row (a trial that trains resets the count) the worker stops (``stopped_by`` ``infrastructure``,
 the reason in ``infra_reason``): the node must be fixed, and its trials resume elsewhere. A worker
-that cannot read the study's data files here stops the same way before it claims any trial.
+that cannot read the study's data files here stops the same way before it claims any trial, and
+one whose trial stalled (``heartbeat.stall_s`` without a training step) stops at once. A trial
+out of its retries for a cause (``heartbeat.max_infra_retries``...) ends FAIL instead.
 
 The budget counts trials that ended (COMPLETE, PRUNED, infeasible, FAIL without a retry) or are
 running or waiting; a failure that was retried is counted once, through its retry.
@@ -30,15 +32,18 @@ running or waiting; a failure that was retried is counted once, through its retr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import stat
+import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -47,7 +52,12 @@ import optuna
 import torch
 
 from vivit_hpo.errors import ConfigError, DataUnavailableError
-from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, check_data_here
+from vivit_hpo.infra import (
+    DEFAULT_MAX_INFRA_ERRORS,
+    INFRA_EXIT_CODE,
+    check_data_here,
+    stop_message,
+)
 from vivit_hpo.search.factory import build_pruner, build_sampler
 from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
 from vivit_hpo.search.spec import StudySpec, study_n_trials
@@ -70,6 +80,7 @@ from vivit_hpo.search.study import (
     read_spec,
     study_uid,
 )
+from vivit_hpo.search.watchdog import StallWatchdog
 
 __all__ = [
     "OpenStudy",
@@ -379,6 +390,54 @@ def claim_trial(
     return trial
 
 
+@contextlib.contextmanager
+def _watched(
+    spec: StudySpec,
+    storage: optuna.storages.RDBStorage,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    runner: TrialRunner,
+    stop: StopControl,
+) -> Iterator[None]:
+    """The trial's heartbeat, and the progress watchdog that stops it vouching for a trial that
+    stalled (``heartbeat.stall_s``; see :mod:`~vivit_hpo.search.watchdog`)."""
+    hb = spec.heartbeat
+    beat = Heartbeat(
+        storage,
+        trial._trial_id,
+        hb.interval_s,
+        lost_after_s=hb.grace_s - hb.interval_s,
+        on_lost=stop.abandon,
+    )
+
+    def on_stall(reason: str) -> None:
+        beat.silence()
+        stop.stall(reason)
+
+    def on_hung(reason: str) -> None:
+        # Hung where no signal reaches (inside a CUDA call): hand the trial back from here,
+        # before any other process calls it stale, and end the process (when it is ours).
+        try:
+            runner.hand_back_stalled(study, trial, reason)
+        except Exception as e:
+            _log.error("stalled trial %d not handed back (%s)", trial.number, describe(e))
+        if stop.installed:
+            print(f"error: {stop_message(reason, 1)}", file=sys.stderr, flush=True)
+            logging.shutdown()
+            os._exit(INFRA_EXIT_CODE)
+
+    watchdog = StallWatchdog(
+        runner.progress,
+        hb.stall_s,
+        on_stall=on_stall,
+        answered=stop.stall_taken,
+        on_hung=on_hung,
+        answer_s=float(hb.interval_s),
+    )
+    with beat, watchdog:
+        yield
+
+
 def _prune(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec) -> None:
     """Keep the checkpoints of the ``artifacts.keep_best`` best complete trials only, now."""
     with claim_lock(storage, study.study_name):  # no trial is failed and retried meanwhile
@@ -485,14 +544,7 @@ def run_worker(
             if summary.trials == 0:
                 # Its own random stream (see worker_seed); sampling starts after the claim.
                 study.sampler = build_sampler(spec, first_trial=got.number)
-            hb = spec.heartbeat
-            with Heartbeat(
-                storage,
-                got._trial_id,
-                hb.interval_s,
-                lost_after_s=hb.grace_s - hb.interval_s,
-                on_lost=stop.abandon,
-            ):
+            with _watched(spec, storage, study, got, runner, stop):
                 outcome = runner.run(study, got)
             summary.trials += 1
             summary.states[outcome.state] += 1
@@ -515,9 +567,11 @@ def run_worker(
                 outcome.seconds,
                 why,
             )
-            if outcome.state == "REQUEUED":
+            if outcome.infra:
                 in_row += 1
-                if in_row >= max_infra_errors:
+                # A stalled trial leaves a hung thread behind (a CUDA call, a data loader):
+                # this process is not to be trusted with another trial.
+                if in_row >= max_infra_errors or stop.stalled is not None:
                     summary.stopped_by = "infrastructure"
                     summary.infra_reason, summary.infra_errors = outcome.reason, in_row
                     break
