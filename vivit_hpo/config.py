@@ -92,14 +92,22 @@ class ViViTConfig(_Frozen):
     stem_kernel: Triple = (3, 3, 3)  # (T, H, W) kernel of each stem conv
     # The stem's norm: per position over channels ("channel"), or none (the conv gets a bias).
     # A per-position norm divides out each position's contrast energy, what visual neurons
-    # respond to most; so does a per-token final norm, which ``final_norm: false`` leaves out
-    # (the readout then reads the residual stream itself).
+    # respond to most; so does the per-token final norm ("token", ``norm`` on each token).
+    # "batch" normalises each channel by its statistics over the batch, time and positions
+    # (running statistics at evaluation), which keeps every position's amplitude; "none"
+    # (or false) lets the readout read the residual stream itself. true means "token".
     stem_norm: Literal["channel", "none"] = "channel"
-    final_norm: bool = True
+    final_norm: Literal["token", "batch", "none"] = "token"
     # Weight of the normalised Laplace (smoothness) penalty on the first layer's spatial filters
     # (the tokenizer's, or the stem's first conv), per frame and channel, as the 2-D CNN
     # yardstick's ``laplace``: large tubelets fit noise without it on small data sets.
     laplace: float = Field(0.0, ge=0)
+
+    @field_validator("final_norm", mode="before")
+    @classmethod
+    def _final_norm_bool(cls, v: Any) -> Any:
+        # Configs written before the norm kinds said true / false.
+        return {True: "token", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check(self) -> ViViTConfig:

@@ -7,7 +7,7 @@ import torch
 from model_helpers import assert_all_grads, assert_causal, tiny_vivit
 
 from vivit_hpo.models.encoder import collect_attention
-from vivit_hpo.models.layers import DropPath, laplace_l2
+from vivit_hpo.models.layers import BatchNormLast, DropPath, laplace_l2
 from vivit_hpo.models.vivit import (
     ParallelBlock,
     SequentialBlock,
@@ -156,6 +156,22 @@ def test_laplace_smooths_the_first_layer_that_sees_the_frames(stem: tuple[int, .
         opt.step()
     assert laplace_l2(first).item() < 0.8 * before
     assert ViViTCore(tiny_vivit(stem_channels=stem), 1).regularizer() == 0
+
+
+def test_batch_final_norm_keeps_each_tokens_amplitude_relative_to_the_others() -> None:
+    # A per-token norm gives every token the same RMS; the batch norm normalises each channel
+    # over the whole batch, so a token with twice the residual keeps twice the deviation.
+    core = ViViTCore(tiny_vivit(final_norm="batch"), 1)
+    assert isinstance(core.norm, BatchNormLast)
+    z = torch.randn(6, 4, 32)
+    z[0] *= 8
+    out = core.norm(z)  # training: batch statistics
+    torch.testing.assert_close(out.mean((0, 1)), torch.zeros(32), atol=1e-5, rtol=0)
+    assert out[0].pow(2).mean() > 10 * out[1:].pow(2).mean()
+    token = ViViTCore(tiny_vivit(final_norm="token"), 1).norm(z)
+    torch.testing.assert_close(token[0].pow(2).mean(), token[1].pow(2).mean(), rtol=0.05, atol=0)
+    assert tiny_vivit(final_norm=True).final_norm == "token"
+    assert tiny_vivit(final_norm=False).final_norm == "none"
 
 
 def test_without_the_norms_the_output_keeps_each_positions_amplitude() -> None:

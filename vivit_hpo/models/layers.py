@@ -23,6 +23,7 @@ from vivit_hpo.errors import ConfigError
 __all__ = [
     "MLP",
     "AbsolutePosEmbed",
+    "BatchNormLast",
     "DropPath",
     "RMSNorm",
     "apply_rope",
@@ -306,3 +307,12 @@ def laplace_l2(weight: Tensor) -> Tensor:
     w = weight.reshape(-1, 1, kh, kw)
     lap = F.conv2d(w, _LAPLACE.to(w)[None, None], padding=1)  # (n, 1, kh, kw)
     return lap.pow(2).sum() / w.pow(2).sum().clamp_min(1e-12)
+
+
+class BatchNormLast(nn.BatchNorm1d):
+    """Batch norm over the last dimension of a (..., D) tensor: each channel normalised by its
+    statistics over every other index (batch, time, positions), running ones at evaluation.
+    Unlike a per-token norm it keeps each token's amplitude relative to the others."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)

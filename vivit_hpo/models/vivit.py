@@ -47,6 +47,7 @@ from vivit_hpo.models.cnn import CausalConv3d, ChannelNorm3d
 from vivit_hpo.models.layers import (
     MLP,
     AbsolutePosEmbed,
+    BatchNormLast,
     DropPath,
     apply_rope,
     laplace_l2,
@@ -402,7 +403,11 @@ class ViViTCore(nn.Module):
             make_block(cfg, drop_path=rates[ns + i], causal=cfg.causal)
             for i in range(cfg.num_temporal_blocks)
         )
-        self.norm = make_norm(cfg.norm, cfg.embed_dim) if cfg.final_norm else nn.Identity()
+        self.norm: nn.Module = nn.Identity()
+        if cfg.final_norm == "token":
+            self.norm = make_norm(cfg.norm, cfg.embed_dim)
+        elif cfg.final_norm == "batch":
+            self.norm = BatchNormLast(cfg.embed_dim)
         self.apply(_init_linear)
 
     def _spatial_rope(
