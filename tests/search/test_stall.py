@@ -28,7 +28,9 @@ def _spec(write_spec: Callable[..., Path]) -> Path:
         epochs=3,
         pruner={"name": "none"},
         space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
-        heartbeat={"interval_s": 1, "grace_s": 30, "max_retry": 2, "stall_s": 3},
+        # stall_s well above any real step or validation pass on a loaded machine (a shorter one
+        # called the first epoch stalled in a full suite run); the injected hang lasts for ever.
+        heartbeat={"interval_s": 1, "grace_s": 30, "max_retry": 2, "stall_s": 15},
     )
 
 
