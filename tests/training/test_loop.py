@@ -80,6 +80,35 @@ def test_resume_refuses_another_config(sim_dir: Path, tmp_path: Path) -> None:
         )
 
 
+def test_a_torn_last_resumes_from_an_older_checkpoint_written_before_a_config_key(
+    sim_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both at once: last.pt is torn (the newest full checkpoint that loads is epoch002.pt) and
+    # that checkpoint's config is from a version without keys added since (at their defaults).
+    cfg = tiny_config("train.epochs=3", "train.checkpoint_every=1")
+    data = load_sessions([sim_dir], cfg.data)
+    first = Trainer(cfg, data, device="cpu", run_dir=tmp_path)
+    epochs = first.epochs()
+    next(epochs), next(epochs)
+    del first, epochs  # the process "dies" after epoch 2
+    ckpts = tmp_path / "checkpoints"
+    last = ckpts / "last.pt"
+    with open(last, "r+b") as f:  # torn: the first half of the file only
+        f.truncate(last.stat().st_size // 2)
+    older = torch.load(ckpts / "epoch002.pt", weights_only=True)
+    del older["config"]["data"]["split_by"], older["config"]["train"]["objective"]
+    del older["config"]["model"]["core"]["laplace"]
+    torch.save(older, ckpts / "epoch002.pt")
+
+    with caplog.at_level("WARNING", logger="vivit_hpo.training.checkpoint"):
+        resumed = Trainer(cfg, data, device="cpu", run_dir=tmp_path)
+    assert resumed.epoch == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
+    (line,) = caplog.messages
+    assert "last.pt: not a readable checkpoint" in line
+    assert line.endswith("resuming from epoch002.pt instead"), line
+    assert [r.epoch for r in resumed.epochs()] == [3]
+
+
 def test_checkpoints_keep_best_every_k_and_last(sim_dir: Path, tmp_path: Path) -> None:
     cfg = tiny_config(
         "train.epochs=4",
