@@ -69,6 +69,7 @@ from vivit_hpo.search.study import (
     trial_rows,
 )
 from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.training.run import epoch_score
 
 __all__ = [
     "ChaosEvent",
@@ -572,7 +573,7 @@ def _best_in_metrics(folder: Path) -> tuple[float | None, list[int]]:
         history = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None, []
-    values = [float(h["val_bps"]) for h in history]
+    values = [epoch_score(h) for h in history]  # the study's objective, as the trial reports
     return (max(values) if values else None), [int(h["epoch"]) for h in history]
 
 
