@@ -225,3 +225,13 @@ def hold_claim_lock_in_child(url: str, name: str, idle_s: float, conn: Any) -> N
         conn.send("released")
     finally:
         storage.engine.dispose()
+
+
+def running_with_reports(study: optuna.Study, n: int = 2, trials: int = 1) -> bool:
+    """At least ``trials`` trials are running and have reported ``n`` epochs each."""
+    running = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.RUNNING and len(t.intermediate_values) >= n
+    ]
+    return len(running) >= trials

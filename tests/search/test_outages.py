@@ -20,6 +20,7 @@ from search_helpers import (
     create,
     finish,
     logs_text,
+    running_with_reports,
     start_worker,
     wait_for,
     worker_env,
@@ -36,16 +37,6 @@ pytestmark = pytest.mark.postgres
 # Every config feasible; long enough to be running when an outage starts (24 tiny epochs).
 FEASIBLE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
 LONG = {"epochs": 24, "pruner": {"name": "none"}, "space": FEASIBLE}
-
-
-def _reported(study: optuna.Study, n: int = 2, trials: int = 1) -> bool:
-    """At least ``trials`` trials are running and have reported ``n`` epochs each."""
-    running = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.RUNNING and len(t.intermediate_values) >= n
-    ]
-    return len(running) >= trials
 
 
 def test_a_trial_claimed_but_never_beaten_is_failed_and_retried(
@@ -151,7 +142,7 @@ def test_a_brief_outage_changes_nothing(
     study = create(url, "brief", spec_path)
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     procs = [start_worker("brief", url, tmp_path, log) for log in logs]
-    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    wait_for(lambda: running_with_reports(study), 120, "a running trial's reports")
     private_pg.stop()
     time.sleep(3)  # shorter than the 7 s after which a worker gives its trial up
     private_pg.start()
@@ -173,7 +164,9 @@ def test_a_long_outage_hands_every_running_trial_back_to_resume(
     study = create(url, "long", spec_path)
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
     procs = [start_worker("long", url, tmp_path, log) for log in logs]
-    wait_for(lambda: _reported(study, n=2, trials=2), 180, "two running trials with reports")
+    wait_for(
+        lambda: running_with_reports(study, n=2, trials=2), 180, "two running trials with reports"
+    )
     private_pg.stop()
     time.sleep(12)  # longer than the grace period: no heartbeat for 12 s
     private_pg.start()
@@ -205,7 +198,7 @@ def test_a_worker_cut_off_the_database_stops_its_trial_before_another_resumes_it
     proxy = CuttableProxy(private_pg.port)
     logs = [tmp_path / "cut.log", tmp_path / "other.log"]
     cut_off = start_worker("cut", proxy.url("postgres"), tmp_path, logs[0], "--n-trials", "1")
-    wait_for(lambda: _reported(study), 120, "the first worker's trial to report")
+    wait_for(lambda: running_with_reports(study), 120, "the first worker's trial to report")
     victim = next(t for t in study.get_trials() if t.state == TrialState.RUNNING)
     other = start_worker("cut", url, tmp_path, logs[1])
     proxy.cut()
@@ -346,7 +339,7 @@ def test_an_outage_past_the_give_up_time_hands_the_trial_back_to_resume(
     study = create(url, "giveup", spec_path)
     log = tmp_path / "w.log"
     worker = start_worker("giveup", url, tmp_path, log)
-    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    wait_for(lambda: running_with_reports(study), 120, "a running trial's reports")
     private_pg.stop()
     wait_for(lambda: "waiting for it to hand trial" in log.read_text(), 120, "the worker to wait")
     assert worker.poll() is None and len(_checkpoints(tmp_path)) == 1, log.read_text()
@@ -371,7 +364,7 @@ def test_run_supervises_its_workers_through_an_outage_past_the_give_up_time(
             env={**worker_env(url, tmp_path), **_GIVE_UP},
             cwd=tmp_path,
         )
-    wait_for(lambda: _reported(study), 120, "a running trial's reports")
+    wait_for(lambda: running_with_reports(study), 120, "a running trial's reports")
     private_pg.stop()
     wait_for(lambda: "database unreachable" in out.read_text(), 120, "run to see the outage")
     worker_log = wait_for(lambda: list(tmp_path.glob("artifacts/**/worker-0.log")), 10, "a log")

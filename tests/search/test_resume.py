@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import create, finish, logs_text, start_worker, wait_for
+from search_helpers import (
+    create,
+    finish,
+    logs_text,
+    running_with_reports,
+    start_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.postgres
 
 FEASIBLE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
-
-
-def _reports(study: object, n: int) -> bool:
-    return any(
-        t.state == TrialState.RUNNING and len(t.intermediate_values) >= n
-        for t in study.get_trials(deepcopy=False)  # type: ignore[attr-defined]
-    )
 
 
 def test_a_torn_last_checkpoint_restarts_the_retried_trial_instead_of_failing_it(
@@ -33,7 +33,7 @@ def test_a_torn_last_checkpoint_restarts_the_retried_trial_instead_of_failing_it
     study = create(pg_url, study_name, spec_path)
     first_log, second_log = tmp_path / "w0.log", tmp_path / "w1.log"
     worker = start_worker(study_name, pg_url, tmp_path, first_log)
-    wait_for(lambda: _reports(study, 3), 120, "three epochs reported")
+    wait_for(lambda: running_with_reports(study, 3), 120, "three epochs reported")
     worker.send_signal(signal.SIGINT)  # handed back: FAIL, and a retry to resume it
     assert finish([worker], 120, [first_log]) == [130], logs_text([first_log])
     (ckpt,) = tmp_path.glob("artifacts/**/checkpoints")
