@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import plotly.graph_objects as go
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
+from vivit_hpo import settings
 from vivit_hpo.errors import VivitHpoError
 from vivit_hpo.report.checkpoint import RunAnalysis, analyze_run
 from vivit_hpo.report.data import importance_info
@@ -40,7 +40,7 @@ __all__ = [
     "write_study_report",
 ]
 
-ENV_ARTIFACT_STORE = "VIVIT_HPO_ARTIFACT_STORE"
+ENV_ARTIFACT_STORE = settings.ARTIFACT_STORE.name
 
 
 def _opened(storage: str | BaseStorage) -> BaseStorage:
@@ -52,13 +52,9 @@ def _opened(storage: str | BaseStorage) -> BaseStorage:
 
 
 def default_artifact_store_dir() -> Path:
-    """``$VIVIT_HPO_ARTIFACT_STORE``, else ``<home>/storage/artifacts`` beside the embedded db."""
-    env = os.environ.get(ENV_ARTIFACT_STORE)
-    if env:
-        return Path(env).expanduser().resolve()
-    from vivit_hpo.search.storage import vivit_home
-
-    return vivit_home() / "storage" / "artifacts"
+    """``$VIVIT_HPO_ARTIFACT_STORE``, else ``<home>/storage/artifacts`` beside the embedded db
+    (:data:`vivit_hpo.settings.ARTIFACT_STORE`)."""
+    return settings.ARTIFACT_STORE.get()
 
 
 def open_artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
