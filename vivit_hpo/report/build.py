@@ -19,6 +19,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
 from vivit_hpo import settings
+from vivit_hpo._io import atomic_write_text
 from vivit_hpo.errors import VivitHpoError
 from vivit_hpo.report.checkpoint import RunAnalysis, analyze_run
 from vivit_hpo.report.data import importance_info
@@ -169,8 +170,6 @@ def write_study_report(
         snap, compare=other, best_config_text=config_text, importance=importance
     )
     sections.extend(_best_trial_sections(snap, run_dir, data_paths, device, analyze_best))
-    from vivit_hpo.training.checkpoint import atomic_write_text  # the models: only when writing
-
     out = Path(out)
     subtitle = headline(snap, importance)
     # Through a temporary file and a rename: a failure never leaves half a report, or none
@@ -288,8 +287,11 @@ def write_run_analysis(
     out.mkdir(parents=True, exist_ok=True)
     sections = analysis_sections(analysis.rf, analysis.attention, notes=_analysis_notes(analysis))
     html_path, json_path = out / "analysis.html", out / "analysis.json"
-    html_path.write_text(render_page(f"vivit-hpo run analysis: {Path(run_dir).name}", sections))
-    json_path.write_text(json.dumps(analysis.to_dict(), indent=1))
+    # Atomic, as the study report: a failure never leaves half a file where the last one was.
+    atomic_write_text(
+        html_path, render_page(f"vivit-hpo run analysis: {Path(run_dir).name}", sections)
+    )
+    atomic_write_text(json_path, json.dumps(analysis.to_dict(), indent=1))
     return html_path, json_path
 
 
