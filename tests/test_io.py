@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+import vivit_hpo._io
 from vivit_hpo._io import atomic_path, atomic_write, atomic_write_text
 
 
@@ -52,3 +54,52 @@ def test_a_path_for_a_named_writer_is_renamed_only_when_the_block_ends(tmp_path:
     with h5py.File(target) as f:
         assert list(f) == ["x"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+
+
+# Calls that replace a file by hand (a temporary file renamed over the target): they belong in
+# vivit_hpo._io alone. ``path.rename(...)`` is one too, unless it moves a whole folder.
+_BY_HAND = {
+    ("os", "replace"),
+    ("os", "rename"),
+    ("shutil", "move"),
+    ("tempfile", "mkstemp"),
+    ("tempfile", "NamedTemporaryFile"),
+}
+# The one folder moved whole: a retry takes over its predecessor's trial folder.
+_FOLDER_MOVES = {"vivit_hpo/search/objective.py"}
+
+
+def _hand_written_replaces(tree: ast.AST, folder_moves: bool) -> list[tuple[int, str]]:
+    """``(line, call)`` of each call in ``tree`` that replaces a file by hand."""
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        module = owner.id if isinstance(owner, ast.Name) else None
+        if (module, node.func.attr) in _BY_HAND or (
+            node.func.attr == "rename" and not folder_moves
+        ):
+            found.append((node.lineno, ast.unparse(node.func)))
+    return found
+
+
+def test_the_finder_finds_a_rename_by_hand() -> None:
+    code = "os.replace(tmp, out)\ntmp.rename(out)\ntext.replace('a', 'b')\n"
+    assert _hand_written_replaces(ast.parse(code), False) == [
+        (1, "os.replace"),
+        (2, "tmp.rename"),
+    ]
+
+
+def test_the_atomic_writer_is_the_only_module_that_replaces_files() -> None:
+    package = Path(vivit_hpo._io.__file__).resolve().parent
+    found = {
+        f"{rel}:{line}: {call}()"
+        for path in package.rglob("*.py")
+        if (rel := path.relative_to(package.parent).as_posix()) != "vivit_hpo/_io.py"
+        for line, call in _hand_written_replaces(
+            ast.parse(path.read_text(), rel), rel in _FOLDER_MOVES
+        )
+    }
+    assert not found, "write these through vivit_hpo._io:\n" + "\n".join(sorted(found))

@@ -27,6 +27,7 @@ import errno
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from vivit_hpo import settings
 from vivit_hpo.errors import DataUnavailableError
 
 __all__ = [
@@ -48,7 +49,7 @@ _DISK = {
 }
 _PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
 _GONE = (errno.ENOENT, errno.EIO, errno.ESTALE)
-_ELSEWHERE = "point artifacts.dir (or VIVIT_HPO_ARTIFACTS) elsewhere"
+_ELSEWHERE = f"point artifacts.dir (or {settings.ARTIFACTS.name}) elsewhere"
 _DISK_FIX = f"free space there (or raise the quota), or {_ELSEWHERE}"
 _PERMISSION_FIX = f"make it writable by this worker's user, or {_ELSEWHERE}"
 _FILE_FIX = "check that its file system is mounted and healthy on this node"

@@ -23,8 +23,10 @@ from vivit_hpo.report.build import (
     write_run_analysis,
     write_study_report,
 )
-from vivit_hpo.report.snapshot import StudySnapshot
-from vivit_hpo.search.spec import spec_from_text
+from vivit_hpo.report.snapshot import StudySnapshot, take_snapshot
+from vivit_hpo.search.spec import load_spec, spec_from_text
+from vivit_hpo.search.storage import open_storage
+from vivit_hpo.search.study import create_study, read_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,6 +132,30 @@ def test_study_data_paths_of_a_simulated_study(tmp_path: Path) -> None:
     assert study_data_paths(StudySnapshot.from_study(study)) == []  # no session file yet
     (folder / "sim00.h5").touch()
     assert study_data_paths(StudySnapshot.from_study(study)) == [folder.resolve()]
+
+
+def test_the_report_finds_the_data_where_vivit_hpo_artifacts_puts_them(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The study is made on one machine; another mounts the same artifact folder elsewhere and
+    # says so with VIVIT_HPO_ARTIFACTS: the report looks where the study's workers look.
+    monkeypatch.delenv("VIVIT_HPO_ARTIFACTS", raising=False)
+    synth = {"sessions": 1, "neurons": 4, "frames": 600, "size": [8, 8]}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(json.dumps({"data": {"synth": synth}, "artifacts": {"dir": "here"}}))
+    monkeypatch.setenv("VIVIT_HPO_HOME", str(tmp_path))
+    storage = open_storage(sqlite_url)
+    create_study(storage, "mounted", load_spec(spec_file))  # simulates into here/mounted/
+    (tmp_path / "here").rename(tmp_path / "there")  # the same folder, mounted elsewhere
+    monkeypatch.setenv("VIVIT_HPO_ARTIFACTS", str(tmp_path / "there"))
+    (data,) = read_spec(storage, "mounted").data_paths("mounted")  # what its workers read
+    assert data.parent == tmp_path / "there" / "mounted" and any(data.glob("*.h5"))
+    snap = take_snapshot(storage, "mounted")
+    assert snap.spec_text is not None and str(tmp_path / "here") in snap.spec_text
+    assert study_data_paths(snap) == [data]
+    result = write_study_report(storage, "mounted", tmp_path / "r.html", analyze_best=False)
+    assert "oracle BPS (mean over sessions)" in result.path.read_text()
+    storage.engine.dispose()
 
 
 def test_write_run_analysis(tiny_run: Path, sim_dir: Path, tmp_path: Path) -> None:

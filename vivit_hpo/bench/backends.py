@@ -8,12 +8,11 @@ PyTorch's SDPA pinned to one kernel (for both models), to find the fastest kerne
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 from torch.nn.attention import SDPBackend
 
-from vivit_hpo.models.attention import ATTENTION_ENV
+from vivit_hpo import settings
 
 __all__ = ["BACKENDS", "SDPA_PINS", "attention_override", "project_backend", "sdpa_pin"]
 
@@ -52,12 +51,5 @@ def attention_override(backend: str | None) -> Iterator[None]:
     if value is None:
         yield
         return
-    old = os.environ.get(ATTENTION_ENV)
-    os.environ[ATTENTION_ENV] = value
-    try:
+    with settings.ATTENTION.override(value):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(ATTENTION_ENV, None)
-        else:
-            os.environ[ATTENTION_ENV] = old

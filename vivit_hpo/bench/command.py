@@ -19,6 +19,7 @@ import torch
 import typer
 from rich.console import Console
 
+from vivit_hpo._io import atomic_write_text
 from vivit_hpo.bench.reference import default_reference_path
 from vivit_hpo.bench.runner import DEFAULT_INPUT, BenchSettings, render_table, run_bench
 from vivit_hpo.config import load_run_config
@@ -156,8 +157,7 @@ def step(
                     )
                     console.print(f"  {op[key]:9.3f}  {op['pct']:5.1f}%  {op['name']}")
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1))
+        atomic_write_text(json_path, json.dumps(report, indent=1))
         console.print(f"report written to {json_path}")
 
 
@@ -258,8 +258,7 @@ def clips(
         )
     console.print(table)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1))
+        atomic_write_text(json_path, json.dumps(report, indent=1))
         console.print(f"report written to {json_path}")
 
 

@@ -33,6 +33,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from vivit_hpo._io import atomic_write_text
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.spec import DataSpec, StudySpec, spec_to_text, yardstick_trees
 
@@ -217,8 +218,7 @@ def run_models_bench(
     seconds = minutes * 60.0
     name = f"models-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     spec_path = out / "specs" / f"{name}.yaml"
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(spec_to_text(search))
+    atomic_write_text(spec_path, spec_to_text(search))
     url = storage_url or f"sqlite:///{out / 'bench.db'}"
 
     console.print(f"[bold]ViViT search[/bold]: study {name}, {workers} worker(s), {minutes:g} min")
@@ -274,6 +274,6 @@ def run_models_bench(
         "oracle_test_bps": oracle,
         "rows": [asdict(r) for r in rows],
     }
-    (out / "bench_models.json").write_text(json.dumps(doc, indent=1))
+    atomic_write_text(out / "bench_models.json", json.dumps(doc, indent=1))
     console.print(models_table(rows, minutes))
     return doc

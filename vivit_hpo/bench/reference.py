@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
+from vivit_hpo import settings
 from vivit_hpo.bench.backends import sdpa_pin
 from vivit_hpo.bench.workload import NUM_BATCHES, Workload
 from vivit_hpo.config import ViViTConfig
@@ -38,30 +37,14 @@ __all__ = [
     "reference_kwargs",
 ]
 
-REFERENCE_ENV = "VIVIT_HPO_REFERENCE"
+REFERENCE_ENV = settings.REFERENCE.name
 _REF_HEAD_DIM = 64
 
 
 def default_reference_path() -> Path:
-    """``$VIVIT_HPO_REFERENCE``, else ``<repo>/../shared/reference/ref_vivit_bench.py``."""
-    env = os.environ.get(REFERENCE_ENV)
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "reference" / "ref_vivit_bench.py"
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+    """``$VIVIT_HPO_REFERENCE``, else ``<repo>/../shared/reference/ref_vivit_bench.py``
+    (:data:`vivit_hpo.settings.REFERENCE`)."""
+    return settings.REFERENCE.get()
 
 
 def load_reference(path: Path, device: torch.device) -> ModuleType:
@@ -87,7 +70,7 @@ def load_reference(path: Path, device: torch.device) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
-        with _env("DEV", str(device)):
+        with settings.env_override("DEV", str(device)):  # the reference file's own variable
             spec.loader.exec_module(module)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32

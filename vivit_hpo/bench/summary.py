@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from vivit_hpo._io import atomic_write_text
+
 __all__ = ["load_reports", "markdown", "summary_rows"]
 
 
@@ -130,9 +132,9 @@ def main(
     table = markdown(reports)
     if json_out is not None:
         merged = {"reports": reports, "rows": summary_rows(reports)}
-        json_out.write_text(json.dumps(merged, indent=1))
+        atomic_write_text(json_out, json.dumps(merged, indent=1))
     if markdown_out is not None:
-        markdown_out.write_text(table)
+        atomic_write_text(markdown_out, table)
     print(table)
 
 

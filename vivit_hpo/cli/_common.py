@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vivit_hpo import settings
 from vivit_hpo.errors import OutputPathError
 
 __all__ = [
@@ -31,7 +32,7 @@ StorageURL = Annotated[
     str | None,
     typer.Option(
         "--storage",
-        envvar="VIVIT_HPO_STORAGE",
+        envvar=settings.STORAGE.name,
         help="Study storage URL (postgresql://user:pw@host/db); default: the embedded one "
         "under ./storage.",
         show_default=False,

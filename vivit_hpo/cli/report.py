@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from vivit_hpo import settings
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
@@ -26,7 +27,7 @@ ArtifactDir = Annotated[
     Path | None,
     typer.Option(
         "--artifacts",
-        envvar="VIVIT_HPO_ARTIFACT_STORE",
+        envvar=settings.ARTIFACT_STORE.name,
         help="Artifact store folder the dashboard serves reports from; default "
         "storage/artifacts beside the embedded database.",
         show_default=False,

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vivit_hpo._io import atomic_path
+from vivit_hpo._io import atomic_path, atomic_write_text
 from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
@@ -26,7 +26,6 @@ from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError, OutputPathError
 from vivit_hpo.metrics import GAIN_LABEL, leads_with_corr, mean_over_sessions, score_label
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
-from vivit_hpo.training.checkpoint import atomic_write_text
 
 
 def _oracle(paths: list[Path], split: str, cfg: RunConfig) -> dict[str, float]:

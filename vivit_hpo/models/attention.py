@@ -6,14 +6,14 @@ installed and ``q`` is a CUDA bf16/fp16 tensor with a head dim flash-attn suppor
 math kernels). The plain math path is the reference the fast paths are tested against, and the
 path used when attention weights are asked for (``attention_weights``).
 
-The environment variable ``VIVIT_HPO_ATTENTION`` overrides the choice: ``auto`` (default),
-``flash-attn``, ``sdpa`` or ``math``. An explicit ``flash-attn`` that cannot be honoured raises
-:class:`~vivit_hpo.errors.ConfigError`; it never falls back silently.
+The environment variable ``VIVIT_HPO_ATTENTION`` (:data:`vivit_hpo.settings.ATTENTION`)
+overrides the choice: ``auto`` (default), ``flash-attn``, ``sdpa`` or ``math``. An explicit
+``flash-attn`` that cannot be honoured raises :class:`~vivit_hpo.errors.ConfigError`; it never
+falls back silently.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vivit_hpo import settings
 from vivit_hpo.errors import ConfigError
 
 __all__ = [
@@ -33,8 +34,7 @@ __all__ = [
 ]
 
 Backend = Literal["flash-attn", "sdpa", "math"]
-ATTENTION_ENV = "VIVIT_HPO_ATTENTION"
-_CHOICES = ("auto", "flash-attn", "sdpa", "math")
+ATTENTION_ENV = settings.ATTENTION.name
 _FLASH_DTYPES = (torch.float16, torch.bfloat16)
 _FLASH_MAX_HEAD_DIM = 256
 
@@ -51,15 +51,6 @@ except (ImportError, OSError, AttributeError) as e:  # OSError: built for anothe
 def flash_attn_available() -> bool:
     """True when the ``flash_attn`` package imported cleanly."""
     return _flash_attn_func is not None
-
-
-def _requested() -> str:
-    value = os.environ.get(ATTENTION_ENV, "auto").strip().lower() or "auto"
-    if value not in _CHOICES:
-        raise ConfigError(
-            f"{ATTENTION_ENV}={value!r} is not a backend; use one of {', '.join(_CHOICES)}"
-        )
-    return value
 
 
 def _flash_refusal(q: Tensor | None) -> str | None:
@@ -91,7 +82,7 @@ def attention_backend(q: Tensor | None = None) -> Backend:
         ConfigError: ``VIVIT_HPO_ATTENTION`` is not a valid choice, or asks for flash-attn where
             it cannot run (not installed, not CUDA, not bf16/fp16, head dim too large).
     """
-    requested = _requested()
+    requested = settings.ATTENTION.get()
     if q is None and not torch.cuda.is_available():
         q = torch.empty(0, 0, 0, 1)  # stands for a CPU fp32 input
     if requested == "flash-attn":

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,8 @@ import plotly.graph_objects as go
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 
+from vivit_hpo import settings
+from vivit_hpo._io import atomic_write_text
 from vivit_hpo.errors import VivitHpoError
 from vivit_hpo.report.checkpoint import RunAnalysis, analyze_run
 from vivit_hpo.report.data import importance_info
@@ -40,7 +41,7 @@ __all__ = [
     "write_study_report",
 ]
 
-ENV_ARTIFACT_STORE = "VIVIT_HPO_ARTIFACT_STORE"
+ENV_ARTIFACT_STORE = settings.ARTIFACT_STORE.name
 
 
 def _opened(storage: str | BaseStorage) -> BaseStorage:
@@ -52,13 +53,9 @@ def _opened(storage: str | BaseStorage) -> BaseStorage:
 
 
 def default_artifact_store_dir() -> Path:
-    """``$VIVIT_HPO_ARTIFACT_STORE``, else ``<home>/storage/artifacts`` beside the embedded db."""
-    env = os.environ.get(ENV_ARTIFACT_STORE)
-    if env:
-        return Path(env).expanduser().resolve()
-    from vivit_hpo.search.storage import vivit_home
-
-    return vivit_home() / "storage" / "artifacts"
+    """``$VIVIT_HPO_ARTIFACT_STORE``, else ``<home>/storage/artifacts`` beside the embedded db
+    (:data:`vivit_hpo.settings.ARTIFACT_STORE`)."""
+    return settings.ARTIFACT_STORE.get()
 
 
 def open_artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
@@ -173,8 +170,6 @@ def write_study_report(
         snap, compare=other, best_config_text=config_text, importance=importance
     )
     sections.extend(_best_trial_sections(snap, run_dir, data_paths, device, analyze_best))
-    from vivit_hpo.training.checkpoint import atomic_write_text  # the models: only when writing
-
     out = Path(out)
     subtitle = headline(snap, importance)
     # Through a temporary file and a rename: a failure never leaves half a report, or none
@@ -292,8 +287,11 @@ def write_run_analysis(
     out.mkdir(parents=True, exist_ok=True)
     sections = analysis_sections(analysis.rf, analysis.attention, notes=_analysis_notes(analysis))
     html_path, json_path = out / "analysis.html", out / "analysis.json"
-    html_path.write_text(render_page(f"vivit-hpo run analysis: {Path(run_dir).name}", sections))
-    json_path.write_text(json.dumps(analysis.to_dict(), indent=1))
+    # Atomic, as the study report: a failure never leaves half a file where the last one was.
+    atomic_write_text(
+        html_path, render_page(f"vivit-hpo run analysis: {Path(run_dir).name}", sections)
+    )
+    atomic_write_text(json_path, json.dumps(analysis.to_dict(), indent=1))
     return html_path, json_path
 
 

@@ -41,6 +41,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from vivit_hpo import settings
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
@@ -307,7 +308,7 @@ def run_study(
     budget = study_n_trials(spec)
     logs = spec.artifact_path(name, "logs")
     env = dict(os.environ)
-    env["VIVIT_HPO_STORAGE"] = url  # in the environment, not on a command line that ps shows
+    env[settings.STORAGE.name] = url  # in the environment, not on a command line that ps shows
     # The workers import this very package, installed or not.
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

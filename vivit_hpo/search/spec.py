@@ -60,6 +60,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vivit_hpo import settings
 from vivit_hpo.config import (
     apply_overrides,
     format_validation_error,
@@ -443,14 +444,14 @@ class StudySpec(_Frozen):
 
     def artifacts_root(self) -> Path:
         """The artifacts root, resolved: ``$VIVIT_HPO_ARTIFACTS`` (on a machine that mounts the
-        shared artifact folder somewhere else: a container, another node), else the stored
-        ``artifacts.dir``, else ``$VIVIT_HPO_HOME/artifacts``."""
-        env = os.environ.get("VIVIT_HPO_ARTIFACTS")
-        if env:
-            root = Path(env)
-        else:
-            root = Path(self.artifacts.dir) if self.artifacts.dir else _home() / "artifacts"
-        return root.expanduser().resolve()
+        shared artifact folder somewhere else: a container, another node;
+        :data:`vivit_hpo.settings.ARTIFACTS`), else the stored ``artifacts.dir``, else
+        ``$VIVIT_HPO_HOME/artifacts``. The one place that says where a study's artifacts live:
+        its workers, its reports and its deletion all go through it."""
+        root = settings.ARTIFACTS.get()
+        if root is None and self.artifacts.dir:
+            root = Path(self.artifacts.dir)
+        return (root or settings.HOME.get() / "artifacts").expanduser().resolve()
 
     def artifact_path(self, study_name: str, *parts: str) -> Path:
         """``<artifacts>/<study>/<parts...>``, resolved: the one place that makes a path the
@@ -506,12 +507,6 @@ class StudySpec(_Frozen):
         return [self.artifact_path(study_name, self.synth_folder())]
 
 
-def _home() -> Path:
-    from vivit_hpo.search.storage import vivit_home
-
-    return vivit_home()
-
-
 def _resolve(tree: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
     """Absolute data and artifact paths, the base config inlined: a self-contained spec."""
     tree = copy.deepcopy(tree)
@@ -537,11 +532,11 @@ def _resolve(tree: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
     arts = tree.get("artifacts")
     if isinstance(arts, dict) and isinstance(arts.get("dir"), str):
         d = Path(arts["dir"]).expanduser()
-        arts["dir"] = str(d if d.is_absolute() else os.path.normpath(_home() / d))
+        arts["dir"] = str(d if d.is_absolute() else os.path.normpath(settings.HOME.get() / d))
     elif arts is None or (isinstance(arts, dict) and arts.get("dir") is None):
         tree.setdefault("artifacts", {})
         if isinstance(tree["artifacts"], dict):
-            tree["artifacts"]["dir"] = str(_home() / "artifacts")
+            tree["artifacts"]["dir"] = str(settings.HOME.get() / "artifacts")
     return tree
 
 

@@ -23,7 +23,6 @@ import copy
 import fcntl
 import hashlib
 import logging
-import math
 import os
 import random
 import re
@@ -45,6 +44,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
+from vivit_hpo import settings
 from vivit_hpo.errors import StorageError
 from vivit_hpo.search.record import RetryStaleTrial, retried_numbers
 
@@ -72,12 +72,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-ENV_STORAGE = "VIVIT_HPO_STORAGE"
-ENV_HOME = "VIVIT_HPO_HOME"
-DEFAULT_DB = "vivit-hpo.db"
+ENV_STORAGE = settings.STORAGE.name
+ENV_HOME = settings.HOME.name
+DEFAULT_DB = settings.EMBEDDED_DB
 CONNECT_WAIT_S = 60.0  # how long a worker waits, at its start, for a server that is down
-ENV_MAX_WAIT = "VIVIT_HPO_STORAGE_MAX_WAIT_S"
-DEFAULT_MAX_WAIT_S = 300.0  # how long one storage call is retried before it is given up
+ENV_MAX_WAIT = settings.STORAGE_MAX_WAIT_S.name
+DEFAULT_MAX_WAIT_S = settings.STORAGE_MAX_WAIT_S.default()  # how long one call is retried
 _FIX = "pass --storage postgresql://user:password@host:5432/db or sqlite:///path/to/file.db"
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -86,18 +86,20 @@ T = TypeVar("T")
 
 
 def vivit_home() -> Path:
-    """The folder that holds ``storage/`` (and default ``artifacts/``): $VIVIT_HPO_HOME or cwd."""
-    return Path(os.environ.get(ENV_HOME) or ".").resolve()
+    """The folder that holds ``storage/`` (and default ``artifacts/``): $VIVIT_HPO_HOME or cwd
+    (:data:`vivit_hpo.settings.HOME`)."""
+    return settings.HOME.get()
 
 
 def default_storage_url() -> str:
     """The embedded default: ``sqlite:///<home>/storage/vivit-hpo.db`` (absolute path)."""
-    return f"sqlite:///{vivit_home() / 'storage' / DEFAULT_DB}"
+    return settings.STORAGE.default()
 
 
 def resolve_storage_url(url: str | None) -> str:
-    """``url``, else ``$VIVIT_HPO_STORAGE``, else :func:`default_storage_url`."""
-    return url or os.environ.get(ENV_STORAGE) or default_storage_url()
+    """``url``, else ``$VIVIT_HPO_STORAGE``, else :func:`default_storage_url`
+    (:data:`vivit_hpo.settings.STORAGE`)."""
+    return url or settings.STORAGE.get()
 
 
 def sqlite_path(url: str | None) -> Path | None:
@@ -428,24 +430,13 @@ def describe(exc: BaseException) -> str:
 
 def give_up_s() -> float:
     """How long :func:`retrying` retries a call before it gives up (seconds):
-    ``$VIVIT_HPO_STORAGE_MAX_WAIT_S``, else :data:`DEFAULT_MAX_WAIT_S`.
+    ``$VIVIT_HPO_STORAGE_MAX_WAIT_S``, else :data:`DEFAULT_MAX_WAIT_S`
+    (:data:`vivit_hpo.settings.STORAGE_MAX_WAIT_S`).
 
     Raises:
         StorageError: the variable is set to something other than a number of seconds >= 0.
     """
-    raw = os.environ.get(ENV_MAX_WAIT, "").strip()
-    if not raw:
-        return DEFAULT_MAX_WAIT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise StorageError(
-            f"{ENV_MAX_WAIT}={raw!r}: not a number of seconds; set it to one (e.g. "
-            f"{DEFAULT_MAX_WAIT_S:.0f}) or unset it"
-        )
-    return value
+    return settings.STORAGE_MAX_WAIT_S.get()
 
 
 def retrying(

@@ -27,7 +27,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 import vivit_hpo
-from vivit_hpo._io import atomic_dir
+from vivit_hpo._io import atomic_dir, atomic_write_text
 from vivit_hpo.config import parse_override
 from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, VivitHpoError
 from vivit_hpo.metrics import objective_label
@@ -193,7 +193,6 @@ def materialise_synth(spec: StudySpec, out: Path) -> Path:
                 f"{out}: holds {what}, not of {json.dumps(recipe, sort_keys=True)}; it is never "
                 "replaced: remove it if nothing uses it, or write the data elsewhere"
             )
-        from vivit_hpo._io import atomic_dir, atomic_write_text
         from vivit_hpo.data import synthesize
 
         s = spec.data.synth
@@ -612,8 +611,6 @@ def export_best(
         f"{best.value:.5f} (best epoch {record.best_epoch}).\n"
         f"# Reproduce: vivit-hpo train {paths} --model {out} --out runs/{study.study_name}-best\n"
     )
-    from vivit_hpo.training.checkpoint import atomic_write_text  # torch: only when exporting
-
     atomic_write_text(out, header + yaml.safe_dump(cfg, sort_keys=False))
     return best
 

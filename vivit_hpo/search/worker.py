@@ -51,6 +51,7 @@ from typing import IO
 import optuna
 import torch
 
+from vivit_hpo import settings
 from vivit_hpo.errors import ConfigError, DataUnavailableError
 from vivit_hpo.infra import (
     DEFAULT_MAX_INFRA_ERRORS,
@@ -107,30 +108,28 @@ class WorkerSummary:
 
 _GPU_LOCKS: list[IO[str]] = []  # held for the life of the process
 
-ENV_GPU_LOCK_DIR = "VIVIT_HPO_GPU_LOCK_DIR"
+ENV_GPU_LOCK_DIR = settings.GPU_LOCK_DIR.name
 _LOCK_FIX = f"set {ENV_GPU_LOCK_DIR} to a folder of your own"
 
 
 def gpu_lock_dir() -> Path:
     """The folder of this user's GPU locks, created (mode 0700) if it is not there.
 
-    ``$VIVIT_HPO_GPU_LOCK_DIR`` when set (containers share one through a bind mount), else
-    ``$XDG_RUNTIME_DIR/vivit-hpo/gpu-locks`` (when that is this user's folder), else
-    ``<tmp>/vivit-hpo-<uid>/gpu-locks``. A
-    folder shared by every user would let one user's lock files stop another's workers, and a
-    symlink planted there would make a worker truncate whatever file it points to, so the
-    per-user folder (and its parent) must be a real folder owned by this user that no one else
-    may write.
+    ``$VIVIT_HPO_GPU_LOCK_DIR`` when set (:data:`vivit_hpo.settings.GPU_LOCK_DIR`; containers
+    share one through a bind mount), else ``$XDG_RUNTIME_DIR/vivit-hpo/gpu-locks`` (when that
+    is this user's folder), else ``<tmp>/vivit-hpo-<uid>/gpu-locks``. A folder shared by every
+    user would let one user's lock files stop another's workers, and a symlink planted there
+    would make a worker truncate whatever file it points to, so the per-user folder (and its
+    parent) must be a real folder owned by this user that no one else may write.
 
     Raises:
         ConfigError: the folder cannot be created, or is a symlink, another user's, or
             writable by others.
     """
-    override = os.environ.get(ENV_GPU_LOCK_DIR)
-    if override:
-        folder = Path(override)
-        _make_lock_folder(folder, override=True)
-        return folder
+    override = settings.GPU_LOCK_DIR.get()
+    if override is not None:
+        _make_lock_folder(override, override=True)
+        return override
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime) and _own_folder(Path(runtime)):
         base = Path(runtime) / "vivit-hpo"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vivit_hpo._io import atomic_write_text
 from vivit_hpo.config import RunConfig, parse_run_config
 from vivit_hpo.data import Batch, SessionSet
 from vivit_hpo.data.stream import prefetch
@@ -30,7 +31,6 @@ from vivit_hpo.metrics import mean_over_sessions
 from vivit_hpo.models import EncodingModel, build_model
 from vivit_hpo.models.encoder import clip_geometry
 from vivit_hpo.training.checkpoint import (
-    atomic_write_text,
     best_checkpoints,
     resume_state,
     save_checkpoint,
