@@ -75,7 +75,12 @@ class ViViTConfig(_Frozen):
     stride: Triple = (4, 4, 4)
     mlp_ratio: float = Field(4.0, gt=0)
     mlp: Literal["swiglu", "gelu"] = "swiglu"
-    norm: Literal["rms", "layer"] = "rms"
+    # The blocks' pre-norms (and the token and final norms that follow `norm`): per token
+    # (rms, layer), which divides out each token's contrast energy, what visual neurons respond
+    # to most; or batch, each channel normalised by its statistics over the batch, time and
+    # positions (running ones at evaluation), which keeps every token's amplitude. QK-norm stays
+    # per token (RMS) under batch.
+    norm: Literal["rms", "layer", "batch"] = "rms"
     parallel: bool = True  # attention and MLP side by side (one pre-norm) or one after the other
     dropout: float = Field(0.0, ge=0, lt=1)
     drop_path: float = Field(0.0, ge=0, lt=1)  # stochastic depth, linearly increasing with depth

@@ -174,6 +174,23 @@ def test_batch_final_norm_keeps_each_tokens_amplitude_relative_to_the_others() -
     assert tiny_vivit(final_norm=False).final_norm == "none"
 
 
+def test_batch_norms_keep_the_contrast_that_per_token_norms_divide_out() -> None:
+    # Every pre-norm (and the final norm) per token makes the core nearly blind to the input's
+    # contrast; batch norms (running statistics at evaluation) let it reach the readout.
+    x = _x()
+    ratios = {}
+    for norm in ("rms", "batch"):
+        core = ViViTCore(tiny_vivit(norm=norm, final_norm="token", qk_norm=True), 1).eval()
+        with torch.no_grad():
+            ratios[norm] = (core(10 * x).norm() / core(x).norm()).item()
+    assert ratios["batch"] > 5 and ratios["rms"] < 2, ratios
+    core = ViViTCore(tiny_vivit(norm="batch", qk_norm=True), 1)
+    assert isinstance(core.norm, BatchNormLast)
+    assert isinstance(core.spatial[0].norm, BatchNormLast)
+    assert not isinstance(core.spatial[0].q_norm, BatchNormLast)  # QK-norm stays per token
+    assert_causal(core.eval(), _x(), 3, _token_ends(SIZE[0], 2, 2, 4))
+
+
 def test_without_the_norms_the_output_keeps_each_positions_amplitude() -> None:
     # stem_norm none and final_norm false: scaling the input scales the features (a linear
     # stem, GELU near 0 aside, is not renormalised per position); with the norms it would not.

@@ -58,13 +58,15 @@ class RMSNorm(nn.RMSNorm):
 
 
 def make_norm(kind: str, dim: int, eps: float = 1e-6) -> nn.Module:
-    """:class:`RMSNorm` for ``kind="rms"``, ``nn.LayerNorm`` for ``"layer"`` (over the last
-    dim)."""
+    """:class:`RMSNorm` for ``kind="rms"``, ``nn.LayerNorm`` for ``"layer"`` (each over the last
+    dim of one token), :class:`BatchNormLast` for ``"batch"`` (each channel over the batch)."""
     if kind == "rms":
         return RMSNorm(dim, eps=eps)
     if kind == "layer":
         return nn.LayerNorm(dim, eps=eps)
-    raise ConfigError(f"norm={kind!r} is not a norm; use 'rms' or 'layer'")
+    if kind == "batch":
+        return BatchNormLast(dim, eps=eps)
+    raise ConfigError(f"norm={kind!r} is not a norm; use 'rms', 'layer' or 'batch'")
 
 
 def mlp_hidden_dim(dim: int, mlp_ratio: float, kind: str) -> int:

@@ -201,8 +201,10 @@ class _AttentionMixin(nn.Module):
     def _qk_norms(self, norm: str, head_dim: int, enabled: bool) -> None:
         # One norm over each head's d channels, shared by the heads (as timm's qk_norm); applied
         # before RoPE and before any backend, so flash-attn, SDPA, math and the maps all see it.
-        self.q_norm = make_norm(norm, head_dim) if enabled else nn.Identity()
-        self.k_norm = make_norm(norm, head_dim) if enabled else nn.Identity()
+        # It bounds each query's and key's logits, so it acts per token: RMS under `batch`.
+        kind = "rms" if norm == "batch" else norm
+        self.q_norm = make_norm(kind, head_dim) if enabled else nn.Identity()
+        self.k_norm = make_norm(kind, head_dim) if enabled else nn.Identity()
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, rope: Rope | None, sink: AttnSink | None
