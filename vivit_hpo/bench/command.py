@@ -4,8 +4,7 @@
 registered on the main app's ``bench`` group (``vivit_hpo/cli/bench.py``); ``python -m
 vivit_hpo.bench step|clips`` runs the same functions on their own, importing neither Optuna nor
 the database stack, so a bare GPU machine needs only torch, pydantic, typer and rich (see
-``benchmarks/NOTES.md``). The options are defined here rather than taken from
-``vivit_hpo.cli._common`` because importing that package imports every command group.
+``benchmarks/NOTES.md``).
 """
 
 from __future__ import annotations

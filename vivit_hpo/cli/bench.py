@@ -11,11 +11,9 @@ from typing import Annotated
 import typer
 
 from vivit_hpo.bench.command import bench_app
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import StorageURL, console
 
 group = bench_app()
-app.add_typer(group, name="bench")
 
 
 @group.command("search")

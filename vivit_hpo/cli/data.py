@@ -11,7 +11,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import check_file_output, check_not_an_input, console, err_console
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data import expand_paths, import_nwb, import_sensorium, inspect_file, synthesize
@@ -20,7 +19,6 @@ from vivit_hpo.data.sensorium import FRAME_RATE as SENSORIUM_RATE
 group = typer.Typer(
     no_args_is_help=True, help="Session files: simulate some, import and check your own."
 )
-app.add_typer(group, name="data")
 
 _DEFAULT_LAGS = DataConfig.model_validate({}).num_lags
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     Force,
     StorageURL,
@@ -18,7 +17,6 @@ from vivit_hpo.cli._common import (
 )
 
 group = typer.Typer(no_args_is_help=True, help="Create and inspect studies.")
-app.add_typer(group, name="study")
 
 Name = Annotated[str, typer.Argument(help="The study name.")]
 

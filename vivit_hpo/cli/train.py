@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vivit_hpo._io import atomic_path, atomic_write_text
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
     Device,
@@ -65,7 +64,6 @@ def _score_table(
     return table
 
 
-@app.command("train")
 def train(
     data: DataPaths,
     out: Annotated[Path, typer.Option("--out", help="Run directory (resumes if it holds a run).")],
@@ -173,7 +171,6 @@ def _min_frame(cfg: RunConfig) -> tuple[int, int] | None:
     return (core.kernel_size[1], core.kernel_size[2]) if core.kind == "vivit" else None
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
     data: DataPaths,
@@ -251,7 +248,6 @@ def evaluate_cmd(
         console.print(f"mean {split} BPS {mean.bps:+.4f}; wrote {out}")
 
 
-@app.command("predict")
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
     stim: Annotated[
