@@ -4,13 +4,13 @@
 registered on the main app's ``bench`` group (``vivit_hpo/cli/bench.py``); ``python -m
 vivit_hpo.bench step|clips`` runs the same functions on their own, importing neither Optuna nor
 the database stack, so a bare GPU machine needs only torch, pydantic, typer and rich (see
-``benchmarks/NOTES.md``). The options are defined here rather than taken from
-``vivit_hpo.cli._common`` because importing that package imports every command group.
+``benchmarks/NOTES.md``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +22,7 @@ from rich.console import Console
 from vivit_hpo._io import atomic_write_text
 from vivit_hpo.bench.reference import default_reference_path
 from vivit_hpo.bench.runner import DEFAULT_INPUT, BenchSettings, render_table, run_bench
+from vivit_hpo.cli._output import MISSING, Column, FitTable, count, fixed, grouped, percent, signed
 from vivit_hpo.config import load_run_config
 from vivit_hpo.training import resolve_device
 
@@ -119,9 +120,7 @@ def step(
     ] = 0,
 ) -> None:
     """Time the full training step (forward, backward, optimiser) of a model config."""
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough for the whole table
-        console = Console(width=150)
+    console = _console()
     configs = [(str(p), load_run_config(p, list(overrides or []))) for p in model]
     settings = BenchSettings(
         device=resolve_device(device),
@@ -208,11 +207,9 @@ def clips(
     ] = None,
 ) -> None:
     """Train one config as windows and as clips for the same time; compare test BPS."""
-    from rich.table import Table
-
     from vivit_hpo.bench.modes import run_modes
 
-    console = Console() if Console().is_terminal else Console(width=150)
+    console = _console()
     cfg = load_run_config(model, list(overrides or []))
     frames = list(clip_frames or [cfg.data.clip_frames or 4 * cfg.data.num_lags])
     if threads is not None:
@@ -230,15 +227,22 @@ def clips(
     )
     rows = report["results"]
     window = rows[0]
-    table = Table(
+    table = FitTable(
+        [
+            Column("mode", priority=10, wrap=True),
+            Column("targets/clip", "right", priority=2),
+            Column("clips/s", "right", priority=3),
+            Column("bins/s", "right", priority=4),
+            Column("train s", "right", priority=1),
+            Column("test BPS", "right", priority=9),
+            Column("/ oracle", "right", priority=8),
+            Column("s to windows' final", "right", priority=5),
+            Column("test BPS at windows' s", "right", priority=7),
+            Column("x windows", "right", priority=6),
+        ],
         title=f"{model}: windows against clips, {budget_s:.0f} training seconds each on {dev} "
-        f"({report['threads']} threads)"
+        f"({report['threads']} threads)",
     )
-    cols: tuple[str, ...] = ("mode", "targets/clip", "clips/s", "bins/s", "train s", "test BPS")
-    cols += ("/ oracle",)
-    cols += ("s to windows' final", "test BPS at windows' s", "x windows")
-    for col in cols:
-        table.add_column(col, justify="left" if col == "mode" else "right")
     base = window["final_test_bps"]
     for r in rows:
         oracle = r["oracle_test_bps"]
@@ -246,20 +250,29 @@ def clips(
         at = r["test_bps_at_window_time"]
         table.add_row(
             r["mode"],
-            str(r["targets_per_clip"]),
-            f"{r['samples_per_s']:,.0f}",
-            f"{r['bins_per_s']:,.0f}",
-            f"{r['train_seconds'][-1]:.0f}",
-            f"{r['final_test_bps']:+.4f}",
-            f"{r['final_test_bps'] / oracle:.1%}" if oracle else "-",
-            "never" if reach is None else f"{reach:.0f}",
-            "-" if at is None else f"{at:+.4f}",
-            f"{at / base:.2f}" if at is not None and base > 0 else "-",
+            count(r["targets_per_clip"]),
+            grouped(r["samples_per_s"]),
+            grouped(r["bins_per_s"]),
+            fixed(r["train_seconds"][-1], 0),
+            signed(r["final_test_bps"]),
+            percent(r["final_test_bps"] / oracle, 1) if oracle else MISSING,
+            "never" if reach is None else fixed(reach, 0),
+            signed(at),
+            fixed(at / base, 2) if at is not None and base > 0 else MISSING,
         )
     console.print(table)
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(report, indent=1))
         console.print(f"report written to {json_path}")
+
+
+def _console() -> Console:
+    """The terminal's console; a log or a pipe gets a wide one for the whole table, unless
+    ``COLUMNS`` says how wide."""
+    console = Console()
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return console
+    return Console(width=150)
 
 
 def bench_app() -> typer.Typer:

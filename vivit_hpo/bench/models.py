@@ -31,9 +31,9 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from vivit_hpo._io import atomic_write_text
+from vivit_hpo.cli._output import Column, FitTable, count, fixed, grouped, percent, signed
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.spec import DataSpec, StudySpec, spec_to_text, yardstick_trees
 
@@ -153,21 +153,30 @@ def _search_row(trials: Sequence[Any], oracle: float | None, seconds: float, nam
     )
 
 
-def models_table(rows: Sequence[ModelRow], minutes: float) -> Table:
-    """The rows as one table narrow enough for an 80-column terminal."""
-    t = Table(title=f"models in {minutes:g} min", title_justify="left", box=box.SIMPLE)
-    t.add_column("model", max_width=18, overflow="fold")
-    for col in ("test\nBPS", "of\noracle", "sec-\nonds", "para-\nmeters", "ep-\nochs"):
-        t.add_column(col, justify="right")
-    t.add_column("detail", max_width=20, overflow="fold")
+def models_table(rows: Sequence[ModelRow], minutes: float) -> FitTable:
+    """The rows as one table: the model and its test score first."""
+    t = FitTable(
+        [
+            Column("model", priority=9, wrap=True),
+            Column("test BPS", "right", priority=8),
+            Column("of oracle", "right", priority=7),
+            Column("seconds", "right", priority=4),
+            Column("parameters", "right", priority=5),
+            Column("epochs", "right", priority=3),
+            Column("detail", priority=6, wrap=True),
+        ],
+        title=f"models in {minutes:g} min",
+        title_justify="left",
+        box=box.SIMPLE,
+    )
     for r in rows:
         t.add_row(
             r.model,
-            "-" if r.test_bps is None else f"{r.test_bps:+.4f}",
-            "-" if r.fraction_of_oracle is None else f"{r.fraction_of_oracle:.0%}",
-            f"{r.seconds:.0f}",
-            "-" if r.params is None else f"{r.params:,}",
-            str(r.epochs),
+            signed(r.test_bps),
+            percent(r.fraction_of_oracle),
+            fixed(r.seconds, 0),
+            grouped(r.params),
+            count(r.epochs),
             r.detail,
         )
     return t

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.table import Table
 
 from vivit_hpo.bench.backends import attention_override
 from vivit_hpo.bench.reference import build_reference, load_reference
 from vivit_hpo.bench.timing import Ceiling, PeakMemory, matmul_ceiling, synchronize, time_steps
 from vivit_hpo.bench.workload import Workload, build_ours
+from vivit_hpo.cli._output import Column, FitTable, compact, count, fixed, grouped
 from vivit_hpo.config import RunConfig, ViViTConfig
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models.attention import flash_attn_available
@@ -323,28 +323,32 @@ def run_bench(configs: Sequence[tuple[str, RunConfig]], settings: BenchSettings)
     }
 
 
-def _fmt(x: float) -> str:
-    if x >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
-
-def render_table(report: dict[str, Any]) -> Table:
-    """The report as a rich table: one row per model per config."""
+def render_table(report: dict[str, Any]) -> FitTable:
+    """The report as a table: one row per model per config."""
     env, s, ceiling = report["environment"], report["settings"], report["ceiling"]
     mode = "compiled" if s["compile"] else "eager"
     t, h, w = s["input_size"]
-    table = Table(
+    table = FitTable(
+        [
+            Column("model", priority=12),
+            Column("config", priority=11, wrap=True),
+            Column("B", "right", priority=3),
+            Column("samples/s", "right", priority=10),
+            Column("bins/s", "right", priority=4),
+            Column("ms/step", "right", priority=9),
+            Column("TFLOP/s", "right", priority=5),
+            Column("% ceiling", "right", priority=8),
+            Column("peak MiB", "right", priority=7),
+            Column("first step s", "right", priority=1),
+            Column("speed ours/ref", "right", priority=6),
+            Column("mem ours/ref", "right", priority=2),
+        ],
         title=f"training step on {env['device_name']} ({env['device']}): input (B, 1, {t}, {h}, "
         f"{w}), {mode}, attention {s['backend'] or 'env/auto'}",
         caption=f"ceiling: {ceiling['label']} = {ceiling['tflops']:.3g} TFLOP/s, measured in "
         "this run; memory: "
         + ("CUDA max allocated" if env["device"].startswith("cuda") else "process peak RSS (CPU)"),
     )
-    for col in ("model", "config", "B", "samples/s", "bins/s", "ms/step", "TFLOP/s", "% ceiling"):
-        table.add_column(col, justify="left" if col in ("model", "config") else "right")
-    for col in ("peak MiB", "first step s", "speed ours/ref", "mem ours/ref"):
-        table.add_column(col, justify="right")
     for row in report["results"]:
         for name in ("ours", "reference"):
             m = row[name]
@@ -352,19 +356,19 @@ def render_table(report: dict[str, Any]) -> Table:
                 continue
             speed = mem = ""
             if name == "ours" and row["ratio"] is not None:
-                speed = f"{row['ratio']['samples_per_s']:.2f}x"
-                mem = f"{row['ratio']['peak_memory']:.2f}x"
+                speed = f"{fixed(row['ratio']['samples_per_s'], 2)}x"
+                mem = f"{fixed(row['ratio']['peak_memory'], 2)}x"
             table.add_row(
                 name,
                 m["label"],
-                str(m["batch_size"]),
-                _fmt(m["samples_per_s"]),
-                _fmt(m.get("bins_per_s", m["samples_per_s"])),
-                f"{m['ms_per_step']:.2f}",
-                _fmt(m["tflops"]),
-                f"{m['pct_of_ceiling']:.1f}",
-                f"{m['peak_memory_mb']:,.0f}",
-                f"{m['first_step_s']:.2f}",
+                count(m["batch_size"]),
+                compact(m["samples_per_s"]),
+                compact(m.get("bins_per_s", m["samples_per_s"])),
+                fixed(m["ms_per_step"], 2),
+                compact(m["tflops"]),
+                fixed(m["pct_of_ceiling"], 1),
+                grouped(m["peak_memory_mb"]),
+                fixed(m["first_step_s"], 2),
                 speed,
                 mem,
             )

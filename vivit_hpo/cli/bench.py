@@ -6,16 +6,18 @@ searched ViViT against the yardsticks (vivit_hpo.bench.models), and the chaos so
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vivit_hpo.bench.command import bench_app
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import StorageURL, console
+from vivit_hpo.cli._output import Column, FitTable, count
+
+if TYPE_CHECKING:
+    from vivit_hpo.search.chaos import SoakResult
 
 group = bench_app()
-app.add_typer(group, name="bench")
 
 
 @group.command("search")
@@ -82,8 +84,6 @@ def chaos(
     """Soak: studies of tiny models run by `vivit-hpo run` on a private PostgreSQL while workers
     are SIGKILLed, `run` is SIGTERMed and started again and the database stops (once longer
     than the heartbeat grace period, once briefly per study); exit 1 when a check fails."""
-    from rich.table import Table
-
     from vivit_hpo.search.chaos import ChaosResult, run_soak
 
     def line(r: ChaosResult) -> None:
@@ -95,22 +95,7 @@ def chaos(
         )
 
     soak = run_soak(out, minutes=minutes, workers=workers, seed=seed, on_round=line)
-    totals = soak.to_dict()
-    t = Table(title="chaos soak", title_justify="left")
-    for col in ("studies", "kills", "run restarts", "outages survived", "trials", "trials lost"):
-        t.add_column(col, justify="right")
-    t.add_column("checks")
-    failed = soak.failed_checks
-    t.add_row(
-        str(len(soak.rounds)),
-        str(totals["kills"]),
-        f"{totals['run_restarts']} (+{totals['run_relaunches']} relaunched)",
-        f"{totals['outages_long']} long, {totals['outages_brief']} brief",
-        str(totals["trials"]),
-        str(totals["trials_lost"]),
-        ", ".join(f"{k} failed x{v}" for k, v in failed.items()) or "all pass",
-    )
-    console.print(t)
+    console.print(soak_table(soak))
     for r in soak.rounds:
         for c in r.checks:
             if not c.ok:
@@ -118,6 +103,34 @@ def chaos(
     console.print(f"wrote {out / 'chaos.json'}")
     if not soak.ok:
         raise typer.Exit(1)
+
+
+def soak_table(soak: SoakResult) -> FitTable:
+    """The soak's totals in one row, and which checks failed in how many studies."""
+    totals = soak.to_dict()
+    t = FitTable(
+        [
+            Column("studies", "right", priority=5),
+            Column("kills", "right", priority=3),
+            Column("run restarts", "right", priority=2, wrap=True),
+            Column("outages survived", "right", priority=4, wrap=True),
+            Column("trials", "right", priority=1),
+            Column("trials lost", "right", priority=6),
+            Column("checks", priority=7, wrap=True),
+        ],
+        title="chaos soak",
+        title_justify="left",
+    )
+    t.add_row(
+        count(len(soak.rounds)),
+        count(totals["kills"]),
+        f"{totals['run_restarts']} (+{totals['run_relaunches']} relaunched)",
+        f"{totals['outages_long']} long, {totals['outages_brief']} brief",
+        count(totals["trials"]),
+        count(totals["trials_lost"]),
+        ", ".join(f"{k} failed x{v}" for k, v in soak.failed_checks.items()) or "all pass",
+    )
+    return t
 
 
 @group.command("models")

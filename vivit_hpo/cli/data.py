@@ -3,16 +3,14 @@ check session files."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import check_file_output, check_not_an_input, console, err_console
+from vivit_hpo.cli._output import Column, FitTable, count, fixed, key_value_table, sig
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data import expand_paths, import_nwb, import_sensorium, inspect_file, synthesize
 from vivit_hpo.data.sensorium import FRAME_RATE as SENSORIUM_RATE
@@ -20,15 +18,8 @@ from vivit_hpo.data.sensorium import FRAME_RATE as SENSORIUM_RATE
 group = typer.Typer(
     no_args_is_help=True, help="Session files: simulate some, import and check your own."
 )
-app.add_typer(group, name="data")
 
 _DEFAULT_LAGS = DataConfig.model_validate({}).num_lags
-
-
-def _fmt(x: float | None, spec: str = ".3f") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return format(x, spec)
 
 
 @group.command("synth")
@@ -59,23 +50,31 @@ def synth(
         seed=seed,
         num_lags=num_lags,
     )
-    table = Table(title=f"oracle bits per spike (num_lags={res.num_lags})")
-    for col in ("session", "bins", "units", "frame", "sp/s"):
-        table.add_column(col)
-    for col in ("train", "val", "test"):
-        table.add_column(col, justify="right")
+    table = FitTable(
+        [
+            Column("session", priority=9, wrap=True),
+            Column("bins", priority=4),
+            Column("units", priority=5),
+            Column("frame", priority=3),
+            Column("sp/s", priority=2),
+            Column("train", "right", priority=6),
+            Column("val", "right", priority=7),
+            Column("test", "right", priority=8),
+        ],
+        title=f"oracle bits per spike (num_lags={res.num_lags})",
+    )
     for path in res.files:
         name = path.stem
         o = res.oracle[name]
         table.add_row(
             name,
-            str(frames),
-            str(neurons),
+            count(frames),
+            count(neurons),
             f"{size[0]}x{size[1]}",
-            _fmt(res.mean_rate_hz[name], ".2f"),
-            _fmt(o["train"]),
-            _fmt(o["val"]),
-            _fmt(o["test"]),
+            fixed(res.mean_rate_hz[name], 2),
+            fixed(o["train"]),
+            fixed(o["val"]),
+            fixed(o["test"]),
         )
     console.print(table)
     console.print(
@@ -103,31 +102,40 @@ def inspect(
         files.extend(expand_paths([p]) if p.is_dir() else [p])
     reports = [inspect_file(f, cfg, min_size=min_size) for f in files]
 
-    table = Table(title=f"sessions (num_lags={num_lags})")
-    table.add_column("file", overflow="fold")
-    table.add_column("session", overflow="fold")
     # The response kind only where some file is not spike counts: a column of "spikes" says
     # nothing and costs an 80-column terminal its width.
     kinds = any(r.response_kind not in (None, "spikes") for r in reports)
-    for col in ("bins", "units", *(("kind",) if kinds else ()), "frame", "K", "Hz", "rate/s"):
-        table.add_column(col, justify="right")
-    table.add_column("blocks", justify="right")
-    table.add_column("samples train/val/test", justify="right")
-    table.add_column("problems", justify="right")
+    table = FitTable(
+        [
+            Column("file", priority=10, wrap=True),
+            Column("session", priority=8, wrap=True),
+            Column("bins", "right", priority=6),
+            Column("units", "right", priority=7),
+            *((Column("kind", "right", priority=4),) if kinds else ()),
+            Column("frame", "right", priority=5, wrap=True, min_width=5),
+            Column("K", "right", priority=1),
+            Column("Hz", "right", priority=2),
+            Column("rate/s", "right", priority=3),
+            Column("blocks", "right", priority=2),
+            Column("samples train/val/test", "right", priority=4, wrap=True),
+            Column("problems", "right", priority=9),
+        ],
+        title=f"sessions (num_lags={num_lags})",
+    )
     for r in reports:
         frame = f"{r.num_channels}x{r.height}x{r.width} {r.stim_dtype}" if r.height else "-"
-        samples = "/".join(_fmt(r.samples.get(s), "d") for s in ("train", "val", "test"))
+        samples = "/".join(count(r.samples.get(s)) for s in ("train", "val", "test"))
         table.add_row(
             str(r.path),
             r.name or "-",
-            _fmt(r.num_bins, "d"),
-            _fmt(r.num_units, "d"),
+            count(r.num_bins),
+            count(r.num_units),
             *((r.response_kind or "-",) if kinds else ()),
             frame,
-            _fmt(r.num_behavior, "d"),
-            _fmt(r.frame_rate, "g"),
-            _fmt(r.mean_rate_hz, ".2f"),
-            _fmt(r.num_blocks, "d"),
+            count(r.num_behavior),
+            sig(r.frame_rate, 6),
+            fixed(r.mean_rate_hz, 2),
+            count(r.num_blocks),
             f"{samples} ({r.split_source})" if r.split_source else "-",
             "none" if not r.problems else f"[red]{len(r.problems)}[/red]",
         )
@@ -233,9 +241,6 @@ def import_nwb_cmd(
         name=name,
         frame_rate=frame_rate,
     )
-    table = Table(title=f"imported {nwb_file.name}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", overflow="fold")
     shape = "x".join(str(x) for x in res.frame_shape)
     timing = "regular" if res.regular else "irregular: 1 / median interval"
     rows = [
@@ -261,9 +266,7 @@ def import_nwb_cmd(
                 f"{res.invalid_intervals} invalid_times interval(s), {res.blink_bins} blink bins",
             )
         )
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(key_value_table(f"imported {nwb_file.name}", rows))
     console.print(f"wrote {res.out}; check it with `vivit-hpo data inspect {res.out}`")
 
 
@@ -301,9 +304,6 @@ def import_sensorium_cmd(
             bar.update(task, completed=done, total=total)
 
         res = import_sensorium(folder, out, frame_rate=frame_rate, name=name, on_trial=on_trial)
-    table = Table(title=f"imported {folder.name}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", overflow="fold")
 
     def tiers(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
@@ -324,7 +324,5 @@ def import_sensorium_cmd(
         ("negative", f"{res.negative} responses below 0 set to 0 (lowest {res.most_negative:.3g})"),
         ("behavior", ", ".join(res.behavior_names)),
     ]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(key_value_table(f"imported {folder.name}", rows))
     console.print(f"wrote {res.out}; check it with `vivit-hpo data inspect {res.out}`")

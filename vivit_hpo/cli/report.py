@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from vivit_hpo import settings
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
     Device,
@@ -52,7 +51,6 @@ def _check_port_free(host: str, port: int) -> None:
             ) from e
 
 
-@app.command("dashboard")
 def dashboard(
     storage: StorageURL = None,
     host: Annotated[
@@ -80,7 +78,6 @@ def dashboard(
     serve_dashboard(opened, host, port, artifacts)
 
 
-@app.command("report")
 def report(
     name: Annotated[str, typer.Argument(help="The study.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
@@ -141,7 +138,6 @@ def report(
         )
 
 
-@app.command("analyze")
 def analyze(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (vivit-hpo train --out).")],
     data: DataPaths,

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     Force,
     StorageURL,
@@ -16,21 +14,22 @@ from vivit_hpo.cli._common import (
     check_not_an_input,
     console,
 )
+from vivit_hpo.cli._output import (
+    Column,
+    FitTable,
+    count,
+    grouped,
+    key_value_table,
+    params,
+    percent,
+    seconds,
+    sig,
+    signed,
+)
 
 group = typer.Typer(no_args_is_help=True, help="Create and inspect studies.")
-app.add_typer(group, name="study")
 
 Name = Annotated[str, typer.Argument(help="The study name.")]
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
-
-
-def _params(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
 
 
 def _names(spec: Any, trials: Any) -> tuple[str, set[str]]:
@@ -48,7 +47,7 @@ def _kinds_line(kinds: set[str]) -> None:
         console.print(f"note: {note}", soft_wrap=True)
 
 
-def _standings(study: Any, storage: Any, name: str) -> Table | None:
+def _standings(study: Any, storage: Any, name: str) -> FitTable | None:
     """The best ViViT beside each yardstick (the spec's ``baselines``); None without any."""
     from vivit_hpo.metrics import objective_label
     from vivit_hpo.search.record import response_kinds
@@ -59,17 +58,26 @@ def _standings(study: Any, storage: Any, name: str) -> Table | None:
     if not rows:
         return None
     poisson = objective_label("bps", response_kinds(trials), header=True)
-    table = Table(title="the best ViViT and the yardsticks (test split)", title_justify="left")
-    for col in ("model", "#", f"test {poisson}", "of oracle", "train time", "parameters"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    table = FitTable(
+        [
+            Column("model", priority=9, wrap=True),
+            Column("#", "right", priority=4),
+            Column(f"test {poisson}", "right", priority=8),
+            Column("of oracle", "right", priority=7),
+            Column("train time", "right", priority=6),
+            Column("parameters", "right", priority=5),
+        ],
+        title="the best ViViT and the yardsticks (test split)",
+        title_justify="left",
+    )
     for r in rows:
         table.add_row(
             r.label if r.state == "complete" else f"{r.label} ({r.state})",
-            "-" if r.number is None else str(r.number),
-            "-" if r.test_bps is None else f"{r.test_bps:+.4f}",
-            "-" if r.fraction_of_oracle is None else f"{r.fraction_of_oracle:.0%}",
-            "-" if r.seconds is None else f"{r.seconds:.0f} s",
-            "-" if r.params_count is None else f"{r.params_count:,}",
+            count(r.number),
+            signed(r.test_bps),
+            percent(r.fraction_of_oracle),
+            seconds(r.seconds),
+            grouped(r.params_count),
         )
     return table
 
@@ -124,24 +132,31 @@ def list_(storage: StorageURL = None) -> None:
     from vivit_hpo.search.study import list_studies
 
     rows = list_studies(open_storage(storage))
-    table = Table(title="studies")
-    longest = max((len(r["name"]) for r in rows), default=4)
-    table.add_column("name", no_wrap=True, min_width=longest)
-    for col in ("trials", "running", "complete", "pruned", "infeasible", "failed"):
-        table.add_column(col, justify="right")
-    table.add_column("best", justify="right")
-    table.add_column("description")
+    table = FitTable(
+        [
+            Column("name", priority=10),
+            Column("trials", "right", priority=8),
+            Column("running", "right", priority=7),
+            Column("complete", "right", priority=5),
+            Column("pruned", "right", priority=3),
+            Column("infeasible", "right", priority=2),
+            Column("failed", "right", priority=4),
+            Column("best", "right", priority=9),
+            Column("description", priority=1, wrap=True),
+        ],
+        title="studies",
+    )
     for r in rows:
         p = r["progress"]
-        best = "-" if p.best_value is None else f"{p.best_value:+.4f} {r['label']}"
+        best = "-" if p.best_value is None else f"{signed(p.best_value)} {r['label']}"
         table.add_row(
             r["name"],
             f"{min(p.logical, p.n_trials)}/{p.n_trials}",
-            str(p.running),
-            str(p.complete),
-            str(p.pruned),
-            str(p.infeasible),
-            str(p.failed),
+            count(p.running),
+            count(p.complete),
+            count(p.pruned),
+            count(p.infeasible),
+            count(p.failed),
             best,
             r["description"],
         )
@@ -166,7 +181,6 @@ def show(
     rows = trial_rows(trials, objective)
     if last is not None:
         rows = rows[-last:]
-    table = Table(title=f"study {name}")
     val, test = (f"{w} {objective_label(objective, kinds, header=True)}" for w in ("val", "test"))
     # The other validation score beside the value: the Poisson score of a corr study, the
     # correlation that leads a calcium study's Poisson score; none for spikes and BPS.
@@ -175,25 +189,31 @@ def show(
     if objective == "corr" or leads_with_corr(kinds):
         name_ = f"val {objective_label(other, kinds, header=True)}"
         scores = [val, test, name_] if objective == "corr" else [name_, val, test]
-    cols = ["#", "state", *scores, "epochs", "best", "time", "params", "reason"]
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("#", *scores, "epochs") else "left")
-
-    def num(v: float | None) -> str:
-        return "-" if v is None else f"{v:+.4f}"
-
+    table = FitTable(
+        [
+            Column("#", "right", priority=10),
+            Column("state", priority=9),
+            *(Column(c, "right", priority=8 if c in (val, test) else 3) for c in scores),
+            Column("epochs", "right", priority=4),
+            Column("best", priority=2),
+            Column("time", priority=1),
+            Column("params", priority=6, wrap=True),
+            Column("reason", priority=5, wrap=True),
+        ],
+        title=f"study {name}",
+    )
     for r in rows:
-        got = {val: num(r.value), test: num(r.test_value)}
+        got = {val: signed(r.value), test: signed(r.test_value)}
         if len(scores) == 3:
-            got[next(c for c in scores if c not in got)] = num(r.other)
+            got[next(c for c in scores if c not in got)] = signed(r.other)
         table.add_row(
-            str(r.number),
+            count(r.number),
             r.state,
             *(got[c] for c in scores),
-            str(r.epochs),
-            "-" if r.best_epoch is None else str(r.best_epoch),
-            "-" if r.seconds is None else f"{r.seconds:.0f} s",
-            _params(r.params),
+            count(r.epochs),
+            count(r.best_epoch),
+            seconds(r.seconds),
+            params(r.params),
             r.reason,
         )
     console.print(table)
@@ -217,13 +237,11 @@ def best(name: Name, storage: StorageURL = None) -> None:
     objective, kinds = _names(read_spec(st, name), trials)
     r = TrialRecord.of(best_trial(study))
     poisson = objective_label("bps", kinds, header=True)
-    table = Table(title=f"study {name}: best trial #{r.number}", show_header=False)
-    table.add_column("key")
-    table.add_column("value")
+    rows: list[tuple[str, str]] = []
 
     def score(label: str, v: float | None) -> None:
         if v is not None:
-            table.add_row(label, f"{v:+.5f}")
+            rows.append((label, signed(v, 5)))
 
     if objective == "corr" or leads_with_corr(kinds):  # the correlation leads
         score("val r (mean over sessions)", r.value if objective == "corr" else r.val_corr)
@@ -232,29 +250,28 @@ def best(name: Name, storage: StorageURL = None) -> None:
         score(f"val {poisson} (mean over sessions)", r.value or 0.0)
     else:
         score(f"val {poisson} at that epoch", r.val_bps)
-    table.add_row("best epoch", str(r.best_epoch))
-    table.add_row(f"val {poisson} per session", "")
-    for k, v in (r.val_bps_per_session or {}).items():
-        table.add_row(f"  {k}", f"{v:+.5f}")
+    rows.append(("best epoch", count(r.best_epoch)))
+    rows.append((f"val {poisson} per session", ""))
+    rows += [(f"  {k}", signed(v, 5)) for k, v in (r.val_bps_per_session or {}).items()]
     if r.test_bps is not None:
-        table.add_row(f"test {poisson} of that checkpoint", f"{r.test_bps:+.5f}")
-        for k, v in (r.test_bps_per_session or {}).items():
-            table.add_row(f"  {k}", f"{v:+.5f}")
+        rows.append((f"test {poisson} of that checkpoint", signed(r.test_bps, 5)))
+        rows += [(f"  {k}", signed(v, 5)) for k, v in (r.test_bps_per_session or {}).items()]
     elif r.test_bps_error:
-        table.add_row(f"test {poisson}", f"not scored: {r.test_bps_error}")
-    table.add_row("parameters", _params(r.params))
+        rows.append((f"test {poisson}", f"not scored: {r.test_bps_error}"))
+    rows.append(("parameters", params(r.params)))
     if r.params_count is not None:
-        table.add_row("model parameters", f"{r.params_count:,}")
+        rows.append(("model parameters", grouped(r.params_count)))
     if r.flops_per_sample is not None:
-        table.add_row("training FLOPs/sample", f"{r.flops_per_sample:.3g}")
+        rows.append(("training FLOPs/sample", sig(r.flops_per_sample)))
     if r.samples_per_s is not None:
-        table.add_row("samples/s", f"{r.samples_per_s:,.0f}")
+        rows.append(("samples/s", grouped(r.samples_per_s)))
     if r.bins_per_s is not None:
-        table.add_row("target bins/s", f"{r.bins_per_s:,.0f}")
+        rows.append(("target bins/s", grouped(r.bins_per_s)))
     if r.peak_memory_mb is not None:
-        table.add_row("peak memory", f"{r.peak_memory_mb:,.0f} MiB")
-    table.add_row("host / device", f"{r.host} / {r.device}")
-    table.add_row("trial folder", str(r.run_dir))
+        rows.append(("peak memory", f"{grouped(r.peak_memory_mb)} MiB"))
+    rows.append(("host / device", f"{r.host} / {r.device}"))
+    rows.append(("trial folder", str(r.run_dir)))
+    table = key_value_table(f"study {name}: best trial #{r.number}", rows)
     console.print(table)
     _kinds_line(kinds)
     beside = _standings(study, st, name)
@@ -321,7 +338,7 @@ def enqueue(
 
     st = open_storage(storage)
     got = enqueue_trial(load_study(st, name), read_spec(st, name), sets)
-    console.print(f"enqueued in {name!r}: {_params({**got['params'], **got['overrides']})}")
+    console.print(f"enqueued in {name!r}: {params({**got['params'], **got['overrides']})}")
 
 
 @group.command("delete")

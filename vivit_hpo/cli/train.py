@@ -9,10 +9,8 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from vivit_hpo._io import atomic_path, atomic_write_text
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import (
     DataPaths,
     Device,
@@ -21,6 +19,7 @@ from vivit_hpo.cli._common import (
     check_not_an_input,
     console,
 )
+from vivit_hpo.cli._output import MISSING, Column, FitTable, fixed, percent, signed
 from vivit_hpo.config import RunConfig, load_run_config
 from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError, OutputPathError
@@ -45,27 +44,29 @@ def _score_table(
     *,
     label: str = "BPS",
     corr: dict[str, float] | None = None,
-) -> Table:
+) -> FitTable:
     """Per-session Poisson scores (named ``label``), led by the correlation when ``corr`` is
     given (calcium sessions), with the oracle where the data is simulated."""
-    table = Table(title=title)
-    table.add_column("session")
-    if corr is not None:
-        table.add_column("r", justify="right")
-    table.add_column(label, justify="right")
-    if oracle:
-        table.add_column("oracle", justify="right")
-        table.add_column("fraction", justify="right")
+    columns = [
+        Column("session", priority=9, wrap=True),
+        *((Column("r", "right", priority=8),) if corr is not None else ()),
+        Column(label, "right", priority=7),
+        *(
+            (Column("oracle", "right", priority=5), Column("fraction", "right", priority=6))
+            if oracle
+            else ()
+        ),
+    ]
+    table = FitTable(columns, title=title)
     for name, bps in scores.items():
-        row = [name] + ([f"{corr[name]:.4f}"] if corr is not None else []) + [f"{bps:.4f}"]
+        row = [name] + ([fixed(corr[name], 4)] if corr is not None else []) + [fixed(bps, 4)]
         if oracle:
             o = oracle.get(name)
-            row += [f"{o:.4f}", f"{bps / o:.1%}"] if o else ["-", "-"]
+            row += [fixed(o, 4), percent(bps / o, 1)] if o else [MISSING, MISSING]
         table.add_row(*row)
     return table
 
 
-@app.command("train")
 def train(
     data: DataPaths,
     out: Annotated[Path, typer.Option("--out", help="Run directory (resumes if it holds a run).")],
@@ -125,17 +126,18 @@ def train(
             f"{cfg.train.early_stopping_patience} epochs"
         )
     _, best_model, _ = load_run(out, dev)
-    table = Table(title=f"{out}: best epoch {trainer.best_epoch}")
-    table.add_column("session")
     splits = [s for s in ("val", "test") if sessions.num_samples(s)]
+    oracles = {s: _oracle(data, s, cfg) for s in splits}
+    # The test split outranks validation (it is the held-out score), the scores their oracle.
+    rank = {"test": 2, "val": 0}
+    columns = [Column("session", priority=9, wrap=True)]
     for s in splits:
         if corr_first:
-            table.add_column(f"{s} r", justify="right")
-        table.add_column(f"{s} {label}", justify="right")
-    oracles = {s: _oracle(data, s, cfg) for s in splits}
+            columns.append(Column(f"{s} r", "right", priority=6 + rank[s]))
+        columns.append(Column(f"{s} {label}", "right", priority=5 + rank[s]))
     if any(oracles.values()):
-        for s in splits:
-            table.add_column(f"{s} / oracle", justify="right")
+        columns += [Column(f"{s} / oracle", "right", priority=3 + rank[s]) for s in splits]
+    table = FitTable(columns, title=f"{out}: best epoch {trainer.best_epoch}")
     scores = {
         s: predict(best_model, sessions, s, cfg.train.batch_size, keep_rates=False) for s in splits
     }
@@ -143,10 +145,12 @@ def train(
         row = [name]
         for s in splits:
             score = scores[s][name].score
-            row += ([f"{score.corr:.4f}"] if corr_first else []) + [f"{score.bps:+.4f}"]
+            row += ([fixed(score.corr, 4)] if corr_first else []) + [signed(score.bps)]
         if any(oracles.values()):
             row += [
-                f"{scores[s][name].score.bps / oracles[s][name]:.1%}" if name in oracles[s] else "-"
+                percent(scores[s][name].score.bps / oracles[s][name], 1)
+                if name in oracles[s]
+                else MISSING
                 for s in splits
             ]
         table.add_row(*row)
@@ -173,7 +177,6 @@ def _min_frame(cfg: RunConfig) -> tuple[int, int] | None:
     return (core.kernel_size[1], core.kernel_size[2]) if core.kind == "vivit" else None
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
     data: DataPaths,
@@ -251,7 +254,6 @@ def evaluate_cmd(
         console.print(f"mean {split} BPS {mean.bps:+.4f}; wrote {out}")
 
 
-@app.command("predict")
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
     stim: Annotated[

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from vivit_hpo.cli import app
 from vivit_hpo.cli._common import Device, StorageURL, console
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, stop_message
@@ -36,7 +35,6 @@ def _logging() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@app.command("worker")
 def worker(
     name: Annotated[str, typer.Argument(help="The study to work on.")],
     storage: StorageURL = None,
@@ -101,7 +99,6 @@ def _gpus(raw: str | None) -> list[int] | None:
     return out
 
 
-@app.command("run")
 def run(
     name: Annotated[str, typer.Argument(help="The study (created from --spec if new).")],
     spec: Annotated[

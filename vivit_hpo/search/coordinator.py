@@ -39,9 +39,9 @@ from typing import IO
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
 from vivit_hpo import settings
+from vivit_hpo.cli._output import Column, FitTable, count, fixed, signed
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
@@ -149,38 +149,48 @@ def _prepare(
 
 
 def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, note: str) -> Group:
-    t = Table(title=f"study {name}", title_justify="left", box=None, padding=(0, 0, 0, 2))
-    cols = (
-        "running",
-        "complete",
-        "pruned",
-        "infeasible",
-        "failed",
-        "budget",
-        "best BPS",
-        "trials/h",
+    t = FitTable(
+        [
+            Column("running", "right", priority=7),
+            Column("complete", "right", priority=6),
+            Column("pruned", "right", priority=3),
+            Column("infeasible", "right", priority=2),
+            Column("failed", "right", priority=4),
+            Column("budget", "right", priority=8),
+            Column("best BPS", "right", priority=9),
+            Column("trials/h", "right", priority=1),
+        ],
+        title=f"study {name}",
+        title_justify="left",
+        box=None,
+        padding=(0, 0, 0, 2),
     )
-    for col in cols:
-        t.add_column(col, justify="right", no_wrap=True)
     per_hour = p.finished / (elapsed_s / 3600) if elapsed_s > 1 else 0.0
     t.add_row(
-        str(p.running),
-        str(p.complete),
-        str(p.pruned),
-        str(p.infeasible),
-        str(p.failed),
+        count(p.running),
+        count(p.complete),
+        count(p.pruned),
+        count(p.infeasible),
+        count(p.failed),
         f"{min(p.logical, p.n_trials)}/{p.n_trials}",
-        "-" if p.best_value is None else f"{p.best_value:+.4f}",
-        f"{per_hour:.0f}",
+        signed(p.best_value),
+        fixed(per_hour, 0),
     )
     extra = []
     if p.best_number is not None:
         extra.append(f"best trial #{p.best_number}")
     if p.retried or p.waiting:
         extra.append(f"{p.retried} retried (worker lost or stopped), {p.waiting} waiting")
-    w = Table(show_header=True, box=None)
-    for col in ("worker", "device", "pid", "state", "restarts"):
-        w.add_column(col, no_wrap=True)
+    w = FitTable(
+        [
+            Column("worker", priority=5),
+            Column("device", priority=4),
+            Column("pid", priority=2),
+            Column("state", priority=3, wrap=True),
+            Column("restarts", priority=1),
+        ],
+        box=None,
+    )
     for s in slots:
         if s.proc is not None and s.proc.poll() is None:
             state = "running"
@@ -192,7 +202,7 @@ def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, no
             state = f"exited ({s.last_code})"
         pid = str(s.proc.pid) if s.proc is not None else "-"
         w.add_row(str(s.index), s.device, pid, state, str(s.restarts))
-    parts: list[Table | str] = [t]
+    parts: list[FitTable | str] = [t]
     if extra:
         parts.append("; ".join(extra))
     parts.append(w)
