@@ -136,3 +136,52 @@ def test_the_caps_count_their_own_cause_only() -> None:
     # A study made before causes were kept: its retries count against no cap.
     old = optuna.create_trial(state=TrialState.FAIL, system_attrs={"retry_history": [0, 1]})
     assert out_of_retries(old, "heartbeat", 1, "gone", None) is None
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_crash_while_handing_a_trial_back_never_leaves_it_failed_without_its_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    # retry_trial writes twice (the retry, the trial's FAIL); a worker killed after either
+    # write must leave the trial RUNNING (the stale check then retries it) or FAIL with its
+    # retry waiting, never FAIL with none.
+    from vivit_hpo.search.objective import retry_trial
+    from vivit_hpo.search.record import retried_numbers
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="handback", storage=storage)
+    trial = study.ask()
+    writes: list[str] = []
+
+    def dies_at_write(fn: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(fn)
+        def write(*args: object, **kwargs: object) -> object:
+            writes.append(fn.__name__)
+            if len(writes) == crash_at:
+                raise KeyboardInterrupt("the worker is killed here")
+            return fn(*args, **kwargs)
+
+        return write
+
+    for name in ("_create_new_trial", "set_trial_state_values"):  # what add_trial and FAIL write
+        monkeypatch.setattr(storage, name, dies_at_write(getattr(storage, name)))
+    with pytest.raises(KeyboardInterrupt):
+        retry_trial(
+            study, storage, trial._trial_id, "was interrupted", cause="interrupt", worker="w"
+        )
+    monkeypatch.undo()
+    after = optuna.load_study(study_name="handback", storage=url).get_trials(deepcopy=False)
+    first = next(t for t in after if t.number == trial.number)
+    if first.state == TrialState.FAIL:
+        assert trial.number in retried_numbers(after), "FAIL with no retry: the trial is lost"
+    else:
+        assert first.state == TrialState.RUNNING
+    # Run again (a restarted hand-back): FAIL with exactly one retry.
+    study = optuna.load_study(study_name="handback", storage=url)
+    retry_trial(
+        study, study._storage, trial._trial_id, "was interrupted", cause="interrupt", worker="w"
+    )
+    after = study.get_trials(deepcopy=False)
+    assert [t.state for t in after] == [TrialState.FAIL, TrialState.WAITING]
+    assert retried_numbers(after) == {trial.number: after[1].number}

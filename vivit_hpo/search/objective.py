@@ -342,26 +342,28 @@ def retry_trial(
     cause: RetryCause,
     worker: str,
 ) -> int | None:
-    """Fail a RUNNING trial and enqueue its :func:`~vivit_hpo.search.record.retry_of` copy
+    """Enqueue the :func:`~vivit_hpo.search.record.retry_of` copy of a RUNNING trial
     (parameters, reports and retry bookkeeping, ``cause`` on ``worker`` among it; no stale
-    reasons or pruner state).
+    reasons or pruner state), then fail it.
 
-    Idempotent, so that :func:`retrying` may run it again: a trial already FAIL without any
-    retry (the enqueue, or its commit answer, was lost after the FAIL committed) gets its retry
-    now. Call it under the claim lock, so that no other process retries the trial meanwhile.
+    The retry first: a crash between the two leaves the trial RUNNING with its retry waiting,
+    which the stale check then only fails (it retries no trial twice); the other order would
+    leave it FAIL with no retry, lost. Idempotent, so that :func:`retrying` may run it again:
+    a trial that has its retry already is only failed. Call it under the claim lock, so that
+    no other process retries the trial meanwhile.
 
     Returns:
-        The failed trial's number, or None if the trial ended otherwise or has a retry already.
+        The trial's number once it is FAIL with its retry waiting, or None if it ended
+        otherwise (complete, pruned) before it could be handed back.
     """
+    frozen = storage.get_trial(trial_id)
+    if frozen.state not in (TrialState.RUNNING, TrialState.FAIL):
+        return None
+    if frozen.number not in retried_numbers(study.get_trials(deepcopy=False)):
+        study.add_trial(retry_of(frozen, cause, worker))
+        _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-    frozen = storage.get_trial(trial_id)
-    if frozen.state != TrialState.FAIL or frozen.number in retried_numbers(
-        study.get_trials(deepcopy=False)
-    ):
-        return None
-    study.add_trial(retry_of(frozen, cause, worker))
-    _log.info("trial %d %s; enqueued a retry", frozen.number, reason)
     return frozen.number
 
 
