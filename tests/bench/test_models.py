@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing.tiny import tiny_base
 
 YARD = {
     "model": {

@@ -18,7 +18,7 @@ import optuna
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import create_study, load_study
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing.tiny import tiny_base
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy
 import yaml
 
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing.tiny import tiny_base
 
 __all__ = ["Sample", "main", "sample_connections", "sampling", "summarize"]
 

@@ -68,7 +68,7 @@ from vivit_hpo.search.study import (
     trial_dir,
     trial_rows,
 )
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing.tiny import tiny_base
 from vivit_hpo.training.run import epoch_score
 
 __all__ = [
@@ -181,7 +181,7 @@ def tiny_spec_tree(
     grace_s: int = 8,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """A study spec of tiny ViViTs (:func:`~vivit_hpo.search.tiny.tiny_base`) on the session
+    """A study spec of tiny ViViTs (:func:`~vivit_hpo.testing.tiny.tiny_base`) on the session
     files in ``data_dir``; the driver sets the artifacts folder."""
     return {
         "description": "chaos",

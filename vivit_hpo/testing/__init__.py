@@ -1,0 +1,1 @@
+"""Test fixtures shipped with the package (as ``optuna.testing``)."""
