@@ -1,7 +1,7 @@
 """``vivit-hpo bench step|clips|search|models|chaos``: the training step, clips against windows
-(see vivit_hpo.bench), search strategies against random search (vivit_hpo.search.benchmark), the
+(see vivit_hpo.bench), search strategies against random search (vivit_hpo.bench.search), the
 searched ViViT against the yardsticks (vivit_hpo.bench.models), and the chaos soak
-(vivit_hpo.search.chaos)."""
+(vivit_hpo.bench.chaos)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def search(
     """Run the spec's search with each strategy and seed, to the spec's budget (or --trials);
     compare the epochs and worker-seconds each needs to reach 90% of random search's best, and
     the winners' test BPS (against the oracle on simulated data)."""
-    from vivit_hpo.search.benchmark import run_benchmark
+    from vivit_hpo.bench.search import run_benchmark
     from vivit_hpo.search.spec import load_spec
 
     parsed = load_spec(spec)
@@ -84,7 +84,7 @@ def chaos(
     than the heartbeat grace period, once briefly per study); exit 1 when a check fails."""
     from rich.table import Table
 
-    from vivit_hpo.search.chaos import ChaosResult, run_soak
+    from vivit_hpo.bench.chaos import ChaosResult, run_soak
 
     def line(r: ChaosResult) -> None:
         failed = [c.name for c in r.checks if not c.ok]

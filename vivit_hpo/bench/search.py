@@ -16,7 +16,7 @@ sampler and pruner find on their own (the JSON says whether each winner was the 
 
 Simulated data are written once, into ``OUT/data-<hash of the recipe>``, and every study reads
 them as ``data.paths`` (a spec with ``data.paths`` is used as it is). Each study's finished
-trials are read back into best-so-far curves (:mod:`vivit_hpo.search.benchmark_curves`), written
+trials are read back into best-so-far curves (:mod:`vivit_hpo.bench.search_curves`), written
 to ``OUT/search_bench.json`` and drawn in ``OUT/search_bench.html``.
 """
 
@@ -36,8 +36,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vivit_hpo.errors import SpecError
-from vivit_hpo.search.benchmark_curves import (
+from vivit_hpo.bench.search_curves import (
     Curve,
     FinishedTrial,
     SummaryRow,
@@ -45,6 +44,7 @@ from vivit_hpo.search.benchmark_curves import (
     rank_agreement,
     summarize,
 )
+from vivit_hpo.errors import SpecError
 from vivit_hpo.search.record import TrialRecord
 from vivit_hpo.search.spec import DataSpec, PrunerSpec, SamplerSpec, StudySpec, spec_to_text
 from vivit_hpo.search.study import materialise_synth, retried_numbers

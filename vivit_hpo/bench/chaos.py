@@ -51,7 +51,6 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from vivit_hpo.bench.pgserver import PostgresServer
 from vivit_hpo.search.record import (
     FAIL_REASON,
     FAILED_TRIAL,
@@ -68,7 +67,7 @@ from vivit_hpo.search.study import (
     trial_dir,
     trial_rows,
 )
-from vivit_hpo.testing.tiny import tiny_base
+from vivit_hpo.testing import PostgresServer, tiny_spec
 from vivit_hpo.training.run import epoch_score
 
 __all__ = [
@@ -181,24 +180,22 @@ def tiny_spec_tree(
     grace_s: int = 8,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """A study spec of tiny ViViTs (:func:`~vivit_hpo.testing.tiny.tiny_base`) on the session
-    files in ``data_dir``; the driver sets the artifacts folder."""
-    return {
-        "description": "chaos",
-        "data": {"paths": [str(data_dir)]},
-        "base": {"config": tiny_base()},
-        "space": {
+    """A study spec of tiny ViViTs (:func:`~vivit_hpo.testing.tiny_spec`) on the session files
+    in ``data_dir``: random search without pruning, so that every trial trains its epochs; the
+    driver sets the artifacts folder."""
+    return tiny_spec(
+        description="chaos",
+        data={"paths": [str(data_dir)]},
+        space={
             "embed_dim": {"choices": [16, 24], "to": "model.core.embed_dim"},
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
         },
-        "epochs": epochs,
-        "baseline": False,
-        "sampler": {"name": "random", "seed": seed},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials},
-        "heartbeat": {"interval_s": interval_s, "grace_s": grace_s, "max_retry": 10},
-        "artifacts": {"keep_best": 2},
-    }
+        epochs=epochs,
+        sampler={"name": "random", "seed": seed},
+        pruner={"name": "none"},
+        budget={"n_trials": n_trials},
+        heartbeat={"interval_s": interval_s, "grace_s": grace_s, "max_retry": 10},
+    )
 
 
 # -- the per-epoch record check (pure) -----------------------------------------------------------
@@ -732,8 +729,8 @@ def run_soak(
     Writes ``out/chaos.json`` after every study (``out/data``: the sessions; ``out/round-<k>``:
     each study's spec, logs and sandbox).
     """
-    from vivit_hpo.bench.pgserver import postgres_server
     from vivit_hpo.data import synthesize
+    from vivit_hpo.testing import postgres_server
 
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"

@@ -1,7 +1,7 @@
 """The search benchmark's arithmetic: best-so-far curves, the cost to reach a target, the table.
 
 Pure functions on plain data, apart from the study service (see
-:mod:`vivit_hpo.search.benchmark`, which runs the studies and reads them back). A study's trials
+:mod:`vivit_hpo.bench.search`, which runs the studies and reads them back). A study's trials
 are put in the order they finished; after each one, the curve records the epochs trained so far
 by every finished trial (a pruned trial counts the epochs it ran), the worker-seconds they took,
 and the best validation BPS of a complete trial so far (a pruned trial's checkpoints are gone:

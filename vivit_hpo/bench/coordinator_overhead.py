@@ -1,6 +1,6 @@
 """The coordinator's own overhead per trial: ask, reports, tell, with many concurrent workers.
 
-    python -m vivit_hpo.search.bench_coordinator --storage postgresql://... --workers 8 \\
+    python -m vivit_hpo.bench.coordinator_overhead --storage postgresql://... --workers 8 \\
         --trials 2000 --epochs 8
 
 Each of ``--workers`` processes runs the workers' exact storage pattern with a synthetic

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy
 import yaml
 
-from vivit_hpo.testing.tiny import tiny_base
+from vivit_hpo.testing import tiny_base, tiny_spec
 
 __all__ = ["Sample", "main", "sample_connections", "sampling", "summarize"]
 
@@ -155,23 +155,19 @@ def summarize(samples: Sequence[Sample], workers: int) -> dict[str, Any]:
 
 def _spec(workers: int, trials_per_worker: int, steps: int, artifacts: Path) -> dict[str, Any]:
     """A study whose trials take seconds: the point is the storage traffic, not the model."""
-    return {
-        "description": f"connections benchmark, {workers} workers",
-        "data": {
-            "synth": {"sessions": 1, "neurons": 8, "frames": 3000, "size": [16, 16], "seed": 0}
-        },
-        "base": {"config": tiny_base(steps_per_epoch=steps)},
-        "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
-        "epochs": 1,
-        "baseline": False,
-        "sampler": {"name": "tpe", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": workers * trials_per_worker},
+    return tiny_spec(
+        description=f"connections benchmark, {workers} workers",
+        base={"config": tiny_base(steps_per_epoch=steps)},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+        epochs=1,
+        sampler={"name": "tpe", "seed": 0},
+        pruner={"name": "none"},
+        budget={"n_trials": workers * trials_per_worker},
         # 50 processes on a few cores starve each other; a long grace keeps them from being
         # failed as stale, and the short interval keeps the heartbeat thread's connection busy.
-        "heartbeat": {"interval_s": 2, "grace_s": 120, "max_retry": 1},
-        "artifacts": {"dir": str(artifacts), "keep_best": 1},
-    }
+        heartbeat={"interval_s": 2, "grace_s": 120, "max_retry": 1},
+        artifacts={"dir": str(artifacts), "keep_best": 1},
+    )
 
 
 def _print_table(summary: dict[str, Any], max_connections: str) -> None:
