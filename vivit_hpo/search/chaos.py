@@ -1,0 +1,18 @@
+"""Moved to :mod:`vivit_hpo.bench.chaos` (a test of the study service).
+
+Kept so that old imports keep working; it only re-exports the new module.
+"""
+
+from __future__ import annotations
+
+from vivit_hpo.bench.chaos import *  # noqa: F403
+
+# The names imported from here before the move, spelled out (the private ones are not in *).
+from vivit_hpo.bench.chaos import (  # noqa: F401
+    ChaosResult,
+    __all__,
+    bounded_plan,
+    overlapping_epochs,
+    run_chaos,
+    run_soak,
+)
