@@ -2,7 +2,7 @@
 
     python benchmarks/connections.py --storage postgresql://... --workers 50 --out conns.json
 
-A thin entry point to ``python -m vivit_hpo.search.bench_connections`` (see its docstring).
+A thin entry point to ``python -m vivit_hpo.bench.connections`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from vivit_hpo.search.bench_connections import main
+from vivit_hpo.bench.connections import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

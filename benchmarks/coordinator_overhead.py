@@ -2,7 +2,7 @@
 
     python benchmarks/coordinator_overhead.py --storage postgresql://... --workers 8 --trials 2000
 
-A thin entry point to ``python -m vivit_hpo.search.bench_coordinator`` (see its docstring).
+A thin entry point to ``python -m vivit_hpo.bench.coordinator_overhead`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from vivit_hpo.search.bench_coordinator import main
+from vivit_hpo.bench.coordinator_overhead import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vivit_hpo.bench.pgserver import PostgresServer, find_pg_bin, postgres_server
+from vivit_hpo.testing.pgserver import PostgresServer, find_pg_bin, postgres_server
 
 # Two cores are shared by the whole suite; intra-op threads beyond that only thrash.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vivit_hpo.cli import app
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing import tiny_spec
 
 YARD = {
     "model": {
@@ -24,19 +24,19 @@ YARD = {
 
 def test_bench_models(sim_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "cnn_tiny.yaml").write_text(yaml.safe_dump(YARD))
-    spec = {
-        "data": {"paths": [str(sim_dir)]},
-        "base": {"config": tiny_base()},
-        "space": {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
-        "epochs": 2,
-        "baseline": True,
-        "baselines": ["cnn_tiny.yaml"],
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": 2},
-        "heartbeat": {"interval_s": 1, "grace_s": 4, "max_retry": 1},
-        "artifacts": {"dir": str(tmp_path / "artifacts")},
-    }
+    spec = tiny_spec(
+        description="",
+        data={"paths": [str(sim_dir)]},
+        space={"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}},
+        epochs=2,
+        baseline=True,
+        baselines=["cnn_tiny.yaml"],
+        sampler={"name": "random", "seed": 0},
+        pruner={"name": "none"},
+        budget={"n_trials": 2},
+        heartbeat={"interval_s": 1, "grace_s": 4, "max_retry": 1},
+        artifacts={"dir": str(tmp_path / "artifacts")},
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"

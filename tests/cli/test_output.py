@@ -43,7 +43,7 @@ from nwb_helpers import session_to_nwb  # noqa: E402
 from search_helpers import tiny_spec_tree  # noqa: E402
 from sensorium_helpers import write_mouse  # noqa: E402
 
-from vivit_hpo.search.tiny import tiny_base  # noqa: E402
+from vivit_hpo.testing import tiny_base  # noqa: E402
 
 WIDTH = 80
 runner = CliRunner(env={"COLUMNS": str(WIDTH), "OMP_NUM_THREADS": "1"})
@@ -278,9 +278,9 @@ def test_bench_tables(sim_dir: Path, tmp_path: Path) -> None:
 def test_bench_models_and_chaos_tables() -> None:
     # Their commands run for minutes (tests/bench/test_models.py, tests/search/test_chaos.py):
     # here their tables, from the rows the commands make.
+    from vivit_hpo.bench.chaos import SoakResult
     from vivit_hpo.bench.models import ModelRow, models_table
     from vivit_hpo.cli.bench import soak_table
-    from vivit_hpo.search.chaos import SoakResult
 
     rows = [
         ModelRow("best ViViT", 0.1234, 0.61, 301.0, 123_456, 12, "trial #7 of 24"),

@@ -18,40 +18,25 @@ import optuna
 from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import create_study, load_study
-from vivit_hpo.search.tiny import tiny_base
+from vivit_hpo.testing import tiny_base, tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # A tiny ViViT on the suite's 16x16 simulated sessions: an epoch is a fraction of a second.
 TINY_BASE: dict[str, Any] = tiny_base()
 
-# Cube tubelets on 6 lags: patch 8 is longer than the lags (infeasible), and embed_dim 24 with
-# 4 heads gives 6-dim heads that 2D RoPE cannot split (infeasible).
-TINY_SPACE: dict[str, Any] = {
-    "patch": {"choices": [2, 8], "to": "model.core.kernel_size"},
-    "stride": {"choices": [2, 8], "le": "patch", "to": "model.core.stride"},
-    "embed_dim": {"choices": [16, 24], "to": "model.core.embed_dim"},
-    "heads": {"choices": [2, 4], "to": "model.core.num_heads"},
-    "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
-}
-
 
 def tiny_spec_tree(sim_dir: Path, artifacts: Path, **changes: Any) -> dict[str, Any]:
-    tree: dict[str, Any] = {
-        "description": "test",
-        "data": {"paths": [str(sim_dir)]},
-        "base": {"config": TINY_BASE},
-        "space": TINY_SPACE,
-        "epochs": 3,
-        "baseline": False,  # the tests that want the base config first say so
-        "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 3}},
-        "pruner": {"name": "median", "options": {"n_startup_trials": 2, "n_warmup_steps": 0}},
-        "budget": {"n_trials": 6},
-        "heartbeat": {"interval_s": 1, "grace_s": 4, "max_retry": 2},
-        "artifacts": {"dir": str(artifacts), "keep_best": 2},
-    }
-    tree.update(changes)
-    return tree
+    """The suite's tiny spec (:func:`~vivit_hpo.testing.tiny_spec`) on the session files in
+    ``sim_dir``, its artifacts in ``artifacts``; ``changes`` replace top-level keys."""
+    return tiny_spec(
+        **{
+            "description": "test",
+            "data": {"paths": [str(sim_dir)]},
+            "artifacts": {"dir": str(artifacts), "keep_best": 2},
+            **changes,
+        }
+    )
 
 
 def create(url: str, name: str, spec_path: Path) -> optuna.Study:

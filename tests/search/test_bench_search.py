@@ -11,27 +11,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-from search_helpers import ROOT, TINY_BASE, worker_env
+from search_helpers import ROOT, worker_env
 
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import read_spec
+from vivit_hpo.testing import tiny_spec
 
 
 def _spec(tmp_path: Path) -> Path:
-    tree = {
-        "description": "bench test",
-        "data": {"synth": {"sessions": 1, "neurons": 8, "frames": 2400, "size": [16, 16]}},
-        "base": {"config": TINY_BASE},
-        "space": {
+    tree = tiny_spec(
+        description="bench test",
+        data={"synth": {"sessions": 1, "neurons": 8, "frames": 2400, "size": [16, 16]}},
+        space={
             "embed_dim": {"choices": [16, 32], "to": "model.core.embed_dim"},
             "lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"},
         },
-        "epochs": 2,
-        "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 2}},
-        "pruner": {"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
-        "budget": {"n_trials": 5},  # the test runs 3 (--trials)
-        "heartbeat": {"interval_s": 2, "grace_s": 20, "max_retry": 1},
-    }
+        epochs=2,
+        baseline=True,
+        sampler={"name": "tpe", "seed": 0, "options": {"n_startup_trials": 2}},
+        pruner={"name": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}},
+        budget={"n_trials": 5},  # the test runs 3 (--trials)
+        heartbeat={"interval_s": 2, "grace_s": 20, "max_retry": 1},
+        artifacts={},
+    )
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vivit_hpo.search.benchmark_curves import (
+from vivit_hpo.bench.search_curves import (
     FinishedTrial,
     best_so_far,
     cost_to_reach,

@@ -1,6 +1,6 @@
 """Chaos: ``vivit-hpo run`` with 4 CPU workers on a private PostgreSQL while workers are
 SIGKILLed, ``run`` is SIGTERMed and started again and the database stops twice (longer than the
-heartbeat grace period, and briefly); then every check of :mod:`vivit_hpo.search.chaos`. And the
+heartbeat grace period, and briefly); then every check of :mod:`vivit_hpo.bench.chaos`. And the
 overlap check itself on hand-made records."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from search_helpers import tiny_spec_tree
 
-from vivit_hpo.bench.pgserver import PostgresServer
-from vivit_hpo.search.chaos import bounded_plan, overlapping_epochs, run_chaos
+from vivit_hpo.bench.chaos import bounded_plan, overlapping_epochs, run_chaos
 from vivit_hpo.search.record import EpochRecord, append_epoch, read_epochs
+from vivit_hpo.testing.pgserver import PostgresServer
 
 GRACE_S = 8
 

@@ -26,11 +26,11 @@ from search_helpers import (
     worker_env,
 )
 
-from vivit_hpo.bench.pgserver import PostgresServer, postgres_server
-from vivit_hpo.search.chaos import overlapping_epochs
+from vivit_hpo.bench.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
 from vivit_hpo.search.storage import CONNECTIVITY, StaleCheck, open_storage, retrying
 from vivit_hpo.search.study import load_study, progress
+from vivit_hpo.testing.pgserver import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.postgres
 

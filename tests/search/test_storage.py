@@ -22,9 +22,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 from search_helpers import finish, hold_claim_lock_in_child, start_worker, worker_env
 
+from vivit_hpo.bench.connections import sampling
+from vivit_hpo.bench.coordinator_overhead import _spec_text, bench_worker, summarize
 from vivit_hpo.errors import StorageError
-from vivit_hpo.search.bench_connections import sampling
-from vivit_hpo.search.bench_coordinator import _spec_text, bench_worker, summarize
 from vivit_hpo.search.storage import (
     ClaimLockBusy,
     ClaimTimeouts,

@@ -3,6 +3,18 @@
 ``vivit-hpo bench --model CONFIG.yaml`` (or ``python -m vivit_hpo.bench``) prints samples/s,
 TFLOP/s, percent of a matrix ceiling measured in the same run, and peak memory; see
 ``benchmarks/NOTES.md`` for how figures are recorded.
+
+Beside it, the rig that measures and shakes the study service from outside (each module imported
+on its own; this package's names are the training-step benchmark's):
+
+- :mod:`~vivit_hpo.bench.search` (and :mod:`~vivit_hpo.bench.search_curves`, its arithmetic):
+  ``vivit-hpo bench search``, what a search strategy buys;
+- :mod:`~vivit_hpo.bench.models`: ``vivit-hpo bench models``, the searched ViViT against the
+  yardsticks;
+- :mod:`~vivit_hpo.bench.chaos`: ``vivit-hpo bench chaos``, a study run while workers are
+  killed and the database goes away;
+- :mod:`~vivit_hpo.bench.connections` and :mod:`~vivit_hpo.bench.coordinator_overhead`: the
+  PostgreSQL connections of N workers, and the coordinator's own cost per trial.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ import typer
 from rich.console import Console
 
 from vivit_hpo._io import atomic_write_text
+from vivit_hpo._output import MISSING, Column, FitTable, count, fixed, grouped, percent, signed
 from vivit_hpo.bench.reference import default_reference_path
 from vivit_hpo.bench.runner import DEFAULT_INPUT, BenchSettings, render_table, run_bench
-from vivit_hpo.cli._output import MISSING, Column, FitTable, count, fixed, grouped, percent, signed
 from vivit_hpo.config import load_run_config
 from vivit_hpo.training import resolve_device
 

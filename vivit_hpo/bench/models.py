@@ -33,7 +33,7 @@ from rich import box
 from rich.console import Console
 
 from vivit_hpo._io import atomic_write_text
-from vivit_hpo.cli._output import Column, FitTable, count, fixed, grouped, percent, signed
+from vivit_hpo._output import Column, FitTable, count, fixed, grouped, percent, signed
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.spec import DataSpec, StudySpec, spec_to_text, yardstick_trees
 

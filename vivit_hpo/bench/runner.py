@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
+from vivit_hpo._output import Column, FitTable, compact, count, fixed, grouped
 from vivit_hpo.bench.backends import attention_override
 from vivit_hpo.bench.reference import build_reference, load_reference
 from vivit_hpo.bench.timing import Ceiling, PeakMemory, matmul_ceiling, synchronize, time_steps
 from vivit_hpo.bench.workload import Workload, build_ours
-from vivit_hpo.cli._output import Column, FitTable, compact, count, fixed, grouped
 from vivit_hpo.config import RunConfig, ViViTConfig
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models.attention import flash_attn_available

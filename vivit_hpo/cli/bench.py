@@ -1,7 +1,7 @@
 """``vivit-hpo bench step|clips|search|models|chaos``: the training step, clips against windows
-(see vivit_hpo.bench), search strategies against random search (vivit_hpo.search.benchmark), the
+(see vivit_hpo.bench), search strategies against random search (vivit_hpo.bench.search), the
 searched ViViT against the yardsticks (vivit_hpo.bench.models), and the chaos soak
-(vivit_hpo.search.chaos)."""
+(vivit_hpo.bench.chaos)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vivit_hpo._output import Column, FitTable, count
 from vivit_hpo.bench.command import bench_app
 from vivit_hpo.cli._common import StorageURL, console
-from vivit_hpo.cli._output import Column, FitTable, count
 
 if TYPE_CHECKING:
-    from vivit_hpo.search.chaos import SoakResult
+    from vivit_hpo.bench.chaos import SoakResult
 
 group = bench_app()
 
@@ -48,7 +48,7 @@ def search(
     """Run the spec's search with each strategy and seed, to the spec's budget (or --trials);
     compare the epochs and worker-seconds each needs to reach 90% of random search's best, and
     the winners' test BPS (against the oracle on simulated data)."""
-    from vivit_hpo.search.benchmark import run_benchmark
+    from vivit_hpo.bench.search import run_benchmark
     from vivit_hpo.search.spec import load_spec
 
     parsed = load_spec(spec)
@@ -84,7 +84,7 @@ def chaos(
     """Soak: studies of tiny models run by `vivit-hpo run` on a private PostgreSQL while workers
     are SIGKILLed, `run` is SIGTERMed and started again and the database stops (once longer
     than the heartbeat grace period, once briefly per study); exit 1 when a check fails."""
-    from vivit_hpo.search.chaos import ChaosResult, run_soak
+    from vivit_hpo.bench.chaos import ChaosResult, run_soak
 
     def line(r: ChaosResult) -> None:
         failed = [c.name for c in r.checks if not c.ok]

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from vivit_hpo._output import Column, FitTable, count, fixed, key_value_table, sig
 from vivit_hpo.cli._common import check_file_output, check_not_an_input, console, err_console
-from vivit_hpo.cli._output import Column, FitTable, count, fixed, key_value_table, sig
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data import expand_paths, import_nwb, import_sensorium, inspect_file, synthesize
 from vivit_hpo.data.sensorium import FRAME_RATE as SENSORIUM_RATE

@@ -7,14 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vivit_hpo.cli._common import (
-    Force,
-    StorageURL,
-    check_file_output,
-    check_not_an_input,
-    console,
-)
-from vivit_hpo.cli._output import (
+from vivit_hpo._output import (
     Column,
     FitTable,
     count,
@@ -25,6 +18,13 @@ from vivit_hpo.cli._output import (
     seconds,
     sig,
     signed,
+)
+from vivit_hpo.cli._common import (
+    Force,
+    StorageURL,
+    check_file_output,
+    check_not_an_input,
+    console,
 )
 
 group = typer.Typer(no_args_is_help=True, help="Create and inspect studies.")

@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vivit_hpo._io import atomic_path, atomic_write_text
+from vivit_hpo._output import MISSING, Column, FitTable, fixed, percent, signed
 from vivit_hpo.cli._common import (
     DataPaths,
     Device,
@@ -19,7 +20,6 @@ from vivit_hpo.cli._common import (
     check_not_an_input,
     console,
 )
-from vivit_hpo.cli._output import MISSING, Column, FitTable, fixed, percent, signed
 from vivit_hpo.config import RunConfig, load_run_config
 from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError, OutputPathError

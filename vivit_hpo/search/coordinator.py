@@ -41,7 +41,7 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from vivit_hpo import settings
-from vivit_hpo.cli._output import Column, FitTable, count, fixed, signed
+from vivit_hpo._output import Column, FitTable, count, fixed, signed
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.objective import STOP_SIGNALS
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from vivit_hpo.errors import SpecError
 from vivit_hpo.search.record import is_yardstick
-from vivit_hpo.search.spec import StudySpec, effective_n_trials
+from vivit_hpo.search.schema import StudySpec, effective_n_trials
 
 __all__ = [
     "SearchOnlyPruner",

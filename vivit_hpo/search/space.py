@@ -22,7 +22,7 @@ import yaml
 
 from vivit_hpo.config import RunConfig, parse_run_config, parse_value, set_key, split_key
 from vivit_hpo.errors import ConfigError, DataError, SpecError
-from vivit_hpo.search.spec import ParamSpec, StudySpec
+from vivit_hpo.search.schema import ParamSpec, StudySpec
 
 __all__ = [
     "Infeasible",
