@@ -25,6 +25,7 @@ from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
 from vivit_hpo.errors import ConfigError, OutputPathError
 from vivit_hpo.metrics import GAIN_LABEL, leads_with_corr, mean_over_sessions, score_label
 from vivit_hpo.training import Trainer, load_run, predict, resolve_device
+from vivit_hpo.training.run import min_frame_size
 
 
 def _oracle(paths: list[Path], split: str, cfg: RunConfig) -> dict[str, float]:
@@ -81,7 +82,7 @@ def train(
     sets = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
     cfg = load_run_config(model, sets)
     dev = resolve_device(device)
-    sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
+    sessions = load_sessions(data, cfg.data, min_size=min_frame_size(cfg))
     # Calcium traces: the correlation leads, and the Poisson score is no bits per spike.
     kinds = [m.response_kind for m in sessions.metas]
     corr_first = leads_with_corr(kinds)
@@ -171,12 +172,6 @@ def train(
     console.print(f"wrote {out / 'metrics.json'} and {out / 'summary.json'}")
 
 
-def _min_frame(cfg: RunConfig) -> tuple[int, int] | None:
-    """The smallest frame the core accepts (one tubelet), for the data validation."""
-    core = cfg.model.core
-    return (core.kernel_size[1], core.kernel_size[2]) if core.kind == "vivit" else None
-
-
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `vivit-hpo train`.")],
     data: DataPaths,
@@ -194,7 +189,7 @@ def evaluate_cmd(
         raise OutputPathError(f"--out {out}: is a file; pass a folder for the predictions")
     dev = resolve_device(device)
     cfg, model, metas = load_run(run_dir, dev)
-    sessions = load_sessions(data, cfg.data, min_size=_min_frame(cfg))
+    sessions = load_sessions(data, cfg.data, min_size=min_frame_size(cfg))
     known = {m.name: m for m in metas}
     for meta in sessions.metas:
         trained = known.get(meta.name)

@@ -286,7 +286,7 @@ def run_study(
     storage_url: str | None,
     *,
     devices: Sequence[str],
-    console: Console,
+    console: Console | None = None,
     refresh_s: float = 2.0,
     baseline: bool = True,
     max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
@@ -299,7 +299,8 @@ def run_study(
         spec_path: the spec (needed to create the study; when the study exists it must match).
         storage_url: the storage (None: ``$VIVIT_HPO_STORAGE`` or the embedded default).
         devices: the device of each worker (see :func:`worker_devices`).
-        console: where the live table goes.
+        console: where the live table and the closing lines (the best trial, how to resume)
+            go; None: nowhere.
         refresh_s: seconds between table refreshes and worker checks.
         baseline: creating the study, enqueue its base config first (unless the spec says no).
         max_infra_errors: each worker's ``--max-infra-errors``.
@@ -311,6 +312,8 @@ def run_study(
     Returns:
         The exit code and the final counts.
     """
+    if console is None:
+        console = Console(quiet=True)
     _prepare(name, spec_path, storage_url, baseline=baseline)
     url = resolve_storage_url(storage_url)
     opened = open_study(name, storage_url)

@@ -20,12 +20,19 @@ from vivit_hpo.training.checkpoint import (
     read_sessions,
 )
 
-__all__ = ["best_checkpoint_path", "epoch_score", "load_run"]
+__all__ = ["best_checkpoint_path", "epoch_score", "load_run", "min_frame_size"]
 
 
 def epoch_score(row: dict[str, Any]) -> float:
     """An epoch's objective value from its ``metrics.json`` row (``EpochReport.to_dict``)."""
     return float(row.get("val_score", row["val_bps"]))
+
+
+def min_frame_size(cfg: RunConfig) -> tuple[int, int] | None:
+    """The smallest frame (H, W) the core accepts (one tubelet), for the data validation;
+    None for cores of any frame size."""
+    core = cfg.model.core
+    return (core.kernel_size[1], core.kernel_size[2]) if core.kind == "vivit" else None
 
 
 def best_checkpoint_path(run_dir: Path) -> Path:
