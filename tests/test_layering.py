@@ -28,6 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"training"}),
     frozenset({"search"}),
     frozenset({"report"}),
+    frozenset({"api"}),  # the public Python API: the service's functions, lazily re-exported
     frozenset({"testing"}),  # fixtures for tests and the rig: a private PostgreSQL, tiny specs
     frozenset({"bench"}),  # the benchmarks and the chaos driver
     frozenset({"cli", "__main__"}),
