@@ -1,4 +1,4 @@
-"""The table layer (``vivit_hpo.cli._output``) and every table of the CLI in an 80-column
+"""The table layer (``vivit_hpo._output``) and every table of the CLI in an 80-column
 terminal: the real commands on tiny real data (simulated sessions, an NWB and a Sensorium
 import, a SQLite study searched by ``vivit-hpo run``), each output no wider than 80 columns and
 each header whole, or named as hidden."""
@@ -18,9 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner, Result
 
-from vivit_hpo.cli import app
-from vivit_hpo.cli._common import console
-from vivit_hpo.cli._output import (
+from vivit_hpo._output import (
     Column,
     FitTable,
     compact,
@@ -34,6 +32,8 @@ from vivit_hpo.cli._output import (
     sig,
     signed,
 )
+from vivit_hpo.cli import app
+from vivit_hpo.cli._common import console
 from vivit_hpo.data import synthesize
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -2,10 +2,9 @@
 
 Each command group lives in its own module and stays thin: it parses options and calls the
 library. :mod:`vivit_hpo.cli._app` composes the groups into the Typer ``app``, which
-``from vivit_hpo.cli import app`` (and ``main``, the console script) imports on first use: the
-package's leaf modules (:mod:`~vivit_hpo.cli._output`, :mod:`~vivit_hpo.cli._common`) then
-import without every command group, as the benchmarks and the study coordinator, which print
-their tables through ``_output``, need.
+``from vivit_hpo.cli import app`` (and ``main``, the console script) imports on first use, so
+that the package's leaf module :mod:`~vivit_hpo.cli._common` imports without every command
+group. The tables are built by :mod:`vivit_hpo._output` (``cli._output`` re-exports it).
 """
 
 from __future__ import annotations
