@@ -73,6 +73,9 @@ class ViViTConfig(_Frozen):
     num_temporal_blocks: int = Field(4, ge=1)
     kernel_size: Triple = (4, 4, 4)  # tubelet (T, H, W)
     stride: Triple = (4, 4, 4)
+    # The tubelet kernel as a sum of this many space-time separable kernels (spatial filters,
+    # then a temporal conv mixing them into embed_dim); null for the full (T, H, W) kernel.
+    tokenizer_rank: int | None = Field(None, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
     mlp: Literal["swiglu", "gelu"] = "swiglu"
     # The blocks' pre-norms (and the token and final norms that follow `norm`): per token
@@ -244,6 +247,10 @@ class ModelConfig(_Frozen):
     # models.shifter) at each read-out step to a (dx, dy) shift of every unit's readout position.
     shifter: bool = False
     shifter_hidden: int = Field(8, ge=1)  # hidden width of the shifter MLP
+    # Each unit's rate times exp(w_n . behaviour + c_n), per session, behaviour pooled per
+    # read-out token, the log-gain bounded to +-3 (gain modulation of the firing rate, as
+    # running and arousal scale visual responses); starts at gain 1.
+    unit_gain: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

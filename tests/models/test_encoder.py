@@ -324,3 +324,33 @@ def test_the_loss_penalty_holds_the_cores_smoothness_term(
         model.regularizer("c"), model.readout("c").regularizer() + model.core.regularizer()
     )
     assert model.core.regularizer() > 0
+
+
+def test_unit_gain_scales_each_units_rate_by_its_behaviour() -> None:
+    m = SESSIONS[0]
+    plain = build_model(ModelConfig(core=tiny_vivit()), [m], L).eval()
+    gained = build_model(ModelConfig(core=tiny_vivit(), unit_gain=True), [m], L).eval()
+    gained.load_state_dict(plain.state_dict(), strict=False)
+    stim, beh = _inputs(m)
+    assert beh is not None and gained.unit_gain is not None
+    with torch.no_grad():
+        base = plain(stim, m.name, beh)
+        # Zero-initialised: the gain starts at 1.
+        torch.testing.assert_close(gained(stim, m.name, beh), base)
+        gain = gained.unit_gain[gained._keys[m.name]]
+        gain.proj.weight.copy_(torch.tensor([[0.5, 0, 0]] * m.num_units) * torch.arange(5)[:, None])
+        got = gained(stim, m.name, beh)
+        # The window's one read-out token pools the behaviour over the last tubelet's frames.
+        run = beh[:, -tiny_vivit().kernel_size[0] :, 0].mean(1)  # (B,)
+        log_gain = 0.5 * run[:, None, None] * torch.arange(5)
+        want = base * torch.exp(3 * torch.tanh(log_gain / 3))
+        torch.testing.assert_close(got, want)
+        # The log-gain is bounded: a huge weight gives at most exp(3).
+        gain.proj.weight.fill_(1e4)
+        assert (gained(stim, m.name, beh) / base).max() <= torch.exp(torch.tensor(3.0)) * 1.0001
+    # Its parameters train at the head's learning rate, beside the readouts.
+    _, head = gained.param_groups()
+    assert any(p is gain.proj.weight for p in head)
+    # A session without behaviour has no gain.
+    no_behaviour = build_model(ModelConfig(unit_gain=True, core=tiny_vivit()), [SESSIONS[1]], L)
+    assert no_behaviour.unit_gain is None

@@ -410,3 +410,27 @@ def test_attention_maps() -> None:
 def test_register_mass_is_zero_without_registers() -> None:
     maps = collect_attention(ViViTCore(tiny_vivit(num_registers=0), 1), _x())
     assert (maps.register_mass() == 0).all()
+
+
+def test_a_separable_tokenizer_is_the_full_tubelet_of_its_low_rank_kernel() -> None:
+    """``tokenizer_rank`` r: r spatial filters then a temporal conv, the same map as a full
+    Conv3d whose kernel is the sum of r outer products of a time course and a spatial filter."""
+    tok = TubeletTokenizer(2, 8, (4, 5, 5), (2, 3, 3), rank=3)
+    assert tok.spatial is not None and tok.frame_filters is tok.spatial.weight
+    full = TubeletTokenizer(2, 8, (4, 5, 5), (2, 3, 3))
+    with torch.no_grad():
+        s = tok.spatial.weight[:, :, 0]  # (r, C, kh, kw)
+        t = tok.proj.weight[:, :, :, 0, 0]  # (D, r, kt)
+        full.proj.weight.copy_(torch.einsum("drt,rchw->dcthw", t, s))
+        full.proj.bias.copy_(tok.proj.bias)
+    x = torch.randn(2, 2, 11, 13, 14)
+    (a, grid_a), (b, grid_b) = tok(x), full(x)
+    assert grid_a == grid_b
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # Fewer parameters than the full kernel, and the smoothness penalty is on its spatial filters.
+    assert sum(p.numel() for p in tok.parameters()) < sum(p.numel() for p in full.parameters())
+    core = ViViTCore(tiny_vivit(tokenizer_rank=2, laplace=0.5), 1)
+    assert core.tokenizer.frame_filters.shape[2] == 1
+    torch.testing.assert_close(
+        core.regularizer(), 0.5 * laplace_l2(core.tokenizer.spatial.weight)
+    )

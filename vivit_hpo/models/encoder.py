@@ -161,6 +161,14 @@ class EncodingModel(nn.Module):
             self.behavior_embed = nn.ModuleDict(
                 {self._keys[n]: _behavior_mlp(k, dim) for n, k in behavior_dims.items()}
             )
+        self.unit_gain: nn.ModuleDict | None = None
+        if cfg.unit_gain and behavior_dims:
+            self.unit_gain = nn.ModuleDict(
+                {
+                    self._keys[n]: UnitGain(k, self.sessions[n].num_units)
+                    for n, k in behavior_dims.items()
+                }
+            )
         self.pupil: dict[str, tuple[int, int]] = {}
         if cfg.shifter:
             for s in sessions:
@@ -228,6 +236,8 @@ class EncodingModel(nn.Module):
             pupil = self._session_behavior(session, beh)[:, first:, list(self.pupil[session])]
             shift = self.shifter(pupil)  # (B, P, 2)
         rates: Tensor = readout(feats, shift=shift)  # (B, P, N)
+        if self.unit_gain is not None and key in self.unit_gain:
+            rates = self.unit_gain[key](rates, self._session_behavior(session, beh)[:, first:])
         return rates
 
     def _session_behavior(self, session: str, beh: Tensor | None) -> Tensor:
@@ -246,7 +256,7 @@ class EncodingModel(nn.Module):
         """(core parameters, per-session and behaviour parameters: readouts, modulator,
         behaviour embeddings, shifter), for separate learning rates."""
         head = list(self.readouts.parameters())
-        for part in (self.modulator, self.behavior_embed, self.shifter):
+        for part in (self.modulator, self.behavior_embed, self.shifter, self.unit_gain):
             if part is not None:
                 head += list(part.parameters())
         return list(self.core.parameters()), head
@@ -264,6 +274,26 @@ class EncodingModel(nn.Module):
         if isinstance(self.core, ViViTCore | CNN2DCore | LNCore):
             penalty = penalty + self.core.regularizer()
         return penalty
+
+
+class UnitGain(nn.Module):
+    """Per-unit gain modulation of one session's rates by its behaviour:
+    ``rates * exp(bound * tanh((W b_t + c) / bound))``, W (N, K) and c zero-initialised (gain 1
+    at the start), the log-gain kept within ``+-bound``. Computed in fp32, as the readout."""
+
+    def __init__(self, num_behavior: int, num_units: int, bound: float = 3.0) -> None:
+        super().__init__()
+        self.proj = nn.Linear(num_behavior, num_units)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.bound = bound
+
+    def forward(self, rates: Tensor, behavior: Tensor) -> Tensor:
+        """rates (B, P, N), behavior (B, P, K) of the same read-out steps -> (B, P, N)."""
+        with torch.autocast(rates.device.type, enabled=False):
+            log_gain = self.proj(behavior.float())  # (B, P, N)
+            log_gain = self.bound * torch.tanh(log_gain / self.bound)
+            return rates.float() * log_gain.exp()
 
 
 def _behavior_mlp(k: int, dim: int) -> nn.Sequential:

@@ -118,12 +118,17 @@ def num_kept_tokens(num_tokens: int, patch_dropout: float) -> int:
 class TubeletTokenizer(nn.Module):
     """Non-overlapping (or overlapping, stride < kernel) tubelet embedding by a Conv3d.
 
-    Works for any T, H, W (see :func:`tubelet_grid` for the padding rule).
+    Works for any T, H, W (see :func:`tubelet_grid` for the padding rule). With ``rank`` the
+    (T, H, W) kernel is a sum of ``rank`` space-time separable ones: ``rank`` spatial filters
+    (1, H, W) over each frame, then a temporal conv (T, 1, 1) that mixes their time courses into
+    the D channels (the same linear map as the full Conv3d, of rank at most ``rank`` between
+    space and time; visual receptive fields are close to separable).
 
     Args:
         in_channels: C of the stimulus.
         dim: embedding width D.
         kernel, stride: (T, H, W) tubelet size and step.
+        rank: spatial filters of the separable form; None for the full Conv3d.
     """
 
     def __init__(
@@ -132,15 +137,31 @@ class TubeletTokenizer(nn.Module):
         dim: int,
         kernel: tuple[int, int, int],
         stride: tuple[int, int, int],
+        rank: int | None = None,
     ) -> None:
         super().__init__()
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
-        self.proj = nn.Conv3d(in_channels, dim, kernel_size=kernel, stride=stride)
+        kt, kh, kw = kernel
+        st, sh, sw = stride
+        self.spatial: nn.Conv3d | None = None
+        if rank is None:
+            self.proj = nn.Conv3d(in_channels, dim, kernel_size=kernel, stride=stride)
+        else:
+            self.spatial = nn.Conv3d(
+                in_channels, rank, kernel_size=(1, kh, kw), stride=(1, sh, sw), bias=False
+            )
+            nn.init.xavier_uniform_(self.spatial.weight.view(rank, -1))
+            self.proj = nn.Conv3d(rank, dim, kernel_size=(kt, 1, 1), stride=(st, 1, 1))
         # Initialise like a linear layer over the flattened tubelet (as MAE does).
         nn.init.xavier_uniform_(self.proj.weight.view(dim, -1))
         if self.proj.bias is not None:
             nn.init.zeros_(self.proj.bias)
+
+    @property
+    def frame_filters(self) -> Tensor:
+        """The weights of the filters that see the frames, (..., k_h, k_w) per 2-D filter."""
+        return (self.spatial if self.spatial is not None else self.proj).weight
 
     def grid(self, size: tuple[int, int, int]) -> tuple[int, int, int]:
         """(T_p, H_p, W_p) for an input of (T, H, W)."""
@@ -156,6 +177,8 @@ class TubeletTokenizer(nn.Module):
         )
         if front or top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom, front, 0))
+        if self.spatial is not None:
+            x = self.spatial(x)  # (B, rank, T', H_p, W_p)
         z = self.proj(x)  # (B, D, T_p, H_p, W_p)
         return rearrange(z, "b d t h w -> b t (h w) d"), grid
 
@@ -383,7 +406,9 @@ class ViViTCore(nn.Module):
         if cfg.stem_channels:
             self.stem = ConvStem(in_channels, cfg.stem_channels, cfg.stem_kernel, cfg.stem_norm)
         tok_in = cfg.stem_channels[-1] if cfg.stem_channels else in_channels
-        self.tokenizer = TubeletTokenizer(tok_in, cfg.embed_dim, cfg.kernel_size, cfg.stride)
+        self.tokenizer = TubeletTokenizer(
+            tok_in, cfg.embed_dim, cfg.kernel_size, cfg.stride, cfg.tokenizer_rank
+        )
         self.token_norm = make_norm(cfg.norm, cfg.embed_dim) if cfg.token_norm else None
         self.pos_embed: AbsolutePosEmbed | None = None
         if cfg.pos_embed != "rope":
@@ -437,7 +462,7 @@ class ViViTCore(nn.Module):
     def regularizer(self) -> Tensor:
         """``laplace`` x the normalised Laplace penalty of the first layer that sees the frames
         (the stem's first conv, else the tokenizer), per frame and channel."""
-        first = self.tokenizer.proj.weight
+        first = self.tokenizer.frame_filters
         if self.stem is not None:
             conv = self.stem[0]
             assert isinstance(conv, CausalConv3d)
