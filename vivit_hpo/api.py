@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from vivit_hpo.config import RunConfig, load_run_config, parse_run_config
-from vivit_hpo.data import load_sessions
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS
 from vivit_hpo.search import study as _study
 from vivit_hpo.search import worker as _worker
 from vivit_hpo.search.spec import StudySpec, check_study_name, load_spec, parse_spec
 from vivit_hpo.search.storage import open_storage
-from vivit_hpo.training import EpochReport, Trainer
-from vivit_hpo.training.run import min_frame_size
+from vivit_hpo.training import EpochReport
+from vivit_hpo.training.run import load_run_sessions, train_run
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -186,7 +185,7 @@ def train(
         run_cfg = parse_run_config(cfg)
     else:
         run_cfg = load_run_config(cfg)
-    sessions = load_sessions(data, run_cfg.data, min_size=min_frame_size(run_cfg))
-    trainer = Trainer(run_cfg, sessions, device=device, run_dir=out)
-    reports = list(trainer.epochs())
-    return TrainResult(Path(out), trainer.best_epoch, reports, trainer.stopped_early)
+    sessions = load_run_sessions(data, run_cfg)
+    # Training alone, as before: the CLI's test scoring and summary.json are not asked for here.
+    run = train_run(run_cfg, sessions, out, device=device, paths=data, score=False)
+    return TrainResult(run.run_dir, run.best_epoch, run.reports, run.stopped_early)

@@ -20,22 +20,12 @@ from vivit_hpo.cli._common import (
     check_not_an_input,
     console,
 )
-from vivit_hpo.config import RunConfig, load_run_config
-from vivit_hpo.data import SessionSet, load_sessions, oracle_bps
+from vivit_hpo.config import load_run_config
+from vivit_hpo.data import SessionSet
 from vivit_hpo.errors import ConfigError, OutputPathError
 from vivit_hpo.metrics import GAIN_LABEL, leads_with_corr, mean_over_sessions, score_label
-from vivit_hpo.training import Trainer, load_run, predict, resolve_device
-from vivit_hpo.training.run import min_frame_size
-
-
-def _oracle(paths: list[Path], split: str, cfg: RunConfig) -> dict[str, float]:
-    """Oracle BPS per session of ``split`` where the data is simulated (an oracle.json beside)."""
-    found: dict[str, float] = {}
-    for folder in {p if p.is_dir() else p.parent for p in paths}:
-        for name, per_split in (oracle_bps(folder, cfg.data) or {}).items():
-            if split in per_split:
-                found[name] = float(per_split[split])
-    return found
+from vivit_hpo.training import EpochReport, Trainer, load_run, predict, resolve_device
+from vivit_hpo.training.run import SUMMARY_FILE, load_run_sessions, oracle_scores, train_run
 
 
 def _score_table(
@@ -82,7 +72,7 @@ def train(
     sets = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
     cfg = load_run_config(model, sets)
     dev = resolve_device(device)
-    sessions = load_sessions(data, cfg.data, min_size=min_frame_size(cfg))
+    sessions = load_run_sessions(data, cfg)
     # Calcium traces: the correlation leads, and the Poisson score is no bits per spike.
     kinds = [m.response_kind for m in sessions.metas]
     corr_first = leads_with_corr(kinds)
@@ -101,15 +91,16 @@ def train(
         def on_step(i: int, n: int) -> None:
             bar.update(task, completed=i, total=n)
 
-        trainer = Trainer(cfg, sessions, device=dev, run_dir=out, on_step=on_step)
-        if trainer.epoch:
-            console.print(f"resuming {out} after epoch {trainer.epoch}")
-        console.print(
-            f"training on {dev}: {sum(p.numel() for p in trainer.model.parameters()):,} "
-            f"parameters, {len(sessions.metas)} session(s), {trainer.clips.describe()}, "
-            f"{trainer.batches_per_epoch} batches per epoch"
-        )
-        for r in trainer.epochs():
+        def on_start(trainer: Trainer) -> None:
+            if trainer.epoch:
+                console.print(f"resuming {out} after epoch {trainer.epoch}")
+            console.print(
+                f"training on {dev}: {sum(p.numel() for p in trainer.model.parameters()):,} "
+                f"parameters, {len(sessions.metas)} session(s), {trainer.clips.describe()}, "
+                f"{trainer.batches_per_epoch} batches per epoch"
+            )
+
+        def on_epoch(r: EpochReport) -> None:
             bar.update(task, epoch=r.epoch + 1, completed=0)
             shown = (
                 f"val r {r.val_corr:.3f}  {label} {r.val_bps:+.4f}  pooled {r.val_pooled_bps:+.4f}"
@@ -121,14 +112,23 @@ def train(
                 f"{r.bins_per_s:,.0f} bins/s ({r.samples_per_s:,.0f} clips/s)  {r.seconds:.1f} s"
                 + ("  *" if r.is_best else "")
             )
-    if trainer.stopped_early:
+
+        run = train_run(
+            cfg,
+            sessions,
+            out,
+            device=dev,
+            paths=data,
+            on_step=on_step,
+            on_start=on_start,
+            on_epoch=on_epoch,
+        )
+    if run.stopped_early:
         console.print(
             f"stopped early: no better validation {label} in the last "
             f"{cfg.train.early_stopping_patience} epochs"
         )
-    _, best_model, _ = load_run(out, dev)
-    splits = [s for s in ("val", "test") if sessions.num_samples(s)]
-    oracles = {s: _oracle(data, s, cfg) for s in splits}
+    splits, scores, oracles = list(run.scores), run.scores, run.oracles
     # The test split outranks validation (it is the held-out score), the scores their oracle.
     rank = {"test": 2, "val": 0}
     columns = [Column("session", priority=9, wrap=True)]
@@ -138,38 +138,22 @@ def train(
         columns.append(Column(f"{s} {label}", "right", priority=5 + rank[s]))
     if any(oracles.values()):
         columns += [Column(f"{s} / oracle", "right", priority=3 + rank[s]) for s in splits]
-    table = FitTable(columns, title=f"{out}: best epoch {trainer.best_epoch}")
-    scores = {
-        s: predict(best_model, sessions, s, cfg.train.batch_size, keep_rates=False) for s in splits
-    }
+    table = FitTable(columns, title=f"{out}: best epoch {run.best_epoch}")
     for name in sessions.names:
         row = [name]
         for s in splits:
-            score = scores[s][name].score
+            score = scores[s][name]
             row += ([fixed(score.corr, 4)] if corr_first else []) + [signed(score.bps)]
         if any(oracles.values()):
             row += [
-                percent(scores[s][name].score.bps / oracles[s][name], 1)
+                percent(scores[s][name].bps / oracles[s][name], 1)
                 if name in oracles[s]
                 else MISSING
                 for s in splits
             ]
         table.add_row(*row)
     console.print(table)
-    summary = {
-        "mode": trainer.clips.describe(),
-        "clip_frames": trainer.clips.frames,
-        "targets_per_clip": trainer.clips.num_targets,
-        "best_epoch": trainer.best_epoch,
-        "epochs_run": trainer.epoch,
-        "response_kinds": {m.name: m.response_kind for m in sessions.metas},
-        # `*_bps`: the Poisson score whatever the response kind (bits per spike for spikes).
-        **{f"{s}_bps": {n: p.score.bps for n, p in scores[s].items()} for s in splits},
-        **{f"{s}_corr": {n: p.score.corr for n, p in scores[s].items()} for s in splits},
-        **{f"{s}_oracle_bps": oracles[s] for s in splits if oracles[s]},
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    console.print(f"wrote {out / 'metrics.json'} and {out / 'summary.json'}")
+    console.print(f"wrote {out / 'metrics.json'} and {out / SUMMARY_FILE}")
 
 
 def evaluate_cmd(
@@ -189,7 +173,7 @@ def evaluate_cmd(
         raise OutputPathError(f"--out {out}: is a file; pass a folder for the predictions")
     dev = resolve_device(device)
     cfg, model, metas = load_run(run_dir, dev)
-    sessions = load_sessions(data, cfg.data, min_size=min_frame_size(cfg))
+    sessions = load_run_sessions(data, cfg)
     known = {m.name: m for m in metas}
     for meta in sessions.metas:
         trained = known.get(meta.name)
@@ -239,7 +223,7 @@ def evaluate_cmd(
         "units_excluded": {n: p.score.num_excluded for n, p in preds.items()},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    oracle = _oracle(data, split, cfg)
+    oracle = oracle_scores(data, split, cfg)
     if corr_first:
         title = f"{split} correlation and {GAIN_LABEL}"
         console.print(_score_table(title, per_session, oracle, label=GAIN_LABEL, corr=corr))

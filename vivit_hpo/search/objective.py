@@ -149,7 +149,8 @@ from vivit_hpo.search.storage import (
 )
 from vivit_hpo.search.study import ensure_data, retried_numbers, trial_dir
 from vivit_hpo.search.watchdog import Progress
-from vivit_hpo.training import Trainer, epoch_score, evaluate, load_run, resolve_device
+from vivit_hpo.training import Trainer, epoch_score, resolve_device
+from vivit_hpo.training.run import score_best
 
 __all__ = [
     "STOP_SIGNALS",
@@ -860,14 +861,14 @@ class TrialRunner:
         return self.finish_by is not None and time.time() + epoch_seconds > self.finish_by
 
     def _test_scores(self, run_dir: Path, data: SessionSet, batch_size: int) -> dict[str, Any]:
-        """The kept best checkpoint's test BPS (``test_bps``, ``test_bps_per_session``), so that
+        """The kept best checkpoint's test BPS (``test_bps``, ``test_bps_per_session``; scored as
+        ``vivit-hpo train`` scores it, :func:`~vivit_hpo.training.run.score_best`), so that
         a user sees when selection on the validation split flatters the winner. Nothing when
         the sessions have no test split; ``test_bps_error`` when it cannot be scored."""
         if not data.num_samples("test"):
             return {}
         try:
-            _, model, _ = load_run(run_dir, self.device)
-            scores = evaluate(model, data, "test", batch_size)
+            scores = score_best(run_dir, data, ["test"], self.device, batch_size=batch_size)["test"]
         except Exception as e:  # the trial's value stands; the attribute says what went wrong
             _log.warning("trial in %s: test split not scored: %s", run_dir, e)
             return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}

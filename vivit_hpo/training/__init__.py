@@ -1,4 +1,4 @@
-"""Training and evaluation of one encoding model."""
+"""Training and evaluation of one encoding model; one run end to end (:mod:`.run`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from vivit_hpo.training.loop import (
     poisson_loss,
     resolve_device,
 )
-from vivit_hpo.training.run import epoch_score, load_run
+from vivit_hpo.training.run import TrainedRun, epoch_score, load_run, score_best, train_run
 
 __all__ = [
     "EpochReport",
     "SessionPrediction",
+    "TrainedRun",
     "Trainer",
     "accumulation_group",
     "epoch_score",
@@ -23,4 +24,6 @@ __all__ = [
     "poisson_loss",
     "predict",
     "resolve_device",
+    "score_best",
+    "train_run",
 ]
