@@ -32,6 +32,7 @@ def _measured_forward_flops(core: torch.nn.Module, shape: tuple[int, ...]) -> in
         {"mlp": "gelu", "num_registers": 0},
         {"stem_channels": (3, 4), "stem_kernel": (2, 3, 3)},  # full-resolution convs counted
         {"qk_norm": True, "token_norm": True, "parallel": False},  # norms: no matmul FLOPs
+        {"tokenizer_rank": 2},  # spatial filters on every frame, then the temporal conv
     ],
 )
 def test_vivit_flops_match_a_flop_counter(monkeypatch: pytest.MonkeyPatch, overrides: dict) -> None:

@@ -431,6 +431,4 @@ def test_a_separable_tokenizer_is_the_full_tubelet_of_its_low_rank_kernel() -> N
     assert sum(p.numel() for p in tok.parameters()) < sum(p.numel() for p in full.parameters())
     core = ViViTCore(tiny_vivit(tokenizer_rank=2, laplace=0.5), 1)
     assert core.tokenizer.frame_filters.shape[2] == 1
-    torch.testing.assert_close(
-        core.regularizer(), 0.5 * laplace_l2(core.tokenizer.spatial.weight)
-    )
+    torch.testing.assert_close(core.regularizer(), 0.5 * laplace_l2(core.tokenizer.spatial.weight))

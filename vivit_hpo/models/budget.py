@@ -118,7 +118,11 @@ def _vivit_forward_flops(cfg: ViViTConfig, input_shape: InputShape) -> float:
         2 * cin * st * sh * sw * cout * length * h * w for cin, cout in _stem_layers(cfg, g["c"])
     )
     tok_in = cfg.stem_channels[-1] if cfg.stem_channels else g["c"]
-    tokenizer = 2 * tok_in * kt * kh * kw * d * t * g["s"]
+    if cfg.tokenizer_rank is None:
+        tokenizer = 2 * tok_in * kt * kh * kw * d * t * g["s"]
+    else:  # spatial filters on every (padded) frame, then the temporal conv
+        rank, frames = cfg.tokenizer_rank, (t - 1) * cfg.stride[0] + kt
+        tokenizer = 2 * tok_in * kh * kw * rank * frames * g["s"] + 2 * rank * kt * d * t * g["s"]
     # Matmuls per token are the same for parallel and sequential blocks:
     # q, k, v and the MLP input (D -> 3D + M), attention and MLP outputs (D + hidden -> D).
     per_token = 2 * d * (3 * d + g["mlp_in"]) + 2 * (d + g["hidden"]) * d
@@ -197,11 +201,11 @@ def estimate_memory_bytes(
     elements per token per block, D the width, M the MLP input width; with gradient
     checkpointing the block inputs plus one block's activations; QK-norm adds ``2 D``, the
     token norm and behaviour tokens one token tensor each, a stem ``C_in + 3 C_out`` per stem
-    conv and full-resolution position) or per conv layer (the CNN cores and the LN:
-    ``C_in + 3 C_out`` elements per position), times ``activation_bytes`` (2: bf16 autocast,
-    4: fp32) and the batch size, plus the fp32 input batch. It assumes a fused attention kernel
-    (no N x N matrices kept), and leaves out readouts, the modulator, the allocator's slack and
-    the CUDA context. It is an estimate for ranking and refusing configurations, not a
+    conv and full-resolution position, a separable tokenizer its ``rank`` maps per frame) or
+    per conv layer (the CNN cores and the LN: ``C_in + 3 C_out`` elements per position),
+    times ``activation_bytes`` (2: bf16 autocast, 4: fp32) and the batch size, plus the fp32
+    input batch. It assumes a fused attention kernel (no N x N matrices kept), and leaves out
+    readouts, the modulator, the allocator's slack and the CUDA context. It is an estimate for ranking and refusing configurations, not a
     measurement: check it against ``torch.cuda.max_memory_allocated``.
     """
     core = _core_cfg(cfg)
@@ -225,6 +229,8 @@ def estimate_memory_bytes(
         elements += extra * g["t"] * g["s"] * g["d"]  # normed tokens, tokens + behaviour
         # conv output, norm, GELU kept per stem layer, plus its input
         elements += sum((cin + 3 * cout) * length * h * w for cin, cout in _stem_layers(core, c))
+        if core.tokenizer_rank is not None:  # the spatial filters' output, every frame
+            elements += core.tokenizer_rank * length * g["s"]
     else:
         elements = sum(
             (cin + 3 * cout) * frames * _halved(h, level) * _halved(w, level)
