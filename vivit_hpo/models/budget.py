@@ -197,16 +197,17 @@ def estimate_memory_bytes(
     """A rough estimate of the training-step memory of the core, in bytes.
 
     ``16 bytes x core parameters`` (fp32 weights, grads, AdamW moments) plus the activations
-    kept for the backward pass, counted per token (ViViT: about ``10 D + M + 2 hidden``
-    elements per token per block, D the width, M the MLP input width; with gradient
-    checkpointing the block inputs plus one block's activations; QK-norm adds ``2 D``, the
-    token norm and behaviour tokens one token tensor each, a stem ``C_in + 3 C_out`` per stem
-    conv and full-resolution position, a separable tokenizer its ``rank`` maps per frame) or
-    per conv layer (the CNN cores and the LN: ``C_in + 3 C_out`` elements per position),
-    times ``activation_bytes`` (2: bf16 autocast, 4: fp32) and the batch size, plus the fp32
-    input batch. It assumes a fused attention kernel (no N x N matrices kept), and leaves out
-    readouts, the modulator, the allocator's slack and the CUDA context. It is an estimate for ranking and refusing configurations, not a
-    measurement: check it against ``torch.cuda.max_memory_allocated``.
+    kept for the backward pass, counted per token (ViViT: about ``10 D + M + 2 hidden`` elements
+    per token per block, D the width, M the MLP input width; with gradient checkpointing the
+    block inputs plus one block's activations; QK-norm adds ``2 D``, the token norm and
+    behaviour tokens one token tensor each, a stem ``C_in + 3 C_out`` per stem conv and
+    full-resolution position, a separable tokenizer its ``rank`` maps per frame) or per conv
+    layer (the CNN cores and the LN: ``C_in + 3 C_out`` elements per position), times
+    ``activation_bytes`` (2: bf16 autocast, 4: fp32) and the batch size, plus the fp32 input
+    batch. It assumes a fused attention kernel (no N x N matrices kept), and leaves out
+    readouts, the modulator, the allocator's slack and the CUDA context. It is an estimate for
+    ranking and refusing configurations, not a measurement: check it against
+    ``torch.cuda.max_memory_allocated``.
     """
     core = _core_cfg(cfg)
     c, length, h, w = input_shape
