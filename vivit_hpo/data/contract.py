@@ -23,6 +23,7 @@ __all__ = [
     "STIM_DTYPES",
     "expand_paths",
     "raise_problems",
+    "read_frame_rate",
     "read_name",
     "read_response_kind",
     "validate_file",
@@ -105,6 +106,11 @@ def read_response_kind(f: h5py.File) -> str:
     when absent) or ``calcium``."""
     raw = f.attrs.get("response_kind")
     return "spikes" if raw is None else str(_attr_text(raw))
+
+
+def read_frame_rate(f: h5py.File) -> float:
+    """The ``frame_rate`` attribute of an open, valid session file, in bins per second."""
+    return float(np.asarray(f.attrs["frame_rate"]).item())
 
 
 def _slabs(ds: h5py.Dataset) -> Iterator[np.ndarray]:

@@ -14,18 +14,14 @@ from vivit_hpo.config import DataConfig
 from vivit_hpo.data.contract import (
     RESPONSE_KINDS,
     expand_paths,
+    read_frame_rate,
     read_name,
     read_response_kind,
     validate_file,
 )
-from vivit_hpo.data.session import (
-    SPLITS,
-    SessionSet,
-    load_session,
-    read_frame_rate,
-    read_split,
-    sample_mask,
-)
+from vivit_hpo.data.session import SessionSet
+from vivit_hpo.data.session_file import load_session
+from vivit_hpo.data.split import SPLITS, read_split, sample_mask
 from vivit_hpo.data.stream import host_memory_budget, stim_nbytes, stream_plan
 from vivit_hpo.errors import DataError
 

@@ -42,7 +42,7 @@ import torch
 from vivit_hpo._io import atomic_path
 from vivit_hpo.config import DataConfig
 from vivit_hpo.data.contract import expand_paths, read_name
-from vivit_hpo.data.session import SPLITS, assign_split, read_split, sample_mask
+from vivit_hpo.data.split import SPLITS, assign_split, read_split, sample_mask
 from vivit_hpo.errors import DataError
 from vivit_hpo.metrics import BPSAccumulator
 

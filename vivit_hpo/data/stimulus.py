@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from vivit_hpo.data.clips import segments
-from vivit_hpo.data.contract import STIM_DTYPES
-from vivit_hpo.data.session import Session, read_frame_rate
+from vivit_hpo.data.contract import STIM_DTYPES, read_frame_rate
+from vivit_hpo.data.session_file import Session
 from vivit_hpo.data.stream import StreamedFrames
 from vivit_hpo.data.types import SessionMeta
 from vivit_hpo.errors import DataError

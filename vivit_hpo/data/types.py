@@ -27,7 +27,7 @@ class SessionMeta:
     behavior_std: tuple[float, ...] = ()
     behavior_names: tuple[str, ...] = ()  # K names (the shifter finds the pupil position)
     # The stimulus' mean and standard deviation over the training split's bins (all pixels and
-    # channels, in stored units; see :func:`~vivit_hpo.data.session.stimulus_stats`): batches
+    # channels, in stored units; see :func:`~vivit_hpo.data.session_file.stimulus_stats`): batches
     # carry ``frames / stim_std`` (not centred: see SessionSet.batch), whatever the file's dtype
     # or scale; the mean is kept for the record (`data inspect`, the run's sessions.json).
     stim_mean: float = 0.0
