@@ -83,7 +83,7 @@ def load_study(name: str, *, storage: str | None = None) -> optuna.Study:
     Raises:
         StudyError: no such study, or one not made by vivit-hpo. StorageError: bad URL.
     """
-    return _study.load_study(open_storage(storage), name)
+    return _study.load_study(storage, name)
 
 
 def run_worker(

@@ -227,7 +227,7 @@ def test_cli_errors_are_one_line_and_exit_2(
 ) -> None:
     res = runner.invoke(app, ["report", "nope", "--storage", sqlite_url, "--out", "x.html"])
     assert res.exit_code == 2
-    assert res.output.strip().splitlines()[-1].startswith("error: no study named 'nope'")
+    assert res.output.strip().splitlines()[-1].startswith("error: study 'nope' does not exist")
     res = runner.invoke(app, ["report", "small", "--storage", "mysql://u:secret@h/db"])
     assert res.exit_code == 2 and "secret" not in res.output
     res = runner.invoke(

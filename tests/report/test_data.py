@@ -13,7 +13,6 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from report_studies import T0, add_trial
 
-from vivit_hpo.errors import StorageError
 from vivit_hpo.report.data import (
     ablation_info,
     baseline_info,
@@ -28,6 +27,7 @@ from vivit_hpo.report.data import (
 )
 from vivit_hpo.report.sections import headline
 from vivit_hpo.report.snapshot import StudySnapshot, take_snapshot, trial_status
+from vivit_hpo.search.study import StudyError
 
 
 def snapshot(study: optuna.Study) -> StudySnapshot:
@@ -326,8 +326,8 @@ def test_baseline_from_a_second_study() -> None:
     assert info.groups[1].best_value == pytest.approx(0.05)
 
 
-def test_unknown_study_is_a_one_line_storage_error(sqlite_url: str, small_study) -> None:
-    with pytest.raises(StorageError, match=r"no study named 'nope'.*studies: small"):
+def test_unknown_study_is_a_one_line_study_error(sqlite_url: str, small_study) -> None:
+    with pytest.raises(StudyError, match=r"study 'nope' does not exist \(studies: small\)"):
         take_snapshot(sqlite_url, "nope")
 
 

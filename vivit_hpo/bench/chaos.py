@@ -61,6 +61,7 @@ from vivit_hpo.search.record import (
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
 from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
+    load_study,
     progress,
     retried_numbers,
     study_uid,
@@ -595,7 +596,7 @@ def _checks(
 
     uid = None
     if trials and d.storage is not None:
-        uid = study_uid(optuna.load_study(study_name=d.name, storage=d.storage))
+        uid = study_uid(load_study(d.storage, d.name))
     with _artifacts_env(d.artifacts):
         folders = {t.number: trial_dir(d.spec, d.name, t.number, uid=uid) for t in trials}
         chain_dir = trial_dir(d.spec, d.name, 0, uid=uid).parent

@@ -44,14 +44,6 @@ __all__ = [
 ENV_ARTIFACT_STORE = settings.ARTIFACT_STORE.name
 
 
-def _opened(storage: str | BaseStorage) -> BaseStorage:
-    if isinstance(storage, str):
-        from vivit_hpo.search.storage import open_storage
-
-        return open_storage(storage)
-    return storage
-
-
 def default_artifact_store_dir() -> Path:
     """``$VIVIT_HPO_ARTIFACT_STORE``, else ``<home>/storage/artifacts`` beside the embedded db
     (:data:`vivit_hpo.settings.ARTIFACT_STORE`)."""
@@ -156,9 +148,12 @@ def write_study_report(
         A :class:`ReportResult` (see :func:`publish_to_dashboard` to show it in the dashboard).
 
     Raises:
-        StorageError: no such study (or compare study) in the storage.
+        StorageError: the storage cannot be opened. StudyError: no such study (or compare
+            study) in the storage.
     """
-    storage = _opened(storage)
+    from vivit_hpo.search.storage import get_storage
+
+    storage = get_storage(storage)
     snap = _with_oracle(take_snapshot(storage, name))
     other = _with_oracle(take_snapshot(storage, compare)) if compare else None
     run_dir = _best_run_dir(snap)
@@ -247,8 +242,10 @@ def publish_to_dashboard(
     """
     from optuna_dashboard import save_plotly_graph_object
 
+    from vivit_hpo.search.study import load_study
+
     store = open_artifact_store(artifact_dir)
-    study = optuna.load_study(study_name=name, storage=_opened(storage))
+    study = load_study(storage, name, require_spec=False)
     artifact_id = optuna.artifacts.upload_artifact(
         artifact_store=store,
         file_path=str(report.path),

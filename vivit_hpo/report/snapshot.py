@@ -19,7 +19,6 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from vivit_hpo.errors import StorageError
 from vivit_hpo.search.record import status
 
 __all__ = [
@@ -192,23 +191,14 @@ def trial_status(trial: FrozenTrial) -> str:
     return status(trial)
 
 
-def take_snapshot(storage: str | BaseStorage, name: str) -> StudySnapshot:
-    """Load study ``name`` from ``storage`` (a URL or an opened storage) into a snapshot.
+def take_snapshot(storage: str | BaseStorage | None, name: str) -> StudySnapshot:
+    """Load study ``name`` from ``storage`` (a URL, None for the default, or an opened storage)
+    into a snapshot; any Optuna study will do, not only one made by vivit-hpo.
 
     Raises:
-        StorageError: the storage cannot be opened, or has no study of that name.
+        StorageError: the storage cannot be opened. StudyError: it has no study of that name.
     """
-    if isinstance(storage, str):
-        from vivit_hpo.search.storage import open_storage
+    from vivit_hpo.search.study import load_study
 
-        storage = open_storage(storage)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError as e:
-        names = sorted(optuna.get_all_study_names(storage))
-        known = ", ".join(names[:10]) or "none"
-        raise StorageError(
-            f"no study named {name!r} in this storage (studies: {known}); "
-            "check the name or pass --storage"
-        ) from e
+    study = load_study(storage, name, require_spec=False)
     return StudySnapshot.from_study(study)

@@ -53,7 +53,7 @@ from vivit_hpo.search.spec import (
     study_n_trials,
     yardstick_trees,
 )
-from vivit_hpo.search.storage import retrying
+from vivit_hpo.search.storage import get_storage, retrying
 
 __all__ = [
     "Standing",
@@ -132,15 +132,35 @@ def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
 
 
 def load_study(
-    storage: optuna.storages.BaseStorage,
+    storage: str | optuna.storages.BaseStorage | None,
     name: str,
     *,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
+    require_spec: bool = True,
 ) -> optuna.Study:
-    """``optuna.load_study`` with a one-line error for a missing study."""
-    read_spec(storage, name)
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    """Open the existing study ``name``: the one place the package does (``optuna.load_study``
+    with a one-line error for a missing study).
+
+    Args:
+        storage: a storage URL, None (``$VIVIT_HPO_STORAGE`` or the embedded default) or an
+            opened storage, which is used as it is (:func:`~vivit_hpo.search.storage.get_storage`).
+        name: the study's name.
+        sampler: the study's sampler; None: Optuna's default.
+        pruner: the study's pruner; None: Optuna's default.
+        require_spec: the study must have been made by vivit-hpo (its stored spec is read and
+            checked); False: any Optuna study will do (a report reads those too).
+
+    Raises:
+        StudyError: no such study, or (``require_spec``) one without a vivit-hpo spec.
+        StorageError: a URL that cannot be opened.
+    """
+    opened = get_storage(storage)
+    if require_spec:
+        read_spec(opened, name)
+    else:
+        _study_id(opened, name)
+    return optuna.load_study(study_name=name, storage=opened, sampler=sampler, pruner=pruner)
 
 
 def ensure_data(spec: StudySpec, study_name: str) -> list[Path]:
