@@ -42,22 +42,17 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from vivit_hpo.config import ViViTConfig
-from vivit_hpo.models.attention import attention, attention_weights
-from vivit_hpo.models.cnn import CausalConv3d, ChannelNorm3d
+from vivit_hpo.models.blocks import AttnSink, ParallelBlock, Rope, SequentialBlock, make_block
+from vivit_hpo.models.cnn import CausalConv3d
 from vivit_hpo.models.layers import (
-    MLP,
     AbsolutePosEmbed,
     BatchNormLast,
-    DropPath,
-    apply_rope,
     laplace_l2,
     make_norm,
-    mlp_activate,
-    mlp_hidden_dim,
-    mlp_in_dim,
     rope_angles_1d,
     rope_angles_2d,
 )
+from vivit_hpo.models.tokenizer import ConvStem, TubeletTokenizer, temporal_tokens, tubelet_grid
 
 __all__ = [
     "AttentionMaps",
@@ -73,273 +68,11 @@ __all__ = [
     "tubelet_grid",
 ]
 
-Triple = tuple[int, int, int]
-Rope = tuple[Tensor, Tensor]  # (cos, sin), each broadcastable to (B, h, N, d/2)
-AttnSink = list[tuple[Tensor, Tensor]]  # per block: (mean weights (h, N, N), entropy (h,))
-
-
-def _axis_tokens(n: int, k: int, s: int) -> tuple[int, int]:
-    """(tokens, total padding) along one axis so the tokens tile ``n`` exactly after padding."""
-    tokens = 1 if n <= k else math.ceil((n - k) / s) + 1
-    return tokens, (tokens - 1) * s + k - n
-
-
-def temporal_tokens(frames: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(tokens, front padding) of ``frames`` frames cut into tubelets of ``kernel`` frames every
-    ``stride`` (the tokenizer's rule along time, see :func:`tubelet_grid`)."""
-    return _axis_tokens(frames, kernel, stride)
-
-
-def tubelet_grid(
-    size: tuple[int, int, int], kernel: tuple[int, int, int], stride: tuple[int, int, int]
-) -> tuple[tuple[int, int, int], tuple[int, int, int, int, int]]:
-    """Token grid and padding of the tubelet tokenizer for an input of ``size`` (T, H, W).
-
-    Time is padded at the front only, so the last token ends exactly on the last frame (the
-    newest token sees the newest frame; causality never needs a future frame). Height and width
-    are padded symmetrically (the extra pixel, if odd, at the end) so the token grid stays
-    centred on the frame, which keeps the readout's [-1, 1] coordinates on the frame's centre.
-
-    Returns:
-        ((T_p, H_p, W_p), (front, top, bottom, left, right)) padding in frames/pixels.
-    """
-    (tp, pt), (hp, ph), (wp, pw) = (
-        _axis_tokens(n, k, s) for n, k, s in zip(size, kernel, stride, strict=True)
-    )
-    return (tp, hp, wp), (pt, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
-
 
 def num_kept_tokens(num_tokens: int, patch_dropout: float) -> int:
     """``ceil((1 - p) * S)`` spatial tokens survive patch dropout (at least one)."""
     # round() first: (1 - 0.1) * 10 is 9.000000000000002 in floating point, not 9.
     return max(1, math.ceil(round((1.0 - patch_dropout) * num_tokens, 6)))
-
-
-class TubeletTokenizer(nn.Module):
-    """Non-overlapping (or overlapping, stride < kernel) tubelet embedding by a Conv3d.
-
-    Works for any T, H, W (see :func:`tubelet_grid` for the padding rule). With ``rank`` the
-    (T, H, W) kernel is a sum of ``rank`` space-time separable ones: ``rank`` spatial filters
-    (1, H, W) over each frame, then a temporal conv (T, 1, 1) that mixes their time courses into
-    the D channels (the same linear map as the full Conv3d, of rank at most ``rank`` between
-    space and time; visual receptive fields are close to separable).
-
-    Args:
-        in_channels: C of the stimulus.
-        dim: embedding width D.
-        kernel, stride: (T, H, W) tubelet size and step.
-        rank: spatial filters of the separable form; None for the full Conv3d.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        dim: int,
-        kernel: tuple[int, int, int],
-        stride: tuple[int, int, int],
-        rank: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.kernel = tuple(kernel)
-        self.stride = tuple(stride)
-        kt, kh, kw = kernel
-        st, sh, sw = stride
-        self.spatial: nn.Conv3d | None = None
-        if rank is None:
-            self.proj = nn.Conv3d(in_channels, dim, kernel_size=kernel, stride=stride)
-        else:
-            self.spatial = nn.Conv3d(
-                in_channels, rank, kernel_size=(1, kh, kw), stride=(1, sh, sw), bias=False
-            )
-            nn.init.xavier_uniform_(self.spatial.weight.view(rank, -1))
-            self.proj = nn.Conv3d(rank, dim, kernel_size=(kt, 1, 1), stride=(st, 1, 1))
-        # Initialise like a linear layer over the flattened tubelet (as MAE does).
-        nn.init.xavier_uniform_(self.proj.weight.view(dim, -1))
-        if self.proj.bias is not None:
-            nn.init.zeros_(self.proj.bias)
-
-    @property
-    def frame_filters(self) -> Tensor:
-        """The weights of the filters that see the frames, (..., k_h, k_w) per 2-D filter."""
-        return (self.spatial if self.spatial is not None else self.proj).weight
-
-    def grid(self, size: tuple[int, int, int]) -> tuple[int, int, int]:
-        """(T_p, H_p, W_p) for an input of (T, H, W)."""
-        return tubelet_grid(size, self.kernel, self.stride)[0]  # type: ignore[arg-type]
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
-        """(B, C, T, H, W) -> tokens (B, T_p, H_p*W_p, D) and the grid (T_p, H_p, W_p)."""
-        size = (x.shape[2], x.shape[3], x.shape[4])
-        grid, (front, top, bottom, left, right) = tubelet_grid(
-            size,
-            self.kernel,  # type: ignore[arg-type]
-            self.stride,  # type: ignore[arg-type]
-        )
-        if front or top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom, front, 0))
-        if self.spatial is not None:
-            x = self.spatial(x)  # (B, rank, T', H_p, W_p)
-        z = self.proj(x)  # (B, D, T_p, H_p, W_p)
-        return rearrange(z, "b d t h w -> b t (h w) d"), grid
-
-
-class ConvStem(nn.Sequential):
-    """Small causal convolutions at full resolution before the tokenizer: per entry of
-    ``channels`` a :class:`CausalConv3d` (time padded on the left only, space "same"), a
-    per-position norm over channels (``norm="channel"``; ``"none"``: a bias instead) and a
-    GELU. (B, C, T, H, W) -> (B, channels[-1], T, H, W).
-    """
-
-    def __init__(
-        self, in_channels: int, channels: tuple[int, ...], kernel: Triple, norm: str = "channel"
-    ) -> None:
-        layers: list[nn.Module] = []
-        prev = in_channels
-        for ch in channels:
-            if norm == "channel":
-                layers += [CausalConv3d(prev, ch, kernel), ChannelNorm3d(ch), nn.GELU()]
-            else:
-                layers += [CausalConv3d(prev, ch, kernel, bias=True), nn.GELU()]
-            prev = ch
-        super().__init__(*layers)
-
-
-# --- blocks --------------------------------------------------------------------------------
-
-
-def _entropy(weights: Tensor) -> Tensor:
-    """(B, h, N, M) probabilities -> (h,) mean over sequences and queries of each row's entropy
-    in nats (masked entries are exactly 0 and contribute 0)."""
-    ent = -(weights * weights.clamp_min(1e-30).log()).sum(-1)  # (B, h, N)
-    return ent.mean(dim=(0, 2))
-
-
-class _AttentionMixin(nn.Module):
-    num_heads: int
-    causal: bool
-    attn_drop: float
-    q_norm: nn.Module
-    k_norm: nn.Module
-
-    def _qk_norms(self, norm: str, head_dim: int, enabled: bool) -> None:
-        # One norm over each head's d channels, shared by the heads (as timm's qk_norm); applied
-        # before RoPE and before any backend, so flash-attn, SDPA, math and the maps all see it.
-        # It bounds each query's and key's logits, so it acts per token: RMS under `batch`.
-        kind = "rms" if norm == "batch" else norm
-        self.q_norm = make_norm(kind, head_dim) if enabled else nn.Identity()
-        self.k_norm = make_norm(kind, head_dim) if enabled else nn.Identity()
-
-    def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, rope: Rope | None, sink: AttnSink | None
-    ) -> Tensor:
-        """(B, h, N, d) each -> (B, h, N, d), QK-norm (when on) then RoPE applied to q and k."""
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            cos, sin = rope
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if sink is not None:
-            weights = attention_weights(q, k, causal=self.causal)  # (B, h, N, N)
-            sink.append((weights.mean(0), _entropy(weights)))
-            return torch.matmul(weights.to(v.dtype), v)
-        p = self.attn_drop if self.training else 0.0
-        return attention(q, k, v, causal=self.causal, dropout_p=p)
-
-
-class ParallelBlock(_AttentionMixin):
-    """Pre-norm block with attention and MLP side by side (one norm, one fused in-projection to
-    q, k, v and the MLP input, one fused out-projection of [attention, MLP]), as the reference.
-
-    ``x + drop_path(dropout(W_out [attn(q, k, v), act(m)]))`` with ``[q, k, v, m] = W_in norm(x)``.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float,
-        mlp: str,
-        norm: str,
-        dropout: float,
-        drop_path: float,
-        causal: bool,
-        qk_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
-        self._qk_norms(norm, dim // num_heads, qk_norm)
-        self.mlp_kind = mlp
-        self.hidden = mlp_hidden_dim(dim, mlp_ratio, mlp)
-        self.mlp_in = mlp_in_dim(self.hidden, mlp)
-        self.norm = make_norm(norm, dim)
-        self.in_proj = nn.Linear(dim, 3 * dim + self.mlp_in, bias=False)
-        self.out_proj = nn.Linear(dim + self.hidden, dim, bias=False)
-        self.drop = nn.Dropout(dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, rope: Rope | None = None, sink: AttnSink | None = None) -> Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        d = self.dim
-        y = self.in_proj(self.norm(x))  # (B, N, 3D + M)
-        q, k, v, m = y.split([d, d, d, self.mlp_in], dim=-1)
-        q, k, v = (rearrange(t, "b n (h e) -> b h n e", h=self.num_heads) for t in (q, k, v))
-        a = rearrange(self._attend(q, k, v, rope, sink), "b h n e -> b n (h e)")  # (B, N, D)
-        out = self.out_proj(torch.cat([a, mlp_activate(m, self.mlp_kind)], dim=-1))  # (B, N, D)
-        return x + self.drop_path(self.drop(out))
-
-
-class SequentialBlock(_AttentionMixin):
-    """Pre-norm block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (each branch with
-    dropout and drop-path)."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        mlp_ratio: float,
-        mlp: str,
-        norm: str,
-        dropout: float,
-        drop_path: float,
-        causal: bool,
-        qk_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        self.dim, self.num_heads, self.causal, self.attn_drop = dim, num_heads, causal, dropout
-        self._qk_norms(norm, dim // num_heads, qk_norm)
-        self.norm1 = make_norm(norm, dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
-        self.norm2 = make_norm(norm, dim)
-        self.mlp = MLP(dim, mlp_ratio, mlp)
-        self.drop = nn.Dropout(dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, rope: Rope | None = None, sink: AttnSink | None = None) -> Tensor:
-        """(B, N, D) -> (B, N, D)."""
-        qkv = rearrange(
-            self.qkv(self.norm1(x)), "b n (three h e) -> three b h n e", three=3, h=self.num_heads
-        )
-        a = rearrange(self._attend(qkv[0], qkv[1], qkv[2], rope, sink), "b h n e -> b n (h e)")
-        x = x + self.drop_path(self.drop(self.proj(a)))  # (B, N, D)
-        return x + self.drop_path(self.drop(self.mlp(self.norm2(x))))
-
-
-def make_block(cfg: ViViTConfig, *, drop_path: float, causal: bool) -> nn.Module:
-    """A parallel or sequential block as ``cfg.parallel`` says."""
-    cls = ParallelBlock if cfg.parallel else SequentialBlock
-    return cls(
-        cfg.embed_dim,
-        cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        mlp=cfg.mlp,
-        norm=cfg.norm,
-        dropout=cfg.dropout,
-        drop_path=drop_path,
-        causal=causal,
-        qk_norm=cfg.qk_norm,
-    )
 
 
 # --- attention maps ------------------------------------------------------------------------
