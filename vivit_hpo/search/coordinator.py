@@ -22,19 +22,16 @@ that code and the reason.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 from rich.console import Console, Group
@@ -43,7 +40,7 @@ from rich.live import Live
 from vivit_hpo import settings
 from vivit_hpo._output import Column, FitTable, count, fixed, signed
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
-from vivit_hpo.search.objective import STOP_SIGNALS
+from vivit_hpo.search.signals import stop_on_signals
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
 from vivit_hpo.search.storage import (
     StaleCheck,
@@ -257,29 +254,6 @@ def _stop_all(slots: list[_Slot]) -> None:
         s.last_code = s.proc.returncode
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT, SIGTERM or SIGHUP while the block runs (main thread only).
-
-    The handler only sets the event, so a signal never cuts a worker's start or the stopping
-    of the workers in half; the loop stops the workers at its next check, at once.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_study(
     name: str,
     spec_path: Path | None,
@@ -369,7 +343,7 @@ def run_study(
         return fresh
 
     # Signals stay handled until every worker has exited, the stopping included.
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
             with Live(
                 _table(name, p, slots, 0.0, note),
