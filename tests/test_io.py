@@ -66,7 +66,7 @@ _BY_HAND = {
     ("tempfile", "NamedTemporaryFile"),
 }
 # The one folder moved whole: a retry takes over its predecessor's trial folder.
-_FOLDER_MOVES = {"vivit_hpo/search/objective.py"}
+_FOLDER_MOVES = {"vivit_hpo/search/outcome.py"}  # HandBack.take_over_dir
 
 
 def _hand_written_replaces(tree: ast.AST, folder_moves: bool) -> list[tuple[int, str]]:

@@ -28,6 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"training"}),
     frozenset({"search"}),
     frozenset({"report"}),
+    frozenset({"_live"}),  # rich's live view of a run, for the API's console=, bench and cli
     frozenset({"api"}),  # the public Python API: the service's functions, lazily re-exported
     frozenset({"testing"}),  # fixtures for tests and the rig: a private PostgreSQL, tiny specs
     frozenset({"bench"}),  # the benchmarks and the chaos driver
@@ -99,6 +100,32 @@ def import_graph(src: Path, package: str) -> dict[str, set[str]]:
                 targets.add(sub if sub in files else base)
         graph[name] = {t for t in targets if t in files and t != name}
     return graph
+
+
+def library_imports(src: Path, package: str) -> dict[str, set[str]]:
+    """``{module: the top-level names of the libraries outside the package it imports}`` for
+    every module of ``src/package`` (``from rich.live import Live`` imports ``rich``)."""
+    out: dict[str, set[str]] = {}
+    for path in sorted((src / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif not node.level and node.module:
+                names.add(node.module.split(".")[0])
+        out[_module_name(path, src)] = names - {package}
+    return out
+
+
+def reached(graph: Mapping[str, set[str]], module: str) -> set[str]:
+    """``module`` and every module of the package it imports, directly or through others."""
+    seen, todo = {module}, [module]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
 
 
 def layer_key(module: str) -> str:
@@ -252,6 +279,19 @@ def test_an_upward_import_and_an_undeclared_layer_are_named(tmp_path: Path) -> N
     ]
 
 
+def test_a_library_reached_through_another_module_is_found(tmp_path: Path) -> None:
+    graph = _package(
+        tmp_path,
+        {
+            "view.py": "from rich.live import Live\n",
+            "service.py": "import os.path\ndef f():\n    from pkg import view\n",
+        },
+    )
+    libraries = library_imports(tmp_path, "pkg")
+    assert libraries["pkg.view"] == {"rich"} and libraries["pkg.service"] == {"os"}
+    assert reached(graph, "pkg.service") == {"pkg.service", "pkg.view"}
+
+
 # -- vivit_hpo -----------------------------------------------------------------------------------
 
 
@@ -280,3 +320,21 @@ def test_moved_modules_only_re_export(old: str, graph: dict[str, set[str]]) -> N
     assert old_mod.__all__ == new_mod.__all__
     for name in new_mod.__all__:
         assert getattr(old_mod, name) is getattr(new_mod, name), name
+
+
+# The study service reports through callbacks and return values; drawing them (rich's live
+# table, typer's commands) is for the layers above it.
+UI_LIBRARIES = frozenset({"rich", "typer"})
+
+
+def test_the_study_service_imports_no_ui_library(graph: dict[str, set[str]]) -> None:
+    libraries = library_imports(ROOT, "vivit_hpo")
+    problems = [
+        f"{module} imports {', '.join(sorted(ui))}"
+        + ("" if other == module else f" through {other}")
+        for module in sorted(graph)
+        if layer_key(module) == "search" and module not in MOVED
+        for other in sorted(reached(graph, module))
+        if (ui := libraries[other] & UI_LIBRARIES)
+    ]
+    assert not problems, "\n".join(problems)

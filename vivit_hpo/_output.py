@@ -7,8 +7,8 @@ them) and text columns wrap. The number formatters below are the only ones the t
 that a score, a fraction or a duration reads the same in every command; each prints a missing
 value (None or NaN) as ``-``.
 
-The module needs rich alone, so the benchmarks and the study coordinator print through it
-without importing the command groups.
+The module needs rich alone, so the benchmarks and the live view of a run
+(:mod:`vivit_hpo._live`) print through it without importing the command groups.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ are the project's own (:class:`~vivit_hpo.errors.VivitHpoError`), raised, not ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from vivit_hpo.training.run import load_run_sessions, train_run
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from vivit_hpo.search.coordinator import RunResult
+    from vivit_hpo.search.coordinator import RunEvent, RunResult
     from vivit_hpo.search.worker import WorkerSummary
 
 __all__ = ["TrainResult", "create_study", "load_study", "run_study", "run_worker", "train"]
@@ -137,15 +137,23 @@ def run_study(
     """
     from vivit_hpo.search.coordinator import run_study as _run_study
 
-    return _run_study(
-        name,
-        None if spec is None else Path(spec),
-        storage,
-        devices=devices,
-        console=console,
-        baseline=baseline,
-        max_infra_errors=max_infra_errors,
-    )
+    def run(progress: Callable[[RunEvent], None] | None) -> RunResult:
+        return _run_study(
+            name,
+            None if spec is None else Path(spec),
+            storage,
+            devices=devices,
+            progress=progress,
+            baseline=baseline,
+            max_infra_errors=max_infra_errors,
+        )
+
+    if console is None:
+        return run(None)  # silent, and rich stays unimported
+    from vivit_hpo._live import LiveView
+
+    with LiveView(console) as view:
+        return run(view)
 
 
 @dataclass(frozen=True)

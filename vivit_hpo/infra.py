@@ -100,7 +100,7 @@ def infrastructure_error(exc: BaseException) -> str | None:
 
     The exception and what it was raised from are read: torch's checkpoint writer chains the
     OS's error under its own. Running out of memory is the config's (check
-    :func:`~vivit_hpo.search.objective.is_oom` first); so is every other error.
+    :func:`~vivit_hpo.search.outcome.is_oom` first); so is every other error.
     """
     chain = list(_chain(exc))
     for e in chain:

@@ -57,7 +57,7 @@ def bench_worker(
 
     from vivit_hpo.config import RunConfig
     from vivit_hpo.search.factory import build_pruner, build_sampler
-    from vivit_hpo.search.objective import record_attrs
+    from vivit_hpo.search.outcome import record_attrs
     from vivit_hpo.search.record import FEASIBLE
     from vivit_hpo.search.space import suggest
     from vivit_hpo.search.spec import spec_from_text

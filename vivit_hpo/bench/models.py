@@ -200,6 +200,7 @@ def run_models_bench(
     """
     import torch
 
+    from vivit_hpo._live import LiveView
     from vivit_hpo.data.simulate import oracle_split_mean
     from vivit_hpo.search.coordinator import run_study
     from vivit_hpo.search.storage import open_storage
@@ -233,9 +234,10 @@ def run_models_bench(
     console.print(f"[bold]ViViT search[/bold]: study {name}, {workers} worker(s), {minutes:g} min")
     start = time.monotonic()
     finish_by = time.time() + seconds - min(_RESERVE_MAX_S, _RESERVE_FRACTION * seconds)
-    result = run_study(
-        name, spec_path, url, devices=[device] * workers, console=console, finish_by=finish_by
-    )
+    with LiveView(console) as view:
+        result = run_study(
+            name, spec_path, url, devices=[device] * workers, progress=view, finish_by=finish_by
+        )
     search_s = time.monotonic() - start
     if result.exit_code not in (0, 3):  # 3: the time limit, the expected end
         raise SpecError(f"bench models: study {name} ended with exit code {result.exit_code}")

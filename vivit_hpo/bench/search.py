@@ -182,6 +182,7 @@ def run_benchmark(
     Returns:
         The JSON document.
     """
+    from vivit_hpo._live import LiveView
     from vivit_hpo.data.simulate import oracle_split_mean
     from vivit_hpo.search.coordinator import run_study
     from vivit_hpo.search.storage import open_storage
@@ -206,7 +207,8 @@ def run_benchmark(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(spec_to_text(strategy_spec(spec, strategy, seed)))
             console.print(f"[bold]{strategy}[/bold], seed {seed}: study {name}")
-            result = run_study(name, path, url, devices=[device] * workers, console=console)
+            with LiveView(console) as view:
+                result = run_study(name, path, url, devices=[device] * workers, progress=view)
             if result.exit_code not in (0, 3):  # 3: the spec's time limit, a result like any
                 raise SpecError(f"study {name} ended with exit code {result.exit_code}")
             storage = open_storage(url)

@@ -128,19 +128,21 @@ def run(
     stopped on infrastructure errors (exit 75) is not restarted; with none left before the
     budget is spent, run exits 75 with the reason.
     """
+    from vivit_hpo._live import LiveView
     from vivit_hpo.search.coordinator import run_study, worker_devices
 
     if workers is not None and gpus is not None:
         raise ConfigError("give --workers N or --gpus 0,1, not both")
     devices = worker_devices(workers, _gpus(gpus), device)
-    result = run_study(
-        name,
-        spec,
-        storage,
-        devices=devices,
-        console=console,
-        baseline=not no_baseline,
-        max_infra_errors=max_infra_errors,
-    )
+    with LiveView(console) as view:
+        result = run_study(
+            name,
+            spec,
+            storage,
+            devices=devices,
+            progress=view,
+            baseline=not no_baseline,
+            max_infra_errors=max_infra_errors,
+        )
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -2,48 +2,43 @@
 
 The coordinator is a supervisor, not a scheduler: workers claim trials from the database on
 their own (so workers started by hand or on other machines join the same study). It starts
-``python -m vivit_hpo worker NAME --device D`` per GPU (or N CPU workers), shows a live table,
-restarts a worker that dies, fails stale trials (a dead worker's trial is re-enqueued and resumes
-from its checkpoint), stops at the budget or the spec's time limit, and on Ctrl-C, SIGTERM or
-SIGHUP asks every worker to stop (SIGINT): each one fails its running trial and re-enqueues it,
-so that the next ``run`` or ``worker`` resumes it from the last epoch's checkpoint. It returns only
-once every worker has exited.
+``python -m vivit_hpo worker NAME --device D`` per GPU (or N CPU workers), restarts a worker that
+dies, fails stale trials (a dead worker's trial is re-enqueued and resumes from its checkpoint),
+stops at the budget or the spec's time limit, and on Ctrl-C, SIGTERM or SIGHUP asks every worker
+to stop (SIGINT): each one fails its running trial and re-enqueues it, so that the next ``run``
+or ``worker`` resumes it from the last epoch's checkpoint. It returns only once every worker has
+exited. It draws nothing: how the run stands (:class:`RunSnapshot`) and the lines for the user
+(:class:`RunMessage`) go to a ``progress`` callback, which the CLI's live table
+(:class:`vivit_hpo._live.LiveView`) draws.
 
 A database that is down is waited for: ``run`` keeps supervising the workers (which wait for it
-too, see :mod:`~vivit_hpo.search.worker`) and shows the last counts with a "database
-unreachable" line until it answers again.
+too, see :mod:`~vivit_hpo.search.worker`) and reports the last counts with a "database
+unreachable" note until it answers again.
 
 A worker that stopped because of the node (exit :data:`~vivit_hpo.infra.INFRA_EXIT_CODE`: a GPU
 error, data missing here, a full disk; see :mod:`vivit_hpo.infra`) is not restarted: another
 start would meet the same fault at once. Its slot is given up with the reason (the worker's last
-log line) in the table, and when no worker is left before the study is done, ``run`` exits with
-that code and the reason.
+log line) in the snapshot's note, and when no worker is left before the study is done, ``run``
+exits with that code and the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
-from rich.console import Console, Group
-from rich.live import Live
-
 from vivit_hpo import settings
-from vivit_hpo._output import Column, FitTable, count, fixed, signed
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
-from vivit_hpo.search.objective import STOP_SIGNALS
+from vivit_hpo.search.signals import stop_on_signals
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
 from vivit_hpo.search.storage import (
     StaleCheck,
@@ -60,13 +55,21 @@ from vivit_hpo.search.study import (
     StudyProgress,
     best_trial,
     create_study,
-    progress,
     prune_checkpoints,
     read_spec,
 )
+from vivit_hpo.search.study import progress as count_trials
 from vivit_hpo.search.worker import open_study
 
-__all__ = ["RunResult", "run_study", "worker_devices"]
+__all__ = [
+    "RunEvent",
+    "RunMessage",
+    "RunResult",
+    "RunSnapshot",
+    "WorkerStatus",
+    "run_study",
+    "worker_devices",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +100,55 @@ class RunResult:
     exit_code: int
     progress: StudyProgress
     restarts: int
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker slot of a run, as it stands."""
+
+    index: int
+    device: str
+    pid: int | None  # None: not started yet
+    running: bool
+    given_up: bool  # not restarted any more (see RunSnapshot.note for why)
+    last_code: int | None  # its last exit code
+    restarts: int
+
+    @property
+    def state(self) -> str:
+        """One line: running, or how it exited."""
+        if self.running:
+            return "running"
+        if self.given_up and self.last_code == INFRA_EXIT_CODE:
+            return f"stopped: infrastructure error (exit {self.last_code})"
+        if self.given_up:
+            return f"gave up (exit {self.last_code})"
+        return f"exited ({self.last_code})"
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """How a run stands, reported every ``refresh_s`` while its workers run and once more
+    (``final``) when every one has exited."""
+
+    study: str
+    progress: StudyProgress  # the study's counts (the last ones while the database is down)
+    workers: tuple[WorkerStatus, ...]
+    elapsed_s: float
+    note: str = ""  # a worker given up, the database down, the time limit
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class RunMessage:
+    """A line for the user: where the run goes, that the workers are being stopped, and the
+    closing lines (the best trial, how to resume, why no worker is left)."""
+
+    text: str
+    one_line: bool = False  # keep it on one line (a long error to read or copy whole)
+
+
+RunEvent = RunSnapshot | RunMessage
 
 
 def worker_devices(
@@ -148,67 +200,28 @@ def _prepare(
         storage.engine.dispose()
 
 
-def _table(name: str, p: StudyProgress, slots: list[_Slot], elapsed_s: float, note: str) -> Group:
-    t = FitTable(
-        [
-            Column("running", "right", priority=7),
-            Column("complete", "right", priority=6),
-            Column("pruned", "right", priority=3),
-            Column("infeasible", "right", priority=2),
-            Column("failed", "right", priority=4),
-            Column("budget", "right", priority=8),
-            Column("best BPS", "right", priority=9),
-            Column("trials/h", "right", priority=1),
-        ],
-        title=f"study {name}",
-        title_justify="left",
-        box=None,
-        padding=(0, 0, 0, 2),
+def _run_snapshot(
+    name: str,
+    p: StudyProgress,
+    slots: list[_Slot],
+    elapsed_s: float,
+    note: str,
+    *,
+    final: bool = False,
+) -> RunSnapshot:
+    workers = tuple(
+        WorkerStatus(
+            index=s.index,
+            device=s.device,
+            pid=None if s.proc is None else s.proc.pid,
+            running=s.proc is not None and s.proc.poll() is None,
+            given_up=s.given_up,
+            last_code=s.last_code,
+            restarts=s.restarts,
+        )
+        for s in slots
     )
-    per_hour = p.finished / (elapsed_s / 3600) if elapsed_s > 1 else 0.0
-    t.add_row(
-        count(p.running),
-        count(p.complete),
-        count(p.pruned),
-        count(p.infeasible),
-        count(p.failed),
-        f"{min(p.logical, p.n_trials)}/{p.n_trials}",
-        signed(p.best_value),
-        fixed(per_hour, 0),
-    )
-    extra = []
-    if p.best_number is not None:
-        extra.append(f"best trial #{p.best_number}")
-    if p.retried or p.waiting:
-        extra.append(f"{p.retried} retried (worker lost or stopped), {p.waiting} waiting")
-    w = FitTable(
-        [
-            Column("worker", priority=5),
-            Column("device", priority=4),
-            Column("pid", priority=2),
-            Column("state", priority=3, wrap=True),
-            Column("restarts", priority=1),
-        ],
-        box=None,
-    )
-    for s in slots:
-        if s.proc is not None and s.proc.poll() is None:
-            state = "running"
-        elif s.given_up and s.last_code == INFRA_EXIT_CODE:
-            state = f"stopped: infrastructure error (exit {s.last_code})"
-        elif s.given_up:
-            state = f"gave up (exit {s.last_code})"
-        else:
-            state = f"exited ({s.last_code})"
-        pid = str(s.proc.pid) if s.proc is not None else "-"
-        w.add_row(str(s.index), s.device, pid, state, str(s.restarts))
-    parts: list[FitTable | str] = [t]
-    if extra:
-        parts.append("; ".join(extra))
-    parts.append(w)
-    if note:
-        parts.append(note)
-    return Group(*parts)
+    return RunSnapshot(name, p, workers, elapsed_s, note, final)
 
 
 def _start(
@@ -257,36 +270,13 @@ def _stop_all(slots: list[_Slot]) -> None:
         s.last_code = s.proc.returncode
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT, SIGTERM or SIGHUP while the block runs (main thread only).
-
-    The handler only sets the event, so a signal never cuts a worker's start or the stopping
-    of the workers in half; the loop stops the workers at its next check, at once.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run_study(
     name: str,
     spec_path: Path | None,
     storage_url: str | None,
     *,
     devices: Sequence[str],
-    console: Console | None = None,
+    progress: Callable[[RunEvent], None] | None = None,
     refresh_s: float = 2.0,
     baseline: bool = True,
     max_infra_errors: int = DEFAULT_MAX_INFRA_ERRORS,
@@ -299,9 +289,10 @@ def run_study(
         spec_path: the spec (needed to create the study; when the study exists it must match).
         storage_url: the storage (None: ``$VIVIT_HPO_STORAGE`` or the embedded default).
         devices: the device of each worker (see :func:`worker_devices`).
-        console: where the live table and the closing lines (the best trial, how to resume)
-            go; None: nowhere.
-        refresh_s: seconds between table refreshes and worker checks.
+        progress: called with a :class:`RunSnapshot` every ``refresh_s`` and with the lines
+            for the user (:class:`RunMessage`: the best trial, how to resume...); None: the run
+            is silent. :class:`vivit_hpo._live.LiveView` draws them as ``vivit-hpo run`` does.
+        refresh_s: seconds between snapshots and worker checks.
         baseline: creating the study, enqueue its base config first (unless the spec says no).
         max_infra_errors: each worker's ``--max-infra-errors``.
         finish_by: each worker's ``--finish-by`` (``time.time()``): running trials end with
@@ -312,8 +303,11 @@ def run_study(
     Returns:
         The exit code and the final counts.
     """
-    if console is None:
-        console = Console(quiet=True)
+
+    def report(event: RunEvent) -> None:
+        if progress is not None:
+            progress(event)
+
     _prepare(name, spec_path, storage_url, baseline=baseline)
     url = resolve_storage_url(storage_url)
     opened = open_study(name, storage_url)
@@ -329,9 +323,11 @@ def run_study(
     if n_cpu and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_cpu))
     slots = [_Slot(i, d, logs / f"worker-{i}.log") for i, d in enumerate(devices)]
-    console.print(
-        f"study {name!r} on {mask_url(url)}: {len(slots)} worker(s) on "
-        f"{', '.join(devices)}; logs in {logs}"
+    report(
+        RunMessage(
+            f"study {name!r} on {mask_url(url)}: {len(slots)} worker(s) on "
+            f"{', '.join(devices)}; logs in {logs}"
+        )
     )
     start = time.monotonic()
     timeout = spec.budget.timeout_minutes
@@ -343,7 +339,7 @@ def run_study(
     last_stale = 0.0
 
     def read() -> StudyProgress:
-        return progress(study.get_trials(deepcopy=False), budget)
+        return count_trials(study.get_trials(deepcopy=False), budget)
 
     p = retrying(read, what="read the study")
     down_since: float | None = None  # the database has not answered since then
@@ -369,78 +365,73 @@ def run_study(
         return fresh
 
     # Signals stay handled until every worker has exited, the stopping included.
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
-            with Live(
-                _table(name, p, slots, 0.0, note),
-                console=console,
-                refresh_per_second=2,
-                transient=True,
-            ) as live:
+            report(_run_snapshot(name, p, slots, 0.0, note))
+            for s in slots:
+                _start(s, name, env, max_infra_errors, finish_by)
+            while not stop.is_set():
+                now = time.monotonic()
+                if now - last_stale >= stale_every:
+
+                    def fail_stale() -> None:
+                        with claim_lock(storage, name):
+                            stale(study)
+
+                    try:
+                        retrying(fail_stale, what="fail stale trials", max_wait_s=refresh_s)
+                    except Exception as e:  # the workers check too; try again next time
+                        _log.warning("stale check failed: %s", describe(e))
+                    last_stale = now
+                p = snapshot()
                 for s in slots:
-                    _start(s, name, env, max_infra_errors, finish_by)
-                while not stop.is_set():
-                    now = time.monotonic()
-                    if now - last_stale >= stale_every:
-
-                        def fail_stale() -> None:
-                            with claim_lock(storage, name):
-                                stale(study)
-
-                        try:
-                            retrying(fail_stale, what="fail stale trials", max_wait_s=refresh_s)
-                        except Exception as e:  # the workers check too; try again next time
-                            _log.warning("stale check failed: %s", describe(e))
-                        last_stale = now
-                    p = snapshot()
-                    for s in slots:
-                        if s.proc is None or s.given_up or s.proc.poll() is None:
-                            continue
-                        code = s.last_code = s.proc.returncode
-                        if p.done or code == 0:
-                            continue
-                        if code == INFRA_EXIT_CODE:
-                            # The node is at fault: a restart would fail the same way at once.
-                            s.given_up = True
-                            s.reason = reason_in_log(s.log_path) or (
-                                f"infrastructure error; see {s.log_path}"
-                            )
-                            note = f"worker {s.index} not restarted: {s.reason}"
-                            continue
-                        # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
-                        if now - s.started < _FAST_DEATH_S:
-                            s.fast_deaths += 1
-                        if s.fast_deaths >= _MAX_FAST_DEATHS:
-                            s.given_up = True
-                            note = f"worker {s.index} keeps dying; see {s.log_path}"
-                            continue
-                        s.restarts += 1
-                        _start(s, name, env, max_infra_errors, finish_by)
-                    alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
-                    shown = note
-                    if down_since is not None:
-                        shown = (
-                            f"database unreachable for {now - down_since:.0f} s, retrying "
-                            f"(counts as of then; the workers wait for it){'; ' if note else ''}"
-                            f"{note}"
+                    if s.proc is None or s.given_up or s.proc.poll() is None:
+                        continue
+                    code = s.last_code = s.proc.returncode
+                    if p.done or code == 0:
+                        continue
+                    if code == INFRA_EXIT_CODE:
+                        # The node is at fault: a restart would fail the same way at once.
+                        s.given_up = True
+                        s.reason = reason_in_log(s.log_path) or (
+                            f"infrastructure error; see {s.log_path}"
                         )
-                    live.update(_table(name, p, slots, now - start, shown))
-                    if not alive:
-                        if not p.done and any(s.given_up for s in slots):
-                            infra = [s for s in slots if s.last_code == INFRA_EXIT_CODE]
-                            exit_code = INFRA_EXIT_CODE if infra else 1
-                        break
-                    if deadline is not None and now > deadline:
-                        note = "time limit reached: stopping the workers"
-                        live.update(_table(name, p, slots, now - start, note))
-                        _stop_all(slots)
-                        exit_code = 3
-                        break
-                    stop.wait(refresh_s)
-                else:  # a stop signal (the loop ended without a break)
-                    raise KeyboardInterrupt
+                        note = f"worker {s.index} not restarted: {s.reason}"
+                        continue
+                    # Died (crash, OOM kill, SIGKILL): start another; its trial is retried.
+                    if now - s.started < _FAST_DEATH_S:
+                        s.fast_deaths += 1
+                    if s.fast_deaths >= _MAX_FAST_DEATHS:
+                        s.given_up = True
+                        note = f"worker {s.index} keeps dying; see {s.log_path}"
+                        continue
+                    s.restarts += 1
+                    _start(s, name, env, max_infra_errors, finish_by)
+                alive = [s for s in slots if s.proc is not None and s.proc.poll() is None]
+                shown = note
+                if down_since is not None:
+                    shown = (
+                        f"database unreachable for {now - down_since:.0f} s, retrying "
+                        f"(counts as of then; the workers wait for it){'; ' if note else ''}"
+                        f"{note}"
+                    )
+                report(_run_snapshot(name, p, slots, now - start, shown))
+                if not alive:
+                    if not p.done and any(s.given_up for s in slots):
+                        infra = [s for s in slots if s.last_code == INFRA_EXIT_CODE]
+                        exit_code = INFRA_EXIT_CODE if infra else 1
+                    break
+                if deadline is not None and now > deadline:
+                    note = "time limit reached: stopping the workers"
+                    report(_run_snapshot(name, p, slots, now - start, note))
+                    _stop_all(slots)
+                    exit_code = 3
+                    break
+                stop.wait(refresh_s)
+            else:  # a stop signal (the loop ended without a break)
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
-            console.print("stopping the workers (their running trials will resume later) ...")
+            report(RunMessage("stopping the workers (their running trials will resume later) ..."))
             _stop_all(slots)
             exit_code = 130
         except BaseException:
@@ -454,29 +445,35 @@ def run_study(
     p = snapshot()
     if exit_code == INFRA_EXIT_CODE:
         note = ""  # the error line below says it
-    console.print(_table(name, p, slots, time.monotonic() - start, note))
+    report(_run_snapshot(name, p, slots, time.monotonic() - start, note, final=True))
     if p.done:
         removed = prune_checkpoints(study, spec)
         if removed:
-            console.print(f"removed the checkpoints of {len(removed)} trials (kept the best)")
+            report(RunMessage(f"removed the checkpoints of {len(removed)} trials (kept the best)"))
         try:
             best = best_trial(study)
-            console.print(
-                f"best: trial #{best.number}, val BPS {best.value:+.4f}; "
-                f"`vivit-hpo study export-best {name} --out best.yaml` writes its config"
+            report(
+                RunMessage(
+                    f"best: trial #{best.number}, val BPS {best.value:+.4f}; "
+                    f"`vivit-hpo study export-best {name} --out best.yaml` writes its config"
+                )
             )
         except StudyError as e:
-            console.print(str(e))
+            report(RunMessage(str(e)))
     elif exit_code == 130:
-        console.print(f"stopped; resume with `vivit-hpo run {name}` or `vivit-hpo worker {name}`")
+        report(
+            RunMessage(f"stopped; resume with `vivit-hpo run {name}` or `vivit-hpo worker {name}`")
+        )
     elif exit_code == INFRA_EXIT_CODE:
         reasons = "; ".join(
             f"worker {s.index} not restarted: {s.reason}" for s in slots if s.reason
         )
-        console.print(
-            f"error: no worker left before study {name!r} is done; {reasons}; once that is "
-            f"fixed, `vivit-hpo run {name}` resumes its trials",
-            soft_wrap=True,
+        report(
+            RunMessage(
+                f"error: no worker left before study {name!r} is done; {reasons}; once that is "
+                f"fixed, `vivit-hpo run {name}` resumes its trials",
+                one_line=True,
+            )
         )
     opened.close()
     restarts = sum(s.restarts for s in slots)

@@ -5,7 +5,7 @@ few user attributes (the names below); this module is the one place that reads t
 :class:`TrialRecord` is the typed view of one trial that the study commands, the progress
 table, the search benchmark and the report read instead of attribute names.
 
-How the states map (see :mod:`vivit_hpo.search.objective` for who writes what):
+How the states map (see :mod:`vivit_hpo.search.outcome` for who writes what):
 
 - ``complete``: COMPLETE with a value.
 - ``pruned``: PRUNED by the pruner (``prune_reason``).

@@ -60,7 +60,9 @@ from vivit_hpo.infra import (
     stop_message,
 )
 from vivit_hpo.search.factory import build_pruner, build_sampler
-from vivit_hpo.search.objective import StopControl, TrialOutcome, TrialRunner
+from vivit_hpo.search.objective import TrialRunner
+from vivit_hpo.search.outcome import TrialOutcome
+from vivit_hpo.search.signals import StopControl
 from vivit_hpo.search.spec import StudySpec, study_n_trials
 from vivit_hpo.search.storage import (
     CONNECT_WAIT_S,
