@@ -241,6 +241,6 @@ def standings(
 def oracle_test_bps(spec: StudySpec, study_name: str) -> float | None:
     """The oracle's test BPS (mean over sessions) where the study's data are simulated; None
     otherwise."""
-    from vivit_hpo.data.simulate import oracle_split_mean
+    from vivit_hpo.data.oracle import oracle_split_mean
 
     return oracle_split_mean(spec.data_paths(study_name))
