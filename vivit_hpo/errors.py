@@ -16,6 +16,7 @@ __all__ = [
     "OutputPathError",
     "SpecError",
     "StorageError",
+    "StudyError",
     "VivitHpoError",
 ]
 
@@ -53,6 +54,10 @@ class OutputPathError(VivitHpoError):
 
 class StorageError(VivitHpoError):
     """The study storage URL is invalid or the database cannot be reached."""
+
+
+class StudyError(VivitHpoError):
+    """A study that does not exist (or already exists), or has no result to show yet."""
 
 
 class NonFiniteLossError(VivitHpoError):

@@ -198,7 +198,7 @@ GPU_LOCK_DIR: Setting[Path | None] = Setting(
     name="VIVIT_HPO_GPU_LOCK_DIR",
     doc="The folder of the GPU lock files, taken as it is (containers share one through a "
     "bind mount). Unset: this user's own folder "
-    "(:func:`~vivit_hpo.search.worker.gpu_lock_dir`).",
+    "(:func:`~vivit_hpo.search.devices.gpu_lock_dir`).",
     accepts="a folder",
     default_doc="a folder of this user's",
     parse=Path,

@@ -145,7 +145,7 @@ class StudySnapshot:
 
     def best_trial(self) -> FrozenTrial | None:
         """The search's best complete trial by the study direction (never a yardstick: see
-        :func:`~vivit_hpo.search.study.best_of`), or None when there is none."""
+        :func:`~vivit_hpo.search.progress.best_of`), or None when there is none."""
         from vivit_hpo.search.study import best_of
 
         return best_of(self.trials, maximize=self.maximize)
