@@ -10,6 +10,7 @@ from vivit_hpo.models.layers import (
     AbsolutePosEmbed,
     DropPath,
     apply_rope,
+    conv3d,
     make_norm,
     mlp_hidden_dim,
     rope_angles_1d,
@@ -160,3 +161,29 @@ def test_rms_norm_keeps_bf16_and_matches_torch() -> None:
     out = norm(x.bfloat16())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref(x), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "frames"),
+    [
+        (1, (4, 12, 12), (4, 2, 2), 8),  # the quick start's tubelets: steps side by side
+        (2, (4, 5, 5), (2, 3, 3), 9),  # overlapping steps, a frame left over
+        (3, (1, 3, 3), (1, 1, 1), 5),  # one-frame kernels
+        (16, (16, 9, 9), (1, 1, 1), 16),  # the whole window (the CNN yardstick's first layer)
+    ],
+)
+def test_conv3d_on_a_cpu_is_the_3d_convolution(
+    channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int], frames: int
+) -> None:
+    """The 2-D form gives F.conv3d's output and gradients for every step and stacking order."""
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, frames, 14, 13, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, channels, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    want = torch.nn.functional.conv3d(x, w, b, stride)
+    got = conv3d(x, w, b, stride)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads = torch.autograd.grad(want, (x, w, b), g)
+    torch.testing.assert_close(torch.autograd.grad(got, (x, w, b), g), grads)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vivit_hpo.models.cnn import CausalConv3d, ChannelNorm3d
+from vivit_hpo.models.layers import conv3d
 
 __all__ = ["ConvStem", "Triple", "TubeletTokenizer", "temporal_tokens", "tubelet_grid"]
 
@@ -109,9 +110,10 @@ class TubeletTokenizer(nn.Module):
         )
         if front or top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom, front, 0))
+        # The Conv3d weights, run as 2-D convolutions (several times faster on a CPU).
         if self.spatial is not None:
-            x = self.spatial(x)  # (B, rank, T', H_p, W_p)
-        z = self.proj(x)  # (B, D, T_p, H_p, W_p)
+            x = conv3d(x, self.spatial.weight, None, self.spatial.stride)  # (B, r, T', ..)
+        z = conv3d(x, self.proj.weight, self.proj.bias, self.proj.stride)  # (B, D, T_p, ..)
         return rearrange(z, "b d t h w -> b t (h w) d"), grid
 
 
