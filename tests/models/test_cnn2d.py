@@ -29,6 +29,20 @@ def test_cnn2d_shapes_and_gradients() -> None:
     assert_all_grads(core)
 
 
+def test_without_pad_input_the_first_layer_is_valid_and_the_rest_keep_its_map() -> None:
+    """``pad_input: false`` (the Sensorium baseline's): the first layer's 5x5 kernel leaves
+    (H - 4) x (W - 4) outputs, each the same sum as the padded core's at that pixel."""
+    valid = CNN2DCore(CNN2DConfig(channels=(4,), kernels=(5,), pad_input=False), 2, L).eval()
+    padded = CNN2DCore(CNN2DConfig(channels=(4,), kernels=(5,)), 2, L).eval()
+    padded.load_state_dict(valid.state_dict())
+    x = torch.randn(2, 2, 7, 11, 8)
+    out = valid(x)
+    assert out.shape == (2, 4, 7 - L + 1, 7, 4) and valid.output_grid(11, 8) == (7, 4)
+    torch.testing.assert_close(out, padded(x)[..., 2:-2, 2:-2])
+    deep = CNN2DCore(CNN2DConfig(channels=(4, 6), kernels=(5, 3), pad_input=False), 2, L)
+    assert deep(x).shape == (2, 6, 7 - L + 1, 7, 4)
+
+
 def test_the_first_layer_is_a_2d_conv_of_the_lags_as_channels() -> None:
     # At frame t, the first layer's output is Conv2d over frames t-L+1..t stacked as channels.
     core = CNN2DCore(CNN2DConfig(channels=(4,), kernels=(3,), batch_norm=False), 2, L).eval()
@@ -77,7 +91,9 @@ def test_laplace_penalty_prefers_smooth_filters_whatever_their_scale() -> None:
     assert CNN2DCore(CNN2DConfig(laplace=0.0), 1, L).regularizer() == 0
 
 
-@pytest.mark.parametrize("cfg", [CNN, LN], ids=["cnn2d", "ln"])
+@pytest.mark.parametrize(
+    "cfg", [CNN, CNN.model_copy(update={"pad_input": False}), LN], ids=["cnn2d", "valid", "ln"]
+)
 def test_cost_figures(cfg: CNN2DConfig | LNConfig) -> None:
     shape = (2, L, 11, 8)  # (C, L, H, W)
     core = CNN2DCore(cfg, 2, L) if isinstance(cfg, CNN2DConfig) else LNCore(cfg, 2, L)

@@ -150,6 +150,9 @@ class CNN2DConfig(_Frozen):
     kernels: tuple[int, ...] = (9, 7, 7)  # spatial kernel of each layer (the first spans the lags)
     batch_norm: bool = True
     laplace: float = Field(0.1, ge=0)
+    # Pad the first layer to keep the frame's size; False: "valid" (H - k + 1 by W - k + 1, as
+    # the Sensorium baseline's pad_input=False): every layer then runs on the smaller map.
+    pad_input: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> CNN2DConfig:

@@ -14,7 +14,7 @@ from torch import nn
 
 from vivit_hpo.config import CNN2DConfig, CNNConfig, LNConfig, ModelConfig, ViViTConfig
 from vivit_hpo.models.cnn import CNNCore, cnn_layers
-from vivit_hpo.models.cnn2d import CNN2DCore, LNCore, cnn2d_layers
+from vivit_hpo.models.cnn2d import CNN2DCore, LNCore, cnn2d_grid, cnn2d_layers
 from vivit_hpo.models.layers import mlp_hidden_dim, mlp_in_dim
 from vivit_hpo.models.vivit import ViViTCore, check_grid, num_kept_tokens, tubelet_grid
 
@@ -31,19 +31,24 @@ def _core_cfg(cfg: ModelConfig | CoreCfg) -> CoreCfg:
 
 
 def _conv_layers(
-    core: CoreCfg, c: int, length: int, num_lags: int
-) -> list[tuple[int, int, tuple[int, int, int], int, int]]:
-    """Every convolution of a convolutional core on a sample of ``length`` frames as (in, out,
-    kernel, halvings of H and W, output frames): the 3-D CNN keeps every frame, the 2-D CNN's
-    and the LN's lag-spanning first layer leaves the ``length - num_lags + 1`` with a full
-    history."""
+    core: CoreCfg, input_shape: InputShape, num_lags: int
+) -> list[tuple[int, int, tuple[int, int, int], int]]:
+    """Every convolution of a convolutional core on a sample of ``input_shape`` (C, F, H, W)
+    as (in, out, kernel, output elements per channel): the 3-D CNN keeps every frame (halving
+    H and W per stage), the 2-D CNN's and the LN's lag-spanning first layer leaves the
+    ``F - num_lags + 1`` frames with a full history."""
+    c, length, h, w = input_shape
     if isinstance(core, CNNConfig):
-        return [(*layer, length) for layer in cnn_layers(core, c)]
+        return [
+            (cin, cout, k, length * _halved(h, level) * _halved(w, level))
+            for cin, cout, k, level in cnn_layers(core, c)
+        ]
     out = length - num_lags + 1
     if isinstance(core, CNN2DConfig):
-        return [(cin, cout, k, 0, out) for cin, cout, k in cnn2d_layers(core, c, num_lags)]
+        gh, gw = cnn2d_grid(core, h, w)
+        return [(cin, cout, k, out * gh * gw) for cin, cout, k in cnn2d_layers(core, c, num_lags)]
     assert isinstance(core, LNConfig)
-    return [(c, core.filters, (num_lags, core.kernel, core.kernel), 0, out)]
+    return [(c, core.filters, (num_lags, core.kernel, core.kernel), out * h * w)]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -143,10 +148,9 @@ def _halved(n: int, level: int) -> int:
 
 
 def _conv_forward_flops(cfg: CoreCfg, input_shape: InputShape, num_lags: int) -> float:
-    c, length, h, w = input_shape
     total = 0
-    for cin, cout, (kt, kh, kw), level, frames in _conv_layers(cfg, c, length, num_lags):
-        total += 2 * cin * kt * kh * kw * cout * frames * _halved(h, level) * _halved(w, level)
+    for cin, cout, (kt, kh, kw), outputs in _conv_layers(cfg, input_shape, num_lags):
+        total += 2 * cin * kt * kh * kw * cout * outputs
     return float(total)
 
 
@@ -234,8 +238,8 @@ def estimate_memory_bytes(
             elements += core.tokenizer_rank * length * g["s"]
     else:
         elements = sum(
-            (cin + 3 * cout) * frames * _halved(h, level) * _halved(w, level)
-            for cin, cout, _, level, frames in _conv_layers(core, c, length, num_lags)
+            (cin + 3 * cout) * outputs  # the input counted at the output's size
+            for cin, cout, _, outputs in _conv_layers(core, input_shape, num_lags)
         )
     return int(
         params * _OPTIMIZER_BYTES_PER_PARAM + inputs + batch_size * elements * activation_bytes

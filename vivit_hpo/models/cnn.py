@@ -33,6 +33,8 @@ class CausalConv3d(nn.Module):
         pad_time: pad ``k_t - 1`` frames at the front (T outputs); False: "valid" in time, the
             ``T - k_t + 1`` outputs whose kernel lies inside the input (the first ends on frame
             ``k_t - 1``), causal all the same.
+        pad_space: pad H and W to keep their size; False: "valid" in space (``H - k_h + 1``
+            by ``W - k_w + 1`` outputs at stride 1).
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class CausalConv3d(nn.Module):
         bias: bool = False,
         *,
         pad_time: bool = True,
+        pad_space: bool = True,
     ) -> None:
         super().__init__()
         kt, kh, kw = kernel
         front = kt - 1 if pad_time else 0
-        self.pad = ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2, front, 0)
+        ph, pw = (kh, kw) if pad_space else (1, 1)
+        self.pad = ((pw - 1) // 2, pw // 2, (ph - 1) // 2, ph // 2, front, 0)
         self.conv = nn.Conv3d(
             in_channels,
             out_channels,

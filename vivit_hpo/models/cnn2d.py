@@ -23,7 +23,16 @@ from vivit_hpo.config import CNN2DConfig, LNConfig
 from vivit_hpo.models.cnn import CausalConv3d
 from vivit_hpo.models.layers import laplace_l2
 
-__all__ = ["CNN2DCore", "LNCore", "cnn2d_layers", "laplace_l2"]
+__all__ = ["CNN2DCore", "LNCore", "cnn2d_grid", "cnn2d_layers", "laplace_l2"]
+
+
+def cnn2d_grid(cfg: CNN2DConfig, height: int, width: int) -> tuple[int, int]:
+    """(H', W') of every layer's output: the frame's, or without ``pad_input`` the first
+    layer's "valid" output (the later layers keep it)."""
+    if cfg.pad_input:
+        return height, width
+    k = cfg.kernels[0]
+    return height - k + 1, width - k + 1
 
 
 def cnn2d_layers(
@@ -57,8 +66,16 @@ class CNN2DCore(nn.Module):
         self.out_dim = cfg.channels[-1]
         self.time_kernel, self.time_stride = num_lags, 1  # one output step per full history
         layers: list[nn.Module] = []
-        for cin, cout, kernel in cnn2d_layers(cfg, in_channels, num_lags):
-            layers.append(CausalConv3d(cin, cout, kernel, bias=not cfg.batch_norm, pad_time=False))
+        for i, (cin, cout, kernel) in enumerate(cnn2d_layers(cfg, in_channels, num_lags)):
+            conv = CausalConv3d(
+                cin,
+                cout,
+                kernel,
+                bias=not cfg.batch_norm,
+                pad_time=False,
+                pad_space=i > 0 or cfg.pad_input,
+            )
+            layers.append(conv)
             if cfg.batch_norm:
                 layers.append(nn.BatchNorm3d(cout))
             layers.append(nn.ELU())
@@ -68,11 +85,12 @@ class CNN2DCore(nn.Module):
         self.first = first.conv
 
     def output_grid(self, height: int, width: int) -> tuple[int, int]:
-        """(H', W') of the feature map: the frame's own ("same" padding throughout)."""
-        return height, width
+        """(H', W') of the feature map: the frame's own ("same" padding throughout), or the
+        first layer's "valid" output without ``pad_input``."""
+        return cnn2d_grid(self.cfg, height, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) -> (B, D, T - L + 1, H, W)."""
+        """(B, C, T, H, W) -> (B, D, T - L + 1, H', W') (:meth:`output_grid`)."""
         out: Tensor = self.layers(x)
         return out
 
