@@ -62,10 +62,12 @@ def test_dropout_changes_math_output_only_when_asked() -> None:
     assert not torch.allclose(attention(q, k, v, causal=False, dropout_p=0.5, backend="math"), base)
 
 
-def test_auto_backend_on_cpu_fp32_is_sdpa() -> None:
-    q = torch.randn(1, 1, 2, 8)
+def test_auto_backend_on_cpu_is_sdpa_but_for_the_shortest_sequences() -> None:
+    q = torch.randn(1, 1, attn_mod.CPU_MATH_MAX_LEN + 1, 8)
     assert attention_backend(q) == "sdpa"
     assert attention_backend(q.bfloat16()) == "sdpa"  # flash-attn needs CUDA
+    # A window's 2 temporal tokens: PyTorch's CPU kernel costs more per sequence than the work.
+    assert attention_backend(torch.randn(1, 1, 2, 8)) == "math"
 
 
 @pytest.mark.parametrize("choice", ["sdpa", "math", "SDPA "])
