@@ -17,6 +17,7 @@ __all__ = [
     "SpecError",
     "StorageError",
     "StudyError",
+    "StudyNotFoundError",
     "VivitHpoError",
 ]
 
@@ -58,6 +59,10 @@ class StorageError(VivitHpoError):
 
 class StudyError(VivitHpoError):
     """A study that does not exist (or already exists), or has no result to show yet."""
+
+
+class StudyNotFoundError(StudyError):
+    """No study of that name in the storage (what ``vivit-hpo run`` creates from ``--spec``)."""
 
 
 class NonFiniteLossError(VivitHpoError):

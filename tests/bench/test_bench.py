@@ -37,21 +37,13 @@ from vivit_hpo.cli import app
 from vivit_hpo.config import load_run_config
 from vivit_hpo.errors import ConfigError
 from vivit_hpo.models import build_model, flops_per_sample
+from vivit_hpo.testing import tiny_base
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_CORE = {
-    "kind": "vivit",
-    "embed_dim": 16,
-    "num_heads": 2,
-    "num_spatial_blocks": 1,
-    "num_temporal_blocks": 1,
-    "kernel_size": [2, 4, 4],
-    "stride": [2, 4, 4],
-    "num_registers": 1,
-    "mlp_ratio": 4,
-    "patch_dropout": 0.0,
-    "drop_path": 0.0,
-}
+# The suite's tiny ViViT (D=16, 2 heads, 1+1 blocks, 2x4x4 tubelets, 1 register) and its
+# modulator, as the service tests train it.
+TINY_MODEL = tiny_base()["model"]
+TINY_CORE = TINY_MODEL["core"]
 TINY_ARGS = ["--batch", "3", "--input", "6", "8", "8", "--device", "cpu", "--units", "5"]
 TINY_ARGS += ["--steps", "2", "--warmup", "1", "--threads", "1"]
 METRICS = (
@@ -75,7 +67,7 @@ needs_reference = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def tiny_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    cfg = {"model": {"core": TINY_CORE, "modulator": {"hidden_dim": 4}}, "train": {"lr": 1e-3}}
+    cfg = {"model": TINY_MODEL, "train": {"lr": 1e-3}}
     path.write_text(yaml.safe_dump(cfg))
     return path
 

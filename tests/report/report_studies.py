@@ -199,30 +199,23 @@ def pg_study(pg_url: str) -> Iterator[tuple[str, optuna.Study]]:
 
 @pytest.fixture(scope="session")
 def tiny_run(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ViViT (D=16, 1+1 blocks, 2 registers) trained for one short epoch on ``sim_dir``."""
-    from vivit_hpo.config import RunConfig
+    """The suite's tiny ViViT (:func:`~vivit_hpo.testing.tiny_base`: D=16, 1+1 blocks) with 2
+    registers, no modulator and 8 lags, trained for one short epoch on ``sim_dir``."""
+    from vivit_hpo.config import parse_run_config, set_key
     from vivit_hpo.data import load_sessions
+    from vivit_hpo.testing import tiny_base
     from vivit_hpo.training import Trainer
 
-    cfg = RunConfig.model_validate(
-        {
-            "model": {
-                "core": {
-                    "kind": "vivit",
-                    "embed_dim": 16,
-                    "num_heads": 2,
-                    "num_spatial_blocks": 1,
-                    "num_temporal_blocks": 1,
-                    "kernel_size": [2, 4, 4],
-                    "stride": [2, 4, 4],
-                    "num_registers": 2,
-                },
-                "modulator": {"enabled": False},
-            },
-            "data": {"num_lags": 8, "max_val_bins": 32},
-            "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 4},
-        }
-    )
+    tree = tiny_base()
+    changes = {
+        "model.core.num_registers": 2,
+        "model.modulator.enabled": False,
+        "data.num_lags": 8,
+        "train.epochs": 1,
+    }
+    for key, value in changes.items():
+        set_key(tree, key, value)
+    cfg = parse_run_config(tree, "tiny run")
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     trainer = Trainer(cfg, load_sessions([sim_dir], cfg.data), device="cpu", run_dir=run_dir)
     for _ in trainer.epochs():

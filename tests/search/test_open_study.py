@@ -20,8 +20,10 @@ from vivit_hpo.cli import app
 from vivit_hpo.errors import VivitHpoError
 from vivit_hpo.report.build import write_study_report
 from vivit_hpo.report.snapshot import take_snapshot
+from vivit_hpo.search.coordinator import run_study
+from vivit_hpo.search.spec import load_spec
 from vivit_hpo.search.storage import get_storage, open_storage, sqlite_path
-from vivit_hpo.search.study import StudyError, load_study
+from vivit_hpo.search.study import StudyError, create_study, load_study
 from vivit_hpo.search.worker import open_study
 
 
@@ -109,4 +111,33 @@ def test_a_missing_study_is_the_same_one_line_error_everywhere(
             assert res.output.strip().splitlines()[-1] == f"error: {expected}", (where, res.output)
         assert not (tmp_path / "r.html").exists() and not Path(out).exists()
     finally:
+        storage.engine.dispose()
+
+
+def test_run_says_what_to_do_with_a_study_it_cannot_run(
+    url: str, present: str, write_spec: Callable[..., Path]
+) -> None:
+    """``run NAME [--spec FILE]`` stops before any worker starts, with one line saying what to
+    do: no such study and no spec to create it from, a study made from another spec, or one
+    that vivit-hpo did not make (whatever the spec)."""
+
+    def run(name: str, spec: Path | None = None) -> str:
+        return _message(lambda: run_study(name, spec, url, devices=["cpu"]))
+
+    missing = f"missing-{uuid.uuid4().hex[:10]}"
+    assert run(missing) == f"study {missing!r} does not exist; pass --spec FILE to create it"
+    foreign = f"study {present!r} has no vivit-hpo spec; it was not made by vivit-hpo"
+    assert run(present) == foreign and run(present, write_spec()) == foreign
+    made = f"made-{uuid.uuid4().hex[:10]}"
+    storage = open_storage(url)
+    try:
+        create_study(storage, made, load_spec(write_spec()))
+        assert run(made, write_spec(budget={"n_trials": 7}, epochs=4)) == (
+            f"study {made!r} exists with another spec (differs in: epochs, budget); omit --spec "
+            "to continue it, or use a new study name"
+        )
+        assert len(load_study(storage, made).trials) == 0  # no worker ran
+        assert missing not in _names(storage)
+    finally:
+        optuna.delete_study(study_name=made, storage=storage)
         storage.engine.dispose()

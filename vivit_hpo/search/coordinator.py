@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from vivit_hpo import settings
+from vivit_hpo.errors import StudyNotFoundError
 from vivit_hpo.infra import DEFAULT_MAX_INFRA_ERRORS, INFRA_EXIT_CODE, reason_in_log
 from vivit_hpo.search.signals import stop_on_signals
 from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
@@ -176,11 +177,25 @@ def _spec_diff(a: StudySpec, b: StudySpec) -> list[str]:
 def _prepare(
     name: str, spec_path: Path | None, storage_url: str | None, *, baseline: bool = True
 ) -> StudySpec:
+    """The spec of study ``name``, which is created from ``spec_path`` when it does not exist.
+
+    The study module says whether it exists (:func:`~vivit_hpo.search.study.read_spec`, the
+    check :func:`~vivit_hpo.search.study.load_study` makes) and creates it.
+
+    Raises:
+        StudyError: no such study and no ``spec_path``; one made from another spec; one that
+            vivit-hpo did not make.
+    """
     storage = open_storage(storage_url)
     try:
-        exists = name in [s.study_name for s in storage.get_all_studies()]
-        if exists:
+        try:
             stored = read_spec(storage, name)
+        except StudyNotFoundError:
+            if spec_path is None:
+                raise StudyError(
+                    f"study {name!r} does not exist; pass --spec FILE to create it"
+                ) from None
+        else:
             if spec_path is not None:
                 diff = _spec_diff(stored, load_spec(spec_path))
                 if diff:
@@ -189,8 +204,6 @@ def _prepare(
                         f"omit --spec to continue it, or use a new study name"
                     )
             return stored
-        if spec_path is None:
-            raise StudyError(f"study {name!r} does not exist; pass --spec FILE to create it")
         spec = load_spec(spec_path)
         if not baseline:
             spec = spec.model_copy(update={"baseline": False})

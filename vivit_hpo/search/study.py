@@ -24,7 +24,13 @@ import yaml
 
 import vivit_hpo
 from vivit_hpo.config import parse_override
-from vivit_hpo.errors import ArtifactPathError, ConfigError, SpecError, StudyError
+from vivit_hpo.errors import (
+    ArtifactPathError,
+    ConfigError,
+    SpecError,
+    StudyError,
+    StudyNotFoundError,
+)
 from vivit_hpo.metrics import objective_label
 from vivit_hpo.search.artifacts import LOCK_FILE as LOCK_FILE
 from vivit_hpo.search.artifacts import RECIPE_FILE as RECIPE_FILE
@@ -117,7 +123,7 @@ def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int:
         return storage.get_study_id_from_name(name)
     except KeyError as e:
         known = ", ".join(_names(storage)[:10]) or "none"
-        raise StudyError(
+        raise StudyNotFoundError(
             f"study {name!r} does not exist (studies: {known}); create it with "
             f"`vivit-hpo study create {name} --spec FILE`"
         ) from e
@@ -127,7 +133,8 @@ def read_spec(storage: optuna.storages.BaseStorage, name: str) -> StudySpec:
     """The spec stored in study ``name``.
 
     Raises:
-        StudyError: no such study, or it was not created by vivit-hpo.
+        StudyNotFoundError: no such study (a :class:`StudyError`).
+        StudyError: it was not created by vivit-hpo.
         ArtifactPathError: the stored study's name is not a plain folder name (a study made
             before names were checked); only `study delete NAME --keep-artifacts` takes it.
     """

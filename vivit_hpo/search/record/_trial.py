@@ -1,101 +1,14 @@
-"""A trial's record: what it ended as, what it measured, and what a retry of it carries.
-
-The objective writes a trial's story into Optuna's own fields (state, value, constraints) and a
-few user attributes (the names below); this module is the one place that reads them back:
-:class:`TrialRecord` is the typed view of one trial that the study commands, the progress
-table, the search benchmark and the report read instead of attribute names.
-
-How the states map (see :mod:`vivit_hpo.search.outcome` for who writes what):
-
-- ``complete``: COMPLETE with a value.
-- ``pruned``: PRUNED by the pruner (``prune_reason``).
-- ``infeasible``: the cheap pre-check refused the config before any step (``infeasible_reason``).
-- ``failed``: it ran and could not finish: out of memory or a non-finite loss (Optuna state
-  PRUNED with the constraint ``feasible`` violated, so that TPE learns to avoid the region), or
-  an error (state FAIL); ``fail_reason`` says which.
-- ``running``, ``waiting``: not finished.
-
-Beside the database, a trial's run folder holds :data:`EPOCHS_FILE`, one JSON line per finished
-epoch (:class:`EpochRecord`: trial number, epoch, the worker that trained it, when, and the
-epoch's own validation BPS; the intermediate values are the best so far). A retry takes
-its predecessor's folder over, so the file accumulates every epoch of a logical trial across
-retries: who trained what, and when, for the chaos checks.
-"""
+"""The attribute names a trial's story is written under, and :class:`TrialRecord`, the typed
+view of one trial that reads them back."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import optuna
-from optuna.storages._rdb.models import TrialUserAttributeModel
 from optuna.trial import FrozenTrial, TrialState
-
-__all__ = [
-    "BASELINE",
-    "BEST_EPOCH",
-    "BINS_PER_S",
-    "DEVICE",
-    "EPOCHS_FILE",
-    "EPOCHS_RUN",
-    "EXTRA_OVERRIDES",
-    "FAILED_TRIAL",
-    "FAIL_REASON",
-    "FEASIBLE",
-    "FIXED_PARAMS",
-    "FLOPS_PER_SAMPLE",
-    "HEARTBEAT",
-    "HOST",
-    "INFEASIBLE_REASON",
-    "INFRASTRUCTURE",
-    "INTERRUPT",
-    "PARAMS_COUNT",
-    "PEAK_MEMORY_MB",
-    "PID",
-    "PRUNE_REASON",
-    "RESPONSE_KINDS",
-    "RESUMED_FROM_EPOCH",
-    "RESUMED_FROM_TRIAL",
-    "RETRY_CAUSES",
-    "RETRY_HISTORY",
-    "RUN_CONFIG",
-    "SAMPLES_PER_S",
-    "STOPPED_AT_DEADLINE",
-    "STOPPED_EARLY",
-    "TEST_BPS",
-    "TEST_BPS_ERROR",
-    "TEST_BPS_PER_SESSION",
-    "TEST_CORR",
-    "THREADS",
-    "TRIAL_DIR",
-    "VALUES",
-    "VAL_BPS",
-    "VAL_BPS_PER_SESSION",
-    "VAL_CORR",
-    "YARDSTICK",
-    "YARDSTICK_CONFIG",
-    "EpochRecord",
-    "RetryCause",
-    "RetryStaleTrial",
-    "Status",
-    "TrialRecord",
-    "append_epoch",
-    "is_yardstick",
-    "out_of_retries",
-    "read_epochs",
-    "response_kinds",
-    "retried_numbers",
-    "retry_of",
-    "status",
-    "worker_of",
-]
-
-_log = logging.getLogger(__name__)
 
 FEASIBLE = "feasible"  # the constraint key: > 0 violated
 
@@ -103,7 +16,6 @@ FEASIBLE = "feasible"  # the constraint key: > 0 violated
 FAIL_REASON = "fail_reason"
 INFEASIBLE_REASON = "infeasible_reason"
 PRUNE_REASON = "prune_reason"
-EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per finished epoch
 # Set when the trial is enqueued (vivit_hpo.search.study), read by the objective:
 BASELINE = "baseline"  # the spec's base config, never pruned
 EXTRA_OVERRIDES = "extra_overrides"  # run-config overrides of this trial alone
@@ -155,33 +67,6 @@ FIXED_PARAMS = "fixed_params"
 _OLD_NAMES = {PARAMS_COUNT: "n_params", TRIAL_DIR: "run_dir"}
 
 Status = Literal["complete", "pruned", "infeasible", "failed", "running", "waiting"]
-
-# Why a trial was failed and retried. Each cause has its own cap per logical trial (the spec's
-# `heartbeat` section), counted from the trial's record (RETRY_CAUSES): a config whose error
-# is classed as the node's must not loop for ever, and preemptions must not spend the retries
-# that a worker's death needs.
-RetryCause = Literal["infrastructure", "interrupt", "heartbeat"]
-INFRASTRUCTURE: RetryCause = "infrastructure"  # the node failed it (vivit_hpo.infra)
-INTERRUPT: RetryCause = "interrupt"  # its worker was stopped by a signal (preemption, Ctrl-C)
-HEARTBEAT: RetryCause = "heartbeat"  # its worker died, or was cut off from the database
-_CAP = {
-    INFRASTRUCTURE: ("with an infrastructure error", "heartbeat.max_infra_retries", "fix the node"),
-    INTERRUPT: (
-        "with its worker stopped by a signal (preempted)",
-        "heartbeat.max_interrupt_retries",
-        "give the workers longer allocations",
-    ),
-    HEARTBEAT: (
-        "with its heartbeat lost (its worker died or lost the database)",
-        "heartbeat.max_retry",
-        "find why the workers die (the kernel's OOM killer, a kill without a signal)",
-    ),
-}
-
-# What a retry must not inherit: why its predecessor ended, and the pruner's bookkeeping of the
-# predecessor's rungs (a retry with those lands in a bracket whose next check may never come).
-_STALE_USER_ATTRS = (FAIL_REASON, PRUNE_REASON, RESUMED_FROM_TRIAL, RESUMED_FROM_EPOCH)
-_STALE_SYSTEM_PREFIXES = ("completed_rung_", "constraints")
 
 
 def status(t: FrozenTrial) -> Status:
@@ -387,139 +272,3 @@ def worker_of(t: FrozenTrial) -> str | None:
     """``host:pid`` of the worker that ran ``t``, if it recorded it."""
     host, pid = t.user_attrs.get(HOST), t.user_attrs.get(PID)
     return f"{host}:{pid}" if host and pid else None
-
-
-def _causes(t: FrozenTrial) -> list[dict[str, str]]:
-    """One ``{"cause", "worker"}`` per entry of ``t``'s retry history (``unknown`` for the
-    entries of studies made before causes were kept)."""
-    history = t.system_attrs.get(RETRY_HISTORY) or []
-    raw = t.system_attrs.get(RETRY_CAUSES) or []
-    causes = [
-        {"cause": str(c.get("cause", "unknown")), "worker": str(c.get("worker") or "")}
-        for c in raw
-        if isinstance(c, Mapping)
-    ]
-    missing = max(0, len(history) - len(causes))
-    return [{"cause": "unknown", "worker": ""}] * missing + causes
-
-
-def out_of_retries(
-    t: FrozenTrial, cause: RetryCause, cap: int, last: str, worker: str | None
-) -> str | None:
-    """Why ``t``, just failed for ``cause`` on ``worker`` with reason ``last``, must not be
-    retried once more, or None if it may: it was retried ``cap`` times for that cause already
-    (counted from its record; the other causes' retries do not count)."""
-    before = [c for c in _causes(t) if c["cause"] == cause]
-    if len(before) < cap:
-        return None
-    what, field, fix = _CAP[cause]
-    workers = {c["worker"] for c in before if c["worker"]} | ({worker} if worker else set())
-    where = f" on {len(workers)} worker{'s' if len(workers) != 1 else ''}" if workers else ""
-    n = len(before) + 1
-    return (
-        f"failed {n} time{'s' if n != 1 else ''} {what}{where}: {last}; "
-        f"raise {field} (now {cap}) or {fix}"
-    )
-
-
-def retry_of(
-    t: FrozenTrial, cause: RetryCause = HEARTBEAT, worker: str | None = None
-) -> FrozenTrial:
-    """A WAITING copy of ``t`` that resumes it: its parameters, attributes and reports, with
-    Optuna's retry bookkeeping (``failed_trial``, ``retry_history``) and why ``t`` was retried
-    (``cause``, on ``worker``: by default the one ``t`` recorded), but none of the attributes
-    that say why ``t`` ended and none of the pruner's state."""
-    system_attrs: dict[str, Any] = {
-        k: v for k, v in t.system_attrs.items() if not k.startswith(_STALE_SYSTEM_PREFIXES)
-    }
-    system_attrs[FAILED_TRIAL] = t.system_attrs.get(FAILED_TRIAL, t.number)
-    system_attrs[RETRY_HISTORY] = [*(t.system_attrs.get(RETRY_HISTORY) or []), t.number]
-    system_attrs[RETRY_CAUSES] = [
-        *_causes(t),
-        {"cause": cause, "worker": worker or worker_of(t) or ""},
-    ]
-    return optuna.create_trial(
-        state=TrialState.WAITING,
-        params=t.params,
-        distributions=t.distributions,
-        user_attrs={k: v for k, v in t.user_attrs.items() if k not in _STALE_USER_ATTRS},
-        system_attrs=system_attrs,
-        intermediate_values=t.intermediate_values,
-    )
-
-
-class RetryStaleTrial:
-    """Heartbeat callback: a trial whose worker died is retried with :func:`retry_of` (what
-    Optuna's ``RetryHeartbeatStaleTrialCallback`` does, without the stale pruner state), at most
-    ``max_retry`` times for a lost heartbeat (:func:`out_of_retries`: interrupts and the node's
-    errors have caps of their own). Out of retries, it stays FAIL with the reason."""
-
-    def __init__(self, max_retry: int | None) -> None:
-        self.max_retry = max_retry
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        last = "no heartbeat for longer than heartbeat.grace_s"
-        why = None
-        if self.max_retry is not None:
-            why = out_of_retries(trial, HEARTBEAT, self.max_retry, last, worker_of(trial))
-        if why is None:
-            study.add_trial(retry_of(trial, HEARTBEAT))
-            return
-        _log.warning("trial %d not retried: %s", trial.number, why)
-        _set_final_reason(study, trial._trial_id, why)
-
-
-def _set_final_reason(study: optuna.Study, trial_id: int, reason: str) -> None:
-    """Write ``fail_reason`` of a trial already failed (by the stale check: Optuna refuses the
-    attributes of a finished trial), straight into Optuna's table. Other processes read it at
-    once; this one's cached copy of the trial keeps the old attributes."""
-    storage = study._storage
-    rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        return
-    table = TrialUserAttributeModel.__table__
-    row = table.c.trial_id == trial_id, table.c.key == FAIL_REASON
-    with rdb.engine.begin() as conn:
-        conn.execute(table.delete().where(*row))
-        conn.execute(
-            table.insert().values(trial_id=trial_id, key=FAIL_REASON, value_json=json.dumps(reason))
-        )
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One finished epoch of a trial: which worker (``host:pid``) trained it, when (wall-clock
-    seconds since the epoch, ``time.time()``), and that epoch's own mean validation BPS (the
-    trial's intermediate value is the best so far; None in records written before it was kept)."""
-
-    trial: int
-    epoch: int
-    worker: str
-    start: float
-    end: float
-    val_bps: float | None = None
-
-
-def append_epoch(run_dir: Path, record: EpochRecord) -> None:
-    """Append ``record`` to ``run_dir/epochs.jsonl``, flushed and fsynced: a worker killed
-    afterwards loses at most the epoch it was training."""
-    with open(run_dir / EPOCHS_FILE, "a") as f:
-        f.write(json.dumps(asdict(record)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_epochs(run_dir: Path) -> list[EpochRecord]:
-    """The records in ``run_dir/epochs.jsonl`` (none if it is missing); a torn last line (a
-    machine that lost power mid-write) is skipped."""
-    try:
-        lines = (run_dir / EPOCHS_FILE).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in lines:
-        try:
-            out.append(EpochRecord(**json.loads(line)))
-        except (ValueError, TypeError):
-            continue
-    return out

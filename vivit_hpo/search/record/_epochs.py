@@ -1,0 +1,50 @@
+"""A trial's epoch log: one JSON line per finished epoch in its run folder (who trained it,
+and when), kept across retries."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per finished epoch
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch of a trial: which worker (``host:pid``) trained it, when (wall-clock
+    seconds since the epoch, ``time.time()``), and that epoch's own mean validation BPS (the
+    trial's intermediate value is the best so far; None in records written before it was kept)."""
+
+    trial: int
+    epoch: int
+    worker: str
+    start: float
+    end: float
+    val_bps: float | None = None
+
+
+def append_epoch(run_dir: Path, record: EpochRecord) -> None:
+    """Append ``record`` to ``run_dir/epochs.jsonl``, flushed and fsynced: a worker killed
+    afterwards loses at most the epoch it was training."""
+    with open(run_dir / EPOCHS_FILE, "a") as f:
+        f.write(json.dumps(asdict(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_epochs(run_dir: Path) -> list[EpochRecord]:
+    """The records in ``run_dir/epochs.jsonl`` (none if it is missing); a torn last line (a
+    machine that lost power mid-write) is skipped."""
+    try:
+        lines = (run_dir / EPOCHS_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(EpochRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return out
