@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -36,6 +34,7 @@ from vivit_hpo.search.study import (
     trial_dir,
 )
 from vivit_hpo.search.worker import run_worker
+from vivit_hpo.testing.faults import file_size_limit
 from vivit_hpo.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.postgres
@@ -173,13 +172,6 @@ def _fill(folder: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
 
 
-def _limit_file_size() -> None:
-    # A process may write no file past 16 KiB: writes beyond fail with EFBIG (SIGXFSZ ignored,
-    # which the exec'd worker inherits), as on a full disk; its small log stays below it.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 2**10, 16 * 2**10))
-
-
 @pytest.mark.parametrize("how", ["tmpfs", "fsize"])
 def test_a_full_disk_failing_the_checkpoint_requeues_the_trial(
     how: str, write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
@@ -191,7 +183,8 @@ def test_a_full_disk_failing_the_checkpoint_requeues_the_trial(
         if how == "tmpfs":
             stack.enter_context(_tmpfs(artifacts, "4m"))
         else:
-            preexec = _limit_file_size
+            # No file past 16 KiB (EFBIG), as on a full disk; its small log stays below it.
+            preexec = file_size_limit(16 * 2**10)
         study = create(pg_url, study_name, spec_path)
         if how == "tmpfs":
             _fill(artifacts, leave=16 * 2**10)  # room for the run's small files, not a checkpoint

@@ -1,8 +1,8 @@
-"""A hung trial (tests/search/hang/sitecustomize.py hangs a real worker's training after its
-first epoch) is stopped by the progress watchdog: re-enqueued as the node's fault with the stall
-reason, its worker stops (exit 75) and ``vivit-hpo run`` returns. A worker waiting for the
-database through an outage longer than ``heartbeat.stall_s`` is not hung: the watchdog leaves it
-alone, and the run completes."""
+"""A hung trial (:func:`vivit_hpo.testing.faults.hang_env` hangs a real worker's training
+after its first epoch) is stopped by the progress watchdog: re-enqueued as the node's fault
+with the stall reason, its worker stops (exit 75) and ``vivit-hpo run`` returns. A worker
+waiting for the database through an outage longer than ``heartbeat.stall_s`` is not hung: the
+watchdog leaves it alone, and the run completes."""
 
 from __future__ import annotations
 
@@ -28,11 +28,10 @@ from vivit_hpo.infra import INFRA_EXIT_CODE
 from vivit_hpo.search.record import FAIL_REASON, RETRY_CAUSES
 from vivit_hpo.search.storage import ENV_MAX_WAIT, open_storage
 from vivit_hpo.search.study import load_study, progress
+from vivit_hpo.testing.faults import hang_env
 from vivit_hpo.testing.pgserver import PostgresServer
 
 pytestmark = pytest.mark.postgres
-
-HANG = Path(__file__).parent / "hang"  # its sitecustomize hangs training when told to
 
 
 def _spec(write_spec: Callable[..., Path]) -> Path:
@@ -48,10 +47,7 @@ def _spec(write_spec: Callable[..., Path]) -> Path:
 
 
 def _hang_env(mode: str, pg_url: str, home: Path) -> dict[str, str]:
-    env = worker_env(pg_url, home)
-    env["PYTHONPATH"] = f"{HANG}:{env['PYTHONPATH']}"
-    env["VIVIT_HPO_TEST_HANG"] = mode
-    return env
+    return hang_env(mode, worker_env(pg_url, home))
 
 
 def _assert_stalled_and_requeued(study: optuna.Study) -> None:
