@@ -29,6 +29,7 @@ from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
     enqueue,
     load_study,
+    logs_dir,
     progress,
     study_uid,
     trial_dir,
@@ -236,10 +237,11 @@ def test_run_does_not_restart_a_worker_stopped_by_the_node(
     assert "worker 0 not restarted: infrastructure error, worker stopped" in out, out
     assert f"data file {files[1]} missing on this node" in out, out
     assert "error: no worker left before study" in out and "resumes its trials" in out, out
-    logs = load_spec(spec, check=False).artifact_path(study_name, "logs")
+    study = load_study(open_storage(pg_url), study_name)
+    logs = logs_dir(load_spec(spec, check=False), study_name, study_uid(study))
     started = (logs / "worker-0.log").read_text().count("starting worker")
     assert started == 1, (logs / "worker-0.log").read_text()  # started once, not restarted
-    p = progress(load_study(open_storage(pg_url), study_name).get_trials(), 2)
+    p = progress(study.get_trials(), 2)
     assert p.failed == 0 and p.logical == 0 and not p.done, p
 
 
