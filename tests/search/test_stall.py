@@ -2,7 +2,7 @@
 after its first epoch) is stopped by the progress watchdog: re-enqueued as the node's fault
 with the stall reason, its worker stops (exit 75) and ``vivit-hpo run`` returns. A worker
 waiting for the database through an outage longer than ``heartbeat.stall_s`` is not hung: the
-watchdog leaves it alone, and the run completes."""
+watchdog leaves it alone, and the run completes; nor is a test pass longer than ``stall_s``."""
 
 from __future__ import annotations
 
@@ -169,3 +169,23 @@ def test_an_outage_longer_than_stall_s_is_no_stall(
     assert retry.user_attrs.get("resumed_from_epoch", 0) >= 2, retry.user_attrs
     p = progress(trials, 1)
     assert p.done and (p.complete, p.failed, p.retried) == (1, 0, 1), p
+
+
+def test_a_test_pass_longer_than_stall_s_is_no_stall(
+    write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
+) -> None:
+    # Each of the suite's 35 test batches made 0.6 s slower: a 21 s test pass past stall_s 15,
+    # each batch of it well within. Stalled, its every retry would score it again, stalled.
+    study = create(pg_url, study_name, _spec(write_spec))
+    log = tmp_path / "w.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vivit_hpo", "worker", study_name, "--device", "cpu"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=_hang_env("slow-test", pg_url, tmp_path),
+        cwd=tmp_path,
+    )
+    assert finish([proc], 300, [log]) == [0], logs_text([log])
+    assert _STALLED not in log.read_text(), log.read_text()
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE and "test_bps" in trial.user_attrs, trial

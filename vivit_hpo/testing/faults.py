@@ -1,6 +1,7 @@
 """Faults that the tests and the chaos driver inject into real worker processes, each as the
-real thing does it: a training that hangs (:func:`hang_env`), a node whose every checkpoint
-write fails (:func:`file_size_limit`) and a torn checkpoint file (:func:`tear`).
+real thing does it: a training that hangs or a test pass that crawls (:func:`hang_env`), a
+node whose every checkpoint write fails (:func:`file_size_limit`) and a torn checkpoint file
+(:func:`tear`).
 
 Nothing in the study service imports this module.
 """
@@ -11,13 +12,15 @@ import os
 import resource
 import signal
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 __all__ = ["HANG_ENV", "HANG_MODES", "file_size_limit", "hang_env", "install_hang", "tear"]
 
 HANG_ENV = "VIVIT_HPO_TEST_HANG"
-HANG_MODES = ("wait", "deaf")
+HANG_MODES = ("wait", "deaf", "slow-test")
+SLOW_TEST_BATCH_S = 0.6  # what ``slow-test`` adds to every batch of the test split
 _SITE = Path(__file__).parent / "site"  # its sitecustomize.py calls install_hang at start-up
 
 
@@ -29,7 +32,9 @@ def hang_env(mode: str, env: Mapping[str, str]) -> dict[str, str]:
     Args:
         mode: ``wait`` blocks the main thread in a lock (a signal wakes it); ``deaf`` also
             blocks the watchdog's signal first (a hang inside a CUDA call, which no signal
-            reaches).
+            reaches); ``slow-test`` hangs nothing but makes every batch of the test split
+            :data:`SLOW_TEST_BATCH_S` slower (a test split far larger than the validation
+            subset, a loaded machine).
         env: the environment to add to (its ``PYTHONPATH`` is kept, after the hook's folder).
     """
     if mode not in HANG_MODES:
@@ -41,7 +46,11 @@ def hang_env(mode: str, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def install_hang(mode: str) -> None:
-    """Make this process's trainer hang after its first epoch (see :func:`hang_env`)."""
+    """Make this process's trainer hang after its first epoch, or its test passes slow (see
+    :func:`hang_env`)."""
+    if mode == "slow-test":
+        _slow_test_batches()
+        return
     from vivit_hpo.training import loop
 
     run_epoch = loop.Trainer._run_epoch
@@ -56,6 +65,20 @@ def install_hang(mode: str) -> None:
         return run_epoch(self)
 
     loop.Trainer._run_epoch = hanging  # type: ignore[method-assign]
+
+
+def _slow_test_batches() -> None:
+    from vivit_hpo.data.session import Batch, SessionSet
+
+    batches = SessionSet.batches
+
+    def slow(self: SessionSet, split: str, *args: object, **kwargs: object) -> Iterator[Batch]:
+        for batch in batches(self, split, *args, **kwargs):  # type: ignore[arg-type]
+            if split == "test":
+                time.sleep(SLOW_TEST_BATCH_S)
+            yield batch
+
+    SessionSet.batches = slow  # type: ignore[method-assign,assignment]
 
 
 def file_size_limit(max_bytes: int) -> Callable[[], None]:
