@@ -7,19 +7,16 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
 
+from vivit_hpo.bench.chaos.driver import Driver
 from vivit_hpo.bench.chaos.result import Check
 from vivit_hpo.bench.chaos.sandbox import artifacts_env, snapshot
 from vivit_hpo.search.record import FAIL_REASON, FAILED_TRIAL, EpochRecord, read_epochs, status
 from vivit_hpo.search.spec import study_n_trials
 from vivit_hpo.search.study import load_study, progress, retried_numbers, study_uid, trial_dir
 from vivit_hpo.training.run import epoch_score
-
-if TYPE_CHECKING:
-    from vivit_hpo.bench.chaos.driver import _Driver
 
 __all__ = ["overlapping_epochs", "study_checks"]
 
@@ -67,7 +64,7 @@ def _best_in_metrics(folder: Path) -> tuple[float | None, list[int]]:
 
 
 def study_checks(
-    d: _Driver,
+    d: Driver,
     trials: list[FrozenTrial],
     before: dict[str, tuple[int, int]],
     inputs: list[Path],

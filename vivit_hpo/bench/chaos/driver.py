@@ -1,104 +1,161 @@
-"""The chaos driver: ``vivit-hpo run`` as a subprocess in a sandbox, the events played against
-it one after another, and the checks run on what it left (:func:`run_chaos`)."""
+"""The chaos driver's state: ``vivit-hpo run`` as a subprocess in a sandbox (:class:`RunProcess`;
+and its twin's, a study of the same name in another storage on the same artifacts root), the
+workers it starts beside them on faulty nodes, and the study as the database shows it
+(:class:`Driver`). :mod:`.events` plays the events on it, :mod:`.runner` runs the whole."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from vivit_hpo.bench.chaos.checks import study_checks
-from vivit_hpo.bench.chaos.plan import ChaosEvent
 from vivit_hpo.bench.chaos.procs import is_worker, workers_of
-from vivit_hpo.bench.chaos.result import ChaosResult, Outage
-from vivit_hpo.bench.chaos.sandbox import snapshot
-from vivit_hpo.search.spec import StudySpec, load_spec, study_n_trials
-from vivit_hpo.search.storage import open_storage
-from vivit_hpo.search.study import progress, trial_rows
+from vivit_hpo.bench.chaos.result import Node, NodeKind, Outage, Torn
+from vivit_hpo.bench.chaos.sandbox import artifacts_env
+from vivit_hpo.search.spec import StudySpec, study_n_trials
+from vivit_hpo.search.storage import ENV_MAX_WAIT, open_storage
+from vivit_hpo.search.study import load_study, logs_dir, progress, study_uid, trial_dir
 from vivit_hpo.testing import PostgresServer
 
-__all__ = ["run_chaos"]
+__all__ = ["Driver", "RunProcess"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-_PATIENCE_S = 60.0  # how long an event waits for a trial mid-way before it acts anyway
 _STOP_WAIT_S = 200.0  # how long a SIGTERMed `run` gets to stop its workers
 
 
 @dataclass
-class _Driver:
+class RunProcess:
+    """One ``vivit-hpo run NAME --spec S --workers N`` of the chaos run (the study's, or its
+    twin's), started again whenever asked; its output in ``<work>/<label>-<k>.log``."""
+
+    label: str
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: Path
+    work: Path
+    proc: subprocess.Popen[bytes] | None = None
+    launches: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    seen_workers: set[int] = field(default_factory=set)
+
+    def start(self) -> None:
+        self.launches += 1
+        log = open(self.work / f"{self.label}-{self.launches}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+        )
+        log.close()  # the child's now
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def workers(self) -> list[int]:
+        """Its live worker processes (remembered, so that orphans can be found later)."""
+        if not self.alive():
+            return []
+        assert self.proc is not None
+        pids = workers_of(self.proc.pid)
+        self.seen_workers.update(pids)
+        return pids
+
+    def stop(self) -> int:
+        """SIGTERM it (it stops its workers, which hand their trials back) and wait; SIGKILL it
+        if it has not exited in time. Returns its exit code."""
+        assert self.proc is not None
+        self.workers()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=_STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.exit_codes.append(code)
+        return code
+
+
+@dataclass
+class _NodeProcess:
+    kind: NodeKind
+    proc: subprocess.Popen[bytes]
+    log: Path
+    reaped: bool = False
+
+
+@dataclass
+class Driver:
+    """The state of one chaos run: its processes, the study as the database shows it, and what
+    the events did (read by :mod:`.checks` and :mod:`.faults_checks`)."""
+
     server: PostgresServer
     name: str
     spec: StudySpec
-    spec_path: Path
-    workers: int
     work: Path
     sandbox: Path
     artifacts: Path
     rng: random.Random
+    give_up_s: float | None = None  # the storage calls' give-up time in every process
+    main: RunProcess | None = None
+    twin: RunProcess | None = None
+    twin_url: str | None = None
+    twin_spec: StudySpec | None = None
     log: list[str] = field(default_factory=list)
-    run: subprocess.Popen[bytes] | None = None
-    launches: int = 0
-    exit_codes: list[int] = field(default_factory=list)
-    seen_workers: set[int] = field(default_factory=set)
     storage: optuna.storages.RDBStorage | None = None
+    kills: int = 0
+    restarts: int = 0
+    relaunches: int = 0
+    outages: list[Outage] = field(default_factory=list)
+    torn: list[Torn] = field(default_factory=list)
+    node_procs: list[_NodeProcess] = field(default_factory=list)
+    twin_finished: bool = False
+    _uid: str | None = None
 
-    # -- the run process --------------------------------------------------------------------
-
-    def env(self) -> dict[str, str]:
+    def env(self, storage_url: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
         home = self.sandbox / "home"
         env.update(
             HOME=str(home),
             VIVIT_HPO_HOME=str(home),
             TMPDIR=str(self.sandbox / "tmp"),
-            VIVIT_HPO_STORAGE=self.server.url(),
+            VIVIT_HPO_STORAGE=storage_url or self.server.url(),
             VIVIT_HPO_ARTIFACTS=str(self.artifacts),
             PYTHONDONTWRITEBYTECODE="1",  # nothing into the package's folders
         )
+        if self.give_up_s is not None:
+            env[ENV_MAX_WAIT] = f"{self.give_up_s:g}"
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p
         )
         env.pop("OMP_NUM_THREADS", None)  # `run` gives each worker its share of the cores
         return env
 
-    def start_run(self) -> None:
-        self.launches += 1
-        log = open(self.work / f"run-{self.launches}.log", "wb")  # noqa: SIM115 - the child's
-        cmd = [sys.executable, "-m", "vivit_hpo", "run", self.name, "--spec", str(self.spec_path)]
-        self.run = subprocess.Popen(
-            [*cmd, "--workers", str(self.workers)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            cwd=self.sandbox / "home",
+    def run_process(self, label: str, spec_path: Path, workers: int, url: str) -> RunProcess:
+        cmd = [sys.executable, "-m", "vivit_hpo", "run", self.name, "--spec", str(spec_path)]
+        return RunProcess(
+            label,
+            [*cmd, "--workers", str(workers)],
+            self.env(url),
+            self.sandbox / "home",
+            self.work,
         )
-        log.close()
-        self.note(f"started run #{self.launches} (pid {self.run.pid})")
 
-    def run_alive(self) -> bool:
-        return self.run is not None and self.run.poll() is None
+    def start(self, run: RunProcess) -> None:
+        run.start()
+        assert run.proc is not None
+        self.note(f"started {run.label} #{run.launches} (pid {run.proc.pid})")
 
     def live_workers(self) -> list[int]:
-        if not self.run_alive():
-            return []
-        assert self.run is not None
-        pids = workers_of(self.run.pid)
-        self.seen_workers.update(pids)
-        return pids
+        """The live workers of the study's ``run``."""
+        return self.main.workers() if self.main is not None else []
 
     def note(self, text: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -115,188 +172,141 @@ class _Driver:
         except Exception:
             return None
 
+    def uid(self) -> str | None:
+        """The study's uid (its trial folders' and logs' key), once the study exists."""
+        if self._uid is None and self.trials() is not None:
+            assert self.storage is not None
+            with contextlib.suppress(Exception):  # the database went down meanwhile
+                self._uid = study_uid(load_study(self.storage, self.name))
+        return self._uid
+
     def done(self) -> bool:
         trials = self.trials()
         return trials is not None and progress(trials, study_n_trials(self.spec)).done
 
-    def busy_pids(self) -> list[int]:
-        """Pids of workers whose RUNNING trial has reported at least one epoch."""
-        trials = self.trials() or []
-        return sorted(
-            int(t.user_attrs["pid"])
-            for t in trials
-            if t.state == TrialState.RUNNING and t.intermediate_values and "pid" in t.user_attrs
-        )
+    def busy(self) -> list[FrozenTrial]:
+        """RUNNING trials that have reported an epoch, by a live worker of ``run``."""
+        live = set(self.live_workers())
+        return [
+            t
+            for t in self.trials() or []
+            if t.state == TrialState.RUNNING
+            and t.intermediate_values
+            and int(t.user_attrs.get("pid", -1)) in live
+        ]
 
-    # -- the events -------------------------------------------------------------------------
-
-    def try_event(self, ev: ChaosEvent, waited_s: float) -> Outage | bool:
-        """Play ``ev`` if it can be played now; False: not yet (``waited_s`` since it was due)."""
-        relax = waited_s > _PATIENCE_S  # no trial mid-way for a while: act anyway
-        if ev.kind == "kill":
-            live = self.live_workers()
-            busy = [p for p in self.busy_pids() if p in live]
-            pool = busy or (live if relax else [])
-            if not pool:
-                return False
-            pid = self.rng.choice(pool)
-            os.kill(pid, signal.SIGKILL)
-            self.note(f"SIGKILL worker {pid}" + ("" if busy else " (no trial mid-way)"))
-            return True
-        if ev.kind == "restart":
-            if not self.run_alive() or not (self.busy_pids() or relax):
-                return False
-            assert self.run is not None
-            self.live_workers()
-            self.run.send_signal(signal.SIGTERM)
-            self.note(f"SIGTERM run (pid {self.run.pid})")
-            try:
-                code = self.run.wait(timeout=_STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.note("run did not stop in time: SIGKILL")
-                self.run.kill()
-                code = self.run.wait()
-            self.exit_codes.append(code)
-            self.note(f"run exited {code} after SIGTERM")
-            self.start_run()
-            return True
-        busy = self.busy_pids()
-        if not (busy or relax):
+    def claimable(self) -> bool:
+        """Whether a worker that joins now gets a trial (one waiting, or budget left)."""
+        trials = self.trials()
+        if trials is None:
             return False
-        self.live_workers()
-        self.server.stop("fast")
-        down = time.monotonic()
-        self.note(f"PostgreSQL stopped for {ev.duration_s:.1f} s")
-        time.sleep(ev.duration_s)
-        self.server.start()
-        seconds = time.monotonic() - down
-        self.note(f"PostgreSQL back after {seconds:.1f} s")
-        long = ev.duration_s > self.spec.heartbeat.grace_s
-        return Outage(ev.duration_s, round(seconds, 2), long, trials_mid_way=len(busy))
+        p = progress(trials, study_n_trials(self.spec))
+        return p.waiting > 0 or p.logical < study_n_trials(self.spec)
+
+    def trial_folder(self, number: int) -> Path:
+        with artifacts_env(self.artifacts):
+            return trial_dir(self.spec, self.name, number, uid=self.uid())
+
+    def worker_logs(self) -> list[Path]:
+        """The logs of ``run``'s workers (``logs-<uid>/worker-<i>.log``) and of the nodes."""
+        uid = self.uid()
+        out = [n.log for n in self.node_procs]
+        if uid is not None:
+            with artifacts_env(self.artifacts):
+                out += sorted(logs_dir(self.spec, self.name, uid).glob("worker-*.log"))
+        return out
+
+    # -- the nodes beside `run` ------------------------------------------------------------
+
+    def start_node(self, kind: NodeKind) -> None:
+        """A ``vivit-hpo worker`` of the study beside ``run``'s, on a node of ``kind``."""
+        from vivit_hpo.testing import file_size_limit, hang_env
+
+        env = {**self.env(), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "vivit_hpo", "worker", self.name, "--device", "cpu"]
+        preexec = None
+        if kind == "hang":
+            env = hang_env("wait", env)
+        else:
+            # Below a tiny model's smallest checkpoint (45 KB), above the node's own log.
+            preexec = file_size_limit(40 * 2**10)
+            cmd += ["--max-infra-errors", "2"]
+        log = self.work / f"{kind}-{len(self.node_procs) + 1}.log"
+        with open(log, "wb") as f:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.sandbox / "home",
+                preexec_fn=preexec,
+            )
+        self.node_procs.append(_NodeProcess(kind, proc, log))
+        self.note(f"started a {kind} worker (pid {proc.pid})")
+
+    def reap_nodes(self) -> None:
+        """Note each node worker's exit once."""
+        for n in self.node_procs:
+            if n.proc.poll() is not None and not n.reaped:
+                n.reaped = True
+                self.note(f"the {n.kind} worker {n.proc.pid} exited {n.proc.returncode}")
+
+    def nodes(self) -> list[Node]:
+        host = socket.gethostname()
+        return [
+            Node(n.kind, f"{host}:{n.proc.pid}", n.proc.poll(), str(n.log)) for n in self.node_procs
+        ]
+
+    # -- the twin ---------------------------------------------------------------------------
+
+    def twin_done(self) -> bool:
+        """Whether the twin's study is done (read from its database until it is)."""
+        if self.twin_finished or self.twin_url is None or self.twin_spec is None:
+            return self.twin_finished
+        try:
+            storage = open_storage(self.twin_url)
+            try:
+                trials = storage.get_all_trials(storage.get_study_id_from_name(self.name))
+            finally:
+                storage.engine.dispose()
+        except Exception:
+            return False
+        self.twin_finished = progress(trials, study_n_trials(self.twin_spec)).done
+        return self.twin_finished
+
+    def supervise_twin(self) -> None:
+        """Start the twin's ``run`` again when it exited before its study was done."""
+        if self.twin is None:
+            return
+        self.twin.workers()
+        if self.twin.alive() or self.twin_finished:
+            return
+        assert self.twin.proc is not None
+        code = self.twin.proc.returncode
+        self.twin.exit_codes.append(code)
+        if self.twin_done():
+            self.note(f"twin exited {code}, its study done")
+        else:
+            self.note(f"twin exited {code}; started again")
+            time.sleep(2.0)  # the database may be starting up
+            self.start(self.twin)
+
+    # -- the end ----------------------------------------------------------------------------
 
     def stop_everything(self) -> None:
-        if self.run_alive():
-            assert self.run is not None
-            self.live_workers()
-            self.run.send_signal(signal.SIGTERM)
-            try:
-                self.exit_codes.append(self.run.wait(timeout=_STOP_WAIT_S))
-            except subprocess.TimeoutExpired:
-                self.run.kill()
-                self.exit_codes.append(self.run.wait())
-        for pid in sorted(self.seen_workers):
-            if is_worker(pid):  # an orphan of a `run` that died; never a reused pid
-                self.note(f"SIGKILL orphaned worker {pid}")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        for run in (self.main, self.twin):
+            if run is not None and run.alive():
+                self.note(f"{run.label} exited {run.stop()} after SIGTERM")
+        for n in self.node_procs:
+            if n.proc.poll() is None:
+                self.note(f"SIGKILL the {n.kind} worker {n.proc.pid}, still running")
+                n.proc.kill()
+                n.proc.wait()
+        for run in (self.main, self.twin):
+            for pid in sorted(run.seen_workers if run is not None else ()):
+                if is_worker(pid):  # an orphan of a `run` that died; never a reused pid
+                    self.note(f"SIGKILL orphaned worker {pid}")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         if not self.server.running:
             self.server.start()
-
-
-def run_chaos(
-    server: PostgresServer,
-    spec_tree: dict[str, Any],
-    *,
-    name: str,
-    work: Path,
-    workers: int = 4,
-    plan: Sequence[ChaosEvent],
-    deadline_s: float = 600.0,
-    seed: int = 0,
-) -> ChaosResult:
-    """Run study ``name`` with ``vivit-hpo run`` under ``plan``'s disruptions and check it.
-
-    Args:
-        server: the private PostgreSQL server the study lives on; the driver stops and starts
-            it (never the machine's shared one).
-        spec_tree: the study spec (a mapping, as in a spec YAML); its artifacts folder is
-            replaced by the sandbox's.
-        name: the study (must not exist yet).
-        work: an empty or missing folder: ``spec.yaml``, ``run-<k>.log``, ``result.json`` and
-            ``sandbox/`` (the run's home, working directory, temporary folder, artifacts root).
-        workers: CPU workers of ``run``.
-        plan: the events, played in order (see :class:`ChaosEvent`).
-        deadline_s: the hard limit on the whole run; past it, ``run`` is stopped and the checks
-            say what was left.
-        seed: which worker each kill picks.
-
-    Returns:
-        The events played and the checks' verdicts.
-    """
-    t0 = time.monotonic()
-    work = work.resolve()
-    sandbox = work / "sandbox"
-    artifacts = sandbox / "artifacts"
-    for folder in (sandbox / "home", sandbox / "tmp", artifacts):
-        folder.mkdir(parents=True, exist_ok=False)
-    tree = {**spec_tree, "artifacts": {**spec_tree.get("artifacts", {}), "dir": str(artifacts)}}
-    spec_path = work / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(tree))
-    spec = load_spec(spec_path)
-    inputs = [Path(p) for p in spec.data.paths or []]
-    before = snapshot(inputs)
-    d = _Driver(
-        server, name, spec, spec_path, workers, work, sandbox, artifacts, random.Random(seed)
-    )
-    deadline = t0 + deadline_s
-    kills = restarts = relaunches = 0
-    outages: list[Outage] = []
-    pending = list(plan)
-    due = time.monotonic() + (pending[0].after_s if pending else 0.0)
-    finished = False
-    d.start_run()
-    try:
-        while time.monotonic() < deadline:
-            d.live_workers()
-            if not d.run_alive():
-                assert d.run is not None
-                d.exit_codes.append(d.run.returncode)
-                d.note(f"run exited {d.run.returncode}")
-                if d.done():
-                    finished = True
-                    break
-                relaunches += 1
-                time.sleep(2.0)  # the database may be starting up
-                d.start_run()
-                continue
-            now = time.monotonic()
-            if pending and now >= due:
-                got = d.try_event(pending[0], now - due)
-                if got is not False:
-                    ev = pending.pop(0)
-                    if ev.kind == "kill":
-                        kills += 1
-                    elif ev.kind == "restart":
-                        restarts += 1
-                    elif isinstance(got, Outage):
-                        outages.append(got)
-                    due = time.monotonic() + (pending[0].after_s if pending else 0.0)
-                    continue
-            time.sleep(0.5)
-        else:
-            d.note(f"deadline of {deadline_s:.0f} s reached")
-    finally:
-        d.stop_everything()
-    trials = d.trials() or []
-    checks, lost = study_checks(d, trials, before, inputs)
-    if d.storage is not None:
-        d.storage.engine.dispose()
-    states = Counter(r.state for r in trial_rows(trials))
-    result = ChaosResult(
-        study=name,
-        n_trials=study_n_trials(spec),
-        seconds=round(time.monotonic() - t0, 1),
-        finished=finished,
-        kills=kills,
-        run_restarts=restarts,
-        run_relaunches=relaunches,
-        run_exit_codes=tuple(d.exit_codes),
-        outages=tuple(outages),
-        skipped=tuple(ev.kind for ev in pending),
-        states=dict(sorted(states.items())),
-        lost=lost,
-        checks=tuple(checks),
-        notes=tuple(d.log),
-    )
-    (work / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
-    return result

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vivit_hpo.bench.chaos.driver import run_chaos
 from vivit_hpo.bench.chaos.plan import random_plan, tiny_spec_tree
 from vivit_hpo.bench.chaos.result import ChaosResult
+from vivit_hpo.bench.chaos.runner import run_chaos
 
 __all__ = ["SoakResult", "run_soak"]
 
@@ -46,10 +46,21 @@ class SoakResult:
             "kills": sum(r.kills for r in self.rounds),
             "run_restarts": sum(r.run_restarts for r in self.rounds),
             "run_relaunches": sum(r.run_relaunches for r in self.rounds),
-            "outages_long": sum(o.long for r in self.rounds for o in r.outages),
+            "outages_long": sum(o.long and not o.give_up for r in self.rounds for o in r.outages),
             "outages_brief": sum(not o.long for r in self.rounds for o in r.outages),
+            "outages_give_up": sum(o.give_up for r in self.rounds for o in r.outages),
+            "hung_workers": sum(n.kind == "hang" for r in self.rounds for n in r.nodes),
+            "bad_nodes": sum(n.kind == "bad-node" for r in self.rounds for n in r.nodes),
+            "torn_checkpoints": sum(len(r.torn) for r in self.rounds),
+            "twins": sum(r.twin for r in self.rounds),
             "trials": sum(r.n_trials for r in self.rounds),
             "trials_lost": sum(r.lost for r in self.rounds),
+            # Retries that did not resume from their predecessor's checkpoint (one deleted).
+            "checkpoints_deleted": sum(r.scratch_resumes for r in self.rounds),
+            # Studies left with a trial RUNNING or WAITING after every process stopped.
+            "studies_unfinished": sum(
+                not c.ok for r in self.rounds for c in r.checks if c.name == "final"
+            ),
             "failed_checks": self.failed_checks,
             "rounds": [r.to_dict() for r in self.rounds],
         }
@@ -61,12 +72,16 @@ def run_soak(
     minutes: float,
     workers: int = 4,
     seed: int = 0,
-    n_trials: int = 12,
+    n_trials: int = 16,
     epochs: int = 6,
+    give_up_s: float = 16.0,
     on_round: Callable[[ChaosResult], None] | None = None,
 ) -> SoakResult:
     """Chaos studies on a private PostgreSQL server and simulated data, one after another,
-    until ``minutes`` have passed (the last one finishes; each has a hard deadline).
+    until ``minutes`` have passed (the last one finishes; each has a hard deadline). Each is
+    played :func:`~vivit_hpo.bench.chaos.plan.random_plan` with a twin study (3 trials of 3
+    epochs, one worker) beside it, every process giving a storage call up after ``give_up_s``
+    (above the plan's outages longer than the grace period, below its give-up outage's).
 
     Writes ``out/chaos.json`` after every study (``out/data``: the sessions; ``out/round-<k>``:
     each study's spec, logs and sandbox).
@@ -93,6 +108,7 @@ def run_soak(
             tree = tiny_spec_tree(
                 data, n_trials=n_trials, epochs=epochs, grace_s=grace, seed=seed * 1000 + k
             )
+            twin = tiny_spec_tree(data, n_trials=3, epochs=3, grace_s=grace, seed=seed * 1000 - k)
             result = run_chaos(
                 server,
                 tree,
@@ -102,6 +118,8 @@ def run_soak(
                 plan=random_plan(rng, grace),
                 deadline_s=max(600.0, end - time.monotonic() + 300.0),
                 seed=rng.randrange(2**31),
+                give_up_s=give_up_s,
+                twin_tree=twin,
             )
             rounds.append(result)
             soak = SoakResult(minutes, workers, seed, tuple(rounds))
