@@ -125,12 +125,14 @@ def test_a_study_survives_a_hang_a_bad_node_a_torn_checkpoint_and_a_give_up(
     # 3 workers of `run` beside the twin's one and the two faulty nodes: the suite's 2 cores.
     result = run_chaos(
         private_pg,
-        chaos_spec_tree(sim_dir, n_trials=12, epochs=8, grace_s=GRACE_S),
+        # stall_s 30: far above a tiny step or validation pass on a loaded machine (the hang
+        # waits it out; a false stall elsewhere fails `workers`).
+        chaos_spec_tree(sim_dir, n_trials=12, epochs=8, grace_s=GRACE_S, stall_s=30),
         name="faults-test",
         work=tmp_path / "chaos",
         workers=3,
         plan=faults_plan(),
-        deadline_s=480,
+        deadline_s=600,
         seed=0,
         give_up_s=4,  # a storage call gives up after ~4 s: the give-up outage lasts ~8 s
         twin_tree=chaos_spec_tree(sim_dir, n_trials=2, epochs=3, grace_s=GRACE_S, seed=1),
