@@ -289,5 +289,6 @@ def test_bench_models_and_chaos_tables() -> None:
     headers = ["model", "test BPS", "of oracle", "seconds", "parameters", "epochs", "detail"]
     assert_readable(render(models_table(rows, 5.0), WIDTH), headers)
     soak = SoakResult(minutes=5.0, workers=4, seed=0, rounds=())
-    headers = ["studies", "kills", "run restarts", "outages survived", "trials", "trials lost"]
-    assert_readable(render(soak_table(soak), WIDTH), [*headers, "checks"])
+    headers = ["studies", "kills", "run restarts", "outages survived", "other faults", "trials"]
+    headers += ["trials lost", "checkpoints deleted", "checks"]
+    assert_readable(render(soak_table(soak), WIDTH), headers)

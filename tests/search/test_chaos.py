@@ -1,7 +1,10 @@
 """Chaos: ``vivit-hpo run`` with 4 CPU workers on a private PostgreSQL while workers are
 SIGKILLed, ``run`` is SIGTERMed and started again and the database stops twice (longer than the
-heartbeat grace period, and briefly); then every check of :mod:`vivit_hpo.bench.chaos`. And the
-overlap check itself on hand-made records."""
+heartbeat grace period, and briefly); then every check of :mod:`vivit_hpo.bench.chaos`. Then
+the faults of a node and of the storage, in a second study: a node whose every trial raises an
+infrastructure error, a worker that hangs, a torn ``last.pt``, an outage past the give-up time,
+and a twin (a same-named study in another storage on the same artifacts root). And the overlap
+check itself on hand-made records."""
 
 from __future__ import annotations
 
@@ -10,11 +13,29 @@ from pathlib import Path
 import pytest
 from search_helpers import tiny_spec_tree
 
-from vivit_hpo.bench.chaos import bounded_plan, overlapping_epochs, run_chaos
+from vivit_hpo.bench.chaos import (
+    ChaosResult,
+    bounded_plan,
+    faults_plan,
+    overlapping_epochs,
+    run_chaos,
+)
+from vivit_hpo.bench.chaos import tiny_spec_tree as chaos_spec_tree
 from vivit_hpo.search.record import EpochRecord, append_epoch, read_epochs
 from vivit_hpo.testing.pgserver import PostgresServer
 
 GRACE_S = 8
+
+
+def _report(result: ChaosResult) -> str:
+    """Why a chaos run failed: every check's verdict, the driver's notes, the states."""
+    return "\n".join(
+        [
+            *(f"{c.name}: {'ok' if c.ok else 'FAILED'}: {c.detail}" for c in result.checks),
+            *result.notes,
+            f"states {result.states}, run exit codes {result.run_exit_codes}",
+        ]
+    )
 
 
 def _rec(trial: int, epoch: int, worker: str, start: float, end: float) -> EpochRecord:
@@ -78,13 +99,7 @@ def test_a_study_survives_kills_restarts_and_outages(
         deadline_s=420,
         seed=0,
     )
-    report = "\n".join(
-        [
-            *(f"{c.name}: {'ok' if c.ok else 'FAILED'}: {c.detail}" for c in result.checks),
-            *result.notes,
-            f"states {result.states}, run exit codes {result.run_exit_codes}",
-        ]
-    )
+    report = _report(result)
     assert result.finished, report
     assert result.skipped == (), report  # every event landed before the study was done
     assert result.kills == 2 and result.run_restarts == 1, report
@@ -97,5 +112,50 @@ def test_a_study_survives_kills_restarts_and_outages(
         "values": True,
         "sandbox": True,
         "lost": True,
+        "resumed": True,
+        "workers": True,
     }, report
-    assert result.lost == 0, report
+    assert result.lost == 0 and result.scratch_resumes == 0, report
+
+
+@pytest.mark.slow
+def test_a_study_survives_a_hang_a_bad_node_a_torn_checkpoint_and_a_give_up(
+    private_pg: PostgresServer, sim_dir: Path, tmp_path: Path
+) -> None:
+    # 3 workers of `run` beside the twin's one and the two faulty nodes: the suite's 2 cores.
+    result = run_chaos(
+        private_pg,
+        # stall_s 30: far above a tiny step or validation pass on a loaded machine (the hang
+        # waits it out; a false stall elsewhere fails `workers`).
+        chaos_spec_tree(sim_dir, n_trials=12, epochs=8, grace_s=GRACE_S, stall_s=30),
+        name="faults-test",
+        work=tmp_path / "chaos",
+        workers=3,
+        plan=faults_plan(),
+        deadline_s=600,
+        seed=0,
+        give_up_s=4,  # a storage call gives up after ~4 s: the give-up outage lasts ~8 s
+        twin_tree=chaos_spec_tree(sim_dir, n_trials=2, epochs=3, grace_s=GRACE_S, seed=1),
+    )
+    report = _report(result)
+    assert result.finished and result.skipped == (), report
+    assert [n.kind for n in result.nodes] == ["bad-node", "hang"], report
+    assert len(result.torn) == 1 and [o.give_up for o in result.outages] == [True], report
+    assert result.twin, report
+    assert {c.name: c.ok for c in result.checks} == {
+        "budget": True,
+        "final": True,
+        "no-overlap": True,
+        "epochs-recorded": True,
+        "values": True,
+        "sandbox": True,
+        "lost": True,
+        "resumed": True,
+        "workers": True,
+        "give-up": True,
+        "hang": True,
+        "bad-node": True,
+        "torn": True,
+        "twin": True,
+    }, report
+    assert result.lost == 0 and result.scratch_resumes == 0, report

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import resource
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -31,11 +29,13 @@ from vivit_hpo.search.storage import open_storage
 from vivit_hpo.search.study import (
     enqueue,
     load_study,
+    logs_dir,
     progress,
     study_uid,
     trial_dir,
 )
 from vivit_hpo.search.worker import run_worker
+from vivit_hpo.testing.faults import file_size_limit
 from vivit_hpo.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.postgres
@@ -173,13 +173,6 @@ def _fill(folder: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
 
 
-def _limit_file_size() -> None:
-    # A process may write no file past 16 KiB: writes beyond fail with EFBIG (SIGXFSZ ignored,
-    # which the exec'd worker inherits), as on a full disk; its small log stays below it.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 2**10, 16 * 2**10))
-
-
 @pytest.mark.parametrize("how", ["tmpfs", "fsize"])
 def test_a_full_disk_failing_the_checkpoint_requeues_the_trial(
     how: str, write_spec: Callable[..., Path], pg_url: str, study_name: str, tmp_path: Path
@@ -191,7 +184,8 @@ def test_a_full_disk_failing_the_checkpoint_requeues_the_trial(
         if how == "tmpfs":
             stack.enter_context(_tmpfs(artifacts, "4m"))
         else:
-            preexec = _limit_file_size
+            # No file past 16 KiB (EFBIG), as on a full disk; its small log stays below it.
+            preexec = file_size_limit(16 * 2**10)
         study = create(pg_url, study_name, spec_path)
         if how == "tmpfs":
             _fill(artifacts, leave=16 * 2**10)  # room for the run's small files, not a checkpoint
@@ -243,10 +237,11 @@ def test_run_does_not_restart_a_worker_stopped_by_the_node(
     assert "worker 0 not restarted: infrastructure error, worker stopped" in out, out
     assert f"data file {files[1]} missing on this node" in out, out
     assert "error: no worker left before study" in out and "resumes its trials" in out, out
-    logs = load_spec(spec, check=False).artifact_path(study_name, "logs")
+    study = load_study(open_storage(pg_url), study_name)
+    logs = logs_dir(load_spec(spec, check=False), study_name, study_uid(study))
     started = (logs / "worker-0.log").read_text().count("starting worker")
     assert started == 1, (logs / "worker-0.log").read_text()  # started once, not restarted
-    p = progress(load_study(open_storage(pg_url), study_name).get_trials(), 2)
+    p = progress(study.get_trials(), 2)
     assert p.failed == 0 and p.logical == 0 and not p.done, p
 
 

@@ -19,6 +19,8 @@ from search_helpers import (
     wait_for,
 )
 
+from vivit_hpo.testing.faults import tear
+
 pytestmark = pytest.mark.postgres
 
 FEASIBLE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "to": "train.lr"}}
@@ -39,8 +41,7 @@ def test_a_torn_last_checkpoint_restarts_the_retried_trial_instead_of_failing_it
     (ckpt,) = tmp_path.glob("artifacts/**/checkpoints")
     best_before = sorted(p.name for p in ckpt.glob("best-epoch*.pt"))
     last = ckpt / "last.pt"
-    with open(last, "r+b") as f:  # torn: the first half of the file only
-        f.truncate(last.stat().st_size // 2)
+    tear(last)  # the first half of the file only
     assert best_before
     worker = start_worker(study_name, pg_url, tmp_path, second_log)
     assert finish([worker], 300, [second_log]) == [0], logs_text([second_log])

@@ -26,6 +26,7 @@ from vivit_hpo.bench.connections import sampling
 from vivit_hpo.bench.coordinator_overhead import _spec_text, bench_worker, summarize
 from vivit_hpo.errors import StorageError
 from vivit_hpo.search.storage import (
+    STORAGE_WAITS,
     ClaimLockBusy,
     ClaimTimeouts,
     claim_lock,
@@ -91,6 +92,23 @@ def test_transient_errors_are_recognised() -> None:
         assert is_transient(wrapped)
     assert not is_transient(ValueError("bad value"))
     assert not is_transient(sqlalchemy.exc.IntegrityError("x", {}, Exception("dup")))
+
+
+def test_a_thread_in_a_retried_call_counts_as_waiting_for_the_database() -> None:
+    # What the progress watchdog reads: a wait for the database is no hang of its thread.
+    me = threading.get_ident()
+    inside: list[float] = []
+    retrying(lambda: inside.append(STORAGE_WAITS.since(me)), what="read")
+    assert inside == [0.0]  # waiting while in the call
+    assert 0.0 < STORAGE_WAITS.since(me) < float("inf")  # since the call ended
+    # Another thread's wait is not this one's.
+    seen: list[float] = []
+    other = threading.Thread(
+        target=lambda: retrying(lambda: seen.append(STORAGE_WAITS.since(me)), what="read")
+    )
+    other.start()
+    other.join()
+    assert seen[0] > 0.0 and STORAGE_WAITS.since(other.ident or 0) < float("inf")
 
 
 def _connect(url: str) -> None:

@@ -37,6 +37,7 @@ from vivit_hpo.search.study import (
     delete_study,
     ensure_data,
     load_study,
+    logs_dir,
     materialise_synth,
     prune_checkpoints,
     read_spec,
@@ -289,6 +290,14 @@ def _checkpoint(spec: StudySpec, study: optuna.Study) -> Path:
     return ckpt
 
 
+def _worker_log(spec: StudySpec, study: optuna.Study) -> Path:
+    """A worker's log of ``study``, where ``vivit-hpo run`` writes it."""
+    log = logs_dir(spec, study.study_name, study_uid(study)) / "worker-0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(f"--- starting worker of study {study_uid(study)}\n")
+    return log
+
+
 def _names_in(url: str) -> set[str]:
     storage = open_storage(url)
     try:
@@ -317,11 +326,15 @@ def test_delete_leaves_a_same_named_study_in_another_storage_its_files(
     (data,) = spec.data_paths(study_name)
     assert _units(data) == 8  # one data folder for both: same name, same recipe
     pg_ckpt, lite_ckpt = _checkpoint(spec, on_pg), _checkpoint(spec, on_lite)
+    pg_log, lite_log = _worker_log(spec, on_pg), _worker_log(spec, on_lite)
+    assert pg_log.parent != lite_log.parent  # each run's workers log apart
 
     delete(sqlite_url)
     assert study_name not in _names_in(sqlite_url)
     assert not lite_ckpt.parent.parent.parent.exists()  # its own trials-<uid>/ is gone
+    assert not lite_log.parent.exists()  # and its own logs-<uid>/
     assert pg_ckpt.read_bytes() == b"weights"  # the other's checkpoints are untouched
+    assert pg_log.read_text().endswith(f"{study_uid(on_pg)}\n")  # and its logs
     assert _units(data) == 8  # and so are the data it trains on
     assert study_name in _names_in(pg_url)
 

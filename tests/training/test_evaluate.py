@@ -85,3 +85,14 @@ def test_capped_validation_scores_the_same_bins_in_every_trial(
 def test_an_old_config_with_max_val_batches_names_the_replacement() -> None:
     with pytest.raises(ConfigError, match=r"train\.max_val_batches.*data\.max_val_bins"):
         load_run_config(None, ["train.max_val_batches=4"])
+
+
+def test_on_batch_is_called_after_every_batch(sim_dir: Path) -> None:
+    # A long pass shows its progress (the study's stall watchdog marks it per batch).
+    cfg = load_run_config(None, [*TINY, *TRIALS[0]])
+    data = load_sessions([sim_dir], cfg.data)
+    trainer = Trainer(cfg, data, device="cpu")
+    calls: list[int] = []
+    predict(trainer.model, data, "test", 16, on_batch=lambda: calls.append(1))
+    batches = data.with_clips(trainer.model.clips).batches("test", 16, shuffle=False, seed=0)
+    assert len(calls) == sum(1 for _ in batches) > 1

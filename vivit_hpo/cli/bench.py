@@ -82,16 +82,18 @@ def chaos(
     ] = Path("chaos-bench"),
 ) -> None:
     """Soak: studies of tiny models run by `vivit-hpo run` on a private PostgreSQL while workers
-    are SIGKILLed, `run` is SIGTERMed and started again and the database stops (once longer
-    than the heartbeat grace period, once briefly per study); exit 1 when a check fails."""
+    are SIGKILLed, `run` is SIGTERMed and started again, the database stops (once longer than
+    the heartbeat grace period, once briefly, once past the give-up time per study), a worker
+    hangs, a node fails every trial, a last.pt is torn and a same-named study in another
+    storage shares the artifacts root; exit 1 when a check fails."""
     from vivit_hpo.bench.chaos import ChaosResult, run_soak
 
     def line(r: ChaosResult) -> None:
         failed = [c.name for c in r.checks if not c.ok]
         console.print(
             f"{r.study}: {r.seconds:.0f} s, {r.kills} kills, {r.run_restarts} restarts, "
-            f"{len(r.outages)} outages, {r.lost} lost, "
-            + (f"FAILED {', '.join(failed)}" if failed else "all checks pass")
+            f"{len(r.outages)} outages, {len(r.nodes)} faulty nodes, {len(r.torn)} torn, "
+            f"{r.lost} lost, " + (f"FAILED {', '.join(failed)}" if failed else "all checks pass")
         )
 
     soak = run_soak(out, minutes=minutes, workers=workers, seed=seed, on_round=line)
@@ -114,8 +116,10 @@ def soak_table(soak: SoakResult) -> FitTable:
             Column("kills", "right", priority=3),
             Column("run restarts", "right", priority=2, wrap=True),
             Column("outages survived", "right", priority=4, wrap=True),
+            Column("other faults", "right", priority=4, wrap=True),
             Column("trials", "right", priority=1),
             Column("trials lost", "right", priority=6),
+            Column("checkpoints deleted", "right", priority=6, wrap=True),
             Column("checks", priority=7, wrap=True),
         ],
         title="chaos soak",
@@ -125,9 +129,13 @@ def soak_table(soak: SoakResult) -> FitTable:
         count(len(soak.rounds)),
         count(totals["kills"]),
         f"{totals['run_restarts']} (+{totals['run_relaunches']} relaunched)",
-        f"{totals['outages_long']} long, {totals['outages_brief']} brief",
+        f"{totals['outages_long']} long, {totals['outages_brief']} brief, "
+        f"{totals['outages_give_up']} past give-up",
+        f"{totals['hung_workers']} hung, {totals['bad_nodes']} bad nodes, "
+        f"{totals['torn_checkpoints']} torn last.pt, {totals['twins']} twins",
         count(totals["trials"]),
         count(totals["trials_lost"]),
+        count(totals["checkpoints_deleted"]),
         ", ".join(f"{k} failed x{v}" for k, v in soak.failed_checks.items()) or "all pass",
     )
     return t

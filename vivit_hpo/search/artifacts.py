@@ -1,7 +1,8 @@
 """A study's folder under the artifacts root, ``<artifacts>/<study>``: its simulated data
 (``data-<hash>``, written once), its trial folders (``trials-<uid>/trial-<n>``, keyed by the
-study's uid), the pruning of checkpoints behind the ``artifacts.keep_best`` best trials, and the
-removal of what the study owns there (under the folder's lock).
+study's uid) and its workers' logs (``logs-<uid>``), the pruning of checkpoints behind the
+``artifacts.keep_best`` best trials, and the removal of what the study owns there (under the
+folder's lock).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "RECIPE_FILE",
     "UID_ATTR",
     "ensure_data",
+    "logs_dir",
     "materialise_synth",
     "prune_checkpoints",
     "remove_study_files",
@@ -131,6 +133,13 @@ def _trials_parts(uid: str | None) -> tuple[str, ...]:
     return (f"trials-{uid}",) if uid else ()
 
 
+def logs_dir(spec: StudySpec, study_name: str, uid: str | None) -> Path:
+    """``<artifacts>/<study>/logs-<uid>``: the logs of the workers ``vivit-hpo run`` starts,
+    the study's own like its trial folders (a study of the same name in another storage writes
+    its own); ``<artifacts>/<study>/logs`` for a study without a uid."""
+    return spec.artifact_path(study_name, f"logs-{uid}" if uid else "logs")
+
+
 def trial_dir(spec: StudySpec, study_name: str, number: int, *, uid: str | None) -> Path:
     """``<artifacts>/<study>/trials-<uid>/trial-<number>``: config, metrics and checkpoints of
     one trial (``<artifacts>/<study>/trial-<number>`` for a study without a uid).
@@ -195,10 +204,11 @@ def _remove(path: Path, name: str) -> None:
 
 def remove_study_files(spec: StudySpec, study_name: str, *, uid: str | None) -> list[Path]:
     """Remove the files of one study: its trial folders (``trials-<uid>/``; the ``trial-<n>/``
-    of a study without a uid), then the rest of ``<artifacts>/<study>`` (the simulated data,
-    the logs) only when no other study's trial folders are left in it: a study of the same name
-    in another storage, or one deleted with ``--keep-artifacts``, shares the folder and its
-    data. Nothing outside ``<artifacts>/<study>`` is touched. Returns the folders removed.
+    of a study without a uid) and its workers' logs (``logs-<uid>/``), then the rest of
+    ``<artifacts>/<study>`` (the simulated data, the logs of a study without a uid) only when no
+    other study's trial folders are left in it: a study of the same name in another storage, or
+    one deleted with ``--keep-artifacts``, shares the folder and its data. Nothing outside
+    ``<artifacts>/<study>`` is touched. Returns the folders removed.
 
     Raises:
         ArtifactPathError: a trial folder that is a symlink or resolves outside the folder.
@@ -209,7 +219,7 @@ def remove_study_files(spec: StudySpec, study_name: str, *, uid: str | None) -> 
         return []
     with study_lock(folder):
         if uid:
-            names = [f"trials-{uid}"]
+            names = [f"trials-{uid}", logs_dir(spec, study_name, uid).name]
         else:
             names = sorted(p.name for p in folder.iterdir() if _OLD_TRIAL.fullmatch(p.name))
         for n in names:

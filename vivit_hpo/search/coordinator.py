@@ -56,6 +56,7 @@ from vivit_hpo.search.study import (
     StudyProgress,
     best_trial,
     create_study,
+    logs_dir,
     prune_checkpoints,
     read_spec,
 )
@@ -326,7 +327,7 @@ def run_study(
     opened = open_study(name, storage_url)
     storage, study, spec = opened.storage, opened.study, opened.spec
     budget = study_n_trials(spec)
-    logs = spec.artifact_path(name, "logs")
+    logs = logs_dir(spec, name, opened.uid)
     env = dict(os.environ)
     env[settings.STORAGE.name] = url  # in the environment, not on a command line that ps shows
     # The workers import this very package, installed or not.

@@ -498,8 +498,19 @@ class TrialRunner:
         the sessions have no test split; ``test_bps_error`` when it cannot be scored."""
         if not data.num_samples("test"):
             return {}
+        # Every batch is progress: a test split far larger than the validation subset (or a
+        # loaded machine) may take longer than heartbeat.stall_s, and its retry would score it
+        # again, stalled again, until no worker was left.
+        self.progress.mark()
         try:
-            scores = score_best(run_dir, data, ["test"], self.device, batch_size=batch_size)["test"]
+            scores = score_best(
+                run_dir,
+                data,
+                ["test"],
+                self.device,
+                batch_size=batch_size,
+                on_batch=self.progress.mark,
+            )["test"]
         except Exception as e:  # the trial's value stands; the attribute says what went wrong
             _log.warning("trial in %s: test split not scored: %s", run_dir, e)
             return {TEST_BPS_ERROR: f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}

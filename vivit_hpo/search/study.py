@@ -37,6 +37,7 @@ from vivit_hpo.search.artifacts import RECIPE_FILE as RECIPE_FILE
 from vivit_hpo.search.artifacts import (
     UID_ATTR,
     ensure_data,
+    logs_dir,
     materialise_synth,
     prune_checkpoints,
     remove_study_files,
@@ -97,6 +98,7 @@ __all__ = [
     "export_best",
     "list_studies",
     "load_study",
+    "logs_dir",
     "materialise_synth",
     "objective_hint",
     "oracle_test_bps",

@@ -8,6 +8,10 @@ training step and every epoch report) instead: with none for ``heartbeat.stall_s
 which re-enqueues the trial as an infrastructure error and stops the worker); if the main
 thread has not taken it ``answer_s`` later (it hangs where no signal reaches), ``on_hung``
 (the worker hands the trial back from this thread and exits).
+
+Waiting for the database is no hang: the time the trial's thread spends in a storage wait
+(:data:`~vivit_hpo.search.storage.STORAGE_WAITS`: a retried call, the hand-back that waits out
+an outage) counts as progress, so an outage longer than ``stall_s`` stops no worker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+
+from vivit_hpo.search.storage import STORAGE_WAITS
 
 __all__ = ["Progress", "StallWatchdog", "stall_reason"]
 
@@ -46,7 +52,8 @@ def stall_reason(idle_s: float, stall_s: float) -> str:
 
 
 class StallWatchdog:
-    """Watch ``progress`` in a daemon thread while a trial runs (a context manager).
+    """Watch ``progress`` in a daemon thread while a trial runs (a context manager entered by
+    the trial's thread, whose waits for the database count as progress).
 
     Args:
         progress: the trial's progress, marked as it trains (marked again on entering).
@@ -76,11 +83,16 @@ class StallWatchdog:
         self.answer_s = answer_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stall-watchdog", daemon=True)
+        self._trial_thread = threading.get_ident()
+
+    def idle_s(self) -> float:
+        """Seconds since the trial last made progress or last waited for the database."""
+        return min(self.progress.idle_s(), STORAGE_WAITS.since(self._trial_thread))
 
     def _run(self) -> None:
         poll = min(1.0, self.stall_s / 4)
         while not self._stop.wait(poll):
-            idle = self.progress.idle_s()
+            idle = self.idle_s()
             if idle <= self.stall_s:
                 continue
             reason = stall_reason(idle, self.stall_s)
@@ -92,6 +104,7 @@ class StallWatchdog:
             return
 
     def __enter__(self) -> StallWatchdog:
+        self._trial_thread = threading.get_ident()
         self.progress.mark()
         self._thread.start()
         return self

@@ -7,6 +7,7 @@ with clips so that every sample (target bin) is predicted exactly once, with at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ def predict(
     max_bins: int | None = None,
     seed: int = 0,
     keep_rates: bool = True,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, SessionPrediction]:
     """Predicted rates of the samples of ``split``, session by session, with their BPS.
 
@@ -45,7 +47,8 @@ def predict(
     chunks of at most ``max_bins`` target bins spread over the split (a cheap estimate on large
     sessions), every bin in them exactly once: the same bins for the same ``seed`` whatever the
     model's clips or ``batch_size`` (see :meth:`SessionSet.eval_segments`);
-    ``keep_rates=False`` keeps only scores.
+    ``keep_rates=False`` keeps only scores. ``on_batch`` is called after every batch (a long
+    pass shows its progress: the study's stall watchdog).
     """
     was_training = model.training
     model.eval()
@@ -69,6 +72,8 @@ def predict(
         if keep_rates:
             rates[batch.session].append(r.flatten(0, 1).cpu())
             bins[batch.session].append(batch.bins.flatten().cpu())
+        if on_batch is not None:
+            on_batch()
     model.train(was_training)
     out = {}
     for name, acc in accs.items():
@@ -93,7 +98,17 @@ def evaluate(
     *,
     max_bins: int | None = None,
     seed: int = 0,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, SessionScore]:
     """Bits per spike of every session on ``split`` (see :func:`predict`)."""
-    preds = predict(model, data, split, batch_size, max_bins=max_bins, seed=seed, keep_rates=False)
+    preds = predict(
+        model,
+        data,
+        split,
+        batch_size,
+        max_bins=max_bins,
+        seed=seed,
+        keep_rates=False,
+        on_batch=on_batch,
+    )
     return {name: p.score for name, p in preds.items()}

@@ -127,6 +127,7 @@ def score_best(
     device: str | torch.device = "cpu",
     *,
     batch_size: int | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, SessionScore]]:
     """The scores (bits per spike, correlation...) of the run's best checkpoint on each of
     ``splits``: ``{split: {session: score}}``, every sample of the split predicted once.
@@ -137,10 +138,11 @@ def score_best(
         splits: ``val``, ``test``.
         device: where the model runs.
         batch_size: clips per batch; None: the run's ``train.batch_size``.
+        on_batch: called after every batch (see :func:`~vivit_hpo.training.evaluate.predict`).
     """
     cfg, model, _ = load_run(run_dir, device)
     size = batch_size or cfg.train.batch_size
-    return {s: evaluate(model, data, s, size) for s in splits}
+    return {s: evaluate(model, data, s, size, on_batch=on_batch) for s in splits}
 
 
 def run_summary(

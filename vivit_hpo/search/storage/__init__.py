@@ -7,7 +7,8 @@ The URL comes from ``--storage``, else ``VIVIT_HPO_STORAGE``, else the embedded 
 - :mod:`._open`: :func:`open_storage` (engine settings, SQLite's WAL, the PostgreSQL check)
   and :func:`get_storage`, which takes a URL or an opened storage.
 - :mod:`._retry`: :func:`retrying` rides out a database restart (exponential back-off on
-  disconnects and ``database is locked``); :func:`is_transient` says what a retry can cure.
+  disconnects and ``database is locked``); :func:`is_transient` says what a retry can cure;
+  :data:`STORAGE_WAITS` says which threads wait for the database (no hang, for the watchdog).
 - :mod:`._claim`: the claim lock between workers and :class:`StaleCheck`.
 - :mod:`._heartbeat`: :class:`Heartbeat`, a running trial's heartbeat thread.
 """
@@ -21,7 +22,9 @@ from vivit_hpo.search.storage._retry import (
     CONNECTIVITY,
     DEFAULT_MAX_WAIT_S,
     ENV_MAX_WAIT,
+    STORAGE_WAITS,
     Connectivity,
+    StorageWaits,
     describe,
     give_up_s,
     is_transient,
@@ -48,11 +51,13 @@ __all__ = [
     "ENV_HOME",
     "ENV_MAX_WAIT",
     "ENV_STORAGE",
+    "STORAGE_WAITS",
     "ClaimLockBusy",
     "ClaimTimeouts",
     "Connectivity",
     "Heartbeat",
     "StaleCheck",
+    "StorageWaits",
     "application_name",
     "claim_lock",
     "default_storage_url",

@@ -2,16 +2,19 @@
 
 Every storage call a worker makes goes through :func:`retrying`, which rides out a database
 restart (exponential back-off on disconnects and ``database is locked``); :data:`CONNECTIVITY`
-records when this process last lost the database, for the stale check.
+records when this process last lost the database, for the stale check, and
+:data:`STORAGE_WAITS` which threads are waiting for it now, for the progress watchdog.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import optuna
@@ -25,7 +28,9 @@ __all__ = [
     "CONNECTIVITY",
     "DEFAULT_MAX_WAIT_S",
     "ENV_MAX_WAIT",
+    "STORAGE_WAITS",
     "Connectivity",
+    "StorageWaits",
     "describe",
     "give_up_s",
     "is_transient",
@@ -143,7 +148,8 @@ def retrying(
     max_wait_s: float | None = None,
     first_delay_s: float = 0.5,
 ) -> T:
-    """Call ``fn`` and retry it with exponential back-off while it fails transiently.
+    """Call ``fn`` and retry it with exponential back-off while it fails transiently; the
+    calling thread counts as waiting for the database (:data:`STORAGE_WAITS`) meanwhile.
 
     Args:
         fn: the storage call (make it idempotent, or tolerant of having succeeded before).
@@ -163,20 +169,23 @@ def retrying(
     start = time.monotonic()
     delay = first_delay_s
     attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as e:
-            attempt += 1
-            waited = time.monotonic() - start
-            if not is_transient(e) or waited + delay > limit:
-                raise
-            CONNECTIVITY.mark_down()
-            _log.warning(
-                "storage: %s failed (%s); retry %d in %.1f s", what, describe(e), attempt, delay
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    # The whole call, its first attempt too: a call in flight when the server went away takes
+    # up to the connect timeout or the keepalives' to fail.
+    with STORAGE_WAITS.waiting():
+        while True:
+            try:
+                return fn()
+            except Exception as e:
+                attempt += 1
+                waited = time.monotonic() - start
+                if not is_transient(e) or waited + delay > limit:
+                    raise
+                CONNECTIVITY.mark_down()
+                _log.warning(
+                    "storage: %s failed (%s); retry %d in %.1f s", what, describe(e), attempt, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 _PROBE_MAX_DELAY_S = 10.0  # a database that is back is noticed this soon at the latest
@@ -192,6 +201,7 @@ def wait_for_database(
     give-up time: a trial handed back to resume, the next claim. An outage is the
     infrastructure's fault, never a trial's: the worker waits for the database instead of
     failing its trial or exiting. One warning line when the wait starts and one a minute.
+    The calling thread counts as waiting for the database (:data:`STORAGE_WAITS`) meanwhile.
 
     Args:
         storage: the study's storage.
@@ -204,6 +214,13 @@ def wait_for_database(
     Raises:
         Exception: an error that is not transient (a dropped database, say), as is.
     """
+    with STORAGE_WAITS.waiting():
+        return _wait_for_database(storage, what, stop)
+
+
+def _wait_for_database(
+    storage: optuna.storages.RDBStorage, what: str, stop: Callable[[], bool]
+) -> bool:
     start = time.monotonic()
     delay = 0.5
     next_log = start
@@ -263,3 +280,46 @@ class Connectivity:
 
 
 CONNECTIVITY = Connectivity()
+
+
+class StorageWaits:
+    """Which threads of this process wait for the database now, and when each last did.
+
+    Waiting for the database (a :func:`retrying` call, its back-off through an outage
+    included; :func:`wait_for_database`) is no hang of the thread that waits: the progress
+    watchdog (:class:`~vivit_hpo.search.watchdog.StallWatchdog`) counts the time its trial's
+    thread spends in a wait as progress, so that an outage longer than ``heartbeat.stall_s``
+    never passes for a stalled trial.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}  # thread ident -> waits in progress (they nest)
+        self._ended: dict[int, float] = {}  # thread ident -> when its last wait ended
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """The calling thread waits for the database while the block runs."""
+        me = threading.get_ident()
+        with self._lock:
+            self._open[me] = self._open.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open[me] -= 1
+                if not self._open[me]:
+                    del self._open[me]
+                self._ended[me] = time.monotonic()
+
+    def since(self, thread: int) -> float:
+        """Seconds since thread ``thread`` (an ident) last waited for the database: 0 while it
+        waits, infinity when it never did."""
+        with self._lock:
+            if thread in self._open:
+                return 0.0
+            ended = self._ended.get(thread)
+        return math.inf if ended is None else time.monotonic() - ended
+
+
+STORAGE_WAITS = StorageWaits()

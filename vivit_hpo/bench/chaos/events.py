@@ -1,0 +1,188 @@
+"""The events of a chaos run (:class:`~vivit_hpo.bench.chaos.plan.ChaosEvent`), each played
+when the state it needs is observed (a trial mid-way, a trial at an odd epoch, a trial left to
+claim, a worker's log line), never at a guessed moment; :func:`try_event` says whether it
+could be played now."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+from vivit_hpo.bench.chaos.driver import Driver
+from vivit_hpo.bench.chaos.plan import ChaosEvent
+from vivit_hpo.bench.chaos.procs import is_worker
+from vivit_hpo.bench.chaos.result import Outage, Torn
+from vivit_hpo.search.record import read_epochs
+
+__all__ = ["GAVE_UP_LINE", "try_event"]
+
+PATIENCE_S = 60.0  # how long an event waits for the state it needs before it acts anyway
+GAVE_UP_LINE = "waiting for it to hand trial"  # a worker gave a storage call up and waits
+_GONE_S = 30.0  # how long a SIGKILLed worker gets to be gone
+_FULL = re.compile(r"^epoch(\d+)\.pt$")
+
+
+def try_event(d: Driver, ev: ChaosEvent, waited_s: float) -> bool:
+    """Play ``ev`` if it can be played now; False: not yet (``waited_s`` since it was due).
+
+    After :data:`PATIENCE_S` without the state an event waits for (no trial mid-way), a kill,
+    a restart or an outage acts anyway; a node still needs a trial to claim, a tear a trial at
+    an epoch >= 2.
+    """
+    relax = waited_s > PATIENCE_S
+    if ev.kind == "kill":
+        return _kill(d, relax)
+    if ev.kind == "restart":
+        return _restart(d, relax)
+    if ev.kind == "outage":
+        return _outage(d, ev.duration_s, relax)
+    if ev.kind == "give-up":
+        return _give_up_outage(d, relax)
+    if ev.kind in ("hang", "bad-node"):
+        if not d.claimable():
+            return False
+        d.start_node(ev.kind)
+        return True
+    assert ev.kind == "torn", ev.kind
+    return _tear(d, relax)
+
+
+def _kill(d: Driver, relax: bool) -> bool:
+    live = d.live_workers()
+    busy = [int(t.user_attrs["pid"]) for t in d.busy()]
+    pool = busy or (live if relax else [])
+    if not pool:
+        return False
+    pid = d.rng.choice(sorted(pool))
+    os.kill(pid, signal.SIGKILL)
+    d.note(f"SIGKILL worker {pid}" + ("" if busy else " (no trial mid-way)"))
+    d.kills += 1
+    return True
+
+
+def _restart(d: Driver, relax: bool) -> bool:
+    assert d.main is not None
+    if not d.main.alive() or not (d.busy() or relax):
+        return False
+    assert d.main.proc is not None
+    d.note(f"SIGTERM run (pid {d.main.proc.pid})")
+    d.note(f"run exited {d.main.stop()} after SIGTERM")
+    d.start(d.main)
+    d.restarts += 1
+    return True
+
+
+def _outage(d: Driver, duration_s: float, relax: bool) -> bool:
+    busy = d.busy()
+    if not (busy or relax):
+        return False
+    d.server.stop("fast")
+    down = time.monotonic()
+    d.note(f"PostgreSQL stopped for {duration_s:.1f} s")
+    time.sleep(duration_s)
+    d.server.start()
+    seconds = time.monotonic() - down
+    d.note(f"PostgreSQL back after {seconds:.1f} s")
+    long = duration_s > d.spec.heartbeat.grace_s
+    mid_way = tuple(sorted(t.number for t in busy))
+    d.outages.append(Outage(duration_s, round(seconds, 2), long, len(busy), mid_way=mid_way))
+    return True
+
+
+def _count(paths: list[Path], text: str) -> int:
+    n = 0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            n += p.read_text(errors="replace").count(text)
+    return n
+
+
+def _give_up_outage(d: Driver, relax: bool) -> bool:
+    """Stop the database until a worker's log says it gave a storage call up and waits for the
+    database to hand its trial back (:data:`GAVE_UP_LINE`), or a cap (twice the give-up time
+    and two minutes) runs out; then start it again."""
+    busy = d.busy()
+    if not (busy or relax):
+        return False
+    before = _count(d.worker_logs(), GAVE_UP_LINE)
+    cap = 2 * (d.give_up_s if d.give_up_s is not None else 300.0) + 120.0
+    d.server.stop("fast")
+    down = time.monotonic()
+    d.note("PostgreSQL stopped until a worker gives up on it")
+    gave_up = False
+    while time.monotonic() - down < cap:
+        if _count(d.worker_logs(), GAVE_UP_LINE) > before:
+            gave_up = True
+            break
+        time.sleep(0.5)
+    d.server.start()
+    seconds = time.monotonic() - down
+    d.note(
+        f"PostgreSQL back after {seconds:.1f} s"
+        + ("" if gave_up else f" (no worker gave up in {cap:.0f} s)")
+    )
+    long = seconds > d.spec.heartbeat.grace_s
+    mid_way = tuple(sorted(t.number for t in busy))
+    d.outages.append(
+        Outage(0.0, round(seconds, 2), long, len(busy), True, gave_up, mid_way=mid_way)
+    )
+    return True
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    from vivit_hpo.errors import ConfigError
+    from vivit_hpo.training.checkpoint import load_checkpoint
+
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _tear(d: Driver, relax: bool) -> bool:
+    """SIGKILL the worker of a trial that reported an odd epoch >= 3 (an epoch >= 2 once
+    relaxed), once it is gone tear its ``last.pt``, before any other process may call the trial
+    stale (the grace period), and note the epoch its retry must resume from."""
+    from vivit_hpo.testing import tear
+
+    def wanted(epoch: int) -> bool:
+        return epoch >= 2 if relax else epoch >= 3 and epoch % 2 == 1
+
+    def trained_here(t: FrozenTrial) -> bool:
+        # Its own worker's records in its folder: the pid is its worker's, not one a retry
+        # inherited from the trial it resumes (and the folder is its own already).
+        worker = f":{t.user_attrs['pid']}"
+        records = read_epochs(d.trial_folder(t.number))
+        return any(r.trial == t.number and r.worker.endswith(worker) for r in records)
+
+    pool = [t for t in d.busy() if wanted(max(t.intermediate_values)) and trained_here(t)]
+    if not pool:
+        return False
+    trial = d.rng.choice(sorted(pool, key=lambda t: t.number))
+    pid = int(trial.user_attrs["pid"])
+    os.kill(pid, signal.SIGKILL)
+    gone_by = time.monotonic() + _GONE_S
+    while is_worker(pid) and time.monotonic() < gone_by:
+        time.sleep(0.05)
+    ckpt = d.trial_folder(trial.number) / "checkpoints"
+    last = ckpt / "last.pt"
+    epoch = _checkpoint_epoch(last) if last.is_file() else None
+    if epoch is None:
+        d.note(f"SIGKILL worker {pid} of trial {trial.number}: no readable last.pt to tear")
+        d.kills += 1
+        return True
+    fulls = [int(m.group(1)) for p in ckpt.glob("epoch*.pt") if (m := _FULL.match(p.name))]
+    fallback = max((e for e in fulls if e <= epoch), default=None)
+    tear(last)
+    d.note(
+        f"SIGKILL worker {pid}, tore last.pt of trial {trial.number} (epoch {epoch}); "
+        f"its retry resumes from epoch {fallback}"
+    )
+    d.torn.append(Torn(trial.number, epoch, fallback))
+    return True
