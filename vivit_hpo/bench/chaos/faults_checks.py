@@ -262,10 +262,9 @@ def _torn_check(
                 f"began at epoch {first}, not {want}"
             )
         else:
-            older = "an older" if want - 1 < tear.last_epoch else "the same"
             good.append(
-                f"#{tear.trial}'s retry #{n} resumed from epoch {want - 1} ({older} epoch than "
-                f"the torn last.pt's {tear.last_epoch})"
+                f"#{tear.trial}'s retry #{n} resumed from epoch {want - 1} (its torn last.pt "
+                f"held epoch {tear.last_epoch})"
             )
     return Check("torn", not bad, "; ".join(bad or good))
 

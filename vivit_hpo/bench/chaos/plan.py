@@ -34,8 +34,9 @@ class ChaosEvent:
     - ``hang``: start a worker beside ``run``'s whose training hangs after its first epoch;
     - ``bad-node``: start a worker beside ``run``'s on a node where every trial raises an
       infrastructure error (no file may grow past a checkpoint's size);
-    - ``torn``: SIGKILL a worker of ``run`` whose trial reported an odd epoch >= 3, then tear
-      that trial's ``last.pt`` (its retry must resume from the older ``epochNNN.pt``).
+    - ``torn``: freeze (SIGSTOP) a worker of ``run`` whose trial's ``last.pt`` holds an odd
+      epoch >= 3, SIGKILL it, then tear that ``last.pt`` (its retry must resume from the older
+      ``epochNNN.pt``).
     """
 
     kind: EventKind
