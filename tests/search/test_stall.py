@@ -189,3 +189,33 @@ def test_a_test_pass_longer_than_stall_s_is_no_stall(
     assert _STALLED not in log.read_text(), log.read_text()
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE and "test_bps" in trial.user_attrs, trial
+
+
+def test_a_trial_that_stalls_while_the_database_is_down_is_handed_back_once_it_is_up(
+    write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    url = private_pg.url()
+    study = create(url, "stalled", _spec(write_spec))
+    log = tmp_path / "w.log"
+    env = {**_hang_env("wait", url, tmp_path), ENV_MAX_WAIT: "2"}  # storage gives up in ~2 s
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vivit_hpo", "worker", "stalled", "--device", "cpu"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    wait_for(lambda: running_with_reports(study, n=1), 180, "the first epoch, then the hang")
+    private_pg.stop()
+    # The stall fires while the database is down; handing the trial back gives up, and waits.
+    seen = wait_for(
+        lambda: "waiting for it to hand trial" in log.read_text() or proc.poll() is not None,
+        180,
+        "the worker to wait for the database (or to exit)",
+    )
+    assert seen is True and proc.poll() is None, log.read_text()
+    assert _STALLED in log.read_text(), log.read_text()
+    private_pg.start()
+    assert finish([proc], 180, [log]) == [INFRA_EXIT_CODE], logs_text([log])
+    assert "Traceback" not in log.read_text(), log.read_text()
+    _assert_stalled_and_requeued(load_study(open_storage(url), "stalled"))

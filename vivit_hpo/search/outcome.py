@@ -327,16 +327,22 @@ class HandBack:
         cause: RetryCause,
         *,
         wait: bool = True,
-    ) -> None:
-        """:meth:`requeue` the trial (``fail_reason`` ``reason``); its checkpoints stay for the
-        retry. With ``wait``, a database that stays down past the give-up time is waited for
-        however long it takes (:func:`wait_for_database`), unless the worker is asked to stop;
-        a trial not handed back stays RUNNING, checkpoints and all, and a stale check retries
-        it once the database is back."""
+        attrs: dict[str, Any] | None = None,
+    ) -> str | None:
+        """:meth:`requeue` the trial (``attrs`` and ``fail_reason`` ``reason``); its checkpoints
+        stay for the retry. With ``wait``, a database that stays down past the give-up time is
+        waited for however long it takes (:func:`wait_for_database`), unless the worker is
+        asked to stop; a trial not handed back stays RUNNING, checkpoints and all, and a stale
+        check retries it once the database is back.
+
+        Returns:
+            What :meth:`requeue` returns (None when the trial was not handed back).
+        """
         while True:
             try:
-                self.requeue(study, trial, {FAIL_REASON: reason}, what, cause)
-                return
+                return self.requeue(
+                    study, trial, {**(attrs or {}), FAIL_REASON: reason}, what, cause
+                )
             except Exception as err:
                 if not is_transient(err):
                     raise
@@ -351,7 +357,7 @@ class HandBack:
                     trial.number,
                     describe(err),
                 )
-                return
+                return None
 
     def infra_outcome(
         self,
@@ -371,8 +377,10 @@ class HandBack:
             with contextlib.suppress(Exception):  # a broken context may fail this too
                 torch.cuda.empty_cache()
         why = f"infrastructure error (re-enqueued): {reason}"
-        final = self.requeue(
-            study, trial, {**attrs, FAIL_REASON: why}, "hit an infrastructure error", INFRASTRUCTURE
+        # Waits out an outage past the give-up time like any hand-back: a stall or a full disk
+        # while the database is down must not crash the worker and leave the trial RUNNING.
+        final = self.hand_back(
+            study, trial, why, "hit an infrastructure error", INFRASTRUCTURE, attrs=attrs
         )
         seconds = time.perf_counter() - start
         if final is not None:

@@ -20,8 +20,8 @@ trial left to claim, a worker's log line), never at a guessed moment:
 - ``bad-node``: start a worker beside ``run``'s that can write no file past 40 KiB
   (:func:`~vivit_hpo.testing.faults.file_size_limit`): every checkpoint fails, an
   infrastructure error;
-- ``torn``: SIGKILL a worker whose trial reported an odd epoch >= 3, then tear the trial's
-  ``last.pt`` (:func:`~vivit_hpo.testing.faults.tear`).
+- ``torn``: freeze (SIGSTOP) a worker whose trial's ``last.pt`` holds an odd epoch >= 3,
+  SIGKILL it, then tear that ``last.pt`` (:func:`~vivit_hpo.testing.faults.tear`).
 
 With ``twin_tree``, a twin study (the same name, in another database of the server, on the same
 artifacts root) runs alongside under a ``run`` of its own. Whenever ``run`` exits before the

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial
 
 from vivit_hpo.bench.chaos.driver import Driver
 from vivit_hpo.bench.chaos.plan import ChaosEvent
-from vivit_hpo.bench.chaos.procs import is_worker
+from vivit_hpo.bench.chaos.procs import is_worker, proc_stat
 from vivit_hpo.bench.chaos.result import Outage, Torn
 from vivit_hpo.search.record import read_epochs
 
@@ -145,10 +145,28 @@ def _checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
+def _frozen(pid: int) -> bool:
+    """SIGSTOP ``pid`` and wait until it is stopped (its files then hold still); False: gone."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return False
+    until = time.monotonic() + _GONE_S
+    while time.monotonic() < until:
+        stat = proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return False
+        if stat[0] in ("T", "t"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def _tear(d: Driver, relax: bool) -> bool:
-    """SIGKILL the worker of a trial that reported an odd epoch >= 3 (an epoch >= 2 once
-    relaxed), once it is gone tear its ``last.pt``, before any other process may call the trial
-    stale (the grace period), and note the epoch its retry must resume from."""
+    """Freeze (SIGSTOP) the worker of a trial mid-way whose ``last.pt`` holds an odd epoch >= 3
+    (>= 2 once relaxed; any other is let go on), SIGKILL it, tear its ``last.pt`` before any
+    other process may call the trial stale (the grace period), and note the epoch its retry must
+    resume from: the newest ``epochNNN.pt``, an older one (full states every 2 epochs)."""
     from vivit_hpo.testing import tear
 
     def wanted(epoch: int) -> bool:
@@ -161,28 +179,30 @@ def _tear(d: Driver, relax: bool) -> bool:
         records = read_epochs(d.trial_folder(t.number))
         return any(r.trial == t.number and r.worker.endswith(worker) for r in records)
 
-    pool = [t for t in d.busy() if wanted(max(t.intermediate_values)) and trained_here(t)]
-    if not pool:
-        return False
-    trial = d.rng.choice(sorted(pool, key=lambda t: t.number))
-    pid = int(trial.user_attrs["pid"])
-    os.kill(pid, signal.SIGKILL)
-    gone_by = time.monotonic() + _GONE_S
-    while is_worker(pid) and time.monotonic() < gone_by:
-        time.sleep(0.05)
-    ckpt = d.trial_folder(trial.number) / "checkpoints"
-    last = ckpt / "last.pt"
-    epoch = _checkpoint_epoch(last) if last.is_file() else None
-    if epoch is None:
-        d.note(f"SIGKILL worker {pid} of trial {trial.number}: no readable last.pt to tear")
-        d.kills += 1
+    pool = [t for t in d.busy() if max(t.intermediate_values) >= 2 and trained_here(t)]
+    d.rng.shuffle(pool)
+    for trial in pool:
+        pid = int(trial.user_attrs["pid"])
+        ckpt = d.trial_folder(trial.number) / "checkpoints"
+        last = ckpt / "last.pt"
+        if not _frozen(pid):
+            continue
+        epoch = _checkpoint_epoch(last) if last.is_file() else None
+        if epoch is None or not wanted(epoch):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            continue
+        os.kill(pid, signal.SIGKILL)
+        gone_by = time.monotonic() + _GONE_S
+        while is_worker(pid) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        fulls = [int(m.group(1)) for p in ckpt.glob("epoch*.pt") if (m := _FULL.match(p.name))]
+        fallback = max((e for e in fulls if e <= epoch), default=None)
+        tear(last)
+        d.note(
+            f"SIGKILL worker {pid}, tore last.pt of trial {trial.number} (epoch {epoch}); "
+            f"its retry resumes from epoch {fallback}"
+        )
+        d.torn.append(Torn(trial.number, epoch, fallback))
         return True
-    fulls = [int(m.group(1)) for p in ckpt.glob("epoch*.pt") if (m := _FULL.match(p.name))]
-    fallback = max((e for e in fulls if e <= epoch), default=None)
-    tear(last)
-    d.note(
-        f"SIGKILL worker {pid}, tore last.pt of trial {trial.number} (epoch {epoch}); "
-        f"its retry resumes from epoch {fallback}"
-    )
-    d.torn.append(Torn(trial.number, epoch, fallback))
-    return True
+    return False

@@ -34,8 +34,9 @@ class ChaosEvent:
     - ``hang``: start a worker beside ``run``'s whose training hangs after its first epoch;
     - ``bad-node``: start a worker beside ``run``'s on a node where every trial raises an
       infrastructure error (no file may grow past a checkpoint's size);
-    - ``torn``: SIGKILL a worker of ``run`` whose trial reported an odd epoch >= 3, then tear
-      that trial's ``last.pt`` (its retry must resume from the older ``epochNNN.pt``).
+    - ``torn``: freeze (SIGSTOP) a worker of ``run`` whose trial's ``last.pt`` holds an odd
+      epoch >= 3, SIGKILL it, then tear that ``last.pt`` (its retry must resume from the older
+      ``epochNNN.pt``).
     """
 
     kind: EventKind
@@ -72,7 +73,7 @@ def random_plan(rng: random.Random, grace_s: float, *, kills: int = 3) -> list[C
     """A soak round: a bad node and a hung worker first (in either order: they need trials
     left to claim), then one outage longer than the grace period (below the soak's give-up
     time), one brief, one past the give-up time, one restart of ``run``, a torn ``last.pt`` and
-    ``kills`` kills in a random order, 2 to 8 s apart."""
+    ``kills`` kills in a random order, 2 to 6 s apart."""
     nodes: list[tuple[EventKind, float]] = [("bad-node", 0.0), ("hang", 0.0)]
     rng.shuffle(nodes)
     kinds: list[tuple[EventKind, float]] = [
@@ -84,7 +85,7 @@ def random_plan(rng: random.Random, grace_s: float, *, kills: int = 3) -> list[C
     ]
     kinds += [("kill", 0.0)] * kills
     rng.shuffle(kinds)
-    return [ChaosEvent(k, rng.uniform(2.0, 8.0), d) for k, d in nodes + kinds]
+    return [ChaosEvent(k, rng.uniform(2.0, 6.0), d) for k, d in nodes + kinds]
 
 
 def tiny_spec_tree(

@@ -72,7 +72,7 @@ def run_soak(
     minutes: float,
     workers: int = 4,
     seed: int = 0,
-    n_trials: int = 16,
+    n_trials: int = 20,
     epochs: int = 6,
     give_up_s: float = 16.0,
     on_round: Callable[[ChaosResult], None] | None = None,
