@@ -130,9 +130,9 @@ def test_a_study_survives_a_hang_a_bad_node_a_torn_checkpoint_and_a_give_up(
     # 3 workers of `run` beside the twin's one and the two faulty nodes: the suite's 2 cores.
     result = run_chaos(
         private_pg,
-        # stall_s 30: far above a tiny step or validation pass on a loaded machine (the hang
-        # waits it out; a false stall elsewhere fails `workers`).
-        chaos_spec_tree(sim_dir, n_trials=12, epochs=8, grace_s=GRACE_S, stall_s=30),
+        # stall_s 60 (the spec's): far above a trial's setup on a loaded machine (the hang waits
+        # it out; a false stall elsewhere fails `workers`).
+        chaos_spec_tree(sim_dir, n_trials=12, epochs=8, grace_s=GRACE_S),
         name="faults-test",
         work=tmp_path / "chaos",
         workers=3,

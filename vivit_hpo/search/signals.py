@@ -6,6 +6,11 @@ running trial alone through it: the heartbeat thread when the heartbeat is lost
 (:class:`TrialLost`), the watchdog when training stalls (:class:`TrialStalled`; see
 :mod:`vivit_hpo.search.watchdog`). The coordinator (:func:`stop_on_signals`) only notes the
 signal and stops its workers in order.
+
+None of these is raised in the middle of an import: a module whose import an exception cuts
+short stays broken in the process (a submodule it had loaded stays in ``sys.modules``, and every
+later import of the module then fails), and a worker that carries on after a lost trial would
+fail every trial it claims. The raise waits until the import is done.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ _log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LOST_SIGNAL = signal.SIGUSR1  # StopControl.abandon's own, raised in the process itself
+_RETRY_S = 0.05  # how soon a raise put off by an import is tried again
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (the interrupted code) runs inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class TrialLost(BaseException):
@@ -97,12 +112,27 @@ class StopControl:
         if self.lost is not None:
             raise TrialLost(self.lost)
 
+    def _later(self) -> None:
+        """Try the raise again shortly (the main thread is importing a module now)."""
+        ident = threading.main_thread().ident
+        if ident is not None:
+            timer = threading.Timer(_RETRY_S, signal.pthread_kill, (ident, LOST_SIGNAL))
+            timer.daemon = True
+            timer.start()
+
     def _handle_lost(self, signum: int, frame: FrameType | None) -> None:
-        # Only abandon()'s and stall()'s (a stray SIGUSR1 with no trial given up is ignored);
-        # outside training, interruptible() raises it next time.
-        if (self.lost is not None or self.stalled is not None) and self._interruptible:
-            self._interruptible = False
-            self._raise_given_up()
+        # abandon()'s and stall()'s, or a raise put off by an import (a stray SIGUSR1 with
+        # nothing to raise is ignored); outside training, interruptible() raises it next time.
+        pending = self.requested or self.lost is not None or self.stalled is not None
+        if not (pending and self._interruptible):
+            return
+        if _importing(frame):
+            self._later()
+            return
+        self._interruptible = False
+        if self.requested:
+            raise KeyboardInterrupt
+        self._raise_given_up()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested
@@ -110,6 +140,9 @@ class StopControl:
         if first:
             _log.warning("stop requested (%s)", signal.Signals(signum).name)
         if self._interruptible:
+            if _importing(frame):
+                self._later()
+                return
             self._interruptible = False
             raise KeyboardInterrupt
 

@@ -188,7 +188,12 @@ def _tear(d: Driver, relax: bool) -> bool:
         if not _frozen(pid):
             continue
         epoch = _checkpoint_epoch(last) if last.is_file() else None
-        if epoch is None or not wanted(epoch):
+        fulls = [int(m.group(1)) for p in ckpt.glob("epoch*.pt") if (m := _FULL.match(p.name))]
+        # The retry resumes from the newest full state that loads: frozen between an even
+        # epoch's epochNNN.pt and its last.pt, that one is newer than last.pt.
+        fallback = max(fulls, default=None)
+        older = fallback is None or (epoch is not None and fallback < epoch)
+        if epoch is None or not wanted(epoch) or not (older or relax):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
             continue
@@ -196,8 +201,6 @@ def _tear(d: Driver, relax: bool) -> bool:
         gone_by = time.monotonic() + _GONE_S
         while is_worker(pid) and time.monotonic() < gone_by:
             time.sleep(0.05)
-        fulls = [int(m.group(1)) for p in ckpt.glob("epoch*.pt") if (m := _FULL.match(p.name))]
-        fallback = max((e for e in fulls if e <= epoch), default=None)
         tear(last)
         d.note(
             f"SIGKILL worker {pid}, tore last.pt of trial {trial.number} (epoch {epoch}); "

@@ -95,13 +95,15 @@ def tiny_spec_tree(
     epochs: int = 6,
     interval_s: int = 1,
     grace_s: int = 8,
-    stall_s: int = 20,
+    stall_s: int = 60,
     seed: int = 0,
 ) -> dict[str, Any]:
     """A study spec of tiny ViViTs (:func:`~vivit_hpo.testing.tiny_spec`) on the session files
     in ``data_dir``: random search without pruning, so that every trial trains its epochs, a
-    full-state checkpoint every 2 epochs (a torn ``last.pt`` resumes from an older one), and
-    retries enough for every fault; the driver sets the artifacts folder."""
+    full-state checkpoint every 2 epochs (a torn ``last.pt`` resumes from an older one),
+    retries enough for every fault, and a ``stall_s`` far above a trial's setup (loading the
+    data, building the model: no training step yet) on a loaded machine (20 s stalled every
+    worker at a load of 9 on 2 cores); the driver sets the artifacts folder."""
     base = tiny_base()
     base["train"]["checkpoint_every"] = 2
     return tiny_spec(

@@ -75,13 +75,16 @@ def run_soak(
     n_trials: int = 20,
     epochs: int = 6,
     give_up_s: float = 16.0,
+    stall_s: int = 120,
     on_round: Callable[[ChaosResult], None] | None = None,
 ) -> SoakResult:
     """Chaos studies on a private PostgreSQL server and simulated data, one after another,
     until ``minutes`` have passed (the last one finishes; each has a hard deadline). Each is
     played :func:`~vivit_hpo.bench.chaos.plan.random_plan` with a twin study (3 trials of 3
     epochs, one worker) beside it, every process giving a storage call up after ``give_up_s``
-    (above the plan's outages longer than the grace period, below its give-up outage's).
+    (above the plan's outages longer than the grace period, below its give-up outage's), and
+    ``stall_s`` far above a first trial's setup when the soak's processes are starved (run
+    niced beside busy ones, a worker's first trial took over 60 s to its first step).
 
     Writes ``out/chaos.json`` after every study (``out/data``: the sessions; ``out/round-<k>``:
     each study's spec, logs and sandbox).
@@ -106,9 +109,16 @@ def run_soak(
             if work.exists():
                 raise FileExistsError(f"{work} exists: pass a new --out folder")
             tree = tiny_spec_tree(
-                data, n_trials=n_trials, epochs=epochs, grace_s=grace, seed=seed * 1000 + k
+                data,
+                n_trials=n_trials,
+                epochs=epochs,
+                grace_s=grace,
+                stall_s=stall_s,
+                seed=seed * 1000 + k,
             )
-            twin = tiny_spec_tree(data, n_trials=3, epochs=3, grace_s=grace, seed=seed * 1000 - k)
+            twin = tiny_spec_tree(
+                data, n_trials=3, epochs=3, grace_s=grace, stall_s=stall_s, seed=seed * 1000 - k
+            )
             result = run_chaos(
                 server,
                 tree,
