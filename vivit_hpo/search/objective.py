@@ -138,9 +138,10 @@ def unreported_epochs(
     """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
     ``metrics.json`` rows) that the trial has no report of.
 
-    A trainer commits an epoch (its record, then its checkpoint) before the trial reports it,
-    so a worker killed between the two leaves an epoch that the study does not know; its retry
-    reports it on resuming, so that the trial's curve has every epoch it trained.
+    The trial reports an epoch after the trainer commits it (its checkpoint, recorded first),
+    so a worker killed between the commit and the report leaves an epoch that the study has no
+    report of; its retry reports it on resuming, so that the trial's curve has every epoch it
+    trained.
     """
     out, best = [], -math.inf
     for row in history:
