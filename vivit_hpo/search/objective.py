@@ -138,10 +138,9 @@ def unreported_epochs(
     """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
     ``metrics.json`` rows) that the trial has no report of.
 
-    The trial reports an epoch after the trainer commits it (its checkpoint, recorded first),
-    so a worker killed between the commit and the report leaves an epoch that the study has no
-    report of; its retry reports it on resuming, so that the trial's curve has every epoch it
-    trained.
+    The trial reports an epoch after the trainer commits it, so a worker killed between the
+    two leaves an epoch that the study has no report of; its retry reports it on resuming, so
+    that the trial's curve has every epoch it trained.
     """
     out, best = [], -math.inf
     for row in history:
@@ -226,15 +225,11 @@ class TrialRunner:
         return "cpu"
 
     def _record_epoch(self, run_dir: Path, number: int, report: EpochReport) -> None:
-        """Who trained the epoch (this worker, ``host:pid``), when, and its own validation BPS,
-        in the run folder: the trainer's ``before_commit``, so that no checkpoint or
-        ``metrics.json`` holds an epoch without its record (a worker killed between the two
-        leaves a record of an epoch its retry trains again, the later record the one that
-        counts). A record that cannot be written stops the epoch uncommitted, as a checkpoint
-        that cannot be would."""
+        """Who trained the epoch (``host:pid``), when, and its validation BPS, in the run folder:
+        the trainer's ``before_commit``, so that no checkpoint holds an epoch without its record
+        (:mod:`~vivit_hpo.search.record`); one that cannot be written stops the epoch unsaved."""
         end = time.time()
-        worker = f"{self.host}:{os.getpid()}"
-        start = end - report.seconds
+        start, worker = end - report.seconds, f"{self.host}:{os.getpid()}"
         append_epoch(run_dir, EpochRecord(number, report.epoch, worker, start, end, report.val_bps))
 
     def _stepped(self, batch: int, batches: int) -> None:
