@@ -67,14 +67,16 @@ def start_worker(
     log: Path,
     *extra: str,
     preexec_fn: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``python -m vivit_hpo worker NAME --device cpu`` as a real process, output in ``log``."""
+    """``python -m vivit_hpo worker NAME --device cpu`` as a real process, output in ``log``;
+    ``env`` replaces its environment (default :func:`worker_env`)."""
     f = open(log, "ab")  # noqa: SIM115 - closed with the process by the OS
     return subprocess.Popen(
         [sys.executable, "-m", "vivit_hpo", "worker", name, "--device", "cpu", *extra],
         stdout=f,
         stderr=subprocess.STDOUT,
-        env=worker_env(storage_url, home),
+        env=worker_env(storage_url, home) if env is None else env,
         cwd=home,
         preexec_fn=preexec_fn,
     )

@@ -119,11 +119,6 @@ def test_a_study_survives_kills_restarts_and_outages(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="issue 18, open: its `torn` and `epochs-recorded` checks fail in some runs (the retry "
-    "of the torn trial began one epoch later than the check expects), in the suite and in "
-    "`bench chaos`; played by `vivit-hpo bench chaos` until the race is traced"
-)
 def test_a_study_survives_a_hang_a_bad_node_a_torn_checkpoint_and_a_give_up(
     private_pg: PostgresServer, sim_dir: Path, tmp_path: Path
 ) -> None:

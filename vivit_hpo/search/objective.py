@@ -99,7 +99,7 @@ from vivit_hpo.search.spec import StudySpec
 from vivit_hpo.search.storage import describe, is_transient, retrying
 from vivit_hpo.search.study import ensure_data, trial_dir
 from vivit_hpo.search.watchdog import Progress
-from vivit_hpo.training import Trainer, epoch_score, resolve_device
+from vivit_hpo.training import EpochReport, Trainer, epoch_score, resolve_device
 from vivit_hpo.training.run import score_best
 
 __all__ = [
@@ -138,9 +138,9 @@ def unreported_epochs(
     """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
     ``metrics.json`` rows) that the trial has no report of.
 
-    A trainer writes an epoch's checkpoint before the trial reports it, so a worker killed
-    between the two leaves an epoch that only the checkpoint knows; its retry reports it on
-    resuming, so that the trial's curve has every epoch it trained.
+    The trial reports an epoch after the trainer commits it, so a worker killed between the
+    two leaves an epoch that the study has no report of; its retry reports it on resuming, so
+    that the trial's curve has every epoch it trained.
     """
     out, best = [], -math.inf
     for row in history:
@@ -224,18 +224,13 @@ class TrialRunner:
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return "cpu"
 
-    def _record_epoch(
-        self, run_dir: Path, number: int, epoch: int, began: float, val_bps: float
-    ) -> None:
-        """Who trained the epoch (this worker, ``host:pid``), when, and its own validation BPS,
-        in the run folder; a record that cannot be written never fails the trial."""
-        record = EpochRecord(
-            number, epoch, f"{self.host}:{os.getpid()}", began, time.time(), val_bps=val_bps
-        )
-        try:
-            append_epoch(run_dir, record)
-        except OSError as e:
-            _log.warning("trial %d: epoch %d not recorded: %s", number, epoch, e)
+    def _record_epoch(self, run_dir: Path, number: int, report: EpochReport) -> None:
+        """Who trained the epoch (``host:pid``), when, and its validation BPS, in the run folder:
+        the trainer's ``before_commit``, so that no checkpoint holds an epoch without its record
+        (:mod:`~vivit_hpo.search.record`); one that cannot be written stops the epoch unsaved."""
+        end = time.time()
+        start, worker = end - report.seconds, f"{self.host}:{os.getpid()}"
+        append_epoch(run_dir, EpochRecord(number, report.epoch, worker, start, end, report.val_bps))
 
     def _stepped(self, batch: int, batches: int) -> None:
         self.progress.mark()
@@ -368,7 +363,12 @@ class TrialRunner:
             with self.stop.interruptible():
                 data = self._sessions(cfg.data)
                 trainer = Trainer(
-                    cfg, data, device=self.device, run_dir=run_dir, on_step=self._stepped
+                    cfg,
+                    data,
+                    device=self.device,
+                    run_dir=run_dir,
+                    on_step=self._stepped,
+                    before_commit=functools.partial(self._record_epoch, run_dir, n),
                 )
             shape = trainer.data.input_shape(data.metas[0].name)
             attrs[RESPONSE_KINDS] = {m.name: m.response_kind for m in data.metas}
@@ -393,7 +393,6 @@ class TrialRunner:
                 if report is None:
                     break
                 self.progress.mark()
-                self._record_epoch(run_dir, n, report.epoch, began, report.val_bps)
                 epochs = report.epoch
                 peak = max(peak, report.peak_memory_mb)
                 end.update(

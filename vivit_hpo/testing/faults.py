@@ -1,7 +1,7 @@
 """Faults that the tests and the chaos driver inject into real worker processes, each as the
 real thing does it: a training that hangs or a test pass that crawls (:func:`hang_env`), a
-node whose every checkpoint write fails (:func:`file_size_limit`) and a torn checkpoint file
-(:func:`tear`).
+worker killed mid-way through ending an epoch (:func:`kill_mid_epoch_env`), a node whose every
+checkpoint write fails (:func:`file_size_limit`) and a torn checkpoint file (:func:`tear`).
 
 Nothing in the study service imports this module.
 """
@@ -15,13 +15,32 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["HANG_ENV", "HANG_MODES", "file_size_limit", "hang_env", "install_hang", "tear"]
+__all__ = [
+    "HANG_ENV",
+    "HANG_MODES",
+    "KILL_MID_EPOCH_ENV",
+    "file_size_limit",
+    "hang_env",
+    "install_hang",
+    "install_kill_mid_epoch",
+    "kill_mid_epoch_env",
+    "tear",
+]
 
 HANG_ENV = "VIVIT_HPO_TEST_HANG"
+KILL_MID_EPOCH_ENV = "VIVIT_HPO_TEST_KILL_MID_EPOCH"
 HANG_MODES = ("wait", "deaf", "slow-test")
 SLOW_TEST_BATCH_S = 0.6  # what ``slow-test`` adds to every batch of the test split
-_SITE = Path(__file__).parent / "site"  # its sitecustomize.py calls install_hang at start-up
+_SITE = Path(__file__).parent / "site"  # its sitecustomize.py installs the faults at start-up
+
+
+def _with_site(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the hook's folder first on ``PYTHONPATH`` (its own kept after it)."""
+    out = dict(env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SITE), env.get("PYTHONPATH")) if p)
+    return out
 
 
 def hang_env(mode: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -39,10 +58,41 @@ def hang_env(mode: str, env: Mapping[str, str]) -> dict[str, str]:
     """
     if mode not in HANG_MODES:
         raise ValueError(f"hang mode {mode!r}: use one of {', '.join(HANG_MODES)}")
-    out = dict(env)
-    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SITE), env.get("PYTHONPATH")) if p)
-    out[HANG_ENV] = mode
-    return out
+    return {**_with_site(env), HANG_ENV: mode}
+
+
+def kill_mid_epoch_env(epoch: int, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for processes that SIGKILL themselves mid-way through ending their trainer's
+    epoch ``epoch`` (1-based): right after the first of its two steps, the worker's record of the
+    epoch (``epochs.jsonl``) and the trainer's commit of it (``metrics.json`` and checkpoints),
+    whichever comes first: the state a crash between the two leaves
+    (:func:`install_kill_mid_epoch`, called by ``site/sitecustomize.py``)."""
+    return {**_with_site(env), KILL_MID_EPOCH_ENV: str(int(epoch))}
+
+
+def install_kill_mid_epoch(epoch: int) -> None:
+    """SIGKILL this process right after the first of the two steps that end its trainer's
+    epoch ``epoch`` (see :func:`kill_mid_epoch_env`), in whichever order the code takes them."""
+    from vivit_hpo.search import objective
+    from vivit_hpo.training import loop
+
+    append_epoch, save = objective.append_epoch, loop.Trainer._save
+
+    def kill() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def recorded(run_dir: Path, record: Any) -> None:
+        append_epoch(run_dir, record)
+        if record.epoch == epoch:
+            kill()
+
+    def committed(self: loop.Trainer, *args: Any, **kwargs: Any) -> None:
+        save(self, *args, **kwargs)
+        if self.epoch == epoch:
+            kill()
+
+    objective.append_epoch = recorded  # the name the objective calls
+    loop.Trainer._save = committed  # type: ignore[method-assign]
 
 
 def install_hang(mode: str) -> None:

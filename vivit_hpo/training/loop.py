@@ -4,7 +4,9 @@ A caller iterates ``Trainer(cfg, data, ...).epochs()``; a study's objective turn
 into ``trial.report`` / ``should_prune``, the CLI into a table. Everything a resumed run needs
 (model, optimiser, step count, RNG, epoch, best scores, the weights' moving average) is in
 ``checkpoints/last.pt``, written after every epoch, so a run that is stopped at any point
-continues exactly where its last epoch ended.
+continues exactly where its last epoch ended. A caller that must know of an epoch before any
+file holds it (a study's epoch log) passes ``before_commit``: a run stopped after it and before
+the commit trains that epoch again.
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ class Trainer:
             ``epochNNN.pt`` that loads when it does not, else from scratch: ``resume_state``).
         on_step: called as ``on_step(batch_index, batches_per_epoch)`` after each batch
             (a progress bar hook).
+        before_commit: called with each epoch's report once it is validated and before the
+            epoch is committed (its ``metrics.json`` row and checkpoints) and yielded; an error
+            it raises stops the run with the epoch uncommitted.
     """
 
     def __init__(
@@ -159,11 +164,13 @@ class Trainer:
         device: str | torch.device = "auto",
         run_dir: str | Path | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        before_commit: Callable[[EpochReport], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_step = on_step
+        self.before_commit = before_commit
         if data.num_samples("train") == 0:
             raise ConfigError(
                 f"no training samples with data.num_lags={cfg.data.num_lags}; "
@@ -391,6 +398,8 @@ class Trainer:
             val_score=score,
             val_sessions_without_spikes=val.without_spikes,
         )
+        if self.before_commit is not None:
+            self.before_commit(report)
         self.history.append(report.to_dict())
         self.best = sorted([*self.best, (score, self.epoch)], reverse=True)
         if self.run_dir is not None:

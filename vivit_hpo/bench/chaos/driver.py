@@ -27,10 +27,11 @@ from vivit_hpo.search.storage import ENV_MAX_WAIT, open_storage
 from vivit_hpo.search.study import load_study, logs_dir, progress, study_uid, trial_dir
 from vivit_hpo.testing import PostgresServer
 
-__all__ = ["Driver", "RunProcess"]
+__all__ = ["STARTED_LINE", "Driver", "RunProcess"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _STOP_WAIT_S = 200.0  # how long a SIGTERMed `run` gets to stop its workers
+STARTED_LINE = "worker for study"  # a worker opened the storage and the study (search.worker)
 
 
 @dataclass
@@ -243,6 +244,21 @@ class Driver:
             )
         self.node_procs.append(_NodeProcess(kind, proc, log))
         self.note(f"started a {kind} worker (pid {proc.pid})")
+
+    def nodes_starting(self) -> bool:
+        """Whether a node worker is still starting: running, and its log has no line yet that
+        it opened the storage and the study (:data:`STARTED_LINE`). An outage then would stop
+        it before it is the node it stands for."""
+        for n in self.node_procs:
+            if n.proc.poll() is not None:
+                continue
+            try:
+                text = n.log.read_text(errors="replace")
+            except OSError:
+                text = ""
+            if STARTED_LINE not in text:
+                return True
+        return False
 
     def reap_nodes(self) -> None:
         """Note each node worker's exit once."""

@@ -31,11 +31,14 @@ _FULL = re.compile(r"^epoch(\d+)\.pt$")
 def try_event(d: Driver, ev: ChaosEvent, waited_s: float) -> bool:
     """Play ``ev`` if it can be played now; False: not yet (``waited_s`` since it was due).
 
-    After :data:`PATIENCE_S` without the state an event waits for (no trial mid-way), a kill,
-    a restart or an outage acts anyway; a node still needs a trial to claim, a tear a trial at
-    an epoch >= 2.
+    An outage waits for the node workers started so far to be up (their storage and study
+    open). After :data:`PATIENCE_S` without the state an event waits for (no trial mid-way), a
+    kill, a restart or an outage acts anyway; a node still needs a trial to claim, a tear a
+    trial at an epoch >= 2.
     """
     relax = waited_s > PATIENCE_S
+    if ev.kind in ("outage", "give-up") and d.nodes_starting() and not relax:
+        return False  # a node worker still opening the storage would fail to start instead
     if ev.kind == "kill":
         return _kill(d, relax)
     if ev.kind == "restart":

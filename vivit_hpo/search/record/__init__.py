@@ -19,7 +19,9 @@ Beside the database, a trial's run folder holds :data:`EPOCHS_FILE`, one JSON li
 epoch (:class:`EpochRecord`: trial number, epoch, the worker that trained it, when, and the
 epoch's own validation BPS; the intermediate values are the best so far). A retry takes
 its predecessor's folder over, so the file accumulates every epoch of a logical trial across
-retries: who trained what, and when, for the chaos checks.
+retries: who trained what, and when, for the chaos checks. An epoch is recorded before it is
+committed (its checkpoint, ``metrics.json``), so it may be recorded twice: by a worker killed
+before the commit, then by the retry that trained it again (the later record counts).
 
 - :mod:`._trial`: the attribute names, :func:`status` and :class:`TrialRecord`;
 - :mod:`._retry`: why a trial was retried, the cap per cause, and :func:`retry_of`;
@@ -34,6 +36,7 @@ from vivit_hpo.search.record._epochs import (
     EPOCHS_FILE,
     EpochRecord,
     append_epoch,
+    latest_by_epoch,
     read_epochs,
 )
 from vivit_hpo.search.record._retry import (
@@ -143,6 +146,7 @@ __all__ = [
     "TrialRecord",
     "append_epoch",
     "is_yardstick",
+    "latest_by_epoch",
     "out_of_retries",
     "read_epochs",
     "response_kinds",

@@ -1,5 +1,11 @@
 """A trial's epoch log: one JSON line per finished epoch in its run folder (who trained it,
-and when), kept across retries."""
+and when), kept across retries.
+
+An epoch is recorded once it is validated and before it is committed (its checkpoint and
+``metrics.json`` row; the trainer's ``before_commit``), so every committed epoch has a record.
+A worker killed between the two leaves a record of an epoch that no checkpoint holds: its retry
+trains that epoch again and records it again, later; where one record per epoch is wanted, the
+last one in the file is the one that counts (:func:`latest_by_epoch`)."""
 
 from __future__ import annotations
 
@@ -48,3 +54,9 @@ def read_epochs(run_dir: Path) -> list[EpochRecord]:
         except (ValueError, TypeError):
             continue
     return out
+
+
+def latest_by_epoch(records: list[EpochRecord]) -> dict[int, EpochRecord]:
+    """``{epoch: its record}`` of one trial folder's ``records`` (in file order): the last
+    record of an epoch recorded twice, the one whose training was committed."""
+    return {r.epoch: r for r in records}
