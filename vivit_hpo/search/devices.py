@@ -1,5 +1,6 @@
-"""The GPU a worker trains on: one exclusive ``flock`` per GPU in this user's lock folder, so that
-two workers of a machine (or of containers sharing the folder) never train on the same GPU.
+"""The device a worker trains on: one exclusive ``flock`` per GPU in this user's lock folder, so
+that two workers of a machine (or of containers sharing the folder) never train on the same GPU,
+and the memory a trial may use there.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+import torch
+
 from vivit_hpo import settings
 from vivit_hpo.errors import ConfigError
+from vivit_hpo.search.schema import StudySpec
 
-__all__ = ["claim_gpu", "gpu_lock_dir"]
+__all__ = ["claim_gpu", "gpu_lock_dir", "memory_cap_bytes"]
 
 _log = logging.getLogger(__name__)
 
@@ -219,3 +223,16 @@ def claim_gpu(device: str, device_count: int, lock_dir: Path | None = None) -> s
         f"--device cuda:any: all {device_count} GPUs are held by other workers "
         f"(locks in {folder}); start fewer workers or pass --device cuda:i"
     )
+
+
+def memory_cap_bytes(spec: StudySpec, device: torch.device) -> int:
+    """The memory a trial may use: ``feasibility.max_memory_gb``, else the device's total (GPU)
+    or physical RAM (CPU), times ``feasibility.memory_fraction``."""
+    f = spec.feasibility
+    if f.max_memory_gb is not None:
+        return int(f.max_memory_gb * 2**30)
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * f.memory_fraction)

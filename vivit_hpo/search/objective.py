@@ -34,6 +34,7 @@ from vivit_hpo.errors import ConfigError, VivitHpoError
 from vivit_hpo.infra import check_data_here, infrastructure_error
 from vivit_hpo.metrics import mean_over_sessions, objective_label
 from vivit_hpo.models import count_parameters, flops_per_sample
+from vivit_hpo.search.devices import memory_cap_bytes
 from vivit_hpo.search.outcome import (
     HandBack,
     TrialOutcome,
@@ -84,6 +85,7 @@ from vivit_hpo.search.record import (
     YARDSTICK_CONFIG,
     EpochRecord,
     append_epoch,
+    unreported_epochs,
 )
 from vivit_hpo.search.signals import STOP_SIGNALS, StopControl, TrialLost, TrialStalled
 from vivit_hpo.search.space import (
@@ -99,7 +101,7 @@ from vivit_hpo.search.spec import StudySpec
 from vivit_hpo.search.storage import describe, is_transient, retrying
 from vivit_hpo.search.study import ensure_data, trial_dir
 from vivit_hpo.search.watchdog import Progress
-from vivit_hpo.training import EpochReport, Trainer, epoch_score, resolve_device
+from vivit_hpo.training import EpochReport, Trainer, resolve_device
 from vivit_hpo.training.run import score_best
 
 __all__ = [
@@ -117,37 +119,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-def memory_cap_bytes(spec: StudySpec, device: torch.device) -> int:
-    """The memory a trial may use: ``feasibility.max_memory_gb``, else the device's total (GPU)
-    or physical RAM (CPU), times ``feasibility.memory_fraction``."""
-    f = spec.feasibility
-    if f.max_memory_gb is not None:
-        return int(f.max_memory_gb * 2**30)
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-    else:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(total * f.memory_fraction)
-
-
-def unreported_epochs(
-    history: list[dict[str, Any]], reported: dict[int, float]
-) -> list[tuple[int, float]]:
-    """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
-    ``metrics.json`` rows) that the trial has no report of.
-
-    The trial reports an epoch after the trainer commits it, so a worker killed between the
-    two leaves an epoch that the study has no report of; its retry reports it on resuming, so
-    that the trial's curve has every epoch it trained.
-    """
-    out, best = [], -math.inf
-    for row in history:
-        best = max(best, epoch_score(row))
-        if int(row["epoch"]) not in reported:
-            out.append((int(row["epoch"]), best))
-    return out
 
 
 def _yardstick_config(tree: Any, name: str) -> RunConfig:

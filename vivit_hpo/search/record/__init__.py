@@ -38,6 +38,7 @@ from vivit_hpo.search.record._epochs import (
     append_epoch,
     latest_by_epoch,
     read_epochs,
+    unreported_epochs,
 )
 from vivit_hpo.search.record._retry import (
     HEARTBEAT,
@@ -153,5 +154,6 @@ __all__ = [
     "retried_numbers",
     "retry_of",
     "status",
+    "unreported_epochs",
     "worker_of",
 ]

@@ -10,9 +10,11 @@ last one in the file is the one that counts (:func:`latest_by_epoch`)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 EPOCHS_FILE = "epochs.jsonl"  # in the trial's run folder: one EpochRecord per finished epoch
 
@@ -60,3 +62,23 @@ def latest_by_epoch(records: list[EpochRecord]) -> dict[int, EpochRecord]:
     """``{epoch: its record}`` of one trial folder's ``records`` (in file order): the last
     record of an epoch recorded twice, the one whose training was committed."""
     return {r.epoch: r for r in records}
+
+
+def unreported_epochs(
+    history: list[dict[str, Any]], reported: dict[int, float]
+) -> list[tuple[int, float]]:
+    """(epoch, best validation score so far) of each epoch of a resumed run's ``history`` (its
+    ``metrics.json`` rows) that the trial has no report of.
+
+    The trial reports an epoch after the trainer commits it, so a worker killed between the
+    two leaves an epoch that the study has no report of; its retry reports it on resuming, so
+    that the trial's curve has every epoch it trained.
+    """
+    from vivit_hpo.training.run import epoch_score  # torch: only where a run resumes
+
+    out, best = [], -math.inf
+    for row in history:
+        best = max(best, epoch_score(row))
+        if int(row["epoch"]) not in reported:
+            out.append((int(row["epoch"]), best))
+    return out
