@@ -28,8 +28,15 @@ from search_helpers import (
 
 from vivit_hpo.bench.chaos import overlapping_epochs
 from vivit_hpo.search.record import FAIL_REASON, read_epochs
-from vivit_hpo.search.storage import CONNECTIVITY, StaleCheck, open_storage, retrying
+from vivit_hpo.search.storage import (
+    CONNECTIVITY,
+    ENV_MAX_WAIT,
+    StaleCheck,
+    open_storage,
+    retrying,
+)
 from vivit_hpo.search.study import load_study, progress
+from vivit_hpo.testing.faults import PAUSE_POINTS, pause_open_env
 from vivit_hpo.testing.pgserver import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.postgres
@@ -128,6 +135,34 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(
     private_pg.start()
     assert finish([worker], 180, [log]) == [0], logs_text([log])
     assert [t.state for t in load_study(open_storage(url), "late").get_trials()] == [
+        TrialState.COMPLETE
+    ]
+
+
+@pytest.mark.parametrize("point", PAUSE_POINTS)
+def test_a_worker_waits_for_an_outage_that_begins_while_it_opens_the_study(
+    point: str, write_spec: Callable[..., Path], private_pg: PostgresServer, tmp_path: Path
+) -> None:
+    """The server stops between the worker's two opens, or inside the second after its first
+    connection; storage calls give up at once (``0``), so only the start's wait
+    (``CONNECT_WAIT_S``) keeps the worker from exiting 2."""
+    url = private_pg.url()
+    spec_path = write_spec(
+        budget={"n_trials": 1}, epochs=2, pruner={"name": "none"}, space=FEASIBLE
+    )
+    create(url, "opening", spec_path)
+    log = tmp_path / "w.log"
+    env = {**pause_open_env(point, tmp_path, worker_env(url, tmp_path)), ENV_MAX_WAIT: "0"}
+    worker = start_worker("opening", url, tmp_path, log, env=env)
+    wait_for(lambda: (tmp_path / "paused").exists() or worker.poll() is not None, 120, "pause")
+    assert worker.poll() is None, log.read_text()
+    private_pg.stop()
+    (tmp_path / "resume").touch()
+    wait_for(lambda: "; retry 1 in" in log.read_text() or worker.poll() is not None, 60, "a wait")
+    assert worker.poll() is None, log.read_text()  # without the wait: exit 2 at once
+    private_pg.start()
+    assert finish([worker], 180, [log]) == [0], logs_text([log])
+    assert [t.state for t in load_study(open_storage(url), "opening").get_trials()] == [
         TrialState.COMPLETE
     ]
 

@@ -117,14 +117,15 @@ def open_study(study_name: str, storage_url: str | None) -> OpenStudy:
 
     The spec stored in the study says how its storage is opened (the heartbeat), so it is read
     first, through a plain connection that is closed at once. A process started during an
-    outage waits for the server (:data:`~vivit_hpo.search.storage.CONNECT_WAIT_S`).
+    outage waits for the server (:data:`~vivit_hpo.search.storage.CONNECT_WAIT_S`), at both
+    opens: the outage may begin between them.
 
     Raises:
         StorageError: bad URL or unreachable database. StudyError: no such study.
     """
     plain = open_storage(storage_url, connect_wait_s=CONNECT_WAIT_S)
     try:
-        spec = read_spec(plain, study_name)
+        spec = retrying(lambda: read_spec(plain, study_name), what="read the spec")
     finally:
         plain.engine.dispose()
     hb = spec.heartbeat
@@ -133,6 +134,7 @@ def open_study(study_name: str, storage_url: str | None) -> OpenStudy:
         heartbeat_interval=hb.interval_s,
         grace_period=hb.grace_s,
         max_retry=hb.max_retry,
+        connect_wait_s=CONNECT_WAIT_S,
     )
     study = retrying(
         lambda: load_study(

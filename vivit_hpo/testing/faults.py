@@ -1,7 +1,9 @@
 """Faults that the tests and the chaos driver inject into real worker processes, each as the
 real thing does it: a training that hangs or a test pass that crawls (:func:`hang_env`), a
-worker killed mid-way through ending an epoch (:func:`kill_mid_epoch_env`), a node whose every
-checkpoint write fails (:func:`file_size_limit`) and a torn checkpoint file (:func:`tear`).
+worker killed mid-way through ending an epoch (:func:`kill_mid_epoch_env`), a worker held at a
+point of opening its study while the test stops the server (:func:`pause_open_env`), a node
+whose every checkpoint write fails (:func:`file_size_limit`) and a torn checkpoint file
+(:func:`tear`).
 
 Nothing in the study service imports this module.
 """
@@ -21,17 +23,23 @@ __all__ = [
     "HANG_ENV",
     "HANG_MODES",
     "KILL_MID_EPOCH_ENV",
+    "PAUSE_OPEN_ENV",
+    "PAUSE_POINTS",
     "file_size_limit",
     "hang_env",
     "install_hang",
     "install_kill_mid_epoch",
+    "install_pause_open",
     "kill_mid_epoch_env",
+    "pause_open_env",
     "tear",
 ]
 
 HANG_ENV = "VIVIT_HPO_TEST_HANG"
 KILL_MID_EPOCH_ENV = "VIVIT_HPO_TEST_KILL_MID_EPOCH"
 HANG_MODES = ("wait", "deaf", "slow-test")
+PAUSE_OPEN_ENV = "VIVIT_HPO_TEST_PAUSE_OPEN"
+PAUSE_POINTS = ("between-opens", "in-open")
 SLOW_TEST_BATCH_S = 0.6  # what ``slow-test`` adds to every batch of the test split
 _SITE = Path(__file__).parent / "site"  # its sitecustomize.py installs the faults at start-up
 
@@ -93,6 +101,58 @@ def install_kill_mid_epoch(epoch: int) -> None:
 
     objective.append_epoch = recorded  # the name the objective calls
     loop.Trainer._save = committed  # type: ignore[method-assign]
+
+
+def pause_open_env(point: str, folder: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for workers that stop at ``point`` of opening their study, write
+    ``folder/paused`` and go on once ``folder/resume`` exists (:func:`install_pause_open`,
+    called by ``site/sitecustomize.py``): the test stops the server in between.
+
+    Args:
+        point: ``between-opens``: after the plain open that reads the spec, before the open
+            with the heartbeat; ``in-open``: inside the open with the heartbeat, after its first
+            connection, before Optuna's storage is made.
+        folder: where the two marker files are (an existing folder).
+        env: the environment to add to (its ``PYTHONPATH`` is kept, after the hook's folder).
+    """
+    if point not in PAUSE_POINTS:
+        raise ValueError(f"pause point {point!r}: use one of {', '.join(PAUSE_POINTS)}")
+    return {**_with_site(env), PAUSE_OPEN_ENV: f"{point}:{folder}"}
+
+
+def install_pause_open(value: str) -> None:
+    """Make this process pause once at the point of opening its study that ``value``
+    (``POINT:FOLDER``, see :func:`pause_open_env`) names."""
+    from vivit_hpo.search import worker
+    from vivit_hpo.search.storage import _open
+
+    point, folder = value.split(":", 1)
+    open_storage, check_postgres = worker.open_storage, _open._check_postgres
+    in_heartbeat_open: list[int] = []
+
+    def pause() -> None:
+        (Path(folder) / "paused").touch()
+        while not (Path(folder) / "resume").exists():
+            time.sleep(0.05)
+
+    def opening(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("heartbeat_interval") is None:
+            return open_storage(*args, **kwargs)
+        if point == "between-opens":
+            pause()
+        in_heartbeat_open.append(1)
+        try:
+            return open_storage(*args, **kwargs)
+        finally:
+            in_heartbeat_open.clear()
+
+    def checked(*args: Any, **kwargs: Any) -> None:
+        check_postgres(*args, **kwargs)
+        if point == "in-open" and in_heartbeat_open:
+            pause()
+
+    worker.open_storage = opening  # the name open_study calls
+    _open._check_postgres = checked  # the name open_storage calls
 
 
 def install_hang(mode: str) -> None:

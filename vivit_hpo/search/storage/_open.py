@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from vivit_hpo.errors import StorageError
 from vivit_hpo.search.record import RetryStaleTrial
-from vivit_hpo.search.storage._retry import retrying
+from vivit_hpo.search.storage._retry import describe, give_up_s, is_transient, retrying
 from vivit_hpo.search.storage._url import (
     _FIX,
     _parse,
@@ -171,7 +171,9 @@ def open_storage(
         grace_period: seconds without a heartbeat after which a trial is stale and failed.
         max_retry: how often a stale trial is retried (re-enqueued with its parameters).
         connect_wait_s: how long to wait for a PostgreSQL server that does not answer (a
-            worker started during an outage: :data:`CONNECT_WAIT_S`); 0: fail at once.
+            worker started during an outage: :data:`CONNECT_WAIT_S`), at its first connection
+            and while Optuna's storage is made (at least the give-up time there); 0: a server
+            that does not answer at first fails at once.
 
     Returns:
         An ``RDBStorage``; with a heartbeat, stale trials are retried by
@@ -200,18 +202,25 @@ def open_storage(
                 heartbeat_stale_trial_callback=callback,
             )
 
+    # An outage may begin after the first connection: making the storage waits as long.
+    wait_s = max(give_up_s(), connect_wait_s)
     try:
         try:
-            storage = retrying(make, what="open the storage")
+            storage = retrying(make, what="open the storage", max_wait_s=wait_s)
         except sqlalchemy.exc.IntegrityError:
             # Another process created the tables at the same moment (PostgreSQL); they are
             # there now, and opening again finds them.
-            storage = retrying(make, what="open the storage")
+            storage = retrying(make, what="open the storage", max_wait_s=wait_s)
         if parsed.get_backend_name() == "postgresql":
             sqlalchemy.event.listen(storage.engine, "connect", _utc_session)
             storage.engine.dispose()  # the connections opened so far predate the listener
         return storage
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        if is_transient(e):  # the server went away after the first connection, and stayed
+            raise StorageError(
+                f"storage {mask_url(parsed)}: cannot connect ({describe(e)}); check the host, "
+                "port, database name and credentials, and that the server runs"
+            ) from e
         raise StorageError(
             f"storage {mask_url(parsed)}: cannot initialise Optuna's tables ({e.__class__.__name__}"
             f": {str(e).splitlines()[0]}); check that the user may create tables"
